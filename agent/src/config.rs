@@ -1,0 +1,675 @@
+//! The agent's config file (`config/agent.example.toml` documents every key).
+//!
+//! Defaults live in the `defaults` module and nowhere else. [`AgentConfig::validate`]
+//! reports every problem at once, each naming the field and the fix.
+
+use std::path::{Path, PathBuf};
+
+use labhours_shared::config::{ConfigError, ConfigErrors, LogConfig, TlsConfig, parse_toml};
+use labhours_shared::state::StateRules;
+use labhours_shared::wire::{DEFAULT_TOPIC_PREFIX, check_id};
+use serde::{Deserialize, Serialize};
+
+pub const EXAMPLE: &str = "config/agent.example.toml";
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentConfig {
+    /// This agent's id: one MQTT topic level, unique per site.
+    pub agent_id: String,
+    /// The instrument this agent watches.
+    pub instrument_id: String,
+    /// Where the outbox and the result-file index live.
+    #[serde(default = "defaults::data_dir")]
+    pub data_dir: PathBuf,
+    /// How often every meter is read, in one cycle.
+    #[serde(default = "defaults::poll_interval_ms")]
+    pub poll_interval_ms: u64,
+    #[serde(default)]
+    pub mqtt: MqttConfig,
+    pub state: StateRules,
+    #[serde(default)]
+    pub meters: Vec<MeterConfig>,
+    #[serde(default)]
+    pub status: Option<StatusConfig>,
+    #[serde(default)]
+    pub results: Vec<ResultsConfig>,
+    #[serde(default)]
+    pub outbox: OutboxConfig,
+    #[serde(default)]
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MqttConfig {
+    #[serde(default = "defaults::mqtt_host")]
+    pub host: String,
+    #[serde(default = "defaults::mqtt_port")]
+    pub port: u16,
+    #[serde(default = "defaults::topic_prefix")]
+    pub topic_prefix: String,
+    #[serde(default)]
+    pub username: Option<String>,
+    /// Read from this file at start (keeps secrets out of the config).
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+    #[serde(default = "defaults::keep_alive_s")]
+    pub keep_alive_s: u64,
+    #[serde(default = "defaults::heartbeat_interval_s")]
+    pub heartbeat_interval_s: u64,
+    /// Unacknowledged events are sent again after this long.
+    #[serde(default = "defaults::ack_timeout_s")]
+    pub ack_timeout_s: u64,
+}
+
+/// One Modbus power meter, reached over TCP or RTU (exactly one of the two).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MeterConfig {
+    pub name: String,
+    /// A built-in register map, or `custom` with `registers`.
+    pub model: MeterModel,
+    #[serde(default = "defaults::unit_id")]
+    pub unit_id: u8,
+    #[serde(default = "defaults::meter_timeout_ms")]
+    pub timeout_ms: u64,
+    #[serde(default)]
+    pub tcp: Option<TcpLink>,
+    #[serde(default)]
+    pub rtu: Option<SerialLink>,
+    /// Register map for `model = "custom"` (overrides the preset otherwise).
+    #[serde(default)]
+    pub registers: Option<RegisterMap>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MeterModel {
+    /// Eastron SDM120-Modbus (single phase).
+    Sdm120,
+    /// Eastron SDM630-Modbus (three phase).
+    Sdm630,
+    /// Acrel DDSU666 (single phase DIN-rail).
+    Ddsu666,
+    Custom,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TcpLink {
+    pub host: String,
+    #[serde(default = "defaults::modbus_port")]
+    pub port: u16,
+}
+
+/// A serial port (RS-485 for meters, RS-232 for status lines).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SerialLink {
+    /// `/dev/ttyUSB0` on Linux, `COM3` on Windows.
+    pub serial_port: String,
+    #[serde(default = "defaults::baud_rate")]
+    pub baud_rate: u32,
+    #[serde(default)]
+    pub parity: Parity,
+    #[serde(default = "defaults::stop_bits")]
+    pub stop_bits: u8,
+    #[serde(default = "defaults::data_bits")]
+    pub data_bits: u8,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Parity {
+    #[default]
+    None,
+    Even,
+    Odd,
+}
+
+/// Where each quantity sits in the meter. Power is required.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterMap {
+    pub power_w: Register,
+    #[serde(default)]
+    pub voltage_v: Option<Register>,
+    #[serde(default)]
+    pub current_a: Option<Register>,
+    #[serde(default)]
+    pub energy_kwh: Option<Register>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Register {
+    pub kind: RegisterKind,
+    /// Zero-based protocol address (register 30013 in a manual is input address 12).
+    pub address: u16,
+    pub data_type: DataType,
+    #[serde(default)]
+    pub word_order: WordOrder,
+    /// The decoded value is multiplied by this.
+    #[serde(default = "defaults::scale")]
+    pub scale: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RegisterKind {
+    Holding,
+    Input,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DataType {
+    U16,
+    I16,
+    U32,
+    I32,
+    F32,
+}
+
+/// Byte order of a 32-bit value over two registers; `abcd` is big-endian.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WordOrder {
+    #[default]
+    Abcd,
+    Cdab,
+    Badc,
+    Dcba,
+}
+
+/// The instrument's own status line on a serial port.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StatusConfig {
+    /// The serial port the status lines come from.
+    pub serial: SerialLink,
+    /// Longer lines are dropped (and reported as a fault).
+    #[serde(default = "defaults::max_line_bytes")]
+    pub max_line_bytes: usize,
+    /// Sent every `query_interval_s` for instruments that only answer when asked.
+    #[serde(default)]
+    pub query: Option<String>,
+    #[serde(default = "defaults::query_interval_s")]
+    pub query_interval_s: u64,
+    /// Tried in order; the first match wins; a line matching none is ignored.
+    pub rules: Vec<StatusRule>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StatusRule {
+    /// A regular expression; a named group `sample` captures a sample or method id.
+    pub pattern: String,
+    /// `running`, `standby` or `fault`.
+    pub state: labhours_shared::state::State,
+}
+
+/// A folder the instrument writes result files into.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResultsConfig {
+    pub folder: PathBuf,
+    /// Globs relative to the folder; a file must match one.
+    #[serde(default = "defaults::include")]
+    pub include: Vec<String>,
+    #[serde(default)]
+    pub exclude: Vec<String>,
+    #[serde(default = "defaults::yes")]
+    pub recursive: bool,
+    /// A file counts once unchanged for two checks and at least this old.
+    #[serde(default = "defaults::min_age_s")]
+    pub min_age_s: u64,
+    /// Full rescan period; file-system events are only hints.
+    #[serde(default = "defaults::rescan_interval_s")]
+    pub rescan_interval_s: u64,
+    /// Poll instead of file-system events (network shares).
+    #[serde(default)]
+    pub poll: bool,
+    /// A regex on the file name; group `sample` (or the whole match) is the sample id.
+    #[serde(default)]
+    pub sample_id_pattern: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutboxConfig {
+    /// Size cap; beyond it summaries are dropped first, then the oldest events.
+    #[serde(default = "defaults::outbox_max_bytes")]
+    pub max_bytes: u64,
+    /// Summaries are made durable at most this long after they are appended.
+    #[serde(default = "defaults::summary_flush_ms")]
+    pub summary_flush_ms: u64,
+    /// sled page cache; small keeps the agent light.
+    #[serde(default = "defaults::cache_bytes")]
+    pub cache_bytes: u64,
+}
+
+/// Every default, in one place.
+mod defaults {
+    use std::path::PathBuf;
+
+    pub fn data_dir() -> PathBuf {
+        PathBuf::from("labhours-agent-data")
+    }
+    pub fn poll_interval_ms() -> u64 {
+        1000
+    }
+    pub fn mqtt_host() -> String {
+        "127.0.0.1".into()
+    }
+    pub fn mqtt_port() -> u16 {
+        1883
+    }
+    pub fn topic_prefix() -> String {
+        labhours_shared::wire::DEFAULT_TOPIC_PREFIX.into()
+    }
+    pub fn keep_alive_s() -> u64 {
+        30
+    }
+    pub fn heartbeat_interval_s() -> u64 {
+        60
+    }
+    pub fn ack_timeout_s() -> u64 {
+        30
+    }
+    pub fn unit_id() -> u8 {
+        1
+    }
+    pub fn meter_timeout_ms() -> u64 {
+        300
+    }
+    pub fn modbus_port() -> u16 {
+        502
+    }
+    pub fn baud_rate() -> u32 {
+        9600
+    }
+    pub fn stop_bits() -> u8 {
+        1
+    }
+    pub fn data_bits() -> u8 {
+        8
+    }
+    pub fn scale() -> f64 {
+        1.0
+    }
+    pub fn max_line_bytes() -> usize {
+        1024
+    }
+    pub fn query_interval_s() -> u64 {
+        10
+    }
+    pub fn include() -> Vec<String> {
+        vec!["**/*".into()]
+    }
+    pub fn yes() -> bool {
+        true
+    }
+    pub fn min_age_s() -> u64 {
+        10
+    }
+    pub fn rescan_interval_s() -> u64 {
+        300
+    }
+    pub fn outbox_max_bytes() -> u64 {
+        256 * 1024 * 1024
+    }
+    pub fn summary_flush_ms() -> u64 {
+        1000
+    }
+    pub fn cache_bytes() -> u64 {
+        1024 * 1024
+    }
+}
+
+impl Default for MqttConfig {
+    fn default() -> Self {
+        Self {
+            host: defaults::mqtt_host(),
+            port: defaults::mqtt_port(),
+            topic_prefix: DEFAULT_TOPIC_PREFIX.into(),
+            username: None,
+            password_file: None,
+            tls: None,
+            keep_alive_s: defaults::keep_alive_s(),
+            heartbeat_interval_s: defaults::heartbeat_interval_s(),
+            ack_timeout_s: defaults::ack_timeout_s(),
+        }
+    }
+}
+
+impl Default for OutboxConfig {
+    fn default() -> Self {
+        Self {
+            max_bytes: defaults::outbox_max_bytes(),
+            summary_flush_ms: defaults::summary_flush_ms(),
+            cache_bytes: defaults::cache_bytes(),
+        }
+    }
+}
+
+/// Why a config file could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigFileError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {errors}")]
+    Invalid { path: PathBuf, errors: ConfigErrors },
+}
+
+impl AgentConfig {
+    /// Reads, parses and validates a config file.
+    pub fn load(path: &Path) -> Result<Self, ConfigFileError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigFileError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text).map_err(|errors| ConfigFileError::Invalid {
+            path: path.to_owned(),
+            errors,
+        })
+    }
+
+    /// Parses and validates config text.
+    pub fn parse(text: &str) -> Result<Self, ConfigErrors> {
+        let config: Self = parse_toml(text, EXAMPLE)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks everything serde cannot; reports every problem found.
+    pub fn validate(&self) -> Result<(), ConfigErrors> {
+        let mut errors = Vec::new();
+        for (field, id) in [("agent_id", &self.agent_id), ("instrument_id", &self.instrument_id)] {
+            if check_id(field, id).is_err() {
+                errors.push(ConfigError::new(
+                    field,
+                    format!("{id:?} is not a valid id"),
+                    "use 1-64 characters from A-Z a-z 0-9 . _ - (it becomes an MQTT topic level)",
+                ));
+            }
+        }
+        if !(100..=3_600_000).contains(&self.poll_interval_ms) {
+            errors.push(ConfigError::new(
+                "poll_interval_ms",
+                format!("{} ms is outside 100..=3600000", self.poll_interval_ms),
+                "poll power meters every 1000 ms unless the meter cannot keep up",
+            ));
+        }
+        errors.extend(
+            self.state
+                .validate(self.poll_interval_ms)
+                .into_iter()
+                .map(|e| e.under("state")),
+        );
+        self.validate_mqtt(&mut errors);
+        for (i, meter) in self.meters.iter().enumerate() {
+            let at = format!("meters[{i}]");
+            errors.extend(meter.validate(self.poll_interval_ms).into_iter().map(|e| e.under(&at)));
+            if self.meters[..i].iter().any(|m| m.name == meter.name) {
+                errors.push(ConfigError::new(
+                    format!("{at}.name"),
+                    format!("{:?} is used by an earlier meter", meter.name),
+                    "give every meter its own name",
+                ));
+            }
+        }
+        if let Some(status) = &self.status {
+            errors.extend(status.validate().into_iter().map(|e| e.under("status")));
+        }
+        for (i, results) in self.results.iter().enumerate() {
+            errors.extend(results.validate().into_iter().map(|e| e.under(&format!("results[{i}]"))));
+        }
+        if self.meters.is_empty() && self.status.is_none() && self.results.is_empty() {
+            errors.push(ConfigError::new(
+                "meters",
+                "no source is configured, so the agent would measure nothing".to_owned(),
+                "add at least one [[meters]], a [status] port or a [[results]] folder",
+            ));
+        }
+        if self.outbox.max_bytes < 1024 * 1024 {
+            errors.push(ConfigError::new(
+                "outbox.max_bytes",
+                format!("{} bytes is less than 1 MiB", self.outbox.max_bytes),
+                "keep the default 268435456 (256 MiB) or at least 1048576",
+            ));
+        }
+        if self.outbox.summary_flush_ms > 60_000 {
+            errors.push(ConfigError::new(
+                "outbox.summary_flush_ms",
+                format!("{} ms risks a minute of summaries on power loss", self.outbox.summary_flush_ms),
+                "use at most 60000; the default is 1000",
+            ));
+        }
+        errors.extend(self.log.validate());
+        ConfigErrors(errors).into_result()
+    }
+
+    fn validate_mqtt(&self, errors: &mut Vec<ConfigError>) {
+        let m = &self.mqtt;
+        if m.host.trim().is_empty() {
+            errors.push(ConfigError::new("mqtt.host", "is empty", "name the MQTT broker host, e.g. \"127.0.0.1\""));
+        }
+        if m.topic_prefix.is_empty() || m.topic_prefix.contains(['+', '#']) {
+            errors.push(ConfigError::new(
+                "mqtt.topic_prefix",
+                format!("{:?} is empty or holds a wildcard", m.topic_prefix),
+                format!("use the default {DEFAULT_TOPIC_PREFIX:?} or a plain path such as \"site/labhours/v1\""),
+            ));
+        }
+        if m.keep_alive_s < 5 {
+            errors.push(ConfigError::new("mqtt.keep_alive_s", format!("{} s is too short", m.keep_alive_s), "use 5 s or more; the default is 30"));
+        }
+        if m.heartbeat_interval_s == 0 {
+            errors.push(ConfigError::new("mqtt.heartbeat_interval_s", "is 0", "use the default 60"));
+        }
+        if m.ack_timeout_s == 0 {
+            errors.push(ConfigError::new("mqtt.ack_timeout_s", "is 0", "use the default 30"));
+        }
+        if m.password_file.is_some() && m.username.is_none() {
+            errors.push(ConfigError::new("mqtt.username", "a password_file is set without a username", "set mqtt.username too"));
+        }
+        if let Some(tls) = &m.tls {
+            errors.extend(tls.validate().into_iter().map(|e| e.under("mqtt.tls")));
+        }
+    }
+}
+
+impl MeterConfig {
+    fn validate(&self, poll_interval_ms: u64) -> Vec<ConfigError> {
+        let mut errors = Vec::new();
+        if self.name.trim().is_empty() {
+            errors.push(ConfigError::new("name", "is empty", "name the meter, e.g. \"main\""));
+        }
+        match (&self.tcp, &self.rtu) {
+            (Some(_), Some(_)) | (None, None) => errors.push(ConfigError::new(
+                "tcp",
+                "a meter needs exactly one of `tcp` and `rtu`",
+                "add tcp = { host = \"10.0.0.5\" } or rtu = { serial_port = \"/dev/ttyUSB0\" }, not both",
+            )),
+            (Some(tcp), None) if tcp.host.trim().is_empty() => {
+                errors.push(ConfigError::new("tcp.host", "is empty", "give the meter's or gateway's address"));
+            }
+            (None, Some(rtu)) => errors.extend(rtu.validate().into_iter().map(|e| e.under("rtu"))),
+            _ => {}
+        }
+        if !(1..=247).contains(&self.unit_id) {
+            errors.push(ConfigError::new(
+                "unit_id",
+                format!("{} is not a Modbus unit address", self.unit_id),
+                "use the address set on the meter, 1-247 (default 1)",
+            ));
+        }
+        if self.timeout_ms == 0 || self.timeout_ms >= poll_interval_ms {
+            errors.push(ConfigError::new(
+                "timeout_ms",
+                format!("{} ms must be above 0 and below poll_interval_ms ({poll_interval_ms})", self.timeout_ms),
+                "the default 300 ms suits meters on RS-485 and on a LAN",
+            ));
+        }
+        if self.model == MeterModel::Custom && self.registers.is_none() {
+            errors.push(ConfigError::new(
+                "registers",
+                "model = \"custom\" needs a register map",
+                "add [meters.registers] with at least power_w = { kind, address, data_type }",
+            ));
+        }
+        errors
+    }
+}
+
+impl SerialLink {
+    fn validate(&self) -> Vec<ConfigError> {
+        let mut errors = Vec::new();
+        if self.serial_port.trim().is_empty() {
+            errors.push(ConfigError::new("serial_port", "is empty", "name the port, e.g. \"/dev/ttyUSB0\" or \"COM3\""));
+        }
+        if !(300..=921_600).contains(&self.baud_rate) {
+            errors.push(ConfigError::new("baud_rate", format!("{} is not a serial speed", self.baud_rate), "use the speed set on the device, e.g. 9600"));
+        }
+        if !matches!(self.stop_bits, 1 | 2) {
+            errors.push(ConfigError::new("stop_bits", format!("{} is not 1 or 2", self.stop_bits), "use 1 (or 2 if the device says so)"));
+        }
+        if !(5..=8).contains(&self.data_bits) {
+            errors.push(ConfigError::new("data_bits", format!("{} is not 5-8", self.data_bits), "use 8"));
+        }
+        errors
+    }
+}
+
+impl StatusConfig {
+    fn validate(&self) -> Vec<ConfigError> {
+        let mut errors: Vec<_> = self.serial.validate().into_iter().map(|e| e.under("serial")).collect();
+        if !(16..=65_536).contains(&self.max_line_bytes) {
+            errors.push(ConfigError::new("max_line_bytes", format!("{} is outside 16..=65536", self.max_line_bytes), "use the default 1024"));
+        }
+        if self.query.is_some() && self.query_interval_s == 0 {
+            errors.push(ConfigError::new("query_interval_s", "is 0 with a query set", "ask every 10 s or so"));
+        }
+        if self.rules.is_empty() {
+            errors.push(ConfigError::new("rules", "no status rule is given", "add [[status.rules]] with a pattern and a state"));
+        }
+        for (i, rule) in self.rules.iter().enumerate() {
+            if let Err(e) = regex::Regex::new(&rule.pattern) {
+                errors.push(ConfigError::new(format!("rules[{i}].pattern"), format!("not a valid regular expression: {e}"), "fix the pattern (Rust regex syntax)"));
+            }
+            use labhours_shared::state::State;
+            if !matches!(rule.state, State::Running | State::Standby | State::Fault) {
+                errors.push(ConfigError::new(format!("rules[{i}].state"), format!("a status line cannot say {}", rule.state), "use running, standby or fault"));
+            }
+        }
+        errors
+    }
+}
+
+impl ResultsConfig {
+    fn validate(&self) -> Vec<ConfigError> {
+        let mut errors = Vec::new();
+        if self.folder.as_os_str().is_empty() {
+            errors.push(ConfigError::new("folder", "is empty", "name the folder the instrument writes results into"));
+        }
+        for (key, globs) in [("include", &self.include), ("exclude", &self.exclude)] {
+            for (i, glob) in globs.iter().enumerate() {
+                if let Err(e) = globset::Glob::new(glob) {
+                    errors.push(ConfigError::new(format!("{key}[{i}]"), format!("not a valid glob: {e}"), "use globs such as \"**/*.raw\""));
+                }
+            }
+        }
+        if self.include.is_empty() {
+            errors.push(ConfigError::new("include", "is empty, so no file would ever count", "remove it to include every file, or list globs"));
+        }
+        if self.rescan_interval_s == 0 {
+            errors.push(ConfigError::new("rescan_interval_s", "is 0", "use the default 300"));
+        }
+        if let Some(pattern) = &self.sample_id_pattern {
+            if let Err(e) = regex::Regex::new(pattern) {
+                errors.push(ConfigError::new("sample_id_pattern", format!("not a valid regular expression: {e}"), "fix the pattern (Rust regex syntax)"));
+            }
+        }
+        errors
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+        agent_id = "nmr-pc"
+        instrument_id = "nmr-600"
+        [state]
+        on_above_w = 20
+        running_above_w = 400
+        [[meters]]
+        name = "main"
+        model = "sdm120"
+        tcp = { host = "127.0.0.1" }
+    "#;
+
+    fn fields(text: &str) -> Vec<String> {
+        AgentConfig::parse(text).unwrap_err().0.into_iter().map(|e| e.field).collect()
+    }
+
+    #[test]
+    fn a_minimal_config_takes_every_default() {
+        let c = AgentConfig::parse(MINIMAL).expect("valid");
+        assert_eq!(c.poll_interval_ms, 1000);
+        assert_eq!(c.mqtt.port, 1883);
+        assert_eq!(c.meters[0].unit_id, 1);
+        assert_eq!(c.meters[0].tcp.as_ref().map(|t| t.port), Some(502));
+        assert_eq!(c.outbox.max_bytes, 256 * 1024 * 1024);
+        assert_eq!(c.state.min_dwell_s, 30);
+    }
+
+    #[test]
+    fn a_meter_with_both_transports_is_rejected_by_name() {
+        let text = MINIMAL.replace(
+            "tcp = { host = \"127.0.0.1\" }",
+            "tcp = { host = \"h\" }\nrtu = { serial_port = \"/dev/ttyUSB0\" }",
+        );
+        assert_eq!(fields(&text), ["meters[0].tcp"]);
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let text = MINIMAL
+            .replace("nmr-pc", "nmr pc")
+            .replace("running_above_w = 400", "running_above_w = 10")
+            .replace("model = \"sdm120\"", "model = \"custom\"\nunit_id = 0");
+        assert_eq!(
+            fields(&text),
+            [
+                "agent_id",
+                "state.running_above_w",
+                "state.running_exit_below_w",
+                "meters[0].unit_id",
+                "meters[0].registers"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_bad_status_pattern_names_the_rule() {
+        let text = format!(
+            "{MINIMAL}\n[status]\nserial = {{ serial_port = \"/dev/ttyS0\" }}\n[[status.rules]]\npattern = \"RUN(\"\nstate = \"running\"\n[[status.rules]]\npattern = \"OFF\"\nstate = \"off\"\n"
+        );
+        assert_eq!(fields(&text), ["status.rules[0].pattern", "status.rules[1].state"]);
+    }
+
+    #[test]
+    fn an_unknown_key_is_named() {
+        let text = MINIMAL.replace("agent_id", "poll_interval_ms = 1000\nagnet_id = \"x\"\nagent_id");
+        assert_eq!(fields(&text)[0], "agnet_id (line 3, column 1)");
+    }
+}

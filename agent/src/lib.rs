@@ -1,0 +1,9 @@
+//! labhours-agent: runs on an instrument PC, measures what the instrument does
+//! (Modbus power meters, its status line, the result files it writes), turns
+//! that into state transitions and summaries, buffers them durably and
+//! delivers them to a collector over MQTT.
+//!
+//! Entry points: [`cli::Cli`] (what `main.rs` parses) and [`config::AgentConfig`].
+
+pub mod cli;
+pub mod config;

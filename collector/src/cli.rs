@@ -1,0 +1,126 @@
+//! Command line of `labhours-collector`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::CollectorConfig;
+
+/// Receives labhours agent events, reconciles machine hours with bookings
+/// and serves verified usage hours.
+#[derive(Debug, Parser)]
+#[command(name = "labhours-collector", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the collector: embedded MQTT broker (unless an external one is
+    /// configured), ingest, reconciliation and the HTTP API, until stopped.
+    Run(ConfigArg),
+    /// Check a config file and print a summary; every error names the field and the fix.
+    CheckConfig(ConfigArg),
+    /// Manage bookings.
+    #[command(subcommand)]
+    Bookings(BookingsCommand),
+    /// Print verified hours for a period (CSV or JSON), for offline evaluation.
+    Report {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// First day or instant of the period (site time zone).
+        #[arg(long)]
+        from: String,
+        /// End of the period (exclusive).
+        #[arg(long)]
+        to: String,
+        #[arg(long, value_enum, default_value_t = ReportFormat::Csv)]
+        format: ReportFormat,
+    },
+    /// Recompute every session and booking outcome from the stored evidence.
+    Rebuild(ConfigArg),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BookingsCommand {
+    /// Import bookings from CSV or iCalendar; nothing is applied if any row is bad.
+    Import {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// A `.csv` or `.ics` file.
+        file: PathBuf,
+        /// Show what would change without changing anything.
+        #[arg(long)]
+        dry_run: bool,
+        /// Apply the good rows even if some are bad (the bad ones are still listed).
+        #[arg(long)]
+        skip_invalid: bool,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ReportFormat {
+    Csv,
+    Json,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ConfigArg {
+    /// The collector's config file (see config/collector.example.toml);
+    /// without it every setting takes its default.
+    #[arg(long, short, env = "LABHOURS_COLLECTOR_CONFIG")]
+    pub config: Option<PathBuf>,
+}
+
+impl ConfigArg {
+    /// The config from the file, or the defaults when none is given.
+    pub fn load(&self) -> anyhow::Result<CollectorConfig> {
+        Ok(match &self.config {
+            Some(path) => CollectorConfig::load(path)?,
+            None => CollectorConfig::default(),
+        })
+    }
+}
+
+impl Cli {
+    /// Runs the command; errors are printed with their causes.
+    pub fn execute(self) -> ExitCode {
+        match self.command.execute() {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(err) => {
+                eprintln!("error: {err:#}");
+                ExitCode::FAILURE
+            }
+        }
+    }
+}
+
+impl Command {
+    fn execute(self) -> anyhow::Result<()> {
+        match self {
+            Command::CheckConfig(arg) => {
+                let c = arg.load()?;
+                println!(
+                    "{}: OK. Site {:?} ({}), {} instrument(s); MQTT {}; HTTP on {}.",
+                    arg.config.as_deref().map_or("defaults".into(), |p| p.display().to_string()),
+                    c.site.name,
+                    c.site.time_zone,
+                    c.instruments.len(),
+                    match &c.mqtt.external {
+                        Some(ext) => format!("external broker {}:{}", ext.host, ext.port),
+                        None => format!("embedded broker on {}", c.mqtt.embedded_listen),
+                    },
+                    c.http.listen,
+                );
+                Ok(())
+            }
+            Command::Run(_) | Command::Bookings(_) | Command::Report { .. } | Command::Rebuild(_) => {
+                anyhow::bail!(
+                    "this build of labhours-collector cannot do that yet: only check-config is available"
+                )
+            }
+        }
+    }
+}

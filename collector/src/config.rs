@@ -1,0 +1,428 @@
+//! The collector's config file (`config/collector.example.toml` documents every key).
+//!
+//! Every key has a default, so the collector runs with no file at all:
+//! embedded broker on 127.0.0.1:1883, HTTP on 127.0.0.1:8080, data in
+//! `./labhours-collector-data`, site time zone UTC.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use labhours_shared::config::{ConfigError, ConfigErrors, LogConfig, TlsConfig, parse_toml};
+use labhours_shared::state::State;
+use labhours_shared::wire::{DEFAULT_TOPIC_PREFIX, check_id};
+use serde::{Deserialize, Serialize};
+
+pub const EXAMPLE: &str = "config/collector.example.toml";
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CollectorConfig {
+    #[serde(default)]
+    pub site: SiteConfig,
+    /// The database and quarantine live here.
+    #[serde(default = "defaults::data_dir")]
+    pub data_dir: PathBuf,
+    #[serde(default)]
+    pub mqtt: MqttConfig,
+    #[serde(default)]
+    pub http: HttpConfig,
+    /// Optional time-series copy for Grafana.
+    #[serde(default)]
+    pub influxdb: Option<InfluxConfig>,
+    /// Site-wide defaults of the reconciliation rules; instruments may override.
+    #[serde(default)]
+    pub reconciliation: ReconciliationRules,
+    #[serde(default)]
+    pub instruments: Vec<InstrumentConfig>,
+    #[serde(default)]
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SiteConfig {
+    /// Shown on the dashboard and in reports.
+    #[serde(default = "defaults::site_name")]
+    pub name: String,
+    /// IANA zone: local booking times and report periods are read in it.
+    #[serde(default = "defaults::time_zone")]
+    pub time_zone: String,
+}
+
+/// The broker: embedded (default) or an external one the collector joins as a client.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MqttConfig {
+    #[serde(default = "defaults::topic_prefix")]
+    pub topic_prefix: String,
+    /// Address of the embedded broker (used when `external` is absent).
+    #[serde(default = "defaults::embedded_listen")]
+    pub embedded_listen: SocketAddr,
+    #[serde(default)]
+    pub external: Option<ExternalBroker>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExternalBroker {
+    pub host: String,
+    #[serde(default = "defaults::mqtt_port")]
+    pub port: u16,
+    #[serde(default = "defaults::client_id")]
+    pub client_id: String,
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+    /// MQTT 5 shared-subscription group, so several collectors share the load.
+    #[serde(default)]
+    pub shared_group: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    #[serde(default = "defaults::http_listen")]
+    pub listen: SocketAddr,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InfluxConfig {
+    /// Base URL of an InfluxDB v2 write API, e.g. `http://127.0.0.1:8086`.
+    pub url: String,
+    pub org: String,
+    pub bucket: String,
+    /// File holding the API token.
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+}
+
+/// The §2–§5 parameters of reconciliation.md, with its defaults.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReconciliationRules {
+    #[serde(default = "defaults::in_use_states")]
+    pub in_use_states: Vec<State>,
+    #[serde(default = "defaults::merge_gap_s")]
+    pub merge_gap_s: u64,
+    #[serde(default = "defaults::min_session_s")]
+    pub min_session_s: u64,
+    #[serde(default = "defaults::grace_s")]
+    pub early_grace_s: u64,
+    #[serde(default = "defaults::grace_s")]
+    pub late_grace_s: u64,
+    #[serde(default = "defaults::no_show_below_s")]
+    pub no_show_below_s: u64,
+    #[serde(default = "defaults::grace_s")]
+    pub late_start_after_s: u64,
+    #[serde(default = "defaults::grace_s")]
+    pub early_finish_before_s: u64,
+}
+
+/// Where usage comes from for an instrument.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UsageSource {
+    /// The state timeline (power and status line).
+    #[default]
+    State,
+    /// Completed result files, each a run of `file_run_s` ending at its mtime.
+    Files,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InstrumentConfig {
+    pub id: String,
+    pub name: String,
+    /// Organisation unit, e.g. "Chemistry/NMR Centre".
+    #[serde(default)]
+    pub unit: Option<String>,
+    /// Overrides the site zone for this instrument.
+    #[serde(default)]
+    pub time_zone: Option<String>,
+    #[serde(default)]
+    pub usage_source: UsageSource,
+    /// Length of one run for `usage_source = "files"`.
+    #[serde(default)]
+    pub file_run_s: Option<u64>,
+    /// Overrides of the site's `[reconciliation]` values.
+    #[serde(default)]
+    pub in_use_states: Option<Vec<State>>,
+}
+
+mod defaults {
+    use super::*;
+
+    pub fn data_dir() -> PathBuf {
+        PathBuf::from("labhours-collector-data")
+    }
+    pub fn site_name() -> String {
+        "labhours".into()
+    }
+    pub fn time_zone() -> String {
+        "UTC".into()
+    }
+    pub fn topic_prefix() -> String {
+        DEFAULT_TOPIC_PREFIX.into()
+    }
+    pub fn embedded_listen() -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], 1883))
+    }
+    pub fn mqtt_port() -> u16 {
+        1883
+    }
+    pub fn client_id() -> String {
+        "labhours-collector".into()
+    }
+    pub fn http_listen() -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], 8080))
+    }
+    pub fn in_use_states() -> Vec<State> {
+        vec![State::Running]
+    }
+    pub fn merge_gap_s() -> u64 {
+        300
+    }
+    pub fn min_session_s() -> u64 {
+        120
+    }
+    pub fn grace_s() -> u64 {
+        900
+    }
+    pub fn no_show_below_s() -> u64 {
+        300
+    }
+}
+
+impl Default for SiteConfig {
+    fn default() -> Self {
+        Self {
+            name: defaults::site_name(),
+            time_zone: defaults::time_zone(),
+        }
+    }
+}
+
+impl Default for MqttConfig {
+    fn default() -> Self {
+        Self {
+            topic_prefix: defaults::topic_prefix(),
+            embedded_listen: defaults::embedded_listen(),
+            external: None,
+        }
+    }
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            listen: defaults::http_listen(),
+        }
+    }
+}
+
+impl Default for ReconciliationRules {
+    fn default() -> Self {
+        Self {
+            in_use_states: defaults::in_use_states(),
+            merge_gap_s: defaults::merge_gap_s(),
+            min_session_s: defaults::min_session_s(),
+            early_grace_s: defaults::grace_s(),
+            late_grace_s: defaults::grace_s(),
+            no_show_below_s: defaults::no_show_below_s(),
+            late_start_after_s: defaults::grace_s(),
+            early_finish_before_s: defaults::grace_s(),
+        }
+    }
+}
+
+impl Default for CollectorConfig {
+    fn default() -> Self {
+        Self {
+            site: SiteConfig::default(),
+            data_dir: defaults::data_dir(),
+            mqtt: MqttConfig::default(),
+            http: HttpConfig::default(),
+            influxdb: None,
+            reconciliation: ReconciliationRules::default(),
+            instruments: Vec::new(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+/// Why a config file could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigFileError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {errors}")]
+    Invalid { path: PathBuf, errors: ConfigErrors },
+}
+
+impl CollectorConfig {
+    /// Reads, parses and validates a config file.
+    pub fn load(path: &Path) -> Result<Self, ConfigFileError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigFileError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text).map_err(|errors| ConfigFileError::Invalid {
+            path: path.to_owned(),
+            errors,
+        })
+    }
+
+    /// Parses and validates config text.
+    pub fn parse(text: &str) -> Result<Self, ConfigErrors> {
+        let config: Self = parse_toml(text, EXAMPLE)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks everything serde cannot; reports every problem found.
+    pub fn validate(&self) -> Result<(), ConfigErrors> {
+        let mut errors = Vec::new();
+        check_zone("site.time_zone", &self.site.time_zone, &mut errors);
+        let prefix = &self.mqtt.topic_prefix;
+        if prefix.is_empty() || prefix.contains(['+', '#']) {
+            errors.push(ConfigError::new(
+                "mqtt.topic_prefix",
+                format!("{prefix:?} is empty or holds a wildcard"),
+                format!("use the default {DEFAULT_TOPIC_PREFIX:?}, the same as the agents'"),
+            ));
+        }
+        if let Some(ext) = &self.mqtt.external {
+            if ext.host.trim().is_empty() {
+                errors.push(ConfigError::new("mqtt.external.host", "is empty", "name the broker host"));
+            }
+            if ext.password_file.is_some() && ext.username.is_none() {
+                errors.push(ConfigError::new(
+                    "mqtt.external.username",
+                    "a password_file is set without a username",
+                    "set mqtt.external.username too",
+                ));
+            }
+            if let Some(group) = &ext.shared_group {
+                if check_id("shared_group", group).is_err() {
+                    errors.push(ConfigError::new(
+                        "mqtt.external.shared_group",
+                        format!("{group:?} is not a plain name"),
+                        "use 1-64 characters from A-Z a-z 0-9 . _ -",
+                    ));
+                }
+            }
+            if let Some(tls) = &ext.tls {
+                errors.extend(tls.validate().into_iter().map(|e| e.under("mqtt.external.tls")));
+            }
+        }
+        if let Some(influx) = &self.influxdb {
+            if !(influx.url.starts_with("http://") || influx.url.starts_with("https://")) {
+                errors.push(ConfigError::new(
+                    "influxdb.url",
+                    format!("{:?} is not an http(s) URL", influx.url),
+                    "use the base URL of the server, e.g. \"http://127.0.0.1:8086\"",
+                ));
+            }
+        }
+        errors.extend(
+            validate_in_use_states(&self.reconciliation.in_use_states)
+                .map(|e| e.under("reconciliation")),
+        );
+        for (i, inst) in self.instruments.iter().enumerate() {
+            let at = format!("instruments[{i}]");
+            if check_id("id", &inst.id).is_err() {
+                errors.push(ConfigError::new(
+                    format!("{at}.id"),
+                    format!("{:?} is not a valid id", inst.id),
+                    "use the agents' instrument_id: 1-64 characters from A-Z a-z 0-9 . _ -",
+                ));
+            }
+            if self.instruments[..i].iter().any(|other| other.id == inst.id) {
+                errors.push(ConfigError::new(
+                    format!("{at}.id"),
+                    format!("{:?} is listed twice", inst.id),
+                    "list each instrument once",
+                ));
+            }
+            if let Some(zone) = &inst.time_zone {
+                check_zone(&format!("{at}.time_zone"), zone, &mut errors);
+            }
+            if inst.usage_source == UsageSource::Files && inst.file_run_s.unwrap_or(0) == 0 {
+                errors.push(ConfigError::new(
+                    format!("{at}.file_run_s"),
+                    "usage_source = \"files\" needs the length of one run",
+                    "set file_run_s to the typical run length in seconds, e.g. 1800",
+                ));
+            }
+            if let Some(states) = &inst.in_use_states {
+                errors.extend(validate_in_use_states(states).map(|e| e.under(&at)));
+            }
+        }
+        errors.extend(self.log.validate());
+        ConfigErrors(errors).into_result()
+    }
+}
+
+fn check_zone(field: &str, zone: &str, errors: &mut Vec<ConfigError>) {
+    if jiff::tz::TimeZone::get(zone).is_err() {
+        errors.push(ConfigError::new(
+            field,
+            format!("{zone:?} is not a known IANA time zone"),
+            "use a name such as \"Asia/Shanghai\", \"Europe/Berlin\" or \"UTC\"",
+        ));
+    }
+}
+
+fn validate_in_use_states(states: &[State]) -> impl Iterator<Item = ConfigError> {
+    let bad = states.is_empty() || states.contains(&State::Unknown);
+    bad.then(|| {
+        ConfigError::new(
+            "in_use_states",
+            format!("{states:?} is empty or counts `unknown` as use"),
+            "list the states that mean the instrument is working, usually [\"running\"]",
+        )
+    })
+    .into_iter()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_file_is_a_working_config() {
+        let c = CollectorConfig::parse("").expect("valid");
+        assert_eq!(c, CollectorConfig::default());
+        assert_eq!(c.http.listen.port(), 8080);
+        assert_eq!(c.reconciliation.no_show_below_s, 300);
+    }
+
+    #[test]
+    fn a_misspelt_zone_is_named_with_a_fix() {
+        let err = CollectorConfig::parse("[site]\ntime_zone = \"Asia/Shangai\"").unwrap_err();
+        assert_eq!(err.0[0].field, "site.time_zone");
+        assert!(err.0[0].fix.contains("Asia/Shanghai"));
+    }
+
+    #[test]
+    fn a_files_instrument_needs_its_run_length() {
+        let text = "[[instruments]]\nid = \"ms-1\"\nname = \"QTOF\"\nusage_source = \"files\"\n";
+        let err = CollectorConfig::parse(text).unwrap_err();
+        assert_eq!(err.0[0].field, "instruments[0].file_run_s");
+    }
+
+    #[test]
+    fn unknown_is_never_usage() {
+        let text = "[reconciliation]\nin_use_states = [\"running\", \"unknown\"]\n";
+        let err = CollectorConfig::parse(text).unwrap_err();
+        assert_eq!(err.0[0].field, "reconciliation.in_use_states");
+    }
+}

@@ -1,0 +1,5 @@
+use clap::Parser;
+
+fn main() -> std::process::ExitCode {
+    labhours_collector::cli::Cli::parse().execute()
+}

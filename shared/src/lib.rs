@@ -1,0 +1,12 @@
+//! Wire types and pure logic shared by `labhours-agent` and `labhours-collector`.
+//!
+//! Nothing in this crate does I/O or reads a clock: callers pass instants in.
+//!
+//! - [`wire`]: the MQTT message contract (see `docs/protocol.md`).
+//! - [`state`]: the state engine that turns readings into state transitions
+//!   and interval summaries (reconciliation rules §1).
+//! - [`config`]: the error type every config `validate()` returns.
+
+pub mod config;
+pub mod state;
+pub mod wire;
