@@ -391,7 +391,10 @@ impl AgentConfig {
     /// Checks everything serde cannot; reports every problem found.
     pub fn validate(&self) -> Result<(), ConfigErrors> {
         let mut errors = Vec::new();
-        for (field, id) in [("agent_id", &self.agent_id), ("instrument_id", &self.instrument_id)] {
+        for (field, id) in [
+            ("agent_id", &self.agent_id),
+            ("instrument_id", &self.instrument_id),
+        ] {
             if check_id(field, id).is_err() {
                 errors.push(ConfigError::new(
                     field,
@@ -416,7 +419,12 @@ impl AgentConfig {
         self.validate_mqtt(&mut errors);
         for (i, meter) in self.meters.iter().enumerate() {
             let at = format!("meters[{i}]");
-            errors.extend(meter.validate(self.poll_interval_ms).into_iter().map(|e| e.under(&at)));
+            errors.extend(
+                meter
+                    .validate(self.poll_interval_ms)
+                    .into_iter()
+                    .map(|e| e.under(&at)),
+            );
             if self.meters[..i].iter().any(|m| m.name == meter.name) {
                 errors.push(ConfigError::new(
                     format!("{at}.name"),
@@ -429,7 +437,12 @@ impl AgentConfig {
             errors.extend(status.validate().into_iter().map(|e| e.under("status")));
         }
         for (i, results) in self.results.iter().enumerate() {
-            errors.extend(results.validate().into_iter().map(|e| e.under(&format!("results[{i}]"))));
+            errors.extend(
+                results
+                    .validate()
+                    .into_iter()
+                    .map(|e| e.under(&format!("results[{i}]"))),
+            );
         }
         if self.meters.is_empty() && self.status.is_none() && self.results.is_empty() {
             errors.push(ConfigError::new(
@@ -448,7 +461,10 @@ impl AgentConfig {
         if self.outbox.summary_flush_ms > 60_000 {
             errors.push(ConfigError::new(
                 "outbox.summary_flush_ms",
-                format!("{} ms risks a minute of summaries on power loss", self.outbox.summary_flush_ms),
+                format!(
+                    "{} ms risks a minute of summaries on power loss",
+                    self.outbox.summary_flush_ms
+                ),
                 "use at most 60000; the default is 1000",
             ));
         }
@@ -459,7 +475,11 @@ impl AgentConfig {
     fn validate_mqtt(&self, errors: &mut Vec<ConfigError>) {
         let m = &self.mqtt;
         if m.host.trim().is_empty() {
-            errors.push(ConfigError::new("mqtt.host", "is empty", "name the MQTT broker host, e.g. \"127.0.0.1\""));
+            errors.push(ConfigError::new(
+                "mqtt.host",
+                "is empty",
+                "name the MQTT broker host, e.g. \"127.0.0.1\"",
+            ));
         }
         if m.topic_prefix.is_empty() || m.topic_prefix.contains(['+', '#']) {
             errors.push(ConfigError::new(
@@ -469,16 +489,32 @@ impl AgentConfig {
             ));
         }
         if m.keep_alive_s < 5 {
-            errors.push(ConfigError::new("mqtt.keep_alive_s", format!("{} s is too short", m.keep_alive_s), "use 5 s or more; the default is 30"));
+            errors.push(ConfigError::new(
+                "mqtt.keep_alive_s",
+                format!("{} s is too short", m.keep_alive_s),
+                "use 5 s or more; the default is 30",
+            ));
         }
         if m.heartbeat_interval_s == 0 {
-            errors.push(ConfigError::new("mqtt.heartbeat_interval_s", "is 0", "use the default 60"));
+            errors.push(ConfigError::new(
+                "mqtt.heartbeat_interval_s",
+                "is 0",
+                "use the default 60",
+            ));
         }
         if m.ack_timeout_s == 0 {
-            errors.push(ConfigError::new("mqtt.ack_timeout_s", "is 0", "use the default 30"));
+            errors.push(ConfigError::new(
+                "mqtt.ack_timeout_s",
+                "is 0",
+                "use the default 30",
+            ));
         }
         if m.password_file.is_some() && m.username.is_none() {
-            errors.push(ConfigError::new("mqtt.username", "a password_file is set without a username", "set mqtt.username too"));
+            errors.push(ConfigError::new(
+                "mqtt.username",
+                "a password_file is set without a username",
+                "set mqtt.username too",
+            ));
         }
         if let Some(tls) = &m.tls {
             errors.extend(tls.validate().into_iter().map(|e| e.under("mqtt.tls")));
@@ -490,7 +526,11 @@ impl MeterConfig {
     fn validate(&self, poll_interval_ms: u64) -> Vec<ConfigError> {
         let mut errors = Vec::new();
         if self.name.trim().is_empty() {
-            errors.push(ConfigError::new("name", "is empty", "name the meter, e.g. \"main\""));
+            errors.push(ConfigError::new(
+                "name",
+                "is empty",
+                "name the meter, e.g. \"main\"",
+            ));
         }
         match (&self.tcp, &self.rtu) {
             (Some(_), Some(_)) | (None, None) => errors.push(ConfigError::new(
@@ -514,7 +554,10 @@ impl MeterConfig {
         if self.timeout_ms == 0 || self.timeout_ms >= poll_interval_ms {
             errors.push(ConfigError::new(
                 "timeout_ms",
-                format!("{} ms must be above 0 and below poll_interval_ms ({poll_interval_ms})", self.timeout_ms),
+                format!(
+                    "{} ms must be above 0 and below poll_interval_ms ({poll_interval_ms})",
+                    self.timeout_ms
+                ),
                 "the default 300 ms suits meters on RS-485 and on a LAN",
             ));
         }
@@ -533,16 +576,32 @@ impl SerialLink {
     fn validate(&self) -> Vec<ConfigError> {
         let mut errors = Vec::new();
         if self.serial_port.trim().is_empty() {
-            errors.push(ConfigError::new("serial_port", "is empty", "name the port, e.g. \"/dev/ttyUSB0\" or \"COM3\""));
+            errors.push(ConfigError::new(
+                "serial_port",
+                "is empty",
+                "name the port, e.g. \"/dev/ttyUSB0\" or \"COM3\"",
+            ));
         }
         if !(300..=921_600).contains(&self.baud_rate) {
-            errors.push(ConfigError::new("baud_rate", format!("{} is not a serial speed", self.baud_rate), "use the speed set on the device, e.g. 9600"));
+            errors.push(ConfigError::new(
+                "baud_rate",
+                format!("{} is not a serial speed", self.baud_rate),
+                "use the speed set on the device, e.g. 9600",
+            ));
         }
         if !matches!(self.stop_bits, 1 | 2) {
-            errors.push(ConfigError::new("stop_bits", format!("{} is not 1 or 2", self.stop_bits), "use 1 (or 2 if the device says so)"));
+            errors.push(ConfigError::new(
+                "stop_bits",
+                format!("{} is not 1 or 2", self.stop_bits),
+                "use 1 (or 2 if the device says so)",
+            ));
         }
         if !(5..=8).contains(&self.data_bits) {
-            errors.push(ConfigError::new("data_bits", format!("{} is not 5-8", self.data_bits), "use 8"));
+            errors.push(ConfigError::new(
+                "data_bits",
+                format!("{} is not 5-8", self.data_bits),
+                "use 8",
+            ));
         }
         errors
     }
@@ -550,23 +609,48 @@ impl SerialLink {
 
 impl StatusConfig {
     fn validate(&self) -> Vec<ConfigError> {
-        let mut errors: Vec<_> = self.serial.validate().into_iter().map(|e| e.under("serial")).collect();
+        let mut errors: Vec<_> = self
+            .serial
+            .validate()
+            .into_iter()
+            .map(|e| e.under("serial"))
+            .collect();
         if !(16..=65_536).contains(&self.max_line_bytes) {
-            errors.push(ConfigError::new("max_line_bytes", format!("{} is outside 16..=65536", self.max_line_bytes), "use the default 1024"));
+            errors.push(ConfigError::new(
+                "max_line_bytes",
+                format!("{} is outside 16..=65536", self.max_line_bytes),
+                "use the default 1024",
+            ));
         }
         if self.query.is_some() && self.query_interval_s == 0 {
-            errors.push(ConfigError::new("query_interval_s", "is 0 with a query set", "ask every 10 s or so"));
+            errors.push(ConfigError::new(
+                "query_interval_s",
+                "is 0 with a query set",
+                "ask every 10 s or so",
+            ));
         }
         if self.rules.is_empty() {
-            errors.push(ConfigError::new("rules", "no status rule is given", "add [[status.rules]] with a pattern and a state"));
+            errors.push(ConfigError::new(
+                "rules",
+                "no status rule is given",
+                "add [[status.rules]] with a pattern and a state",
+            ));
         }
         for (i, rule) in self.rules.iter().enumerate() {
             if let Err(e) = regex::Regex::new(&rule.pattern) {
-                errors.push(ConfigError::new(format!("rules[{i}].pattern"), format!("not a valid regular expression: {e}"), "fix the pattern (Rust regex syntax)"));
+                errors.push(ConfigError::new(
+                    format!("rules[{i}].pattern"),
+                    format!("not a valid regular expression: {e}"),
+                    "fix the pattern (Rust regex syntax)",
+                ));
             }
             use labhours_shared::state::State;
             if !matches!(rule.state, State::Running | State::Standby | State::Fault) {
-                errors.push(ConfigError::new(format!("rules[{i}].state"), format!("a status line cannot say {}", rule.state), "use running, standby or fault"));
+                errors.push(ConfigError::new(
+                    format!("rules[{i}].state"),
+                    format!("a status line cannot say {}", rule.state),
+                    "use running, standby or fault",
+                ));
             }
         }
         errors
@@ -577,25 +661,45 @@ impl ResultsConfig {
     fn validate(&self) -> Vec<ConfigError> {
         let mut errors = Vec::new();
         if self.folder.as_os_str().is_empty() {
-            errors.push(ConfigError::new("folder", "is empty", "name the folder the instrument writes results into"));
+            errors.push(ConfigError::new(
+                "folder",
+                "is empty",
+                "name the folder the instrument writes results into",
+            ));
         }
         for (key, globs) in [("include", &self.include), ("exclude", &self.exclude)] {
             for (i, glob) in globs.iter().enumerate() {
                 if let Err(e) = globset::Glob::new(glob) {
-                    errors.push(ConfigError::new(format!("{key}[{i}]"), format!("not a valid glob: {e}"), "use globs such as \"**/*.raw\""));
+                    errors.push(ConfigError::new(
+                        format!("{key}[{i}]"),
+                        format!("not a valid glob: {e}"),
+                        "use globs such as \"**/*.raw\"",
+                    ));
                 }
             }
         }
         if self.include.is_empty() {
-            errors.push(ConfigError::new("include", "is empty, so no file would ever count", "remove it to include every file, or list globs"));
+            errors.push(ConfigError::new(
+                "include",
+                "is empty, so no file would ever count",
+                "remove it to include every file, or list globs",
+            ));
         }
         if self.rescan_interval_s == 0 {
-            errors.push(ConfigError::new("rescan_interval_s", "is 0", "use the default 300"));
+            errors.push(ConfigError::new(
+                "rescan_interval_s",
+                "is 0",
+                "use the default 300",
+            ));
         }
-        if let Some(pattern) = &self.sample_id_pattern {
-            if let Err(e) = regex::Regex::new(pattern) {
-                errors.push(ConfigError::new("sample_id_pattern", format!("not a valid regular expression: {e}"), "fix the pattern (Rust regex syntax)"));
-            }
+        if let Some(pattern) = &self.sample_id_pattern
+            && let Err(e) = regex::Regex::new(pattern)
+        {
+            errors.push(ConfigError::new(
+                "sample_id_pattern",
+                format!("not a valid regular expression: {e}"),
+                "fix the pattern (Rust regex syntax)",
+            ));
         }
         errors
     }
@@ -618,7 +722,12 @@ mod tests {
     "#;
 
     fn fields(text: &str) -> Vec<String> {
-        AgentConfig::parse(text).unwrap_err().0.into_iter().map(|e| e.field).collect()
+        AgentConfig::parse(text)
+            .unwrap_err()
+            .0
+            .into_iter()
+            .map(|e| e.field)
+            .collect()
     }
 
     #[test]
@@ -664,12 +773,18 @@ mod tests {
         let text = format!(
             "{MINIMAL}\n[status]\nserial = {{ serial_port = \"/dev/ttyS0\" }}\n[[status.rules]]\npattern = \"RUN(\"\nstate = \"running\"\n[[status.rules]]\npattern = \"OFF\"\nstate = \"off\"\n"
         );
-        assert_eq!(fields(&text), ["status.rules[0].pattern", "status.rules[1].state"]);
+        assert_eq!(
+            fields(&text),
+            ["status.rules[0].pattern", "status.rules[1].state"]
+        );
     }
 
     #[test]
     fn an_unknown_key_is_named() {
-        let text = MINIMAL.replace("agent_id", "poll_interval_ms = 1000\nagnet_id = \"x\"\nagent_id");
+        let text = MINIMAL.replace(
+            "agent_id",
+            "poll_interval_ms = 1000\nagnet_id = \"x\"\nagent_id",
+        );
         assert_eq!(fields(&text)[0], "agnet_id (line 3, column 1)");
     }
 }

@@ -104,7 +104,9 @@ impl Command {
                 let c = arg.load()?;
                 println!(
                     "{}: OK. Site {:?} ({}), {} instrument(s); MQTT {}; HTTP on {}.",
-                    arg.config.as_deref().map_or("defaults".into(), |p| p.display().to_string()),
+                    arg.config
+                        .as_deref()
+                        .map_or("defaults".into(), |p| p.display().to_string()),
                     c.site.name,
                     c.site.time_zone,
                     c.instruments.len(),
@@ -116,7 +118,10 @@ impl Command {
                 );
                 Ok(())
             }
-            Command::Run(_) | Command::Bookings(_) | Command::Report { .. } | Command::Rebuild(_) => {
+            Command::Run(_)
+            | Command::Bookings(_)
+            | Command::Report { .. }
+            | Command::Rebuild(_) => {
                 anyhow::bail!(
                     "this build of labhours-collector cannot do that yet: only check-config is available"
                 )

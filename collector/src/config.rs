@@ -301,7 +301,11 @@ impl CollectorConfig {
         }
         if let Some(ext) = &self.mqtt.external {
             if ext.host.trim().is_empty() {
-                errors.push(ConfigError::new("mqtt.external.host", "is empty", "name the broker host"));
+                errors.push(ConfigError::new(
+                    "mqtt.external.host",
+                    "is empty",
+                    "name the broker host",
+                ));
             }
             if ext.password_file.is_some() && ext.username.is_none() {
                 errors.push(ConfigError::new(
@@ -310,27 +314,31 @@ impl CollectorConfig {
                     "set mqtt.external.username too",
                 ));
             }
-            if let Some(group) = &ext.shared_group {
-                if check_id("shared_group", group).is_err() {
-                    errors.push(ConfigError::new(
-                        "mqtt.external.shared_group",
-                        format!("{group:?} is not a plain name"),
-                        "use 1-64 characters from A-Z a-z 0-9 . _ -",
-                    ));
-                }
-            }
-            if let Some(tls) = &ext.tls {
-                errors.extend(tls.validate().into_iter().map(|e| e.under("mqtt.external.tls")));
-            }
-        }
-        if let Some(influx) = &self.influxdb {
-            if !(influx.url.starts_with("http://") || influx.url.starts_with("https://")) {
+            if let Some(group) = &ext.shared_group
+                && check_id("shared_group", group).is_err()
+            {
                 errors.push(ConfigError::new(
-                    "influxdb.url",
-                    format!("{:?} is not an http(s) URL", influx.url),
-                    "use the base URL of the server, e.g. \"http://127.0.0.1:8086\"",
+                    "mqtt.external.shared_group",
+                    format!("{group:?} is not a plain name"),
+                    "use 1-64 characters from A-Z a-z 0-9 . _ -",
                 ));
             }
+            if let Some(tls) = &ext.tls {
+                errors.extend(
+                    tls.validate()
+                        .into_iter()
+                        .map(|e| e.under("mqtt.external.tls")),
+                );
+            }
+        }
+        if let Some(influx) = &self.influxdb
+            && !(influx.url.starts_with("http://") || influx.url.starts_with("https://"))
+        {
+            errors.push(ConfigError::new(
+                "influxdb.url",
+                format!("{:?} is not an http(s) URL", influx.url),
+                "use the base URL of the server, e.g. \"http://127.0.0.1:8086\"",
+            ));
         }
         errors.extend(
             validate_in_use_states(&self.reconciliation.in_use_states)
@@ -345,7 +353,10 @@ impl CollectorConfig {
                     "use the agents' instrument_id: 1-64 characters from A-Z a-z 0-9 . _ -",
                 ));
             }
-            if self.instruments[..i].iter().any(|other| other.id == inst.id) {
+            if self.instruments[..i]
+                .iter()
+                .any(|other| other.id == inst.id)
+            {
                 errors.push(ConfigError::new(
                     format!("{at}.id"),
                     format!("{:?} is listed twice", inst.id),

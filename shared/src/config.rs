@@ -12,7 +12,11 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
-    pub fn new(field: impl Into<String>, problem: impl Into<String>, fix: impl Into<String>) -> Self {
+    pub fn new(
+        field: impl Into<String>,
+        problem: impl Into<String>,
+        fix: impl Into<String>,
+    ) -> Self {
         Self {
             field: field.into(),
             problem: problem.into(),
@@ -42,7 +46,11 @@ pub struct ConfigErrors(pub Vec<ConfigError>);
 impl fmt::Display for ConfigErrors {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let n = self.0.len();
-        writeln!(f, "{n} problem{} in the config:", if n == 1 { "" } else { "s" })?;
+        writeln!(
+            f,
+            "{n} problem{} in the config:",
+            if n == 1 { "" } else { "s" }
+        )?;
         for e in &self.0 {
             writeln!(f, "  - {e}")?;
         }
@@ -62,7 +70,10 @@ impl ConfigErrors {
 /// Parses a TOML config; a syntax error, an unknown key or a wrong type comes
 /// back as one [`ConfigError`] that gives the line and what was expected.
 /// `example` names the example file to compare against.
-pub fn parse_toml<T: serde::de::DeserializeOwned>(text: &str, example: &str) -> Result<T, ConfigErrors> {
+pub fn parse_toml<T: serde::de::DeserializeOwned>(
+    text: &str,
+    example: &str,
+) -> Result<T, ConfigErrors> {
     toml::from_str(text).map_err(|e| {
         let (line, column) = e
             .span()
@@ -130,7 +141,9 @@ impl LogConfig {
         let filter = EnvFilter::try_from_default_env()
             .or_else(|_| EnvFilter::try_new(&self.level))
             .unwrap_or_else(|_| EnvFilter::new("info"));
-        let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+        let builder = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr);
         let _already_set = match self.format {
             LogFormat::Text => builder.try_init(),
             LogFormat::Json => builder.json().try_init(),
@@ -139,7 +152,11 @@ impl LogConfig {
 
     pub fn validate(&self) -> Vec<ConfigError> {
         if self.level.trim().is_empty() {
-            vec![ConfigError::new("log.level", "is empty", "use info, debug or a tracing filter")]
+            vec![ConfigError::new(
+                "log.level",
+                "is empty",
+                "use info, debug or a tracing filter",
+            )]
         } else {
             Vec::new()
         }
@@ -187,14 +204,26 @@ mod tests {
         let err = parse_toml::<Demo>("\npolll_interval_ms = 5\n", "config/x.toml").unwrap_err();
         let e = &err.0[0];
         assert_eq!(e.field, "polll_interval_ms (line 2, column 1)");
-        assert!(e.problem.contains("expected `poll_interval_ms`"), "{}", e.problem);
+        assert!(
+            e.problem.contains("expected `poll_interval_ms`"),
+            "{}",
+            e.problem
+        );
         assert!(e.fix.contains("config/x.toml"));
     }
 
     #[test]
     fn a_wrong_type_points_at_the_value() {
         let err = parse_toml::<Demo>("poll_interval_ms = \"fast\"", "x").unwrap_err();
-        assert!(err.0[0].field.starts_with("line 1, column 20"), "{}", err.0[0].field);
-        assert!(err.0[0].problem.contains("expected u64"), "{}", err.0[0].problem);
+        assert!(
+            err.0[0].field.starts_with("line 1, column 20"),
+            "{}",
+            err.0[0].field
+        );
+        assert!(
+            err.0[0].problem.contains("expected u64"),
+            "{}",
+            err.0[0].problem
+        );
     }
 }

@@ -254,13 +254,13 @@ impl Versioned for Envelope {
             if event.seq == 0 {
                 return Err(invalid(format!("events[{i}].seq"), "seq starts at 1"));
             }
-            if let EventKind::Dropped { ranges, .. } = &event.kind {
-                if let Some(bad) = ranges.iter().find(|r| r.first == 0 || r.first > r.last) {
-                    return Err(invalid(
-                        format!("events[{i}].ranges"),
-                        format!("range {}..={} is empty or starts at 0", bad.first, bad.last),
-                    ));
-                }
+            if let EventKind::Dropped { ranges, .. } = &event.kind
+                && let Some(bad) = ranges.iter().find(|r| r.first == 0 || r.first > r.last)
+            {
+                return Err(invalid(
+                    format!("events[{i}].ranges"),
+                    format!("range {}..={} is empty or starts at 0", bad.first, bad.last),
+                ));
             }
         }
         Ok(())
@@ -362,7 +362,9 @@ impl Topics {
 
     /// Splits a topic under this prefix into agent id and kind.
     pub fn parse<'t>(&self, topic: &'t str) -> Option<(&'t str, TopicKind)> {
-        let rest = topic.strip_prefix(self.prefix.as_str())?.strip_prefix('/')?;
+        let rest = topic
+            .strip_prefix(self.prefix.as_str())?
+            .strip_prefix('/')?;
         let (agent_id, kind) = rest.split_once('/')?;
         let kind = match kind {
             "events" => TopicKind::Events,
@@ -493,7 +495,10 @@ mod tests {
     #[test]
     fn a_future_version_with_another_shape_is_still_reported_as_a_version_error() {
         let err = Envelope::decode(br#"{"v":7,"batch":"elsewhere"}"#).unwrap_err();
-        assert!(matches!(err, DecodeError::UnsupportedVersion { found: 7, .. }));
+        assert!(matches!(
+            err,
+            DecodeError::UnsupportedVersion { found: 7, .. }
+        ));
     }
 
     #[test]
@@ -549,7 +554,9 @@ mod tests {
             reason: "x".into(),
         };
         let err = Envelope::decode(&env.encode()).unwrap_err();
-        assert!(matches!(err, DecodeError::Invalid { ref field, .. } if field == "events[5].ranges"));
+        assert!(
+            matches!(err, DecodeError::Invalid { ref field, .. } if field == "events[5].ranges")
+        );
     }
 
     #[test]

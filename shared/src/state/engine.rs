@@ -67,7 +67,10 @@ pub struct Transition {
 pub enum Output {
     Transition(Transition),
     /// Power statistics over `[start, summary.end)`.
-    Summary { start: Timestamp, summary: Summary },
+    Summary {
+        start: Timestamp,
+        summary: Summary,
+    },
 }
 
 impl Output {
@@ -167,10 +170,7 @@ impl StateEngine {
         self.confirm_if_held(t, out);
         match reading {
             Reading::Power {
-                watts,
-                volts,
-                amps,
-                ..
+                watts, volts, amps, ..
             } => {
                 // NaN or infinite watts are as useless as a failed read.
                 let held = watts.filter(|w| w.is_finite()).map(|watts| Held {
@@ -179,10 +179,10 @@ impl StateEngine {
                     amps: amps.filter(|a| a.is_finite()),
                 });
                 let mut emit = summary_sink(out);
-                if let Some(prev) = self.sample.filter(|s| !s.expired) {
-                    if let Some(prev_held) = prev.held {
-                        self.summary.add_held(prev_held, prev.at, t, &mut emit);
-                    }
+                if let Some(prev) = self.sample.filter(|s| !s.expired)
+                    && let Some(prev_held) = prev.held
+                {
+                    self.summary.add_held(prev_held, prev.at, t, &mut emit);
                 }
                 self.summary.count_read(t, held.is_some(), &mut emit);
                 self.sample = Some(LastSample {
@@ -228,7 +228,8 @@ impl StateEngine {
         if let Some(s) = self.sample.filter(|s| !s.expired) {
             if let Some(held) = s.held {
                 let end = t.min(s.at + self.settings.poll_interval_ms);
-                self.summary.add_held(held, s.at, end, &mut summary_sink(out));
+                self.summary
+                    .add_held(held, s.at, end, &mut summary_sink(out));
             }
             self.sample = Some(LastSample { expired: true, ..s });
         }
@@ -269,8 +270,7 @@ impl StateEngine {
                 s.expired = true;
                 if let Some(held) = s.held {
                     let from = s.at;
-                    self.summary
-                        .add_held(held, from, p, &mut summary_sink(out));
+                    self.summary.add_held(held, from, p, &mut summary_sink(out));
                 }
             }
             self.reclassify(p);
@@ -351,7 +351,10 @@ impl StateEngine {
     fn explain(&self, to: State, cause: Cause) -> (TransitionSource, String) {
         let s = &self.settings;
         match cause {
-            Cause::Status => (TransitionSource::Status, format!("status line reports {to}")),
+            Cause::Status => (
+                TransitionSource::Status,
+                format!("status line reports {to}"),
+            ),
             Cause::Power(w) => {
                 let why = match to {
                     State::Running => format!("≥ running_above_w {} W", s.running_above_w),

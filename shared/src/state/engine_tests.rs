@@ -43,18 +43,21 @@ impl Sim {
     /// One power sample per second from `from` (inclusive) to `to` (exclusive).
     fn watts(&mut self, from: u32, to: u32, w: f64) -> &mut Self {
         for s in from..to {
-            self.engine.push(Reading::power(at(s.into()), Some(w)), &mut self.out);
+            self.engine
+                .push(Reading::power(at(s.into()), Some(w)), &mut self.out);
         }
         self
     }
     fn failed(&mut self, from: u32, to: u32) -> &mut Self {
         for s in from..to {
-            self.engine.push(Reading::power(at(s.into()), None), &mut self.out);
+            self.engine
+                .push(Reading::power(at(s.into()), None), &mut self.out);
         }
         self
     }
     fn status(&mut self, s: f64, state: State) -> &mut Self {
-        self.engine.push(Reading::Status { at: at(s), state }, &mut self.out);
+        self.engine
+            .push(Reading::Status { at: at(s), state }, &mut self.out);
         self
     }
     fn advance(&mut self, s: f64) -> &mut Self {
@@ -139,7 +142,10 @@ fn while_running_power_at_the_exit_threshold_stays_running() {
 fn while_running_power_just_below_the_exit_threshold_leaves_running() {
     let mut sim = Sim::new();
     sim.watts(0, 40, 150.0).watts(40, 80, 89.9);
-    assert_eq!(sim.transitions(), [(0.0, Unknown, Running), (40.0, Running, Standby)]);
+    assert_eq!(
+        sim.transitions(),
+        [(0.0, Unknown, Running), (40.0, Running, Standby)]
+    );
     assert_eq!(
         sim.last_transition().reason,
         "power 89.9 W < running_exit_below_w 90 W"
@@ -158,7 +164,9 @@ fn hysteresis_is_judged_against_the_confirmed_state_not_a_pending_one() {
     // Running is pending (not yet confirmed) when power dips to 95 W: from a
     // confirmed standby, 95 W is standby, so the pending running is abandoned.
     let mut sim = Sim::new();
-    sim.watts(0, 40, 50.0).watts(40, 50, 150.0).watts(50, 100, 95.0);
+    sim.watts(0, 40, 50.0)
+        .watts(40, 50, 150.0)
+        .watts(50, 100, 95.0);
     assert_eq!(sim.transitions(), [(0.0, Unknown, Standby)]);
 }
 
@@ -167,8 +175,13 @@ fn an_explicit_exit_threshold_replaces_the_ninety_percent_default() {
     let mut rules = StateRules::with_thresholds(10.0, 100.0);
     rules.running_exit_below_w = Some(60.0);
     let mut sim = Sim::with(EngineSettings::new(&rules, 1000));
-    sim.watts(0, 40, 150.0).watts(40, 100, 61.0).watts(100, 140, 59.0);
-    assert_eq!(sim.transitions(), [(0.0, Unknown, Running), (100.0, Running, Standby)]);
+    sim.watts(0, 40, 150.0)
+        .watts(40, 100, 61.0)
+        .watts(100, 140, 59.0);
+    assert_eq!(
+        sim.transitions(),
+        [(0.0, Unknown, Running), (100.0, Running, Standby)]
+    );
 }
 
 // Dwell
@@ -176,17 +189,25 @@ fn an_explicit_exit_threshold_replaces_the_ninety_percent_default() {
 #[test]
 fn a_blip_shorter_than_the_dwell_changes_nothing() {
     let mut sim = Sim::new();
-    sim.watts(0, 60, 50.0).watts(60, 89, 150.0).watts(89, 200, 50.0);
+    sim.watts(0, 60, 50.0)
+        .watts(60, 89, 150.0)
+        .watts(89, 200, 50.0);
     assert_eq!(sim.transitions(), [(0.0, Unknown, Standby)]);
 }
 
 #[test]
 fn a_classification_held_exactly_the_dwell_becomes_the_state() {
     let mut sim = Sim::new();
-    sim.watts(0, 60, 50.0).watts(60, 90, 150.0).watts(90, 200, 50.0);
+    sim.watts(0, 60, 50.0)
+        .watts(60, 90, 150.0)
+        .watts(90, 200, 50.0);
     assert_eq!(
         sim.transitions(),
-        [(0.0, Unknown, Standby), (60.0, Standby, Running), (90.0, Running, Standby)]
+        [
+            (0.0, Unknown, Standby),
+            (60.0, Standby, Running),
+            (90.0, Running, Standby)
+        ]
     );
 }
 
@@ -217,7 +238,11 @@ fn a_dwell_of_zero_confirms_every_change_at_once() {
     sim.watts(0, 1, 50.0).watts(1, 2, 150.0).watts(2, 3, 5.0);
     assert_eq!(
         sim.transitions(),
-        [(0.0, Unknown, Standby), (1.0, Standby, Running), (2.0, Running, Off)]
+        [
+            (0.0, Unknown, Standby),
+            (1.0, Standby, Running),
+            (2.0, Running, Off)
+        ]
     );
 }
 
@@ -226,8 +251,13 @@ fn a_dwell_of_zero_confirms_every_change_at_once() {
 #[test]
 fn a_fresh_status_line_wins_over_power() {
     let mut sim = Sim::new();
-    sim.watts(0, 40, 5.0).status(40.0, Running).watts(41, 100, 5.0);
-    assert_eq!(sim.transitions(), [(0.0, Unknown, Off), (40.0, Off, Running)]);
+    sim.watts(0, 40, 5.0)
+        .status(40.0, Running)
+        .watts(41, 100, 5.0);
+    assert_eq!(
+        sim.transitions(),
+        [(0.0, Unknown, Off), (40.0, Off, Running)]
+    );
     let t = sim.last_transition();
     assert_eq!(t.source, TransitionSource::Status);
     assert_eq!(t.reason, "status line reports running");
@@ -236,8 +266,13 @@ fn a_fresh_status_line_wins_over_power() {
 #[test]
 fn a_status_fault_sets_the_fault_state() {
     let mut sim = Sim::new();
-    sim.watts(0, 40, 150.0).status(40.0, Fault).watts(41, 100, 150.0);
-    assert_eq!(sim.transitions(), [(0.0, Unknown, Running), (40.0, Running, Fault)]);
+    sim.watts(0, 40, 150.0)
+        .status(40.0, Fault)
+        .watts(41, 100, 150.0);
+    assert_eq!(
+        sim.transitions(),
+        [(0.0, Unknown, Running), (40.0, Running, Fault)]
+    );
 }
 
 #[test]
@@ -245,7 +280,10 @@ fn power_takes_over_when_the_status_line_goes_stale() {
     let mut sim = Sim::new();
     // Status says running at 0; power says standby throughout.
     sim.status(0.0, Running).watts(1, 400, 50.0);
-    assert_eq!(sim.transitions(), [(0.0, Unknown, Running), (300.0, Running, Standby)]);
+    assert_eq!(
+        sim.transitions(),
+        [(0.0, Unknown, Running), (300.0, Running, Standby)]
+    );
 }
 
 #[test]
@@ -262,8 +300,13 @@ fn a_status_line_exactly_stale_after_seconds_old_is_stale() {
 #[test]
 fn a_new_status_line_keeps_the_status_fresh() {
     let mut sim = Sim::new();
-    sim.status(0.0, Running).status(250.0, Running).watts(1, 600, 50.0);
-    assert_eq!(sim.transitions(), [(0.0, Unknown, Running), (550.0, Running, Standby)]);
+    sim.status(0.0, Running)
+        .status(250.0, Running)
+        .watts(1, 600, 50.0);
+    assert_eq!(
+        sim.transitions(),
+        [(0.0, Unknown, Running), (550.0, Running, Standby)]
+    );
 }
 
 #[test]
@@ -279,7 +322,10 @@ fn a_fresh_status_covers_failed_power_reads() {
 fn failed_reads_longer_than_the_dwell_become_unknown_dated_at_the_first_failure() {
     let mut sim = Sim::new();
     sim.watts(0, 60, 150.0).failed(60, 100);
-    assert_eq!(sim.transitions(), [(0.0, Unknown, Running), (60.0, Running, Unknown)]);
+    assert_eq!(
+        sim.transitions(),
+        [(0.0, Unknown, Running), (60.0, Running, Unknown)]
+    );
     assert_eq!(sim.last_transition().source, TransitionSource::NoData);
 }
 
@@ -300,7 +346,10 @@ fn a_failed_read_is_never_counted_as_zero_watts() {
         assert_eq!(s.avg_w, Some(150.0), "{s:?}");
     }
     let (_, first) = &sim.summaries()[0];
-    assert_eq!((first.samples, first.failed_reads, first.covered_s), (30, 30, 30.0));
+    assert_eq!(
+        (first.samples, first.failed_reads, first.covered_s),
+        (30, 30, 30.0)
+    );
 }
 
 #[test]
@@ -309,7 +358,11 @@ fn a_gap_longer_than_the_maximum_holds_one_poll_interval_then_is_unknown() {
     sim.watts(0, 60, 150.0).watts(160, 200, 150.0);
     assert_eq!(
         sim.transitions(),
-        [(0.0, Unknown, Running), (60.0, Running, Unknown), (160.0, Unknown, Running)]
+        [
+            (0.0, Unknown, Running),
+            (60.0, Running, Unknown),
+            (160.0, Unknown, Running)
+        ]
     );
 }
 
@@ -322,7 +375,11 @@ fn a_gap_of_exactly_the_maximum_is_not_unknown() {
     // 0 → 3 is exactly 3 s: holds. 3 → 7 is 4 s: unknown from 4 to 7.
     assert_eq!(
         sim.transitions(),
-        [(0.0, Unknown, Running), (4.0, Running, Unknown), (7.0, Unknown, Running)]
+        [
+            (0.0, Unknown, Running),
+            (4.0, Running, Unknown),
+            (7.0, Unknown, Running)
+        ]
     );
 }
 
@@ -333,7 +390,11 @@ fn a_silent_meter_becomes_unknown_as_time_passes() {
     sim.advance(62.0);
     assert_eq!(sim.engine.state(), Running, "gap not yet over the maximum");
     sim.advance(89.0);
-    assert_eq!(sim.engine.state(), Running, "unknown since 60 s, held only 29 s");
+    assert_eq!(
+        sim.engine.state(),
+        Running,
+        "unknown since 60 s, held only 29 s"
+    );
     sim.advance(90.0);
     assert_eq!(sim.transitions().last(), Some(&(60.0, Running, Unknown)));
 }
@@ -358,8 +419,13 @@ fn non_finite_watts_are_a_failed_read() {
 fn a_reading_older_than_one_already_seen_is_taken_as_now() {
     let mut sim = Sim::new();
     sim.watts(0, 60, 150.0);
-    sim.engine
-        .push(Reading::Status { at: at(10.0), state: Fault }, &mut sim.out);
+    sim.engine.push(
+        Reading::Status {
+            at: at(10.0),
+            state: Fault,
+        },
+        &mut sim.out,
+    );
     sim.advance(90.0);
     assert_eq!(sim.transitions().last(), Some(&(59.0, Running, Fault)));
 }
@@ -369,7 +435,10 @@ fn finishing_makes_the_state_unknown_when_the_data_ends() {
     let mut sim = Sim::new();
     sim.watts(0, 90, 150.0);
     sim.engine.finish(at(90.0), &mut sim.out);
-    assert_eq!(sim.transitions(), [(0.0, Unknown, Running), (90.0, Running, Unknown)]);
+    assert_eq!(
+        sim.transitions(),
+        [(0.0, Unknown, Running), (90.0, Running, Unknown)]
+    );
     let total: f64 = sim.summaries().iter().map(|(_, s)| s.covered_s).sum();
     assert_eq!(total, 90.0);
 }
@@ -422,16 +491,28 @@ fn an_interval_of_only_failed_reads_reports_them_without_watts() {
     sim.failed(0, 61);
     let (_, s) = &sim.summaries()[0];
     assert_eq!((s.samples, s.failed_reads), (0, 60));
-    assert_eq!((s.min_w, s.avg_w, s.max_w, s.energy_wh), (None, None, None, 0.0));
+    assert_eq!(
+        (s.min_w, s.avg_w, s.max_w, s.energy_wh),
+        (None, None, None, 0.0)
+    );
 }
 
 #[test]
 fn volts_and_amps_are_averaged_when_the_meter_has_them() {
     let mut sim = Sim::new();
     for s in 0..61 {
-        let (volts, amps) = if s < 30 { (Some(230.0), None) } else { (Some(220.0), Some(2.0)) };
+        let (volts, amps) = if s < 30 {
+            (Some(230.0), None)
+        } else {
+            (Some(220.0), Some(2.0))
+        };
         sim.engine.push(
-            Reading::Power { at: at(s.into()), watts: Some(440.0), volts, amps },
+            Reading::Power {
+                at: at(s.into()),
+                watts: Some(440.0),
+                volts,
+                amps,
+            },
             &mut sim.out,
         );
     }

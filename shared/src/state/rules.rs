@@ -113,14 +113,14 @@ impl StateRules {
                 "use a divisor of 86400 such as 60, 300 or 900",
             );
         }
-        if let Some(gap) = self.max_sample_gap_s {
-            if !(gap.is_finite() && gap * 1000.0 >= poll_interval_ms as f64) {
-                bad(
-                    "max_sample_gap_s",
-                    format!("{gap} s is shorter than the poll interval ({poll_interval_ms} ms)"),
-                    "remove it to use 3 poll intervals, or set at least one poll interval",
-                );
-            }
+        if let Some(gap) = self.max_sample_gap_s
+            && !(gap.is_finite() && gap * 1000.0 >= poll_interval_ms as f64)
+        {
+            bad(
+                "max_sample_gap_s",
+                format!("{gap} s is shorter than the poll interval ({poll_interval_ms} ms)"),
+                "remove it to use 3 poll intervals, or set at least one poll interval",
+            );
         }
         errors
     }
@@ -184,7 +184,11 @@ mod tests {
 
     #[test]
     fn sensible_rules_validate() {
-        assert!(StateRules::with_thresholds(5.0, 100.0).validate(1000).is_empty());
+        assert!(
+            StateRules::with_thresholds(5.0, 100.0)
+                .validate(1000)
+                .is_empty()
+        );
     }
 
     #[test]
