@@ -6,4 +6,6 @@
 //! Entry points: [`cli::Cli`] (what `main.rs` parses) and [`config::AgentConfig`].
 
 pub mod cli;
+pub mod clock;
 pub mod config;
+pub mod results;
