@@ -6,6 +6,7 @@
 //! Entry points: [`cli::Cli`] (what `main.rs` parses) and [`config::AgentConfig`].
 
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod outbox;
 pub mod results;
