@@ -60,22 +60,24 @@ pub fn preset_layout(model: MeterModel) -> Vec<SimRegister> {
         word_order: WordOrder::Abcd,
         scale,
     };
+    // Eastron manuals number input registers from 30001 (= protocol address 0).
+    let eastron = |register: u16| register - 30001;
     let input = RegisterKind::Input;
     let holding = RegisterKind::Holding;
     match model {
         // Eastron SDM120-Modbus: 30001 V, 30007 A, 30013 W, 30343 kWh.
         MeterModel::Sdm120 => vec![
-            f32_abcd(Voltage, input, 30001 - 30001, 1.0),
-            f32_abcd(Current, input, 30007 - 30001, 1.0),
-            f32_abcd(Power, input, 30013 - 30001, 1.0),
-            f32_abcd(Energy, input, 30343 - 30001, 1.0),
+            f32_abcd(Voltage, input, eastron(30001), 1.0),
+            f32_abcd(Current, input, eastron(30007), 1.0),
+            f32_abcd(Power, input, eastron(30013), 1.0),
+            f32_abcd(Energy, input, eastron(30343), 1.0),
         ],
         // Eastron SDM630-Modbus: 30001 V1, 30049 ΣI, 30053 ΣP, 30343 kWh.
         MeterModel::Sdm630 => vec![
-            f32_abcd(Voltage, input, 30001 - 30001, 1.0),
-            f32_abcd(Current, input, 30049 - 30001, 1.0),
-            f32_abcd(Power, input, 30053 - 30001, 1.0),
-            f32_abcd(Energy, input, 30343 - 30001, 1.0),
+            f32_abcd(Voltage, input, eastron(30001), 1.0),
+            f32_abcd(Current, input, eastron(30049), 1.0),
+            f32_abcd(Power, input, eastron(30053), 1.0),
+            f32_abcd(Energy, input, eastron(30343), 1.0),
         ],
         // CHINT DDSU666: 2000H U, 2002H I, 2004H P (kW), 4000H ImpEp.
         MeterModel::Ddsu666 => vec![
