@@ -553,6 +553,12 @@ mod tests {
     }
 
     #[test]
+    fn a_bus_can_be_moved_into_its_own_task() {
+        fn owned_by_a_task<T: Send + 'static>() {}
+        owned_by_a_task::<Bus>();
+    }
+
+    #[test]
     fn exceptions_are_named_with_a_hint() {
         let e = ReadError::exception(ExceptionCode::IllegalDataAddress);
         assert_eq!(
