@@ -92,7 +92,7 @@ pub enum MeterModel {
     Sdm120,
     /// Eastron SDM630-Modbus (three phase).
     Sdm630,
-    /// Acrel DDSU666 (single phase DIN-rail).
+    /// CHINT DDSU666 (single phase DIN-rail).
     Ddsu666,
     Custom,
 }

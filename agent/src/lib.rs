@@ -8,5 +8,6 @@
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod meter;
 pub mod outbox;
 pub mod results;

@@ -32,6 +32,28 @@ wait_for_port() {
   return 1
 }
 
+# Waits until file $2 holds the line $1 (at most 10 s).
+wait_for_line() {
+  for _ in $(seq 100); do
+    if grep -qx "$1" "$2" 2>/dev/null; then return 0; fi
+    sleep 0.1
+  done
+  echo "no line '$1' in $2 after 10 s" >&2
+  return 1
+}
+
+# Waits until every path given exists (at most 10 s).
+wait_for_paths() {
+  for _ in $(seq 100); do
+    local all=1 path
+    for path in "$@"; do [ -e "$path" ] || all=; done
+    if [ -n "$all" ]; then return 0; fi
+    sleep 0.1
+  done
+  echo "still missing after 10 s: $*" >&2
+  return 1
+}
+
 apt_updated=
 ensure_debian_packages() {
   local missing=()
@@ -39,6 +61,11 @@ ensure_debian_packages() {
   ((${#missing[@]})) || return 0
   if [ -z "$apt_updated" ]; then apt-get update -qq; apt_updated=1; fi
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+# Installs pinned PyPI packages for python3 (quietly; a no-op when present).
+ensure_pip_packages() {
+  PIP_ROOT_USER_ACTION=ignore python3 -m pip install --quiet --disable-pip-version-check "$@"
 }
 
 # Runs one Rust interop test target with --ignored; records passed/failed counts.
@@ -70,10 +97,33 @@ peer_mosquitto() {
   stop_peers
 }
 
+# pymodbus, an independent Modbus implementation, plays an Eastron SDM120:
+# over TCP on a free port, and over RTU on one end of a socat pty pair while
+# the agent opens the other end as its serial port.
+peer_pymodbus() {
+  ensure_debian_packages socat || return 1
+  ensure_pip_packages "pymodbus[serial]==3.16.1" || return 1
+  local port
+  port=$(free_port)
+  python3 tests/interop/pymodbus_sdm120.py tcp "$port" >"$work/pymodbus-tcp.log" 2>&1 &
+  pids+=($!)
+  socat -d -d "pty,raw,echo=0,link=$work/a" "pty,raw,echo=0,link=$work/b" >"$work/socat.log" 2>&1 &
+  pids+=($!)
+  wait_for_paths "$work/a" "$work/b" || return 1
+  python3 tests/interop/pymodbus_sdm120.py rtu "$work/a" >"$work/pymodbus-rtu.log" 2>&1 &
+  pids+=($!)
+  wait_for_port "$port" || return 1
+  wait_for_line ready "$work/pymodbus-tcp.log" || return 1
+  wait_for_line ready "$work/pymodbus-rtu.log" || return 1
+  LABHOURS_PYMODBUS_TCP="127.0.0.1:$port" LABHOURS_PYMODBUS_RTU="$work/b" \
+    run_rust_tests pymodbus interop_modbus
+}
+
 peers=("$@")
-((${#peers[@]})) || peers=(mosquitto)
+((${#peers[@]})) || peers=(mosquitto pymodbus)
 for peer in "${peers[@]}"; do
   "peer_$peer" || { failed=$((failed + 1)); summary+=("$peer: could not be set up"); }
+  stop_peers
 done
 
 echo
