@@ -33,7 +33,7 @@ fn profile() -> Vec<Reading> {
                 } else {
                     State::Standby
                 };
-                return Reading::Status { at, state };
+                return Reading::status(at, state);
             }
             let watts = match (i / 1800) % 4 {
                 _ if next() % 500 == 0 => None,
@@ -58,7 +58,7 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             out.clear();
             let mut engine = StateEngine::new(settings, start);
-            engine.push_all(readings.iter().copied(), &mut out);
+            engine.push_all(readings.iter().cloned(), &mut out);
             black_box(out.len())
         })
     });

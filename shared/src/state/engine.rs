@@ -13,6 +13,8 @@
 //! dwell, and the transition is dated when it began. Readings that arrive
 //! earlier than one already processed are taken as happening now.
 
+use std::sync::Arc;
+
 use jiff::Timestamp;
 
 use super::State;
@@ -21,7 +23,7 @@ use super::summary::{Held, SummaryAccumulator, ms_to_ts};
 use crate::wire::{EventKind, Summary, TransitionSource};
 
 /// One input to the engine.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Reading {
     /// A power read; `watts: None` is a failed read (never read as 0 W).
     Power {
@@ -30,8 +32,13 @@ pub enum Reading {
         volts: Option<f64>,
         amps: Option<f64>,
     },
-    /// A status line that matched a rule, with the state the rule names.
-    Status { at: Timestamp, state: State },
+    /// A status line that matched a rule, with the state the rule names and
+    /// the sample or method id the rule captured, if any.
+    Status {
+        at: Timestamp,
+        state: State,
+        sample: Option<Arc<str>>,
+    },
 }
 
 impl Reading {
@@ -42,6 +49,15 @@ impl Reading {
             watts,
             volts: None,
             amps: None,
+        }
+    }
+
+    /// A status reading without a sample id.
+    pub fn status(at: Timestamp, state: State) -> Self {
+        Reading::Status {
+            at,
+            state,
+            sample: None,
         }
     }
 
@@ -92,10 +108,10 @@ impl Output {
 }
 
 /// Why the classification is what it is (turned into a reason on confirmation).
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 enum Cause {
     Start,
-    Status,
+    Status(Option<Arc<str>>),
     Power(f64),
     FailedRead,
     SampleGap,
@@ -103,7 +119,7 @@ enum Cause {
     Stopped,
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Classification {
     state: State,
     since: i64,
@@ -127,8 +143,8 @@ pub struct StateEngine {
     confirmed: State,
     confirmed_since: i64,
     class: Classification,
-    /// The last matching status line while it is fresh.
-    status: Option<(i64, State)>,
+    /// The last matching status line while it is fresh, with its sample id.
+    status: Option<(i64, State, Option<Arc<str>>)>,
     sample: Option<LastSample>,
     summary: SummaryAccumulator,
 }
@@ -191,7 +207,7 @@ impl StateEngine {
                     expired: false,
                 });
             }
-            Reading::Status { state, .. } => self.status = Some((t, state)),
+            Reading::Status { state, sample, .. } => self.status = Some((t, state, sample)),
         }
         self.reclassify(t);
         self.confirm_if_held(t, out);
@@ -249,7 +265,8 @@ impl StateEngine {
         loop {
             let stale_at = self
                 .status
-                .map(|(at, _)| at + self.settings.status_stale_after_ms)
+                .as_ref()
+                .map(|(at, _, _)| at + self.settings.status_stale_after_ms)
                 .filter(|&p| p <= t);
             // A gap is only known to be too long once it exceeds the maximum;
             // the reading then holds for one poll interval.
@@ -290,8 +307,8 @@ impl StateEngine {
     }
 
     fn classify(&self) -> (State, Cause) {
-        if let Some((_, state)) = self.status {
-            return (state, Cause::Status);
+        if let Some((_, state, sample)) = &self.status {
+            return (*state, Cause::Status(sample.clone()));
         }
         match self.sample {
             None => (State::Unknown, Cause::NoReading),
@@ -328,15 +345,11 @@ impl StateEngine {
     }
 
     fn confirm(&mut self, out: &mut Vec<Output>) {
-        let Classification {
-            state: to,
-            since,
-            cause,
-        } = self.class;
+        let (to, since) = (self.class.state, self.class.since);
         if to == self.confirmed {
             return;
         }
-        let (source, reason) = self.explain(to, cause);
+        let (source, reason) = self.explain(to, &self.class.cause);
         out.push(Output::Transition(Transition {
             at: ms_to_ts(since),
             from: self.confirmed,
@@ -348,14 +361,18 @@ impl StateEngine {
         self.confirmed_since = since;
     }
 
-    fn explain(&self, to: State, cause: Cause) -> (TransitionSource, String) {
+    fn explain(&self, to: State, cause: &Cause) -> (TransitionSource, String) {
         let s = &self.settings;
         match cause {
-            Cause::Status => (
+            Cause::Status(None) => (
                 TransitionSource::Status,
                 format!("status line reports {to}"),
             ),
-            Cause::Power(w) => {
+            Cause::Status(Some(sample)) => (
+                TransitionSource::Status,
+                format!("status line reports {to} (sample {sample})"),
+            ),
+            &Cause::Power(w) => {
                 let why = match to {
                     State::Running => format!("≥ running_above_w {} W", s.running_above_w),
                     State::Off => format!("< on_above_w {} W", s.on_above_w),

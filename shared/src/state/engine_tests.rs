@@ -57,7 +57,7 @@ impl Sim {
     }
     fn status(&mut self, s: f64, state: State) -> &mut Self {
         self.engine
-            .push(Reading::Status { at: at(s), state }, &mut self.out);
+            .push(Reading::status(at(s), state), &mut self.out);
         self
     }
     fn advance(&mut self, s: f64) -> &mut Self {
@@ -264,6 +264,25 @@ fn a_fresh_status_line_wins_over_power() {
 }
 
 #[test]
+fn a_sample_id_captured_from_the_status_line_is_named_in_the_reason() {
+    let mut sim = Sim::new();
+    let sample = Some(std::sync::Arc::from("S-0042"));
+    sim.engine.push(
+        Reading::Status {
+            at: at(0.0),
+            state: Running,
+            sample,
+        },
+        &mut sim.out,
+    );
+    sim.advance(30.0);
+    assert_eq!(
+        sim.last_transition().reason,
+        "status line reports running (sample S-0042)"
+    );
+}
+
+#[test]
 fn a_status_fault_sets_the_fault_state() {
     let mut sim = Sim::new();
     sim.watts(0, 40, 150.0)
@@ -419,13 +438,8 @@ fn non_finite_watts_are_a_failed_read() {
 fn a_reading_older_than_one_already_seen_is_taken_as_now() {
     let mut sim = Sim::new();
     sim.watts(0, 60, 150.0);
-    sim.engine.push(
-        Reading::Status {
-            at: at(10.0),
-            state: Fault,
-        },
-        &mut sim.out,
-    );
+    sim.engine
+        .push(Reading::status(at(10.0), Fault), &mut sim.out);
     sim.advance(90.0);
     assert_eq!(sim.transitions().last(), Some(&(59.0, Running, Fault)));
 }
@@ -551,7 +565,7 @@ fn readings(steps: &[Step]) -> Vec<Reading> {
             let at = Timestamp::from_millisecond(T0 + t).expect("in range");
             match *step {
                 Step::Power(_, watts) => Reading::power(at, watts),
-                Step::Status(_, state) => Reading::Status { at, state },
+                Step::Status(_, state) => Reading::status(at, state),
             }
         })
         .collect()
@@ -606,7 +620,7 @@ proptest! {
 
         let mut batch = StateEngine::new(settings(), at(0.0));
         let mut batch_out = Vec::new();
-        batch.push_all(rs.iter().copied(), &mut batch_out);
+        batch.push_all(rs.iter().cloned(), &mut batch_out);
         batch.finish(end, &mut batch_out);
 
         let mut live = StateEngine::new(settings(), at(0.0));
@@ -617,7 +631,7 @@ proptest! {
             let next = r.at().as_millisecond();
             let tick = prev + ((next - prev) as f64 * f) as i64;
             live.advance(Timestamp::from_millisecond(tick).expect("in range"), &mut live_out);
-            live.push(*r, &mut live_out);
+            live.push(r.clone(), &mut live_out);
             prev = next;
         }
         live.finish(end, &mut live_out);
@@ -638,7 +652,7 @@ proptest! {
         }).collect();
         let mut engine = StateEngine::new(settings(), at(0.0));
         let mut out = Vec::new();
-        engine.push_all(rs.iter().copied(), &mut out);
+        engine.push_all(rs.iter().cloned(), &mut out);
         engine.finish(rs.last().map(|r| r.at()).expect("non-empty"), &mut out);
         for o in &out {
             if let Output::Summary { start, summary } = o {
