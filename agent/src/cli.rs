@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use crate::config::AgentConfig;
+use crate::outbox::Outbox;
 
 /// Measures what a scientific instrument really does and delivers it,
 /// durably, to a labhours collector.
@@ -65,11 +66,56 @@ impl Command {
     fn execute(self) -> anyhow::Result<()> {
         match self {
             Command::CheckConfig(arg) => check_config(&arg.config),
-            Command::Run(_) | Command::Probe(_) | Command::Replay { .. } => anyhow::bail!(
-                "this build of labhours-agent cannot do that yet: only check-config is available"
-            ),
+            Command::Run(arg) => {
+                let config = AgentConfig::load(&arg.config)?;
+                config.log.init();
+                runtime()?.block_on(crate::run(config, crate::app::shutdown_signal()))
+            }
+            Command::Probe(arg) => {
+                let config = AgentConfig::load(&arg.config)?;
+                let (report, all_ok) = runtime()?.block_on(crate::probe::probe(&config));
+                print!("{report}");
+                anyhow::ensure!(all_ok, "some sources did not answer (see above)");
+                Ok(())
+            }
+            Command::Replay {
+                config,
+                samples,
+                no_wait,
+            } => {
+                let config = AgentConfig::load(&config.config)?;
+                config.log.init();
+                let clock_now = jiff::Timestamp::now();
+                let (outbox, _) =
+                    Outbox::open(&config.data_dir, (&config.outbox).into(), clock_now)?;
+                let started = std::time::Instant::now();
+                let stats = crate::replay::replay(&config, &samples, &outbox)?;
+                println!(
+                    "{}: {} samples ({} status lines matched) → {} events in the outbox in {:.2} s",
+                    samples.display(),
+                    stats.rows,
+                    stats.status_lines_matched,
+                    stats.events_appended,
+                    started.elapsed().as_secs_f64()
+                );
+                if !no_wait {
+                    anyhow::bail!(
+                        "waiting for acknowledgement needs delivery, which this build lacks: use --no-wait"
+                    );
+                }
+                Ok(())
+            }
         }
     }
+}
+
+/// The agent's runtime: two worker threads are plenty for a few meters and
+/// ports, and keep the footprint small.
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?)
 }
 
 fn check_config(path: &Path) -> anyhow::Result<()> {

@@ -3,11 +3,20 @@
 //! that into state transitions and summaries, buffers them durably and
 //! delivers them to a collector over MQTT.
 //!
-//! Entry points: [`cli::Cli`] (what `main.rs` parses) and [`config::AgentConfig`].
+//! Entry points: [`cli::Cli`] (what `main.rs` parses), [`app::run`] (the
+//! service) and [`config::AgentConfig`].
 
+pub use app::run;
+
+pub mod app;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod events;
 pub mod meter;
 pub mod outbox;
+pub mod pipeline;
+pub mod probe;
+pub mod replay;
 pub mod results;
+pub mod status;

@@ -4,6 +4,7 @@
 
 pub mod bus;
 pub mod decode;
+pub mod poll;
 pub mod presets;
 
-pub use bus::{Bus, MeterValues, ReadError, describe};
+pub use bus::{Bus, MeterValues, ReadError, describe, open_serial};

@@ -1,0 +1,177 @@
+//! `labhours-agent run`: wires the sources, the state engine, the outbox and
+//! delivery together, and shuts them down in order.
+//!
+//! Shutdown: the signal cancels the sources; the pipeline drains what they
+//! sent, finishes the engine (the state becomes `unknown` at the stop
+//! instant) and flushes the outbox last.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use labhours_shared::state::{EngineSettings, Reading};
+use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::clock::{Clock, SystemClock};
+use crate::config::AgentConfig;
+use crate::events::Events;
+use crate::meter::{self, Bus};
+use crate::outbox::Outbox;
+use crate::pipeline::Pipeline;
+use crate::results::ResultWatcher;
+use crate::status;
+
+/// How often the engine is told that time has passed without a reading.
+const TICK: Duration = Duration::from_secs(1);
+
+/// Runs the agent until `shutdown` resolves.
+pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let agent = Agent::start(config, Arc::new(SystemClock))?;
+    shutdown.await;
+    agent.stop().await
+}
+
+/// A running agent: its sources, engine and delivery as tasks.
+#[derive(Debug)]
+pub struct Agent {
+    outbox: Outbox,
+    stop: CancellationToken,
+    sources: JoinSet<()>,
+    engine: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Agent {
+    /// Opens the outbox and starts every configured source (inside a Tokio runtime).
+    pub fn start(config: AgentConfig, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
+        let (outbox, recovery) =
+            Outbox::open(&config.data_dir, (&config.outbox).into(), clock.now())
+                .with_context(|| format!("opening the outbox in {}", config.data_dir.display()))?;
+        if let Some(r) = recovery {
+            tracing::error!(
+                ?r,
+                "outbox recovered; a fault and a dropped notice were recorded"
+            );
+        }
+        tracing::info!(
+            agent_id = %config.agent_id,
+            instrument_id = %config.instrument_id,
+            backlog = outbox.backlog(),
+            next_seq = outbox.next_seq(),
+            "agent starting"
+        );
+        let events = Events::new(outbox.clone(), clock.clone());
+        let stop = CancellationToken::new();
+        let (readings, readings_rx) = unbounded_channel::<Reading>();
+        let mut sources = JoinSet::new();
+
+        if !config.meters.is_empty() {
+            sources.spawn(meter::poll::run(
+                Bus::plan(&config.meters),
+                Duration::from_millis(config.poll_interval_ms),
+                readings.clone(),
+                events.clone(),
+                clock.clone(),
+                stop.clone().cancelled_owned(),
+            ));
+        }
+        if let Some(status_cfg) = config.status.clone() {
+            sources.spawn(status::run(
+                status_cfg,
+                status::serial_opener(),
+                readings.clone(),
+                events.clone(),
+                clock.clone(),
+                stop.clone().cancelled_owned(),
+            ));
+        }
+        if !config.results.is_empty() {
+            let watcher =
+                ResultWatcher::new(&config.results, Arc::new(events.clone()), clock.clone())?;
+            sources.spawn(watcher.run(stop.clone().cancelled_owned()));
+        }
+        // Only the sources hold senders now: the channel closes when they end.
+        drop(readings);
+
+        let settings = EngineSettings::new(&config.state, config.poll_interval_ms);
+        let pipeline = Pipeline::new(settings, outbox.clone(), clock.now());
+        let engine = tokio::spawn(drive(pipeline, readings_rx, clock));
+        Ok(Self {
+            outbox,
+            stop,
+            sources,
+            engine,
+        })
+    }
+
+    /// The agent's outbox (what it has accepted and not yet had acknowledged).
+    pub fn outbox(&self) -> &Outbox {
+        &self.outbox
+    }
+
+    /// Stops the sources, lets the engine drain and finish, flushes the outbox.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        tracing::info!("shutting down");
+        self.stop.cancel();
+        while self.sources.join_next().await.is_some() {}
+        self.engine.await.context("the engine task failed")??;
+        self.outbox.flush()?;
+        tracing::info!(
+            backlog = self.outbox.backlog(),
+            "stopped; unacknowledged events stay in the outbox"
+        );
+        Ok(())
+    }
+}
+
+/// Feeds readings to the pipeline, ticking the engine every second, until
+/// every source has ended; then finishes the engine.
+async fn drive(
+    mut pipeline: Pipeline,
+    mut readings: UnboundedReceiver<Reading>,
+    clock: Arc<dyn Clock>,
+) -> anyhow::Result<()> {
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            reading = readings.recv() => match reading {
+                Some(r) => { pipeline.push(r)?; }
+                None => break,
+            },
+            _ = tick.tick() => { pipeline.advance(clock.now())?; }
+        }
+    }
+    pipeline.finish(clock.now())?;
+    Ok(())
+}
+
+/// Resolves on Ctrl-C, or SIGTERM on Unix (systemd's stop).
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}
