@@ -7,11 +7,11 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use tokio::io::AsyncWriteExt;
-use tokio_util::codec::{FramedRead, LinesCodec};
+use tokio_util::codec::FramedRead;
 
 use crate::config::{AgentConfig, StatusConfig};
 use crate::meter::Bus;
-use crate::status::{self, StatusRules};
+use crate::status::{self, BoundedLines, Line, StatusRules};
 
 /// How long `probe` listens to a status port.
 const LISTEN: Duration = Duration::from_secs(5);
@@ -80,7 +80,7 @@ async fn probe_status(cfg: &StatusConfig) -> (String, bool) {
     {
         return (format!("{out}  cannot send the query: {e}\n"), false);
     }
-    let mut lines = FramedRead::new(reader, LinesCodec::new_with_max_length(cfg.max_line_bytes));
+    let mut lines = FramedRead::new(reader, BoundedLines::new(cfg.max_line_bytes));
     let mut seen = 0;
     let deadline = tokio::time::sleep(LISTEN);
     tokio::pin!(deadline);
@@ -88,7 +88,8 @@ async fn probe_status(cfg: &StatusConfig) -> (String, bool) {
         tokio::select! {
             _ = &mut deadline => break,
             line = lines.next() => match line {
-                Some(Ok(line)) => {
+                Some(Ok(Line::TooLong)) => { let _ = writeln!(out, "  a line longer than max_line_bytes ({}) — check the baud rate", cfg.max_line_bytes); }
+                Some(Ok(Line::Text(line))) => {
                     seen += 1;
                     let verdict = match rules.classify(&line) {
                         Some(m) => format!("rule {} → {}{}", m.rule + 1, m.state,

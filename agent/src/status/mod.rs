@@ -13,10 +13,11 @@ mod rules;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::BytesMut;
 use futures_util::StreamExt;
 use labhours_shared::state::Reading;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
-use tokio_util::codec::{FramedRead, LinesCodec, LinesCodecError};
+use tokio_util::codec::{Decoder, FramedRead, LinesCodec, LinesCodecError};
 
 pub use rules::{StatusMatch, StatusRules};
 
@@ -107,7 +108,7 @@ async fn session(
     events.clear(&source);
     tracing::info!(port = %cfg.serial.serial_port, "status port open");
     let (reader, mut writer) = tokio::io::split(port);
-    let mut lines = FramedRead::new(reader, LinesCodec::new_with_max_length(cfg.max_line_bytes));
+    let mut lines = FramedRead::new(reader, BoundedLines::new(cfg.max_line_bytes));
     let mut query = cfg.query.as_ref().map(|q| {
         let mut every = tokio::time::interval(Duration::from_secs(cfg.query_interval_s.max(1)));
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -127,7 +128,7 @@ async fn session(
             }
         };
         match next {
-            Some(Ok(line)) => {
+            Some(Ok(Line::Text(line))) => {
                 count += 1;
                 if let Some(m) = rules.classify(&line) {
                     let reading = Reading::Status {
@@ -140,7 +141,7 @@ async fn session(
                     }
                 }
             }
-            Some(Err(LinesCodecError::MaxLineLengthExceeded)) => {
+            Some(Ok(Line::TooLong)) => {
                 events.fault_once(
                     &format!("{source}:length"),
                     &format!(
@@ -149,7 +150,7 @@ async fn session(
                     ),
                 );
             }
-            Some(Err(LinesCodecError::Io(e))) => {
+            Some(Err(e)) => {
                 events.fault_once(&source, &format!("the status port failed: {e}"));
                 return Ended::Failed { after_lines: count };
             }
@@ -161,11 +162,244 @@ async fn session(
     }
 }
 
+/// A framed line, or the news that one was too long (and was skipped).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Line {
+    Text(String),
+    TooLong,
+}
+
+/// `LinesCodec` with its length bound, but an overlong line is an item, not
+/// an error: `FramedRead` ends the stream after an error, and one noisy line
+/// must not close the port.
+#[derive(Debug)]
+pub struct BoundedLines(LinesCodec);
+
+impl BoundedLines {
+    pub fn new(max_line_bytes: usize) -> Self {
+        Self(LinesCodec::new_with_max_length(max_line_bytes))
+    }
+
+    fn map(r: Result<Option<String>, LinesCodecError>) -> Result<Option<Line>, std::io::Error> {
+        match r {
+            Ok(line) => Ok(line.map(Line::Text)),
+            Err(LinesCodecError::MaxLineLengthExceeded) => Ok(Some(Line::TooLong)),
+            Err(LinesCodecError::Io(e)) => Err(e),
+        }
+    }
+}
+
+impl Decoder for BoundedLines {
+    type Item = Line;
+    type Error = std::io::Error;
+
+    fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Line>, std::io::Error> {
+        Self::map(self.0.decode(buf))
+    }
+
+    fn decode_eof(&mut self, buf: &mut BytesMut) -> Result<Option<Line>, std::io::Error> {
+        Self::map(self.0.decode_eof(buf))
+    }
+}
+
 async fn tick(query: &mut Option<(Vec<u8>, tokio::time::Interval)>) {
     match query {
         Some((_, every)) => {
             every.tick().await;
         }
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use jiff::Timestamp;
+    use labhours_shared::state::State;
+    use labhours_shared::wire::EventKind;
+    use tokio::io::{AsyncReadExt, DuplexStream};
+
+    use super::*;
+    use crate::clock::SystemClock;
+    use crate::config::{SerialLink, StatusRule};
+    use crate::outbox::{Outbox, OutboxSettings};
+
+    fn cfg(query: Option<&str>) -> StatusConfig {
+        StatusConfig {
+            serial: SerialLink {
+                serial_port: "test".into(),
+                baud_rate: 9600,
+                parity: crate::config::Parity::None,
+                stop_bits: 1,
+                data_bits: 8,
+            },
+            max_line_bytes: 32,
+            query: query.map(Into::into),
+            query_interval_s: 10,
+            rules: vec![StatusRule {
+                pattern: "^RUN".into(),
+                state: State::Running,
+            }],
+        }
+    }
+
+    /// An opener that hands out in-memory ports; the test keeps the other ends.
+    fn opener(ends: Arc<Mutex<Vec<DuplexStream>>>) -> PortOpener {
+        Arc::new(move |_cfg: &StatusConfig| {
+            let (ours, theirs) = tokio::io::duplex(1024);
+            ends.lock().expect("lock").push(theirs);
+            Ok(Box::new(ours) as Box<dyn Port>)
+        })
+    }
+
+    fn outbox() -> (tempfile::TempDir, Events) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let settings = OutboxSettings {
+            max_bytes: 1 << 20,
+            summary_flush_ms: 1000,
+            cache_bytes: 1 << 20,
+        };
+        let (outbox, _) = Outbox::open(dir.path(), settings, Timestamp::UNIX_EPOCH).expect("open");
+        (dir, Events::new(outbox, Arc::new(SystemClock)))
+    }
+
+    fn faults(events: &Events) -> Vec<String> {
+        events
+            .outbox()
+            .pending(0, usize::MAX, usize::MAX)
+            .expect("pending")
+            .into_iter()
+            .filter_map(|e| match e.kind {
+                EventKind::Fault { message, .. } => Some(message),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn matching_lines_become_readings_and_others_are_ignored() {
+        let (_dir, events) = outbox();
+        let ends = Arc::new(Mutex::new(Vec::new()));
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let stop = tokio_util::sync::CancellationToken::new();
+        let task = tokio::spawn(run(
+            cfg(None),
+            opener(ends.clone()),
+            tx,
+            events.clone(),
+            Arc::new(SystemClock),
+            stop.clone().cancelled_owned(),
+        ));
+        tokio::task::yield_now().await;
+        let mut port = ends.lock().expect("lock").pop().expect("opened");
+        port.write_all(b"temperature 21 C\r\nRUN 1\r\n")
+            .await
+            .expect("write");
+        let reading = rx.recv().await.expect("a reading");
+        assert!(matches!(
+            reading,
+            Reading::Status {
+                state: State::Running,
+                ..
+            }
+        ));
+        assert!(rx.try_recv().is_err(), "the unmatched line made no reading");
+        stop.cancel();
+        task.await.expect("ends");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_overlong_line_is_one_fault_and_reading_goes_on() {
+        let (_dir, events) = outbox();
+        let ends = Arc::new(Mutex::new(Vec::new()));
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let stop = tokio_util::sync::CancellationToken::new();
+        let task = tokio::spawn(run(
+            cfg(None),
+            opener(ends.clone()),
+            tx,
+            events.clone(),
+            Arc::new(SystemClock),
+            stop.clone().cancelled_owned(),
+        ));
+        tokio::task::yield_now().await;
+        let mut port = ends.lock().expect("lock").pop().expect("opened");
+        let noise = vec![b'x'; 100];
+        port.write_all(&noise).await.expect("write");
+        port.write_all(b"\nRUN after noise\n").await.expect("write");
+        port.write_all(&noise).await.expect("write");
+        port.write_all(b"\nRUN again\n").await.expect("write");
+        assert!(matches!(rx.recv().await, Some(Reading::Status { .. })));
+        assert!(matches!(rx.recv().await, Some(Reading::Status { .. })));
+        let faults = faults(&events);
+        assert_eq!(faults.len(), 1, "{faults:?}");
+        assert!(faults[0].contains("longer than max_line_bytes (32)"));
+        stop.cancel();
+        task.await.expect("ends");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_query_is_sent_every_interval() {
+        let (_dir, events) = outbox();
+        let ends = Arc::new(Mutex::new(Vec::new()));
+        let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+        let stop = tokio_util::sync::CancellationToken::new();
+        let task = tokio::spawn(run(
+            cfg(Some("STAT?\r\n")),
+            opener(ends.clone()),
+            tx,
+            events.clone(),
+            Arc::new(SystemClock),
+            stop.clone().cancelled_owned(),
+        ));
+        tokio::task::yield_now().await;
+        let mut port = ends.lock().expect("lock").pop().expect("opened");
+        let mut buf = [0u8; 7];
+        port.read_exact(&mut buf)
+            .await
+            .expect("first query at once");
+        assert_eq!(&buf, b"STAT?\r\n");
+        let before = tokio::time::Instant::now();
+        port.read_exact(&mut buf).await.expect("second query");
+        assert_eq!(before.elapsed(), Duration::from_secs(10));
+        stop.cancel();
+        task.await.expect("ends");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_closed_port_is_a_fault_and_is_reopened_with_backoff() {
+        let (_dir, events) = outbox();
+        let ends = Arc::new(Mutex::new(Vec::new()));
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let stop = tokio_util::sync::CancellationToken::new();
+        let task = tokio::spawn(run(
+            cfg(None),
+            opener(ends.clone()),
+            tx,
+            events.clone(),
+            Arc::new(SystemClock),
+            stop.clone().cancelled_owned(),
+        ));
+        tokio::task::yield_now().await;
+        let port = ends.lock().expect("lock").pop().expect("opened");
+        drop(port);
+        let start = tokio::time::Instant::now();
+        // Wait for the reopen, then use the new port.
+        let mut port = loop {
+            if let Some(p) = ends.lock().expect("lock").pop() {
+                break p;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        assert!(
+            start.elapsed() >= FIRST_BACKOFF,
+            "reopened after the backoff"
+        );
+        assert_eq!(faults(&events), ["the status port closed"]);
+        port.write_all(b"RUN\n").await.expect("write");
+        assert!(rx.recv().await.is_some());
+        stop.cancel();
+        task.await.expect("ends");
     }
 }
