@@ -34,3 +34,9 @@ async fn a_restarted_agent_delivers_what_its_outbox_kept() {
 async fn an_agent_that_vanishes_leaves_its_last_will() {
     scenario::last_will(Rumqttd::start().port).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_password_from_the_password_file_is_accepted_and_a_wrong_one_refused() {
+    let users = [("collector", "c0llector"), ("agent", "s3cret")];
+    scenario::credentials(Rumqttd::start_with_users(&users).port, &users).await;
+}

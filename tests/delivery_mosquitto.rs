@@ -59,3 +59,9 @@ async fn mosquitto_publishes_the_last_will() {
     let broker = mosquitto();
     scenario::last_will(broker.port).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Mosquitto: run tests/interop/run.sh"]
+async fn mosquitto_over_tls_with_a_client_certificate() {
+    scenario::tls_with_client_certificate().await;
+}

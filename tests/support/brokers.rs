@@ -35,6 +35,11 @@ pub struct Rumqttd {
 
 impl Rumqttd {
     pub fn start() -> Self {
+        Self::start_with_users(&[])
+    }
+
+    /// A broker that accepts only these username/password pairs (none: anyone).
+    pub fn start_with_users(users: &[(&str, &str)]) -> Self {
         use rumqttd::{Broker, Config, ConnectionSettings, RouterConfig, ServerSettings};
 
         let port = free_port();
@@ -47,7 +52,12 @@ impl Rumqttd {
                 connection_timeout_ms: 60_000,
                 max_payload_size: 4 * 1024 * 1024,
                 max_inflight_count: 100,
-                auth: None,
+                auth: (!users.is_empty()).then(|| {
+                    users
+                        .iter()
+                        .map(|(u, p)| ((*u).to_owned(), (*p).to_owned()))
+                        .collect()
+                }),
                 external_auth: None,
                 dynamic_filters: true,
             },
@@ -98,12 +108,17 @@ pub struct Mosquitto {
 
 impl Mosquitto {
     pub fn start(bin: &Path) -> Self {
+        Self::start_with(bin, "")
+    }
+
+    /// With `extra` appended to the config (e.g. a TLS listener).
+    pub fn start_with(bin: &Path, extra: &str) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let port = free_port();
         let conf = dir.path().join("mosquitto.conf");
         std::fs::write(
             &conf,
-            format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"),
+            format!("allow_anonymous true\npersistence false\nlistener {port} 127.0.0.1\n{extra}"),
         )
         .expect("write mosquitto.conf");
         let mut broker = Self {

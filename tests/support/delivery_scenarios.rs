@@ -15,8 +15,9 @@ use labhours_shared::wire::{EventKind, Presence};
 use rumqttc::{AsyncClient, Event as MqttEvent, MqttOptions, Outgoing, Packet};
 
 use crate::agent::{PREFIX, TestAgent, mqtt_config};
-use crate::brokers::Mosquitto;
-use crate::fake_collector::{FakeCollector, Faults, SharedStore, lock};
+use crate::brokers::{Mosquitto, mosquitto_bin, wait_for_port};
+use crate::fake_collector::{FakeCollector, Setup, SharedStore, lock};
+use crate::tls::TestCerts;
 
 const SHORT: Duration = Duration::from_secs(10);
 const LONG: Duration = Duration::from_secs(30);
@@ -58,8 +59,8 @@ pub fn assert_committed_exactly_once(
     );
 }
 
-async fn collector(port: u16, store: &SharedStore, faults: Faults) -> FakeCollector {
-    FakeCollector::start(port, PREFIX, store.clone(), faults).await
+async fn collector(port: u16, store: &SharedStore, setup: Setup) -> FakeCollector {
+    FakeCollector::start(port, PREFIX, store.clone(), setup).await
 }
 
 /// Appends `rounds` small bursts, `gap` apart (an instrument's stream).
@@ -74,7 +75,7 @@ async fn stream(agent: &mut TestAgent, rounds: usize, gap: Duration) {
 /// presence goes online on connect and offline on a clean stop.
 pub async fn steady_stream(port: u16) {
     let store = SharedStore::default();
-    let collector = collector(port, &store, Faults::default()).await;
+    let collector = collector(port, &store, Setup::default()).await;
     let dir = tempfile::tempdir().unwrap();
     let mut config = mqtt_config(port);
     config.heartbeat_interval_s = 1;
@@ -128,7 +129,7 @@ pub async fn steady_stream(port: u16) {
 /// `session_present = false`, subscribes to its acks again and resends.
 pub async fn lost_session(port: u16) {
     let store = SharedStore::default();
-    let collector = collector(port, &store, Faults::default()).await;
+    let collector = collector(port, &store, Setup::default()).await;
     let dir = tempfile::tempdir().unwrap();
     let config = mqtt_config(port);
     let mut agent = TestAgent::start(dir.path(), "lost-session", &config);
@@ -177,7 +178,7 @@ async fn take_over_session(port: u16, client_id: &str) {
 /// agent resends after the ack timeout.
 pub async fn collector_restart(port: u16) {
     let store = SharedStore::default();
-    let first = collector(port, &store, Faults::default()).await;
+    let first = collector(port, &store, Setup::default()).await;
     let dir = tempfile::tempdir().unwrap();
     let config = mqtt_config(port);
     let mut agent = TestAgent::start(dir.path(), "collector-restart", &config);
@@ -193,7 +194,7 @@ pub async fn collector_restart(port: u16) {
         .await;
     assert!(agent.outbox.backlog() > 0);
 
-    let second = collector(port, &store, Faults::default()).await;
+    let second = collector(port, &store, Setup::default()).await;
     agent.wait_drained(LONG).await;
     let produced = agent.produced();
     let appended = agent.stop().await;
@@ -206,7 +207,15 @@ pub async fn collector_restart(port: u16) {
 /// still counts each once.
 pub async fn duplicate_delivery(port: u16) {
     let store = SharedStore::default();
-    let collector = collector(port, &store, Faults { swallow_acks: 1 }).await;
+    let collector = collector(
+        port,
+        &store,
+        Setup {
+            swallow_acks: 1,
+            ..Setup::default()
+        },
+    )
+    .await;
     let dir = tempfile::tempdir().unwrap();
     let config = mqtt_config(port);
     let mut agent = TestAgent::start(dir.path(), "duplicates", &config);
@@ -244,7 +253,7 @@ pub async fn agent_restart(port: u16) {
     appended.extend(agent.stop().await);
 
     // 2. A collector appears; a new agent on the same outbox, stopped mid-stream.
-    let collector = collector(port, &store, Faults::default()).await;
+    let collector = collector(port, &store, Setup::default()).await;
     let mut agent = TestAgent::start(dir.path(), "restart", &config);
     assert_eq!(
         agent.outbox.backlog(),
@@ -268,7 +277,7 @@ pub async fn agent_restart(port: u16) {
 /// the retained `offline` status without `at`.
 pub async fn last_will(port: u16) {
     let store = SharedStore::default();
-    let collector = collector(port, &store, Faults::default()).await;
+    let collector = collector(port, &store, Setup::default()).await;
     let dir = tempfile::tempdir().unwrap();
     let agent = TestAgent::start(dir.path(), "will", &mqtt_config(port));
     wait_until(SHORT, "presence online", || {
@@ -294,7 +303,7 @@ pub async fn last_will(port: u16) {
 pub async fn broker_restart(broker: &mut Mosquitto) {
     let port = broker.port;
     let store = SharedStore::default();
-    let collector = collector(port, &store, Faults::default()).await;
+    let collector = collector(port, &store, Setup::default()).await;
     let dir = tempfile::tempdir().unwrap();
     let config = mqtt_config(port);
     let mut agent = TestAgent::start(dir.path(), "broker-restart", &config);
@@ -312,5 +321,102 @@ pub async fn broker_restart(broker: &mut Mosquitto) {
     let produced = agent.produced();
     let appended = agent.stop().await;
     assert_committed_exactly_once(&store, "broker-restart", &produced, &appended);
+    collector.stop().await;
+}
+
+/// The broker requires a username and password: the agent reads its
+/// password from `mqtt.password_file` (trailing newline trimmed) and
+/// delivers; a wrong password never connects and says why.
+pub async fn credentials(port: u16, users: &[(&str, &str)]) {
+    let store = SharedStore::default();
+    let (collector_user, collector_password) = users[0];
+    let (agent_user, agent_password) = users[1];
+    let collector = collector(
+        port,
+        &store,
+        Setup {
+            credentials: Some((collector_user.into(), collector_password.into())),
+            ..Setup::default()
+        },
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let password_file = dir.path().join("mqtt-password");
+    std::fs::write(&password_file, format!("{agent_password}\n")).unwrap();
+    let mut config = mqtt_config(port);
+    config.username = Some(agent_user.into());
+    config.password_file = Some(password_file.clone());
+    let mut agent = TestAgent::start(&dir.path().join("a"), "with-password", &config);
+    stream(&mut agent, 5, Duration::from_millis(10)).await;
+    agent.wait_drained(LONG).await;
+    let produced = agent.produced();
+    let appended = agent.stop().await;
+    assert_committed_exactly_once(&store, "with-password", &produced, &appended);
+
+    std::fs::write(&password_file, "not-the-password\n").unwrap();
+    let mut refused = TestAgent::start(&dir.path().join("b"), "wrong-password", &config);
+    let status = refused
+        .wait_status(SHORT, "a refused connection", |s| s.last_error.is_some())
+        .await;
+    assert_eq!(status.connects, 0, "{status:?}");
+    refused.stop().await;
+    collector.stop().await;
+}
+
+/// Delivery over TLS (rustls with ring) to a Mosquitto listener that
+/// requires a client certificate; the test collector uses the plain listener.
+pub async fn tls_with_client_certificate() {
+    let certs_dir = tempfile::tempdir().unwrap();
+    let certs = TestCerts::generate(certs_dir.path());
+    let tls_port = crate::brokers::free_port();
+    let broker = Mosquitto::start_with(
+        &mosquitto_bin(),
+        &format!(
+            "listener {tls_port} 127.0.0.1\ncafile {}\ncertfile {}\nkeyfile {}\nrequire_certificate true\n",
+            certs.ca.display(),
+            certs.server_cert.display(),
+            certs.server_key.display(),
+        ),
+    );
+    wait_for_port(tls_port, SHORT);
+    let store = SharedStore::default();
+    let collector = collector(broker.port, &store, Setup::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = mqtt_config(tls_port);
+    config.tls = Some(labhours_shared::config::TlsConfig {
+        ca_file: certs.ca.clone(),
+        client_cert_file: Some(certs.client_cert.clone()),
+        client_key_file: Some(certs.client_key.clone()),
+    });
+    let mut agent = TestAgent::start(dir.path(), "tls-agent", &config);
+    agent
+        .wait_status(SHORT, "connected over TLS", |s| s.connected)
+        .await;
+    stream(&mut agent, 5, Duration::from_millis(10)).await;
+    agent.wait_drained(LONG).await;
+    let produced = agent.produced();
+    let appended = agent.stop().await;
+    assert_committed_exactly_once(&store, "tls-agent", &produced, &appended);
+
+    // Without the client certificate the broker refuses the handshake.
+    config.tls = Some(labhours_shared::config::TlsConfig {
+        ca_file: certs.ca.clone(),
+        client_cert_file: None,
+        client_key_file: None,
+    });
+    let other = tempfile::tempdir().unwrap();
+    let mut refused = TestAgent::start(other.path(), "tls-no-cert", &config);
+    let status = refused
+        .wait_status(SHORT, "a refused TLS connection", |s| {
+            s.last_error.is_some()
+        })
+        .await;
+    assert_eq!(
+        status.connects,
+        0,
+        "{status:?}; broker log: {}",
+        broker.log()
+    );
+    refused.stop().await;
     collector.stop().await;
 }

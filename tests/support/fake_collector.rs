@@ -90,9 +90,11 @@ pub fn lock(store: &SharedStore) -> MutexGuard<'_, Store> {
     store.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// How the test collector misbehaves.
+/// How the test collector connects, and how it misbehaves.
 #[derive(Debug, Clone, Default)]
-pub struct Faults {
+pub struct Setup {
+    /// Username and password for brokers that require them.
+    pub credentials: Option<(String, String)>,
     /// The first this many acks are computed but never published.
     pub swallow_acks: u64,
 }
@@ -108,7 +110,7 @@ static INSTANCE: AtomicU64 = AtomicU64::new(0);
 
 impl FakeCollector {
     /// Connects, subscribes, and returns once the subscriptions are in place.
-    pub async fn start(port: u16, prefix: &str, store: SharedStore, faults: Faults) -> Self {
+    pub async fn start(port: u16, prefix: &str, store: SharedStore, setup: Setup) -> Self {
         let n = INSTANCE.fetch_add(1, Ordering::Relaxed);
         let mut options = MqttOptions::new(
             format!("fake-collector-{}-{n}", std::process::id()),
@@ -119,6 +121,9 @@ impl FakeCollector {
             .set_keep_alive(Duration::from_secs(5))
             .set_clean_session(true)
             .set_max_packet_size(8 * 1024 * 1024, 64 * 1024);
+        if let Some((user, password)) = &setup.credentials {
+            options.set_credentials(user, password);
+        }
         let (client, mut eventloop) = AsyncClient::new(options, 256);
         let topics = Topics::new(prefix);
         let (msg_tx, mut msg_rx) = mpsc::unbounded_channel::<(String, Vec<u8>)>();
@@ -153,7 +158,7 @@ impl FakeCollector {
 
         let ack_client = client.clone();
         let processor = tokio::spawn(async move {
-            let mut swallow = faults.swallow_acks;
+            let mut swallow = setup.swallow_acks;
             while let Some((topic, payload)) = msg_rx.recv().await {
                 match topics.parse(&topic) {
                     Some((_, TopicKind::Events)) => {

@@ -5,3 +5,4 @@ pub mod brokers;
 pub mod delivery_scenarios;
 pub mod fake_collector;
 pub mod modbus_sim;
+pub mod tls;

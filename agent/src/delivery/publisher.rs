@@ -724,3 +724,103 @@ fn rustls_config(tls: &TlsConfig) -> anyhow::Result<rustls::ClientConfig> {
         _ => bail!("mqtt.tls needs both client_cert_file and client_key_file, or neither"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+    use crate::clock::SystemClock;
+    use crate::outbox::OutboxSettings;
+
+    fn outbox(dir: &Path) -> Outbox {
+        let settings = OutboxSettings {
+            max_bytes: 1 << 20,
+            summary_flush_ms: 100,
+            cache_bytes: 1 << 20,
+        };
+        Outbox::open(dir, settings, jiff::Timestamp::now())
+            .unwrap()
+            .0
+    }
+
+    fn new(config: &MqttConfig, dir: &Path) -> anyhow::Result<Delivery> {
+        Delivery::new(
+            config,
+            "agent-1",
+            "instrument-1",
+            outbox(dir),
+            Arc::new(SystemClock),
+        )
+    }
+
+    #[test]
+    fn a_password_file_loses_its_trailing_newline_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("pw");
+        std::fs::write(&file, " s3cret \r\n").unwrap();
+        assert_eq!(read_password(&file).unwrap(), " s3cret ");
+    }
+
+    #[test]
+    fn an_unreadable_password_file_is_an_error_when_delivery_is_made() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = MqttConfig {
+            username: Some("agent".into()),
+            password_file: Some(dir.path().join("missing")),
+            ..MqttConfig::default()
+        };
+        let err = new(&config, dir.path()).unwrap_err();
+        assert!(format!("{err:#}").contains("mqtt.password_file"), "{err:#}");
+    }
+
+    #[test]
+    fn a_password_without_a_username_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("pw");
+        std::fs::write(&file, "x\n").unwrap();
+        let config = MqttConfig {
+            password_file: Some(file),
+            ..MqttConfig::default()
+        };
+        assert!(new(&config, dir.path()).is_err());
+    }
+
+    #[test]
+    fn tls_files_are_checked_when_delivery_is_made() {
+        let dir = tempfile::tempdir().unwrap();
+        let not_pem = dir.path().join("ca.pem");
+        std::fs::write(&not_pem, "not a certificate").unwrap();
+        let tls = |ca_file: PathBuf, cert: Option<PathBuf>, key: Option<PathBuf>| MqttConfig {
+            tls: Some(TlsConfig {
+                ca_file,
+                client_cert_file: cert,
+                client_key_file: key,
+            }),
+            ..MqttConfig::default()
+        };
+        let cases = [
+            (tls(dir.path().join("missing.pem"), None, None), "ca_file"),
+            (tls(not_pem, None, None), "no PEM certificate"),
+        ];
+        for (i, (config, expected)) in cases.into_iter().enumerate() {
+            let sub = dir.path().join(format!("outbox-{i}"));
+            let err = new(&config, &sub).unwrap_err();
+            assert!(format!("{err:#}").contains(expected), "{err:#}");
+        }
+    }
+
+    #[test]
+    fn bad_ids_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = Delivery::new(
+            &MqttConfig::default(),
+            "lab/+",
+            "instrument-1",
+            outbox(dir.path()),
+            Arc::new(SystemClock),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("agent_id"), "{err}");
+    }
+}
