@@ -439,9 +439,12 @@ impl Publisher {
             return;
         }
         self.paused_until = None;
+        let oldest = self.tracker.oldest_in_flight_sent_at();
         if self.tracker.check_ack_timeout(now.into_std()) {
             tracing::warn!(
                 acked_through = self.tracker.acked_through(),
+                oldest_batch_age_ms =
+                    oldest.map(|t| now.into_std().saturating_duration_since(t).as_millis() as u64),
                 timeout_s = self.tracker.settings().ack_timeout.as_secs(),
                 "no ack progress from the collector: sending everything unacknowledged again"
             );

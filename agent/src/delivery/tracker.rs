@@ -114,6 +114,8 @@ pub enum Rewind {
 struct InFlight {
     /// The highest seq of this batch's drain part.
     drain_last: u64,
+    /// When the batch was published.
+    sent_at: Instant,
 }
 
 /// The delivery state machine (see the module documentation).
@@ -135,6 +137,7 @@ pub struct Tracker {
     /// Start of the current wait for ack progress, while anything is in flight.
     waiting_since: Option<Instant>,
     rewinds: u64,
+    last_rewind: Option<(Rewind, Instant)>,
 }
 
 impl Tracker {
@@ -154,6 +157,7 @@ impl Tracker {
             connected: false,
             waiting_since: None,
             rewinds: 0,
+            last_rewind: None,
         }
     }
 
@@ -186,6 +190,16 @@ impl Tracker {
         self.rewinds
     }
 
+    /// Why and when everything unacknowledged was last sent again.
+    pub fn last_rewind(&self) -> Option<(Rewind, Instant)> {
+        self.last_rewind
+    }
+
+    /// When the oldest unacknowledged drain batch was published.
+    pub fn oldest_in_flight_sent_at(&self) -> Option<Instant> {
+        self.in_flight.front().map(|b| b.sent_at)
+    }
+
     pub fn is_connected(&self) -> bool {
         self.connected
     }
@@ -213,13 +227,13 @@ impl Tracker {
 
     /// Forgets what is in flight so that everything above the ack is sent again.
     pub fn rewind(&mut self, why: Rewind, now: Instant) {
-        let _ = (why, now);
         self.drain = self.acked;
         self.ahead.clear();
         self.in_flight.clear();
         self.waiting_since = None;
         self.resend_due = true;
         self.rewinds += 1;
+        self.last_rewind = Some((why, now));
     }
 
     /// Applies the collector's ack for `through`.
@@ -335,6 +349,7 @@ impl Tracker {
             if sent_any {
                 self.in_flight.push_back(InFlight {
                     drain_last: self.drain,
+                    sent_at: now,
                 });
             }
         }

@@ -300,11 +300,17 @@ fn everything_above_the_ack_is_resent_after_the_ack_timeout() {
     // Progress restarts the timer.
     let t1 = t0 + ms(29_999);
     assert!(drain_all(&mut tracker, t1 + ms(29_999), &mem).is_empty());
+    assert_eq!(tracker.oldest_in_flight_sent_at(), Some(t0));
     assert_eq!(
         drain_all(&mut tracker, t1 + ms(30_000), &mem),
         vec![range(3, 5)]
     );
     assert_eq!(tracker.rewinds(), before + 1);
+    assert_eq!(
+        tracker.last_rewind(),
+        Some((Rewind::AckTimeout, t1 + ms(30_000)))
+    );
+    assert_eq!(tracker.oldest_in_flight_sent_at(), Some(t1 + ms(30_000)));
 }
 
 #[test]
