@@ -95,6 +95,12 @@ peer_mosquitto() {
   wait_for_port "$port"
   LABHOURS_MOSQUITTO="127.0.0.1:$port" run_rust_tests mosquitto interop_mqtt
   stop_peers
+  # Delivery end to end: these tests start (and kill, and restart) their own
+  # Mosquitto processes on free ports; the TLS test makes certificates with openssl.
+  ensure_debian_packages openssl
+  local bin
+  bin=$(command -v mosquitto || echo /usr/sbin/mosquitto)
+  LABHOURS_MOSQUITTO_BIN="$bin" run_rust_tests mosquitto-delivery delivery_mosquitto
 }
 
 # pymodbus, an independent Modbus implementation, plays an Eastron SDM120:

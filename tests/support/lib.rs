@@ -1,3 +1,8 @@
 //! Helpers for the integration tests.
 
+pub mod agent;
+pub mod brokers;
+pub mod delivery_scenarios;
+pub mod fake_collector;
 pub mod modbus_sim;
+pub mod tls;
