@@ -2,8 +2,9 @@
 //! delivery together, and shuts them down in order.
 //!
 //! Shutdown: the signal cancels the sources; the pipeline drains what they
-//! sent, finishes the engine (the state becomes `unknown` at the stop
-//! instant) and flushes the outbox last.
+//! sent and finishes the engine (the state becomes `unknown` at the stop
+//! instant); delivery stops (what is unacknowledged stays in the outbox);
+//! the outbox is flushed last.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -17,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::{Clock, SystemClock};
 use crate::config::AgentConfig;
+use crate::delivery::{Delivery, LinkStatus};
 use crate::events::Events;
 use crate::meter::{self, Bus};
 use crate::outbox::Outbox;
@@ -41,6 +43,9 @@ pub struct Agent {
     stop: CancellationToken,
     sources: JoinSet<()>,
     engine: tokio::task::JoinHandle<anyhow::Result<()>>,
+    stop_delivery: CancellationToken,
+    delivery: tokio::task::JoinHandle<()>,
+    link: tokio::sync::watch::Receiver<LinkStatus>,
 }
 
 impl Agent {
@@ -63,6 +68,17 @@ impl Agent {
             "agent starting"
         );
         let events = Events::new(outbox.clone(), clock.clone());
+        let delivery = Delivery::new(
+            &config.mqtt,
+            &config.agent_id,
+            &config.instrument_id,
+            outbox.clone(),
+            clock.clone(),
+        )?;
+        let notifier = delivery.notifier();
+        let link = delivery.status();
+        let stop_delivery = CancellationToken::new();
+        let delivery = tokio::spawn(delivery.run(stop_delivery.clone().cancelled_owned()));
         let stop = CancellationToken::new();
         let (readings, readings_rx) = unbounded_channel::<Reading>();
         let mut sources = JoinSet::new();
@@ -96,13 +112,16 @@ impl Agent {
         drop(readings);
 
         let settings = EngineSettings::new(&config.state, config.poll_interval_ms);
-        let pipeline = Pipeline::new(settings, outbox.clone(), clock.now());
+        let pipeline = Pipeline::new(settings, outbox.clone(), clock.now()).with_notifier(notifier);
         let engine = tokio::spawn(drive(pipeline, readings_rx, clock));
         Ok(Self {
             outbox,
             stop,
             sources,
             engine,
+            stop_delivery,
+            delivery,
+            link,
         })
     }
 
@@ -111,12 +130,20 @@ impl Agent {
         &self.outbox
     }
 
-    /// Stops the sources, lets the engine drain and finish, flushes the outbox.
+    /// The state of the link to the broker and collector.
+    pub fn link(&self) -> tokio::sync::watch::Receiver<LinkStatus> {
+        self.link.clone()
+    }
+
+    /// Stops the sources, lets the engine drain and finish, stops delivery,
+    /// and flushes the outbox last.
     pub async fn stop(mut self) -> anyhow::Result<()> {
         tracing::info!("shutting down");
         self.stop.cancel();
         while self.sources.join_next().await.is_some() {}
         self.engine.await.context("the engine task failed")??;
+        self.stop_delivery.cancel();
+        self.delivery.await.context("the delivery task failed")?;
         self.outbox.flush()?;
         tracing::info!(
             backlog = self.outbox.backlog(),

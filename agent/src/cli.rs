@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use crate::config::AgentConfig;
+use crate::delivery::{Delivery, wait_until_drained};
 use crate::outbox::Outbox;
 
 /// Measures what a scientific instrument really does and delivers it,
@@ -85,9 +86,11 @@ impl Command {
             } => {
                 let config = AgentConfig::load(&config.config)?;
                 config.log.init();
-                let clock_now = jiff::Timestamp::now();
-                let (outbox, _) =
-                    Outbox::open(&config.data_dir, (&config.outbox).into(), clock_now)?;
+                let (outbox, _) = Outbox::open(
+                    &config.data_dir,
+                    (&config.outbox).into(),
+                    jiff::Timestamp::now(),
+                )?;
                 let started = std::time::Instant::now();
                 let stats = crate::replay::replay(&config, &samples, &outbox)?;
                 println!(
@@ -99,14 +102,39 @@ impl Command {
                     started.elapsed().as_secs_f64()
                 );
                 if !no_wait {
-                    anyhow::bail!(
-                        "waiting for acknowledgement needs delivery, which this build lacks: use --no-wait"
-                    );
+                    runtime()?.block_on(deliver_all(&config, outbox))?;
+                    println!("the collector acknowledged everything");
                 }
                 Ok(())
             }
         }
     }
+}
+
+/// Delivers the outbox until the collector has acknowledged all of it (or Ctrl-C).
+async fn deliver_all(config: &AgentConfig, outbox: Outbox) -> anyhow::Result<()> {
+    let clock = std::sync::Arc::new(crate::clock::SystemClock);
+    let delivery = Delivery::new(
+        &config.mqtt,
+        &config.agent_id,
+        &config.instrument_id,
+        outbox.clone(),
+        clock,
+    )?;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let task = tokio::spawn(delivery.run(stop.clone().cancelled_owned()));
+    let drained = tokio::select! {
+        _ = wait_until_drained(&outbox, std::time::Duration::from_millis(100)) => true,
+        _ = crate::app::shutdown_signal() => false,
+    };
+    stop.cancel();
+    task.await?;
+    anyhow::ensure!(
+        drained,
+        "interrupted: {} events are not acknowledged yet (they stay in the outbox)",
+        outbox.backlog()
+    );
+    Ok(())
 }
 
 /// The agent's runtime: two worker threads are plenty for a few meters and

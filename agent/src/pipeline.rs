@@ -4,6 +4,7 @@
 use jiff::Timestamp;
 use labhours_shared::state::{EngineSettings, Output, Reading, StateEngine};
 
+use crate::delivery::Notifier;
 use crate::outbox::{Outbox, OutboxError};
 
 /// Replay appends engine outputs in chunks of this many events.
@@ -14,6 +15,8 @@ pub struct Pipeline {
     engine: StateEngine,
     outbox: Outbox,
     out: Vec<Output>,
+    /// Wakes delivery when events were appended.
+    notifier: Option<Notifier>,
 }
 
 impl Pipeline {
@@ -22,7 +25,14 @@ impl Pipeline {
             engine: StateEngine::new(settings, started_at),
             outbox,
             out: Vec::new(),
+            notifier: None,
         }
+    }
+
+    /// Wakes `notifier` after every append.
+    pub fn with_notifier(mut self, notifier: Notifier) -> Self {
+        self.notifier = Some(notifier);
+        self
     }
 
     /// Feeds one reading; what the engine concludes is in the outbox on return.
@@ -69,7 +79,11 @@ impl Pipeline {
             return Ok(0);
         }
         let events: Vec<_> = self.out.drain(..).map(Output::into_event).collect();
-        Ok(self.outbox.append_at(events)?.len())
+        let n = self.outbox.append_at(events)?.len();
+        if let Some(notifier) = &self.notifier {
+            notifier.notify();
+        }
+        Ok(n)
     }
 }
 
