@@ -193,7 +193,8 @@ impl Outbox {
             });
         }
         outbox.append(now, notices)?;
-        let recovery = (moved_to.is_some() || lost.is_some()).then(|| Recovery { moved_to, lost });
+        let recovery =
+            (moved_to.is_some() || lost.is_some()).then_some(Recovery { moved_to, lost });
         Ok((outbox, recovery))
     }
 

@@ -1,0 +1,277 @@
+//! Ingest: MQTT publishes in, commits, acks out.
+//!
+//! ```text
+//! MQTT client task ──Inbound──► ingest thread (owns the Store) ──AckOut──► ack publisher
+//!   (mqtt.rs)          bounded    classify → batch → commit             (QoS 1, after commit)
+//! ```
+//!
+//! The ingest thread takes the first message that arrives, then everything
+//! else already waiting (up to [`IngestOptions::max_batch_messages`]), and
+//! commits it all in one transaction (group commit: batches grow by
+//! themselves under load, a lone envelope is committed at once). Only after
+//! the commit returns does it hand one [`Ack`] per agent in the batch to the
+//! publisher. A payload that cannot be accepted is written to the
+//! `quarantine` table in the same transaction, with its reason, and counted;
+//! it never stops ingest.
+//!
+//! Shutdown: when the MQTT task stops forwarding (drops its sender), the
+//! thread drains what is queued, commits it, sends its acks and returns.
+
+pub mod mqtt;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::Bytes;
+use jiff::Timestamp;
+use labhours_shared::wire::{
+    Ack, AgentStatus, Envelope, EventKind, SCHEMA_VERSION, TopicKind, Topics,
+};
+use tokio::sync::mpsc;
+
+use crate::store::{Batch, Durability, Quarantined, Received, Store};
+
+/// One publish as the MQTT client received it.
+#[derive(Debug, Clone)]
+pub struct Inbound {
+    pub topic: String,
+    pub payload: Bytes,
+    pub received_at: Timestamp,
+}
+
+/// One ack to publish (QoS 1, not retained).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AckOut {
+    pub topic: String,
+    pub payload: Vec<u8>,
+}
+
+/// Ingest limits and settings.
+#[derive(Debug, Clone)]
+pub struct IngestOptions {
+    /// Larger payloads are quarantined (their first 64 KiB kept).
+    pub max_payload_bytes: usize,
+    /// At most this many messages per commit.
+    pub max_batch_messages: usize,
+    /// Capacity of the queue between the MQTT client and the ingest thread.
+    pub queue_capacity: usize,
+    pub durability: Durability,
+}
+
+/// 1 MiB: far above any real batch, small enough to keep memory bounded.
+pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = 1024 * 1024;
+
+impl Default for IngestOptions {
+    fn default() -> Self {
+        Self {
+            max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
+            max_batch_messages: 2048,
+            queue_capacity: 4096,
+            durability: Durability::Full,
+        }
+    }
+}
+
+/// Counters since start (read them with [`IngestStats::snapshot`]).
+#[derive(Debug, Default)]
+pub struct IngestStats {
+    envelopes: AtomicU64,
+    events_stored: AtomicU64,
+    duplicates: AtomicU64,
+    statuses: AtomicU64,
+    quarantined: AtomicU64,
+    commits: AtomicU64,
+    commit_failures: AtomicU64,
+    acks: AtomicU64,
+    floor_raises: AtomicU64,
+}
+
+/// A copy of the counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct IngestCounts {
+    /// Envelopes accepted (committed).
+    pub envelopes: u64,
+    /// Event rows written.
+    pub events_stored: u64,
+    /// Events received again after they were stored.
+    pub duplicates: u64,
+    pub statuses: u64,
+    /// Payloads refused and kept in the quarantine table.
+    pub quarantined: u64,
+    pub commits: u64,
+    /// Transactions that failed (nothing acked; agents resend).
+    pub commit_failures: u64,
+    pub acks: u64,
+    pub floor_raises: u64,
+}
+
+impl IngestStats {
+    pub fn snapshot(&self) -> IngestCounts {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        IngestCounts {
+            envelopes: get(&self.envelopes),
+            events_stored: get(&self.events_stored),
+            duplicates: get(&self.duplicates),
+            statuses: get(&self.statuses),
+            quarantined: get(&self.quarantined),
+            commits: get(&self.commits),
+            commit_failures: get(&self.commit_failures),
+            acks: get(&self.acks),
+            floor_raises: get(&self.floor_raises),
+        }
+    }
+}
+
+fn add(counter: &AtomicU64, n: u64) {
+    counter.fetch_add(n, Ordering::Relaxed);
+}
+
+/// What a publish turned out to be.
+#[derive(Debug)]
+pub enum Classified {
+    Envelope(Received<Envelope>),
+    Status(Received<AgentStatus>),
+    Quarantine(Quarantined),
+    /// Nothing to do (an empty retained message clearing a status topic).
+    Ignore,
+}
+
+/// Decodes and checks one publish. Pure: every refusal carries its reason.
+pub fn classify(topics: &Topics, max_payload_bytes: usize, msg: &Inbound) -> Classified {
+    let quarantine = |reason: String| {
+        Classified::Quarantine(Quarantined::new(
+            msg.received_at,
+            &msg.topic,
+            reason,
+            &msg.payload,
+        ))
+    };
+    let Some((topic_agent, kind)) = topics.parse(&msg.topic) else {
+        return quarantine(format!(
+            "topic {:?} is not <prefix>/<agent_id>/<events|status> with a valid agent id",
+            msg.topic
+        ));
+    };
+    if msg.payload.len() > max_payload_bytes {
+        return quarantine(format!(
+            "oversized: {} bytes, the limit is {max_payload_bytes}",
+            msg.payload.len()
+        ));
+    }
+    match kind {
+        TopicKind::Events => match Envelope::decode(&msg.payload) {
+            Err(err) => quarantine(format!("undecodable envelope: {err}")),
+            Ok(env) if env.agent_id != topic_agent => quarantine(format!(
+                "agent_id {:?} in the envelope differs from {topic_agent:?} in the topic",
+                env.agent_id
+            )),
+            Ok(env) => match unstorable_seq(&env) {
+                Some(field) => quarantine(format!(
+                    "{field} is above {}, the largest seq the store can hold",
+                    i64::MAX
+                )),
+                None => Classified::Envelope(Received {
+                    received_at: msg.received_at,
+                    message: env,
+                }),
+            },
+        },
+        TopicKind::Status if msg.payload.is_empty() => Classified::Ignore,
+        TopicKind::Status => match AgentStatus::decode(&msg.payload) {
+            Err(err) => quarantine(format!("undecodable status: {err}")),
+            Ok(s) if s.agent_id != topic_agent => quarantine(format!(
+                "agent_id {:?} in the status differs from {topic_agent:?} in the topic",
+                s.agent_id
+            )),
+            Ok(s) => Classified::Status(Received {
+                received_at: msg.received_at,
+                message: s,
+            }),
+        },
+        TopicKind::Ack => Classified::Ignore,
+    }
+}
+
+/// SQLite integers are signed: names the first seq that does not fit.
+fn unstorable_seq(env: &Envelope) -> Option<String> {
+    const MAX: u64 = i64::MAX as u64;
+    if env.acked_through > MAX {
+        return Some("acked_through".into());
+    }
+    for (i, event) in env.events.iter().enumerate() {
+        if event.seq > MAX {
+            return Some(format!("events[{i}].seq"));
+        }
+        if let EventKind::Dropped { ranges, .. } = &event.kind
+            && ranges.iter().any(|r| r.last > MAX)
+        {
+            return Some(format!("events[{i}].ranges"));
+        }
+    }
+    None
+}
+
+/// Runs ingest on the calling (blocking) thread until `inbound` is closed
+/// and drained. Returns the store so a caller may inspect it.
+pub fn ingest_loop(
+    mut store: Store,
+    topics: &Topics,
+    options: &IngestOptions,
+    mut inbound: mpsc::Receiver<Inbound>,
+    acks: mpsc::UnboundedSender<AckOut>,
+    stats: &IngestStats,
+) -> Store {
+    while let Some(first) = inbound.blocking_recv() {
+        let mut batch = Batch::default();
+        let mut push = |msg: Inbound| match classify(topics, options.max_payload_bytes, &msg) {
+            Classified::Envelope(e) => batch.envelopes.push(e),
+            Classified::Status(s) => batch.statuses.push(s),
+            Classified::Quarantine(q) => {
+                tracing::warn!(topic = %q.topic, reason = %q.reason, bytes = q.payload_len, "quarantined");
+                batch.quarantined.push(q);
+            }
+            Classified::Ignore => {}
+        };
+        push(first);
+        let mut taken = 1;
+        while taken < options.max_batch_messages {
+            match inbound.try_recv() {
+                Ok(msg) => {
+                    push(msg);
+                    taken += 1;
+                }
+                Err(_) => break,
+            }
+        }
+        if batch.is_empty() {
+            continue;
+        }
+        match store.commit(&batch) {
+            Ok(outcome) => {
+                add(&stats.commits, 1);
+                add(&stats.envelopes, batch.envelopes.len() as u64);
+                add(&stats.statuses, batch.statuses.len() as u64);
+                add(&stats.quarantined, batch.quarantined.len() as u64);
+                add(&stats.events_stored, outcome.stored);
+                add(&stats.duplicates, outcome.duplicates);
+                add(&stats.floor_raises, outcome.floor_raises);
+                for (agent_id, committed_through) in outcome.acks {
+                    let topic = topics.topic(&agent_id, TopicKind::Ack);
+                    let payload = Ack {
+                        v: SCHEMA_VERSION,
+                        agent_id,
+                        committed_through,
+                    }
+                    .encode();
+                    if acks.send(AckOut { topic, payload }).is_ok() {
+                        add(&stats.acks, 1);
+                    }
+                }
+            }
+            Err(err) => {
+                add(&stats.commit_failures, 1);
+                tracing::error!(error = %err, messages = taken, "commit failed; nothing acked, agents will resend");
+            }
+        }
+    }
+    store
+}
