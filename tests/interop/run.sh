@@ -94,6 +94,7 @@ peer_mosquitto() {
   pids+=($!)
   wait_for_port "$port"
   LABHOURS_MOSQUITTO="127.0.0.1:$port" run_rust_tests mosquitto interop_mqtt
+  LABHOURS_MOSQUITTO="127.0.0.1:$port" run_rust_tests mosquitto interop_collector
   stop_peers
 }
 

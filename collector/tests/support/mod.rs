@@ -102,7 +102,18 @@ impl Drop for TestAgent {
 impl TestAgent {
     /// Connects (retrying until the broker is up) and subscribes to its ack topic.
     pub async fn connect(host: &str, port: u16, agent_id: &str) -> Self {
-        let topics = Topics::default();
+        Self::connect_under(
+            labhours_shared::wire::DEFAULT_TOPIC_PREFIX,
+            host,
+            port,
+            agent_id,
+        )
+        .await
+    }
+
+    /// The same under another topic prefix (tests sharing one broker keep apart).
+    pub async fn connect_under(prefix: &str, host: &str, port: u16, agent_id: &str) -> Self {
+        let topics = Topics::new(prefix);
         let mut options = MqttOptions::new(format!("test-{agent_id}"), host, port);
         options
             .set_keep_alive(Duration::from_secs(10))
