@@ -192,3 +192,206 @@ async fn collectors_in_a_shared_group_each_receive_a_share_of_the_envelopes() {
     one.shutdown().await.expect("clean shutdown");
     two.shutdown().await.expect("clean shutdown");
 }
+
+/// A Mosquitto of this test's own with a TLS listener (certificates made
+/// with the `openssl` command), killed when dropped.
+struct TlsMosquitto {
+    child: std::process::Child,
+    plain_port: u16,
+    tls_port: u16,
+    ca: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for TlsMosquitto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = std::process::Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("the openssl command runs (Debian package openssl)");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn make_ca(dir: &Path, name: &str) {
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            &format!("/CN={name}"),
+            "-keyout",
+            &format!("{name}.key"),
+            "-out",
+            &format!("{name}.pem"),
+        ],
+    );
+}
+
+async fn tls_mosquitto() -> TlsMosquitto {
+    // Same gate as the other tests here: run.sh has made sure Mosquitto is installed.
+    let _ = broker();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    make_ca(d, "ca");
+    openssl(
+        d,
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=localhost",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+        ],
+    );
+    std::fs::write(
+        d.join("san.ext"),
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\n",
+    )
+    .expect("write");
+    openssl(
+        d,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            "san.ext",
+            "-out",
+            "server.pem",
+        ],
+    );
+    // Mosquitto started as root drops to its own user, which must read these.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let readable = |path: &Path, mode| {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod")
+        };
+        readable(d, 0o755);
+        for file in ["ca.pem", "server.pem", "server.key"] {
+            readable(&d.join(file), 0o644);
+        }
+    }
+    let (plain_port, tls_port) = (free_port(), free_port());
+    let conf = d.join("mosquitto.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "allow_anonymous true\npersistence false\n\
+             listener {plain_port} 127.0.0.1\n\
+             listener {tls_port} 127.0.0.1\ncafile {0}/ca.pem\ncertfile {0}/server.pem\nkeyfile {0}/server.key\n",
+            d.display()
+        ),
+    )
+    .expect("write");
+    let child = std::process::Command::new("/usr/sbin/mosquitto")
+        .arg("-c")
+        .arg(&conf)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("mosquitto starts");
+    let up = async {
+        for port in [plain_port, tls_port] {
+            while tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_err()
+            {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    };
+    tokio::time::timeout(WAIT, up)
+        .await
+        .expect("mosquitto listens");
+    TlsMosquitto {
+        child,
+        plain_port,
+        tls_port,
+        ca: d.join("ca.pem"),
+        _dir: dir,
+    }
+}
+
+fn tls_config(data_dir: &Path, port: u16, ca: &Path) -> CollectorConfig {
+    let mut config = CollectorConfig {
+        data_dir: data_dir.to_owned(),
+        ..CollectorConfig::default()
+    };
+    config.mqtt.external = Some(ExternalBroker {
+        host: "localhost".into(),
+        port,
+        client_id: "collector-tls".into(),
+        username: None,
+        password_file: None,
+        tls: Some(labhours_shared::config::TlsConfig {
+            ca_file: ca.to_owned(),
+            client_cert_file: None,
+            client_key_file: None,
+        }),
+        shared_group: None,
+    });
+    config
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Mosquitto: run tests/interop/run.sh"]
+async fn ingest_reaches_mosquitto_over_tls_and_refuses_a_server_its_ca_did_not_sign() {
+    let mosquitto = tls_mosquitto().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let running = start(tls_config(dir.path(), mosquitto.tls_port, &mosquitto.ca)).await;
+    let mut a = TestAgent::connect("127.0.0.1", mosquitto.plain_port, "tls-agent").await;
+    a.publish(&faults("tls-agent", 0, 1..=3)).await;
+    a.ack_through(3).await;
+    assert_eq!(stored_seqs(&db(dir.path()), "tls-agent"), vec![1, 2, 3]);
+    running.shutdown().await.expect("clean shutdown");
+
+    // Another CA: the handshake fails, so the ingest never subscribes.
+    let other = tempfile::tempdir().expect("tempdir");
+    make_ca(other.path(), "other");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = tls_config(
+        dir.path(),
+        mosquitto.tls_port,
+        &other.path().join("other.pem"),
+    );
+    let running = app::start(config, IngestOptions::default())
+        .await
+        .expect("starts; connecting is retried in the background");
+    let subscribed =
+        tokio::time::timeout(std::time::Duration::from_secs(2), running.subscribed()).await;
+    assert!(
+        subscribed.is_err(),
+        "subscribed through a server it cannot trust"
+    );
+    running.shutdown().await.expect("shutdown");
+}

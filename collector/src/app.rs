@@ -13,6 +13,7 @@ use tokio::task::JoinHandle;
 use crate::broker;
 use crate::config::CollectorConfig;
 use crate::ingest::mqtt::{ClientSettings, run_client};
+use crate::ingest::tls;
 use crate::ingest::{IngestCounts, IngestOptions, IngestStats, ingest_loop};
 use crate::store::Store;
 
@@ -68,16 +69,12 @@ pub async fn start(config: CollectorConfig, options: IngestOptions) -> anyhow::R
                 filters: vec![events, status],
                 max_packet_bytes,
                 keep_alive: Duration::from_secs(30),
+                tls: None,
             };
             (settings, Some(addr))
         }
         Some(ext) => {
-            if ext.tls.is_some() {
-                bail!(
-                    "mqtt.external.tls: this build of labhours-collector cannot connect over TLS yet; \
-                     use a plain listener on the broker host (e.g. 127.0.0.1), or a TLS tunnel"
-                );
-            }
+            let tls = ext.tls.as_ref().map(tls::client_config).transpose()?;
             let credentials = match (&ext.username, &ext.password_file) {
                 (Some(user), Some(file)) => {
                     let password = std::fs::read_to_string(file).with_context(|| {
@@ -106,6 +103,7 @@ pub async fn start(config: CollectorConfig, options: IngestOptions) -> anyhow::R
                 filters: vec![events, status],
                 max_packet_bytes,
                 keep_alive: Duration::from_secs(30),
+                tls,
             };
             (settings, None)
         }

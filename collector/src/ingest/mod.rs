@@ -18,6 +18,7 @@
 //! thread drains what is queued, commits it, sends its acks and returns.
 
 pub mod mqtt;
+pub mod tls;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -274,4 +275,112 @@ pub fn ingest_loop(
         }
     }
     store
+}
+
+#[cfg(test)]
+mod tests {
+    use labhours_shared::wire::{Event, Presence};
+
+    use super::*;
+
+    fn inbound(topic: &str, payload: Vec<u8>) -> Inbound {
+        Inbound {
+            topic: topic.into(),
+            payload: payload.into(),
+            received_at: "2026-11-22T08:00:00Z".parse().expect("timestamp"),
+        }
+    }
+
+    fn envelope(agent_id: &str, seq: u64) -> Envelope {
+        Envelope {
+            v: SCHEMA_VERSION,
+            agent_id: agent_id.into(),
+            instrument_id: "nmr-600".into(),
+            sent_at: "2026-11-22T08:00:00Z".parse().expect("timestamp"),
+            acked_through: 0,
+            events: vec![Event {
+                seq,
+                at: "2026-11-22T08:00:00Z".parse().expect("timestamp"),
+                kind: EventKind::Fault {
+                    source: "status".into(),
+                    message: "x".into(),
+                },
+            }],
+        }
+    }
+
+    fn reason(c: Classified) -> String {
+        match c {
+            Classified::Quarantine(q) => q.reason,
+            other => panic!("expected quarantine, got {other:?}"),
+        }
+    }
+
+    const LIMIT: usize = DEFAULT_MAX_PAYLOAD_BYTES;
+
+    #[test]
+    fn an_envelope_on_its_own_agents_topic_is_accepted() {
+        let topics = Topics::default();
+        let msg = inbound("labhours/v1/a1/events", envelope("a1", 1).encode());
+        assert!(matches!(
+            classify(&topics, LIMIT, &msg),
+            Classified::Envelope(_)
+        ));
+    }
+
+    #[test]
+    fn a_payload_over_the_limit_is_quarantined_without_decoding() {
+        let topics = Topics::default();
+        let msg = inbound("labhours/v1/a1/events", vec![b'{'; 101]);
+        let r = reason(classify(&topics, 100, &msg));
+        assert_eq!(r, "oversized: 101 bytes, the limit is 100");
+    }
+
+    #[test]
+    fn an_envelope_for_another_agent_than_the_topic_is_quarantined() {
+        let topics = Topics::default();
+        let msg = inbound("labhours/v1/a1/events", envelope("a2", 1).encode());
+        let r = reason(classify(&topics, LIMIT, &msg));
+        assert!(r.contains("\"a2\"") && r.contains("\"a1\""), "{r}");
+    }
+
+    #[test]
+    fn a_seq_the_database_cannot_hold_is_quarantined() {
+        let topics = Topics::default();
+        let msg = inbound("labhours/v1/a1/events", envelope("a1", u64::MAX).encode());
+        let r = reason(classify(&topics, LIMIT, &msg));
+        assert!(r.starts_with("events[0].seq"), "{r}");
+    }
+
+    #[test]
+    fn a_topic_whose_agent_level_is_not_an_id_is_quarantined() {
+        let topics = Topics::default();
+        let msg = inbound("labhours/v1/a b/events", envelope("a1", 1).encode());
+        assert!(reason(classify(&topics, LIMIT, &msg)).starts_with("topic"));
+    }
+
+    #[test]
+    fn an_empty_retained_status_is_ignored_and_a_real_one_is_accepted() {
+        let topics = Topics::default();
+        let empty = inbound("labhours/v1/a1/status", Vec::new());
+        assert!(matches!(
+            classify(&topics, LIMIT, &empty),
+            Classified::Ignore
+        ));
+        let status = AgentStatus {
+            v: SCHEMA_VERSION,
+            agent_id: "a1".into(),
+            instrument_id: "i1".into(),
+            status: Presence::Online,
+            at: None,
+            version: "0.1.0".into(),
+        };
+        let msg = inbound("labhours/v1/a1/status", status.encode());
+        assert!(matches!(
+            classify(&topics, LIMIT, &msg),
+            Classified::Status(_)
+        ));
+        let wrong = inbound("labhours/v1/a2/status", status.encode());
+        assert!(reason(classify(&topics, LIMIT, &wrong)).contains("differs"));
+    }
 }

@@ -14,10 +14,14 @@
 //! the commit: the end-to-end ack is what the agent waits for, and an agent
 //! resends whatever no collector acknowledged.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use jiff::Timestamp;
-use rumqttc::{AsyncClient, Event, MqttOptions, Outgoing, Packet, QoS, SubscribeFilter};
+use rumqttc::{
+    AsyncClient, Event, MqttOptions, Outgoing, Packet, QoS, SubscribeFilter, TlsConfiguration,
+    Transport,
+};
 use tokio::sync::{mpsc, watch};
 
 use super::{AckOut, Inbound};
@@ -34,6 +38,8 @@ pub struct ClientSettings {
     /// Largest packet accepted or sent.
     pub max_packet_bytes: usize,
     pub keep_alive: Duration,
+    /// TLS settings; plain TCP when absent.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 /// Runs the client until `stop` turns true and every ack handed over is
@@ -55,6 +61,11 @@ pub async fn run_client(
         .set_inflight(200);
     if let Some((user, password)) = &settings.credentials {
         options.set_credentials(user, password);
+    }
+    if let Some(tls) = &settings.tls {
+        options.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
+            tls.clone(),
+        )));
     }
     let (client, mut eventloop) = AsyncClient::new(options, 1024);
 
