@@ -54,6 +54,9 @@ struct Args {
     /// SQLite synchronous setting for the commits: full or normal.
     #[arg(long, default_value = "full")]
     durability: String,
+    /// Simulated agents disable Nagle's algorithm (TCP_NODELAY).
+    #[arg(long)]
+    nodelay: bool,
     /// Data directory (default: a fresh temporary one, removed at the end).
     #[arg(long)]
     data_dir: Option<PathBuf>,
@@ -108,6 +111,11 @@ async fn agent(
         .set_max_packet_size(4 << 20, 4 << 20)
         .set_inflight(100);
     let (client, mut eventloop) = AsyncClient::new(options, 64);
+    if args.nodelay {
+        let mut network = eventloop.network_options();
+        network.set_tcp_nodelay(true);
+        eventloop.set_network_options(network);
+    }
     let (ack_tx, mut acks) = tokio::sync::mpsc::unbounded_channel::<u64>();
     let (ready_tx, mut ready) = tokio::sync::watch::channel(false);
     let ack_topic = topics.topic(&agent_id, TopicKind::Ack);

@@ -14,12 +14,15 @@ use crate::broker;
 use crate::config::CollectorConfig;
 use crate::ingest::mqtt::{ClientSettings, run_client};
 use crate::ingest::tls;
-use crate::ingest::{IngestCounts, IngestOptions, IngestStats, ingest_loop};
+use crate::ingest::{Inbound, IngestCounts, IngestOptions, IngestStats, classify, ingest_loop};
 use crate::store::Store;
 
 /// How long a graceful stop may take (drain, commit, publish acks) before
 /// the remaining tasks are abandoned. What was not acked is resent by agents.
 pub const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The largest MQTT packet the ingest client accepts (16 MiB).
+pub const MAX_INCOMING_PACKET_BYTES: usize = 16 * 1024 * 1024;
 
 /// Runs the collector until `shutdown` completes, then drains: what was
 /// received is committed and acked, and the function returns.
@@ -57,7 +60,11 @@ pub async fn start(config: CollectorConfig, options: IngestOptions) -> anyhow::R
 
     let events = topics.all_agents(TopicKind::Events);
     let status = topics.all_agents(TopicKind::Status);
-    let max_packet_bytes = broker::MAX_PAYLOAD_BYTES + 64 * 1024;
+    // Far above the ingest's own limit, so that an oversized payload arrives
+    // and is quarantined. A packet above this breaks the connection, and a
+    // persistent broker would redeliver it forever: cap the external broker's
+    // packet size below it (Mosquitto: `max_packet_size`).
+    let max_packet_bytes = MAX_INCOMING_PACKET_BYTES;
     let (settings, broker_addr) = match &config.mqtt.external {
         None => {
             let addr = broker::start(config.mqtt.embedded_listen, &events)?;
@@ -115,14 +122,21 @@ pub async fn start(config: CollectorConfig, options: IngestOptions) -> anyhow::R
     let (stop_tx, stop_rx) = watch::channel(false);
     let (subscribed_tx, subscribed_rx) = watch::channel(false);
 
+    let ingest_topics = topics.clone();
+    let max_payload_bytes = options.max_payload_bytes;
     let ingest = {
         let stats = stats.clone();
         tokio::task::spawn_blocking(move || {
-            ingest_loop(store, &topics, &options, inbound_rx, ack_tx, &stats)
+            ingest_loop(store, &ingest_topics, &options, inbound_rx, ack_tx, &stats)
         })
+    };
+    let prepare = {
+        let topics = topics.clone();
+        move |msg: Inbound| classify(&topics, max_payload_bytes, &msg)
     };
     let client = tokio::spawn(run_client(
         settings,
+        prepare,
         inbound_tx,
         ack_rx,
         stop_rx,
@@ -174,6 +188,10 @@ impl Running {
             ended = &mut self.client => {
                 ended.context("the MQTT client task panicked")?;
                 bail!("the MQTT client task ended unexpectedly")
+            }
+            ended = &mut self.ingest => {
+                ended.context("the ingest thread panicked")?;
+                bail!("the ingest thread ended unexpectedly")
             }
         }
     }

@@ -1,9 +1,12 @@
 //! Ingest: MQTT publishes in, commits, acks out.
 //!
 //! ```text
-//! MQTT client task ──Inbound──► ingest thread (owns the Store) ──AckOut──► ack publisher
-//!   (mqtt.rs)          bounded    classify → batch → commit             (QoS 1, after commit)
+//! MQTT client task ──Classified──► ingest thread (owns the Store) ──AckOut──► ack publisher
+//!   (mqtt.rs: receive, classify)  bounded   batch → commit        (QoS 1, after commit)
 //! ```
+//!
+//! Decoding ([`classify`]) runs in the client task, so it overlaps the
+//! ingest thread's previous commit.
 //!
 //! The ingest thread takes the first message that arrives, then everything
 //! else already waiting (up to [`IngestOptions::max_batch_messages`]), and
@@ -65,8 +68,8 @@ impl Default for IngestOptions {
     fn default() -> Self {
         Self {
             max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
-            max_batch_messages: 2048,
-            queue_capacity: 4096,
+            max_batch_messages: 1024,
+            queue_capacity: 1024,
             durability: Durability::Full,
         }
     }
@@ -217,13 +220,13 @@ pub fn ingest_loop(
     mut store: Store,
     topics: &Topics,
     options: &IngestOptions,
-    mut inbound: mpsc::Receiver<Inbound>,
+    mut inbound: mpsc::Receiver<Classified>,
     acks: mpsc::UnboundedSender<AckOut>,
     stats: &IngestStats,
 ) -> Store {
     while let Some(first) = inbound.blocking_recv() {
         let mut batch = Batch::default();
-        let mut push = |msg: Inbound| match classify(topics, options.max_payload_bytes, &msg) {
+        let mut push = |msg: Classified| match msg {
             Classified::Envelope(e) => batch.envelopes.push(e),
             Classified::Status(s) => batch.statuses.push(s),
             Classified::Quarantine(q) => {

@@ -43,12 +43,15 @@ pub struct ClientSettings {
 }
 
 /// Runs the client until `stop` turns true and every ack handed over is
-/// published; then disconnects. Drops `inbound` when it stops forwarding, so
-/// the ingest thread drains and finishes. `subscribed` turns true on every
+/// published; then disconnects. Each publish goes through `prepare` (the
+/// ingest decodes here, so decoding overlaps the previous commit) and then
+/// to `inbound`, which is dropped when the client stops forwarding, so the
+/// ingest thread drains and finishes. `subscribed` turns true on every
 /// SUBACK and false on every connection loss.
-pub async fn run_client(
+pub async fn run_client<T: Send + 'static>(
     settings: ClientSettings,
-    inbound: mpsc::Sender<Inbound>,
+    prepare: impl Fn(Inbound) -> T + Send + 'static,
+    inbound: mpsc::Sender<T>,
     mut acks: mpsc::UnboundedReceiver<AckOut>,
     mut stop: watch::Receiver<bool>,
     subscribed: watch::Sender<bool>,
@@ -68,6 +71,10 @@ pub async fn run_client(
         )));
     }
     let (client, mut eventloop) = AsyncClient::new(options, 1024);
+    // Acks are small and latency matters more than packet count: no Nagle.
+    let mut network = eventloop.network_options();
+    network.set_tcp_nodelay(true);
+    eventloop.set_network_options(network);
 
     let publisher = client.clone();
     let mut acker = tokio::spawn(async move {
@@ -138,7 +145,7 @@ pub async fn run_client(
                             payload: p.payload,
                             received_at: Timestamp::now(),
                         };
-                        if tx.send(msg).await.is_err() {
+                        if tx.send(prepare(msg)).await.is_err() {
                             inbound = None;
                         }
                     }
