@@ -56,6 +56,9 @@ pub struct IngestOptions {
     pub max_payload_bytes: usize,
     /// At most this many messages per commit.
     pub max_batch_messages: usize,
+    /// Stop adding envelopes to a commit once it holds this many events
+    /// (bounds the time one commit takes, and so the ack latency).
+    pub max_batch_events: usize,
     /// Capacity of the queue between the MQTT client and the ingest thread.
     pub queue_capacity: usize,
     pub durability: Durability,
@@ -69,6 +72,7 @@ impl Default for IngestOptions {
         Self {
             max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
             max_batch_messages: 1024,
+            max_batch_events: 20_000,
             queue_capacity: 1024,
             durability: Durability::Full,
         }
@@ -214,6 +218,27 @@ fn unstorable_seq(env: &Envelope) -> Option<String> {
     None
 }
 
+/// Adds one classified message to the batch; returns how many events it brought.
+fn add_to_batch(batch: &mut Batch, msg: Classified) -> usize {
+    match msg {
+        Classified::Envelope(e) => {
+            let events = e.message.events.len();
+            batch.envelopes.push(e);
+            events
+        }
+        Classified::Status(s) => {
+            batch.statuses.push(s);
+            0
+        }
+        Classified::Quarantine(q) => {
+            tracing::warn!(topic = %q.topic, reason = %q.reason, bytes = q.payload_len, "quarantined");
+            batch.quarantined.push(q);
+            0
+        }
+        Classified::Ignore => 0,
+    }
+}
+
 /// Runs ingest on the calling (blocking) thread until `inbound` is closed
 /// and drained. Returns the store so a caller may inspect it.
 pub fn ingest_loop(
@@ -226,21 +251,12 @@ pub fn ingest_loop(
 ) -> Store {
     while let Some(first) = inbound.blocking_recv() {
         let mut batch = Batch::default();
-        let mut push = |msg: Classified| match msg {
-            Classified::Envelope(e) => batch.envelopes.push(e),
-            Classified::Status(s) => batch.statuses.push(s),
-            Classified::Quarantine(q) => {
-                tracing::warn!(topic = %q.topic, reason = %q.reason, bytes = q.payload_len, "quarantined");
-                batch.quarantined.push(q);
-            }
-            Classified::Ignore => {}
-        };
-        push(first);
+        let mut events = add_to_batch(&mut batch, first);
         let mut taken = 1;
-        while taken < options.max_batch_messages {
+        while taken < options.max_batch_messages && events < options.max_batch_events {
             match inbound.try_recv() {
                 Ok(msg) => {
-                    push(msg);
+                    events += add_to_batch(&mut batch, msg);
                     taken += 1;
                 }
                 Err(_) => break,
@@ -360,6 +376,60 @@ mod tests {
         let topics = Topics::default();
         let msg = inbound("labhours/v1/a b/events", envelope("a1", 1).encode());
         assert!(reason(classify(&topics, LIMIT, &msg)).starts_with("topic"));
+    }
+
+    #[test]
+    fn the_loop_commits_what_is_queued_in_one_transaction_and_acks_each_agent_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path(), Durability::Full).expect("store");
+        let topics = Topics::default();
+        let (tx, rx) = mpsc::channel(16);
+        let (ack_tx, mut ack_rx) = mpsc::unbounded_channel();
+        let mut queue = vec![
+            inbound("labhours/v1/a1/events", envelope("a1", 1).encode()),
+            inbound("labhours/v1/a1/events", envelope("a1", 3).encode()),
+            inbound("labhours/v1/a2/events", envelope("a2", 1).encode()),
+            inbound("labhours/v1/a1/events", b"garbage".to_vec()),
+            inbound("labhours/v1/a1/events", envelope("a1", 2).encode()),
+        ];
+        for msg in queue.drain(..) {
+            tx.try_send(classify(&topics, LIMIT, &msg)).expect("queued");
+        }
+        drop(tx);
+        let stats = IngestStats::default();
+        let store = ingest_loop(
+            store,
+            &topics,
+            &IngestOptions::default(),
+            rx,
+            ack_tx,
+            &stats,
+        );
+        let mut acks = Vec::new();
+        while let Ok(ack) = ack_rx.try_recv() {
+            acks.push((
+                ack.topic,
+                Ack::decode(&ack.payload).expect("ack").committed_through,
+            ));
+        }
+        assert_eq!(
+            acks,
+            vec![
+                ("labhours/v1/a1/ack".to_owned(), 3),
+                ("labhours/v1/a2/ack".to_owned(), 1)
+            ]
+        );
+        assert_eq!(store.committed_through("a1"), Some(3));
+        let counts = stats.snapshot();
+        assert_eq!(
+            (
+                counts.commits,
+                counts.envelopes,
+                counts.quarantined,
+                counts.acks
+            ),
+            (1, 4, 1, 2)
+        );
     }
 
     #[test]
