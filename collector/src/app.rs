@@ -201,6 +201,7 @@ impl Running {
     pub async fn shutdown(self) -> anyhow::Result<()> {
         self.stop.send_replace(true);
         let Running { client, ingest, .. } = self;
+        let client_abort = client.abort_handle();
         let drained = async {
             let store = ingest.await.context("the ingest thread panicked")?;
             drop(store);
@@ -210,6 +211,9 @@ impl Running {
         match tokio::time::timeout(SHUTDOWN_TIMEOUT, drained).await {
             Ok(result) => result,
             Err(_) => {
+                // Dropping the client also closes the ingest queue, so the
+                // ingest thread commits what it holds and ends.
+                client_abort.abort();
                 tracing::warn!(
                     "shutdown took longer than {SHUTDOWN_TIMEOUT:?}; unacked events will be resent by agents"
                 );
