@@ -86,7 +86,7 @@ run_rust_tests() {
 }
 
 peer_mosquitto() {
-  ensure_debian_packages mosquitto
+  ensure_debian_packages mosquitto openssl
   local port
   port=$(free_port)
   printf 'listener %s 127.0.0.1\nallow_anonymous true\npersistence false\n' "$port" >"$work/mosquitto.conf"
