@@ -108,7 +108,9 @@ pub struct IngestCounts {
     pub commits: u64,
     /// Transactions that failed (nothing acked; agents resend).
     pub commit_failures: u64,
+    /// Acks handed to the MQTT client (published QoS 1 after their commit).
     pub acks: u64,
+    /// Floor raises: an agent's `acked_through` went past a hole (see `store::gaps`).
     pub floor_raises: u64,
 }
 
