@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 use crate::config::CollectorConfig;
@@ -118,12 +119,18 @@ impl Command {
                 );
                 Ok(())
             }
-            Command::Run(_)
-            | Command::Bookings(_)
-            | Command::Report { .. }
-            | Command::Rebuild(_) => {
+            Command::Run(arg) => {
+                let config = arg.load()?;
+                config.log.init();
+                let runtime = tokio::runtime::Builder::new_multi_thread()
+                    .enable_all()
+                    .build()
+                    .context("cannot start the async runtime")?;
+                runtime.block_on(crate::run(config, crate::app::shutdown_signal()))
+            }
+            Command::Bookings(_) | Command::Report { .. } | Command::Rebuild(_) => {
                 anyhow::bail!(
-                    "this build of labhours-collector cannot do that yet: only check-config is available"
+                    "this build of labhours-collector cannot do that yet: only run and check-config are available"
                 )
             }
         }

@@ -2,7 +2,17 @@
 //! reconciles actual machine hours with bookings and serves verified usage
 //! hours over HTTP.
 //!
-//! Entry points: [`cli::Cli`] (what `main.rs` parses) and [`config::CollectorConfig`].
+//! Entry points: [`run`] (what `labhours-collector run` calls, and what tests
+//! start for real), [`app::start`] (the same, returning a handle that tells
+//! the broker's port and the ingest counters), [`cli::Cli`] (what `main.rs`
+//! parses) and [`config::CollectorConfig`]. `docs/collector-ingest.md`
+//! describes the ingest path and the database.
 
+pub mod app;
+pub mod broker;
 pub mod cli;
 pub mod config;
+pub mod ingest;
+pub mod store;
+
+pub use app::run;

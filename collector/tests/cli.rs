@@ -60,3 +60,26 @@ fn check_config_names_the_bad_field_and_fails() {
     let err = text(&out.stderr);
     assert!(err.contains("port (line 3, column 1)"), "{err}");
 }
+
+#[test]
+fn run_fails_with_a_clear_message_when_the_broker_port_is_taken() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = taken.local_addr().expect("addr").port();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("collector.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "data_dir = {:?}\n[mqtt]\nembedded_listen = \"127.0.0.1:{port}\"\n",
+            dir.path().join("data")
+        ),
+    )
+    .expect("write");
+    let out = collector(&["run", "--config", path.to_str().expect("utf-8 path")]);
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(
+        err.contains(&format!("cannot listen on 127.0.0.1:{port}")),
+        "{err}"
+    );
+}

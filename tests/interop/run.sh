@@ -86,7 +86,7 @@ run_rust_tests() {
 }
 
 peer_mosquitto() {
-  ensure_debian_packages mosquitto
+  ensure_debian_packages mosquitto openssl
   local port
   port=$(free_port)
   printf 'listener %s 127.0.0.1\nallow_anonymous true\npersistence false\n' "$port" >"$work/mosquitto.conf"
@@ -94,6 +94,7 @@ peer_mosquitto() {
   pids+=($!)
   wait_for_port "$port"
   LABHOURS_MOSQUITTO="127.0.0.1:$port" run_rust_tests mosquitto interop_mqtt
+  LABHOURS_MOSQUITTO="127.0.0.1:$port" run_rust_tests mosquitto interop_collector
   stop_peers
   # Delivery end to end: these tests start (and kill, and restart) their own
   # Mosquitto processes on free ports; the TLS test makes certificates with openssl.

@@ -1,0 +1,248 @@
+//! Starting and stopping the collector: broker (if embedded), store, ingest.
+
+use std::future::Future;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use labhours_shared::wire::{TopicKind, Topics};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+use crate::broker;
+use crate::config::CollectorConfig;
+use crate::ingest::mqtt::{ClientSettings, run_client};
+use crate::ingest::tls;
+use crate::ingest::{Inbound, IngestCounts, IngestOptions, IngestStats, classify, ingest_loop};
+use crate::store::Store;
+
+/// How long a graceful stop may take (drain, commit, publish acks) before
+/// the remaining tasks are abandoned. What was not acked is resent by agents.
+pub const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The largest MQTT packet the ingest client accepts (16 MiB).
+pub const MAX_INCOMING_PACKET_BYTES: usize = 16 * 1024 * 1024;
+
+/// Runs the collector until `shutdown` completes, then drains: what was
+/// received is committed and acked, and the function returns.
+pub async fn run(
+    config: CollectorConfig,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    start(config, IngestOptions::default())
+        .await?
+        .run_until(shutdown)
+        .await
+}
+
+/// A started collector.
+#[derive(Debug)]
+pub struct Running {
+    broker_addr: Option<SocketAddr>,
+    stats: Arc<IngestStats>,
+    subscribed: watch::Receiver<bool>,
+    stop: watch::Sender<bool>,
+    client: JoinHandle<()>,
+    ingest: JoinHandle<Store>,
+}
+
+/// Starts broker (unless external), store and ingest, and returns at once;
+/// the ingest client connects (and reconnects) in the background.
+pub async fn start(config: CollectorConfig, options: IngestOptions) -> anyhow::Result<Running> {
+    let topics = Topics::new(&config.mqtt.topic_prefix);
+    let data_dir = config.data_dir.clone();
+    let durability = options.durability;
+    let store = tokio::task::spawn_blocking(move || Store::open(&data_dir, durability))
+        .await
+        .context("the store task panicked")??;
+    tracing::info!(path = %store.path().display(), "store open");
+
+    let events = topics.all_agents(TopicKind::Events);
+    let status = topics.all_agents(TopicKind::Status);
+    // Far above the ingest's own limit, so that an oversized payload arrives
+    // and is quarantined. A packet above this breaks the connection, and a
+    // persistent broker would redeliver it forever: cap the external broker's
+    // packet size below it (Mosquitto: `max_packet_size`).
+    let max_packet_bytes = MAX_INCOMING_PACKET_BYTES;
+    let (settings, broker_addr) = match &config.mqtt.external {
+        None => {
+            let addr = broker::start(config.mqtt.embedded_listen, &events)?;
+            let settings = ClientSettings {
+                host: loopback_for(addr.ip()).to_string(),
+                port: addr.port(),
+                client_id: "labhours-collector-ingest".into(),
+                credentials: None,
+                filters: vec![events, status],
+                max_packet_bytes,
+                keep_alive: Duration::from_secs(30),
+                tls: None,
+            };
+            (settings, Some(addr))
+        }
+        Some(ext) => {
+            let tls = ext.tls.as_ref().map(tls::client_config).transpose()?;
+            let credentials = match (&ext.username, &ext.password_file) {
+                (Some(user), Some(file)) => {
+                    let password = std::fs::read_to_string(file).with_context(|| {
+                        format!(
+                            "mqtt.external.password_file: cannot read {}",
+                            file.display()
+                        )
+                    })?;
+                    Some((
+                        user.clone(),
+                        password.trim_end_matches(['\r', '\n']).to_owned(),
+                    ))
+                }
+                (Some(user), None) => Some((user.clone(), String::new())),
+                _ => None,
+            };
+            let events = match &ext.shared_group {
+                Some(group) => format!("$share/{group}/{events}"),
+                None => events,
+            };
+            let settings = ClientSettings {
+                host: ext.host.clone(),
+                port: ext.port,
+                client_id: ext.client_id.clone(),
+                credentials,
+                filters: vec![events, status],
+                max_packet_bytes,
+                keep_alive: Duration::from_secs(30),
+                tls,
+            };
+            (settings, None)
+        }
+    };
+
+    let stats = Arc::new(IngestStats::default());
+    let (inbound_tx, inbound_rx) = mpsc::channel(options.queue_capacity.max(1));
+    let (ack_tx, ack_rx) = mpsc::unbounded_channel();
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (subscribed_tx, subscribed_rx) = watch::channel(false);
+
+    let ingest_topics = topics.clone();
+    let max_payload_bytes = options.max_payload_bytes;
+    let ingest = {
+        let stats = stats.clone();
+        tokio::task::spawn_blocking(move || {
+            ingest_loop(store, &ingest_topics, &options, inbound_rx, ack_tx, &stats)
+        })
+    };
+    let prepare = {
+        let topics = topics.clone();
+        move |msg: Inbound| classify(&topics, max_payload_bytes, &msg)
+    };
+    let client = tokio::spawn(run_client(
+        settings,
+        prepare,
+        inbound_tx,
+        ack_rx,
+        stop_rx,
+        subscribed_tx,
+    ));
+    Ok(Running {
+        broker_addr,
+        stats,
+        subscribed: subscribed_rx,
+        stop: stop_tx,
+        client,
+        ingest,
+    })
+}
+
+/// The address a local client uses to reach a listener bound to `ip`.
+fn loopback_for(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(v4) if v4.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(v6) if v6.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        other => other,
+    }
+}
+
+impl Running {
+    /// Where the embedded broker listens (`None` with an external broker).
+    pub fn broker_addr(&self) -> Option<SocketAddr> {
+        self.broker_addr
+    }
+
+    /// The ingest counters so far.
+    pub fn stats(&self) -> IngestCounts {
+        self.stats.snapshot()
+    }
+
+    /// Waits until the ingest client's subscriptions are acknowledged.
+    pub async fn subscribed(&self) {
+        let mut rx = self.subscribed.clone();
+        let _ = rx.wait_for(|s| *s).await;
+    }
+
+    /// Runs until `shutdown` completes, then stops gracefully.
+    pub async fn run_until(mut self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+        tokio::select! {
+            () = shutdown => {
+                tracing::info!("shutting down: draining and committing what was received");
+                self.shutdown().await
+            }
+            ended = &mut self.client => {
+                ended.context("the MQTT client task panicked")?;
+                bail!("the MQTT client task ended unexpectedly")
+            }
+            ended = &mut self.ingest => {
+                ended.context("the ingest thread panicked")?;
+                bail!("the ingest thread ended unexpectedly")
+            }
+        }
+    }
+
+    /// Stops receiving, commits what was received, publishes its acks and
+    /// disconnects (bounded by [`SHUTDOWN_TIMEOUT`]).
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        self.stop.send_replace(true);
+        let Running { client, ingest, .. } = self;
+        let client_abort = client.abort_handle();
+        let drained = async {
+            let store = ingest.await.context("the ingest thread panicked")?;
+            drop(store);
+            client.await.context("the MQTT client task panicked")?;
+            anyhow::Ok(())
+        };
+        match tokio::time::timeout(SHUTDOWN_TIMEOUT, drained).await {
+            Ok(result) => result,
+            Err(_) => {
+                // Dropping the client also closes the ingest queue, so the
+                // ingest thread commits what it holds and ends.
+                client_abort.abort();
+                tracing::warn!(
+                    "shutdown took longer than {SHUTDOWN_TIMEOUT:?}; unacked events will be resent by agents"
+                );
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Completes on ctrl-c, or on SIGTERM on Unix.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}

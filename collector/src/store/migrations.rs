@@ -1,0 +1,53 @@
+//! Versioned schema migrations, kept in the repository as numbered SQL
+//! scripts (`collector/migrations/NNNN_name.sql`) and compiled in.
+//!
+//! `PRAGMA user_version` holds how many have been applied. At open, each
+//! pending script runs in its own transaction together with the bump of
+//! `user_version`, so a crash leaves the database at one version or the
+//! next, never in between. A database whose version is newer than this
+//! build knows is refused rather than guessed at. Scripts are never edited
+//! once released: a change is a new script.
+
+use std::path::Path;
+
+use rusqlite::Connection;
+
+use super::StoreError;
+
+/// Every migration in order; the version after applying `MIGRATIONS[i]` is `i + 1`.
+pub const MIGRATIONS: &[(&str, &str)] = &[(
+    "0001_events",
+    include_str!("../../migrations/0001_events.sql"),
+)];
+
+/// The schema version this build creates.
+pub fn latest() -> i64 {
+    MIGRATIONS.len() as i64
+}
+
+/// The database's schema version (0 for a new file).
+pub fn version(conn: &Connection) -> rusqlite::Result<i64> {
+    conn.pragma_query_value(None, "user_version", |row| row.get(0))
+}
+
+/// Applies every pending migration; returns how many ran.
+pub fn apply(conn: &mut Connection, path: &Path) -> Result<usize, StoreError> {
+    let found = version(conn)?;
+    if found > latest() {
+        return Err(StoreError::SchemaTooNew {
+            path: path.to_owned(),
+            found,
+            known: latest(),
+        });
+    }
+    let mut ran = 0;
+    for (index, (name, sql)) in MIGRATIONS.iter().enumerate().skip(found as usize) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", index as i64 + 1)?;
+        tx.commit()?;
+        tracing::info!(migration = name, path = %path.display(), "applied schema migration");
+        ran += 1;
+    }
+    Ok(ran)
+}

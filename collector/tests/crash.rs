@@ -1,0 +1,86 @@
+//! The collector as a process, killed with SIGKILL mid-stream and restarted
+//! on the same data dir: every acked event is in the database, and resent
+//! events are stored once.
+
+mod support;
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+use support::*;
+
+fn spawn_collector(dir: &Path, port: u16) -> Child {
+    let config = dir.join("collector.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = {:?}\n[mqtt]\nembedded_listen = \"127.0.0.1:{port}\"\n[log]\nlevel = \"warn\"\n",
+            dir.join("data")
+        ),
+    )
+    .expect("write config");
+    Command::new(env!("CARGO_BIN_EXE_labhours-collector"))
+        .args(["run", "--config"])
+        .arg(&config)
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("collector starts")
+}
+
+/// First seq of the last batch of 10.
+const LAST: u64 = 1996;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_collector_keeps_everything_it_acked_and_stores_resends_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let mut child = spawn_collector(dir.path(), port);
+    let mut a = TestAgent::connect("127.0.0.1", port, "agent-crash").await;
+    a.publish_until_acked(&faults("agent-crash", 0, 1..=5), 5)
+        .await;
+
+    // 200 batches of 10 without waiting; SIGKILL as soon as some are acked.
+    for first in (6..=LAST).step_by(10) {
+        a.publish(&faults("agent-crash", 5, first..=first + 9))
+            .await;
+    }
+    while a.acked < 100 {
+        a.next_ack().await;
+    }
+    child.kill().expect("SIGKILL");
+    child.wait().expect("reaped");
+    let acked = a.acked;
+    drop(a);
+
+    let data = dir.path().join("data");
+    {
+        let db = db(&data);
+        let through = committed_through(&db, "agent-crash").expect("agent row");
+        assert!(through >= acked, "stored {through} < acked {acked}");
+        println!("SIGKILL after ack {acked}; the database had committed through {through}");
+        assert_backed(&db, "agent-crash", 1, acked);
+    }
+
+    // Restart on the same data dir; the agent resends everything unacked.
+    let mut child = spawn_collector(dir.path(), port);
+    let mut a = TestAgent::connect("127.0.0.1", port, "agent-crash").await;
+    a.publish_until_acked(&faults("agent-crash", acked, 1..=5), 5)
+        .await;
+    for first in (6..=LAST).step_by(10) {
+        a.publish(&faults("agent-crash", acked, first..=first + 9))
+            .await;
+    }
+    while a.acked < LAST + 9 {
+        a.next_ack().await;
+    }
+    child.kill().expect("SIGKILL");
+    child.wait().expect("reaped");
+    let db = db(&data);
+    assert_eq!(
+        stored_seqs(&db, "agent-crash"),
+        (1..=LAST + 9).collect::<Vec<_>>()
+    );
+    assert_eq!(committed_through(&db, "agent-crash"), Some(LAST + 9));
+}
