@@ -102,6 +102,8 @@ peer_mosquitto() {
   local bin
   bin=$(command -v mosquitto || echo /usr/sbin/mosquitto)
   LABHOURS_MOSQUITTO_BIN="$bin" run_rust_tests mosquitto-delivery delivery_mosquitto
+  # The real agent and the real collector with Mosquitto restarted between them.
+  LABHOURS_MOSQUITTO_BIN="$bin" run_rust_tests mosquitto-end-to-end end_to_end
 }
 
 # pymodbus, an independent Modbus implementation, plays an Eastron SDM120:
