@@ -26,6 +26,8 @@ use crate::pipeline::Pipeline;
 use crate::results::ResultWatcher;
 use crate::status;
 
+pub use labhours_shared::process::shutdown_signal;
+
 /// How often the engine is told that time has passed without a reading.
 const TICK: Duration = Duration::from_secs(1);
 
@@ -173,32 +175,4 @@ async fn drive(
     }
     pipeline.finish(clock.now())?;
     Ok(())
-}
-
-/// Resolves on Ctrl-C, or SIGTERM on Unix (systemd's stop).
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        if let Err(e) = tokio::signal::ctrl_c().await {
-            tracing::error!(error = %e, "cannot listen for Ctrl-C");
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {}
-        _ = term => {}
-    }
 }

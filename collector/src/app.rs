@@ -17,6 +17,8 @@ use crate::ingest::tls;
 use crate::ingest::{Inbound, IngestCounts, IngestOptions, IngestStats, classify, ingest_loop};
 use crate::store::Store;
 
+pub use labhours_shared::process::shutdown_signal;
+
 /// How long a graceful stop may take (drain, commit, publish acks) before
 /// the remaining tasks are abandoned. What was not acked is resent by agents.
 pub const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -220,29 +222,5 @@ impl Running {
                 Ok(())
             }
         }
-    }
-}
-
-/// Completes on ctrl-c, or on SIGTERM on Unix.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = term => {}
     }
 }

@@ -1,6 +1,7 @@
 //! Wire types and pure logic shared by `labhours-agent` and `labhours-collector`.
 //!
-//! Nothing in this crate does I/O or reads a clock: callers pass instants in.
+//! Apart from [`process`] and the logger set-up in [`config`], nothing in this
+//! crate does I/O or reads a clock: callers pass instants in.
 //!
 //! - [`wire`]: the MQTT message contract (see `docs/protocol.md`).
 //! - [`state`]: the state engine that turns readings into state transitions
@@ -8,5 +9,6 @@
 //! - [`config`]: the error type every config `validate()` returns.
 
 pub mod config;
+pub mod process;
 pub mod state;
 pub mod wire;

@@ -277,26 +277,60 @@ mod tests {
             .collect()
     }
 
+    /// `run` on an in-memory port; the test holds the instrument's end.
+    struct Harness {
+        _dir: tempfile::TempDir,
+        events: Events,
+        ends: Arc<Mutex<Vec<DuplexStream>>>,
+        readings: tokio::sync::mpsc::UnboundedReceiver<Reading>,
+        stop: tokio_util::sync::CancellationToken,
+        task: tokio::task::JoinHandle<()>,
+    }
+
+    impl Harness {
+        async fn start(cfg: StatusConfig) -> Self {
+            let (_dir, events) = outbox();
+            let ends = Arc::new(Mutex::new(Vec::new()));
+            let (tx, readings) = tokio::sync::mpsc::unbounded_channel();
+            let stop = tokio_util::sync::CancellationToken::new();
+            let task = tokio::spawn(run(
+                cfg,
+                opener(ends.clone()),
+                tx,
+                events.clone(),
+                Arc::new(SystemClock),
+                stop.clone().cancelled_owned(),
+            ));
+            tokio::task::yield_now().await;
+            Self {
+                _dir,
+                events,
+                ends,
+                readings,
+                stop,
+                task,
+            }
+        }
+
+        /// The instrument's end of the port opened last.
+        fn port(&self) -> DuplexStream {
+            self.ends.lock().expect("lock").pop().expect("opened")
+        }
+
+        async fn stop(self) {
+            self.stop.cancel();
+            self.task.await.expect("ends");
+        }
+    }
+
     #[tokio::test(start_paused = true)]
     async fn matching_lines_become_readings_and_others_are_ignored() {
-        let (_dir, events) = outbox();
-        let ends = Arc::new(Mutex::new(Vec::new()));
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        let stop = tokio_util::sync::CancellationToken::new();
-        let task = tokio::spawn(run(
-            cfg(None),
-            opener(ends.clone()),
-            tx,
-            events.clone(),
-            Arc::new(SystemClock),
-            stop.clone().cancelled_owned(),
-        ));
-        tokio::task::yield_now().await;
-        let mut port = ends.lock().expect("lock").pop().expect("opened");
+        let mut h = Harness::start(cfg(None)).await;
+        let mut port = h.port();
         port.write_all(b"temperature 21 C\r\nRUN 1\r\n")
             .await
             .expect("write");
-        let reading = rx.recv().await.expect("a reading");
+        let reading = h.readings.recv().await.expect("a reading");
         assert!(matches!(
             reading,
             Reading::Status {
@@ -304,57 +338,40 @@ mod tests {
                 ..
             }
         ));
-        assert!(rx.try_recv().is_err(), "the unmatched line made no reading");
-        stop.cancel();
-        task.await.expect("ends");
+        assert!(
+            h.readings.try_recv().is_err(),
+            "the unmatched line made no reading"
+        );
+        h.stop().await;
     }
 
     #[tokio::test(start_paused = true)]
     async fn an_overlong_line_is_one_fault_and_reading_goes_on() {
-        let (_dir, events) = outbox();
-        let ends = Arc::new(Mutex::new(Vec::new()));
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        let stop = tokio_util::sync::CancellationToken::new();
-        let task = tokio::spawn(run(
-            cfg(None),
-            opener(ends.clone()),
-            tx,
-            events.clone(),
-            Arc::new(SystemClock),
-            stop.clone().cancelled_owned(),
-        ));
-        tokio::task::yield_now().await;
-        let mut port = ends.lock().expect("lock").pop().expect("opened");
+        let mut h = Harness::start(cfg(None)).await;
+        let mut port = h.port();
         let noise = vec![b'x'; 100];
         port.write_all(&noise).await.expect("write");
         port.write_all(b"\nRUN after noise\n").await.expect("write");
         port.write_all(&noise).await.expect("write");
         port.write_all(b"\nRUN again\n").await.expect("write");
-        assert!(matches!(rx.recv().await, Some(Reading::Status { .. })));
-        assert!(matches!(rx.recv().await, Some(Reading::Status { .. })));
-        let faults = faults(&events);
+        assert!(matches!(
+            h.readings.recv().await,
+            Some(Reading::Status { .. })
+        ));
+        assert!(matches!(
+            h.readings.recv().await,
+            Some(Reading::Status { .. })
+        ));
+        let faults = faults(&h.events);
         assert_eq!(faults.len(), 1, "{faults:?}");
         assert!(faults[0].contains("longer than max_line_bytes (32)"));
-        stop.cancel();
-        task.await.expect("ends");
+        h.stop().await;
     }
 
     #[tokio::test(start_paused = true)]
     async fn the_query_is_sent_every_interval() {
-        let (_dir, events) = outbox();
-        let ends = Arc::new(Mutex::new(Vec::new()));
-        let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
-        let stop = tokio_util::sync::CancellationToken::new();
-        let task = tokio::spawn(run(
-            cfg(Some("STAT?\r\n")),
-            opener(ends.clone()),
-            tx,
-            events.clone(),
-            Arc::new(SystemClock),
-            stop.clone().cancelled_owned(),
-        ));
-        tokio::task::yield_now().await;
-        let mut port = ends.lock().expect("lock").pop().expect("opened");
+        let h = Harness::start(cfg(Some("STAT?\r\n"))).await;
+        let mut port = h.port();
         let mut buf = [0u8; 7];
         port.read_exact(&mut buf)
             .await
@@ -363,31 +380,18 @@ mod tests {
         let before = tokio::time::Instant::now();
         port.read_exact(&mut buf).await.expect("second query");
         assert_eq!(before.elapsed(), Duration::from_secs(10));
-        stop.cancel();
-        task.await.expect("ends");
+        h.stop().await;
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_closed_port_is_a_fault_and_is_reopened_with_backoff() {
-        let (_dir, events) = outbox();
-        let ends = Arc::new(Mutex::new(Vec::new()));
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        let stop = tokio_util::sync::CancellationToken::new();
-        let task = tokio::spawn(run(
-            cfg(None),
-            opener(ends.clone()),
-            tx,
-            events.clone(),
-            Arc::new(SystemClock),
-            stop.clone().cancelled_owned(),
-        ));
-        tokio::task::yield_now().await;
-        let port = ends.lock().expect("lock").pop().expect("opened");
+        let mut h = Harness::start(cfg(None)).await;
+        let port = h.port();
         drop(port);
         let start = tokio::time::Instant::now();
         // Wait for the reopen, then use the new port.
         let mut port = loop {
-            if let Some(p) = ends.lock().expect("lock").pop() {
+            if let Some(p) = h.ends.lock().expect("lock").pop() {
                 break p;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -396,10 +400,9 @@ mod tests {
             start.elapsed() >= FIRST_BACKOFF,
             "reopened after the backoff"
         );
-        assert_eq!(faults(&events), ["the status port closed"]);
+        assert_eq!(faults(&h.events), ["the status port closed"]);
         port.write_all(b"RUN\n").await.expect("write");
-        assert!(rx.recv().await.is_some());
-        stop.cancel();
-        task.await.expect("ends");
+        assert!(h.readings.recv().await.is_some());
+        h.stop().await;
     }
 }
