@@ -138,6 +138,48 @@ async fn first_contact_counts_from_the_agents_acked_through() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_agent_claiming_the_first_ones_id_is_quarantined_not_merged() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let running = start(dir.path()).await;
+    let mut first = agent(&running, "twin").await;
+    first.publish(&faults("twin", 0, 1..=3)).await;
+    first.ack_through(3).await;
+    // Another PC configured with the same agent_id: its own seqs 1-4.
+    let mut other = envelope("twin", 0, (1..=4).map(fault).collect());
+    for e in &mut other.events {
+        e.kind = EventKind::Fault {
+            source: "other-pc".into(),
+            message: format!("other {}", e.seq),
+        };
+    }
+    first.publish(&other).await;
+    first.ack_through(4).await;
+    let db = db(dir.path());
+    assert_eq!(stored_seqs(&db, "twin"), vec![1, 2, 3, 4]);
+    let first_three: String = db
+        .query_row(
+            "SELECT payload FROM events WHERE agent_id = 'twin' AND seq = 2",
+            [],
+            |r| r.get(0),
+        )
+        .expect("seq 2");
+    assert!(
+        first_three.contains("meter:main"),
+        "the first agent's event is kept: {first_three}"
+    );
+    let conflicts: i64 = db
+        .query_row(
+            "SELECT count(*) FROM quarantine WHERE reason LIKE 'agent_id conflict%'",
+            [],
+            |r| r.get(0),
+        )
+        .expect("count");
+    assert_eq!(conflicts, 3);
+    assert_eq!(running.stats().id_conflicts, 3);
+    running.shutdown().await.expect("clean shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_payloads_are_quarantined_with_their_reason_and_ingest_goes_on() {
     let dir = tempfile::tempdir().expect("tempdir");
     let running = start(dir.path()).await;

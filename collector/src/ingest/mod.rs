@@ -85,6 +85,7 @@ pub struct IngestStats {
     envelopes: AtomicU64,
     events_stored: AtomicU64,
     duplicates: AtomicU64,
+    id_conflicts: AtomicU64,
     statuses: AtomicU64,
     quarantined: AtomicU64,
     commits: AtomicU64,
@@ -102,6 +103,9 @@ pub struct IngestCounts {
     pub events_stored: u64,
     /// Events received again after they were stored.
     pub duplicates: u64,
+    /// Events quarantined because their seq was stored with other content
+    /// (two agents using one agent_id).
+    pub id_conflicts: u64,
     pub statuses: u64,
     /// Payloads refused and kept in the quarantine table.
     pub quarantined: u64,
@@ -121,6 +125,7 @@ impl IngestStats {
             envelopes: get(&self.envelopes),
             events_stored: get(&self.events_stored),
             duplicates: get(&self.duplicates),
+            id_conflicts: get(&self.id_conflicts),
             statuses: get(&self.statuses),
             quarantined: get(&self.quarantined),
             commits: get(&self.commits),
@@ -275,6 +280,7 @@ pub fn ingest_loop(
                 add(&stats.quarantined, batch.quarantined.len() as u64);
                 add(&stats.events_stored, outcome.stored);
                 add(&stats.duplicates, outcome.duplicates);
+                add(&stats.id_conflicts, outcome.conflicts);
                 add(&stats.floor_raises, outcome.floor_raises);
                 for (agent_id, committed_through) in outcome.acks {
                     let topic = topics.topic(&agent_id, TopicKind::Ack);

@@ -140,6 +140,9 @@ pub struct CommitOutcome {
     pub stored: u64,
     /// Events that were already stored (resends).
     pub duplicates: u64,
+    /// Events whose seq was already stored with *different* content: two
+    /// agents are using one agent_id. The newcomer is quarantined, never merged.
+    pub conflicts: u64,
     /// Times an agent's `acked_through` raised the floor past a hole.
     pub floor_raises: u64,
 }
@@ -296,6 +299,12 @@ impl Store {
                 "INSERT OR IGNORE INTO dropped_ranges (agent_id, first_seq, last_seq, event_seq)
                  VALUES (?1, ?2, ?3, ?4)",
             )?;
+            let mut stored_payload =
+                tx.prepare_cached("SELECT payload FROM events WHERE agent_id = ?1 AND seq = ?2")?;
+            let mut quarantine_conflict = tx.prepare_cached(
+                "INSERT INTO quarantine (received_at_ms, topic, reason, payload, payload_len)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?;
             let mut insert_raise = tx.prepare_cached(
                 "INSERT INTO floor_raises (agent_id, received_at_ms, skipped_first, skipped_last)
                  VALUES (?1, ?2, ?3, ?4)",
@@ -362,7 +371,33 @@ impl Store {
                     if written == 1 {
                         outcome.stored += 1;
                     } else {
-                        outcome.duplicates += 1;
+                        let first: String = stored_payload
+                            .query_row(params![agent_id, sql_seq(event.seq)], |r| r.get(0))?;
+                        if first == payload {
+                            outcome.duplicates += 1;
+                        } else {
+                            // Same id, same seq, other content: a second agent
+                            // claims this id. Keep the first, quarantine the
+                            // newcomer, and say so loudly.
+                            tracing::error!(
+                                agent_id,
+                                seq = event.seq,
+                                "an event arrived with a seq already stored with other content: \
+                                 two agents may share this agent_id; quarantined"
+                            );
+                            quarantine_conflict.execute(params![
+                                received_ms,
+                                agent_id,
+                                format!(
+                                    "agent_id conflict: seq {} of {agent_id} is already stored with \
+                                     other content (two agents with one id?)",
+                                    event.seq
+                                ),
+                                payload.as_bytes(),
+                                payload.len() as i64,
+                            ])?;
+                            outcome.conflicts += 1;
+                        }
                     }
                     state.tracker.close_seq(event.seq);
                     if let EventKind::Dropped { ranges, .. } = &event.kind {
