@@ -3,7 +3,8 @@
 //! the set of `(agent_id, seq)` in the collector's database equals the set the
 //! agent's outbox assigned, each exactly once, and the outbox is empty.
 //!
-//! Brokers: the collector's own embedded one; an in-process rumqttd used as
+//! Brokers: the collector's own embedded one (also behind a TCP proxy whose
+//! link is cut and restored, for a network outage); an in-process rumqttd used as
 //! an external broker (so the collector can be restarted while the broker
 //! stays); and Mosquitto, restarted mid-stream without persistence (ignored
 //! here, run by tests/interop/run.sh with LABHOURS_MOSQUITTO_BIN).
@@ -17,6 +18,7 @@ use labhours_collector::config::{CollectorConfig, ExternalBroker};
 use labhours_collector::ingest::IngestOptions;
 use labhours_tests::agent::{PREFIX, TestAgent, mqtt_config};
 use labhours_tests::brokers::{Mosquitto, Rumqttd, free_port, mosquitto_bin};
+use labhours_tests::proxy::CutProxy;
 
 const DRAIN: Duration = Duration::from_secs(60);
 
@@ -110,6 +112,37 @@ async fn agent_restarts_through_the_embedded_broker_lose_and_double_nothing() {
         produced.extend(agent.append(300));
     }
     assert_exactly_once(&agent, &data_dir, &produced).await;
+    collector.shutdown().await.expect("collector stops");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_network_cut_and_restored_loses_and_doubles_nothing() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (agent_dir, data_dir) = (dir.path().join("agent"), dir.path().join("collector"));
+    let port = free_port();
+    let collector = start_collector(&data_dir, Broker::Embedded(port)).await;
+    let network = CutProxy::start(port).await;
+    let mut agent = TestAgent::start(&agent_dir, "e2e-agent", &mqtt_config(network.port));
+    agent
+        .wait_status(Duration::from_secs(10), "connected", |s| s.connected)
+        .await;
+    let mut appended = BTreeSet::new();
+    for _ in 0..3 {
+        appended.extend(agent.append(300));
+    }
+    network.cut();
+    agent
+        .wait_status(Duration::from_secs(15), "the agent notices the cut", |s| {
+            !s.connected
+        })
+        .await;
+    // Accepted while the network is down: they wait in the outbox.
+    for _ in 0..3 {
+        appended.extend(agent.append(300));
+    }
+    network.restore();
+    assert_exactly_once(&agent, &data_dir, &appended).await;
+    assert!(agent.status.borrow().connects >= 2, "it reconnected");
     collector.shutdown().await.expect("collector stops");
 }
 

@@ -5,4 +5,5 @@ pub mod brokers;
 pub mod delivery_scenarios;
 pub mod fake_collector;
 pub mod modbus_sim;
+pub mod proxy;
 pub mod tls;
