@@ -59,11 +59,12 @@ pub fn replay(
         })?),
         None => None,
     };
-    // Pass 1: validate everything, append nothing.
+    // Pass 1: validate everything, append nothing. Status lines are only
+    // matched in pass 2 (their text needs no check beyond "rules exist").
     let mut rows = 0u64;
     let mut first = None;
     let mut last = None;
-    for_each_row(samples, rules.as_ref(), |r| {
+    for_each_row(samples, rules.is_some(), |r| {
         rows += 1;
         first.get_or_insert(r.at);
         last = Some(r.at);
@@ -74,25 +75,32 @@ pub fn replay(
         });
     };
 
-    // Pass 2: feed.
+    // Pass 2: feed. Two passes keep memory flat whatever the file's length;
+    // the second one reads from the page cache.
     let settings = EngineSettings::new(&config.state, config.poll_interval_ms);
     let mut pipeline = Pipeline::new(settings, outbox.clone(), first);
-    let mut readings = Vec::with_capacity(8192);
+    let mut readings = Vec::with_capacity(FEED_CHUNK);
     let mut matched = 0u64;
     let mut appended = 0u64;
     let mut feed_error = None;
-    for_each_row(samples, rules.as_ref(), |r| {
+    for_each_row(samples, rules.is_some(), |r| {
         readings.push(Reading::Power {
             at: r.at,
             watts: r.watts,
             volts: None,
             amps: None,
         });
-        if let Some(status) = r.status {
+        if let (Some(text), Some(rules)) = (r.status, rules.as_ref())
+            && let Some(m) = rules.classify(text)
+        {
             matched += 1;
-            readings.push(status);
+            readings.push(Reading::Status {
+                at: r.at,
+                state: m.state,
+                sample: m.sample,
+            });
         }
-        if readings.len() >= 8192 && feed_error.is_none() {
+        if readings.len() >= FEED_CHUNK && feed_error.is_none() {
             match pipeline.push_many(readings.drain(..)) {
                 Ok(n) => appended += n as u64,
                 Err(e) => feed_error = Some(e),
@@ -117,21 +125,32 @@ pub fn replay(
     })
 }
 
-struct Row {
+/// Readings handed to the pipeline at once.
+const FEED_CHUNK: usize = 8192;
+
+/// The CSV reader's buffer: large reads, few system calls.
+const READ_BUFFER: usize = 256 * 1024;
+
+/// One parsed row; `status` is the non-empty, trimmed status line.
+struct Row<'a> {
     at: Timestamp,
     watts: Option<f64>,
-    status: Option<Reading>,
+    status: Option<&'a str>,
 }
 
+/// Reads and checks every row, in order. `ByteRecord` and the cached
+/// timestamp parser keep this free of per-row allocation; a field is checked
+/// for UTF-8 only when it is used.
 fn for_each_row(
     path: &Path,
-    rules: Option<&StatusRules>,
-    mut each: impl FnMut(Row),
+    has_rules: bool,
+    mut each: impl FnMut(Row<'_>),
 ) -> Result<(), ReplayError> {
     let name = || path.display().to_string();
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(true)
         .flexible(true)
+        .buffer_capacity(READ_BUFFER)
         .from_path(path)
         .map_err(|source| ReplayError::Read {
             path: name(),
@@ -154,10 +173,11 @@ fn for_each_row(
             found: fields.join(","),
         });
     }
-    let mut record = csv::StringRecord::new();
+    let mut record = csv::ByteRecord::new();
+    let mut timestamps = TimestampParser::default();
     let mut previous: Option<Timestamp> = None;
     loop {
-        match reader.read_record(&mut record) {
+        match reader.read_byte_record(&mut record) {
             Ok(false) => return Ok(()),
             Ok(true) => {}
             Err(source) => {
@@ -173,8 +193,14 @@ fn for_each_row(
             line,
             problem,
         };
-        let ts = record.get(0).unwrap_or("").trim();
-        let at: Timestamp = ts.parse().map_err(|e| {
+        let field = |i: usize, what: &str| -> Result<&str, ReplayError> {
+            let bytes = record.get(i).unwrap_or(b"");
+            std::str::from_utf8(bytes)
+                .map(str::trim)
+                .map_err(|_| bad(format!("the {what} is not valid UTF-8")))
+        };
+        let ts = field(0, "timestamp")?;
+        let at = timestamps.parse(ts).map_err(|e| {
             bad(format!(
                 "timestamp {ts:?} is not RFC 3339 with an offset: {e}"
             ))
@@ -185,7 +211,7 @@ fn for_each_row(
             )));
         }
         previous = Some(at);
-        let w = record.get(1).unwrap_or("").trim();
+        let w = field(1, "watts")?;
         let watts = if w.is_empty() {
             None
         } else {
@@ -199,24 +225,74 @@ fn for_each_row(
             }
             Some(value)
         };
-        let status = match (
-            record.get(2).map(str::trim).filter(|s| !s.is_empty()),
-            rules,
-        ) {
-            (Some(line_text), Some(rules)) => rules.classify(line_text).map(|m| Reading::Status {
-                at,
-                state: m.state,
-                sample: m.sample,
-            }),
-            (Some(_), None) => {
-                return Err(bad(
-                    "a status_line is given but the config has no [status] rules to match it"
-                        .into(),
-                ));
+        let status = match record.get(2) {
+            Some(bytes) if !bytes.is_empty() => {
+                Some(field(2, "status_line")?).filter(|s| !s.is_empty())
             }
-            (None, _) => None,
+            _ => None,
         };
+        if status.is_some() && !has_rules {
+            return Err(bad(
+                "a status_line is given but the config has no [status] rules to match it".into(),
+            ));
+        }
         each(Row { at, watts, status });
+    }
+}
+
+/// RFC 3339 timestamps, fast for rows that share a date and an offset.
+///
+/// `YYYY-MM-DDTHH:MM:SS` followed by `Z` or `±HH:MM` is the instant of the
+/// same date and offset at `00:00:00`, plus the time of day: that base is
+/// parsed by jiff once per date (and offset) and the time of day is added
+/// here. Anything else (fractional seconds, a leap second, other offset
+/// forms) is parsed by jiff, so results and errors are jiff's throughout.
+#[derive(Debug, Default)]
+struct TimestampParser {
+    /// `YYYY-MM-DDT` + offset suffix of `base`, and `base` in seconds.
+    key: Vec<u8>,
+    base: Option<i64>,
+}
+
+impl TimestampParser {
+    fn parse(&mut self, text: &str) -> Result<Timestamp, jiff::Error> {
+        self.fast(text).map_or_else(|| text.parse(), Ok)
+    }
+
+    fn fast(&mut self, text: &str) -> Option<Timestamp> {
+        let b = text.as_bytes();
+        let (date, clock, offset) = (b.get(..11)?, b.get(11..19)?, b.get(19..)?);
+        let plain_offset = matches!(offset, b"Z" | b"z")
+            || (offset.len() == 6
+                && matches!(offset[0], b'+' | b'-')
+                && offset[1..3].iter().all(u8::is_ascii_digit)
+                && offset[3] == b':'
+                && offset[4..].iter().all(u8::is_ascii_digit));
+        if !plain_offset || clock[2] != b':' || clock[5] != b':' {
+            return None;
+        }
+        let two = |i: usize| -> Option<i64> {
+            let (h, l) = (clock[i], clock[i + 1]);
+            (h.is_ascii_digit() && l.is_ascii_digit())
+                .then(|| i64::from((h - b'0') * 10 + (l - b'0')))
+        };
+        let (h, m, s) = (two(0)?, two(3)?, two(6)?);
+        if h > 23 || m > 59 || s > 59 {
+            return None;
+        }
+        let same_key = self.base.is_some()
+            && self.key.len() == date.len() + offset.len()
+            && self.key.starts_with(date)
+            && self.key.ends_with(offset);
+        if !same_key {
+            let base_text = format!("{}00:00:00{}", text.get(..11)?, text.get(19..)?);
+            let base = base_text.parse::<Timestamp>().ok()?.as_second();
+            self.key.clear();
+            self.key.extend_from_slice(date);
+            self.key.extend_from_slice(offset);
+            self.base = Some(base);
+        }
+        Timestamp::from_second(self.base? + h * 3600 + m * 60 + s).ok()
     }
 }
 
@@ -346,6 +422,70 @@ mod tests {
                 .contains("must be `timestamp,watts,status_line`"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn the_fast_timestamp_path_agrees_with_jiff() {
+        let mut parser = TimestampParser::default();
+        for text in [
+            "2026-11-22T08:00:00Z",
+            "2026-11-22T08:00:01Z",
+            "2026-11-22T23:59:59Z",
+            "2026-11-23T00:00:00Z",
+            "2026-11-23t00:00:07z",
+            "2026-11-23 00:00:07Z",
+            "2026-11-23T00:00:07+01:00",
+            "2026-11-23T00:00:08+01:00",
+            "2026-11-23T00:00:08-05:30",
+            "2026-11-23T00:00:08.250Z",
+            "2026-11-23T00:00:08+0100",
+            "2026-12-31T23:59:60Z",
+            "2024-02-29T12:00:00Z",
+            "9999-12-31T23:59:59-23:00",
+        ] {
+            let fast = parser.parse(text).map_err(|e| e.to_string());
+            let jiff = text.parse::<Timestamp>().map_err(|e| e.to_string());
+            assert_eq!(fast, jiff, "{text}");
+        }
+        for bad in [
+            "2026-02-30T08:00:00Z",
+            "2026-11-22T24:00:00Z",
+            "2026-11-22T08:60:00Z",
+            "2026-11-22T08:00:00",
+            "2026-11-22T08:00:00+99:00",
+            "2026-11-22X08:00:00Z",
+            "22/11/2026 08:00:00",
+        ] {
+            let fast = parser.parse(bad).map_err(|e| e.to_string());
+            let jiff = bad.parse::<Timestamp>().map_err(|e| e.to_string());
+            assert!(fast.is_err(), "{bad} parsed as {fast:?}");
+            assert_eq!(fast, jiff, "{bad}");
+        }
+    }
+
+    #[test]
+    fn rows_with_offsets_and_blank_status_lines_replay() {
+        let text = "timestamp,watts,status_line\n\
+            2026-11-22T09:00:00+01:00,500,\n\
+            2026-11-22T09:00:01+01:00, 500 ,  \n\
+            2026-11-22T08:00:02Z,500,IDLE\n";
+        let (_d, config, outbox, path) = setup(text);
+        let stats = replay(&config, &path, &outbox).expect("replays");
+        assert_eq!((stats.rows, stats.status_lines_matched), (3, 0));
+    }
+
+    #[test]
+    fn a_status_line_without_rules_is_rejected_before_anything_is_appended() {
+        let (_d, mut config, outbox, path) = setup(
+            "timestamp,watts,status_line\n2026-11-22T08:00:00Z,5,\n2026-11-22T08:00:01Z,5,READY\n",
+        );
+        config.status = None;
+        let err = replay(&config, &path, &outbox).unwrap_err();
+        assert!(
+            err.to_string().contains("line 3: a status_line is given"),
+            "{err}"
+        );
+        assert_eq!(outbox.backlog(), 0);
     }
 
     #[test]

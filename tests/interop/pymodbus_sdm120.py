@@ -2,14 +2,16 @@
 """An Eastron SDM120 as pymodbus serves it: the labhours interop peer.
 
 Usage:
-    pymodbus_sdm120.py tcp PORT      Modbus TCP on 127.0.0.1:PORT
-    pymodbus_sdm120.py rtu DEVICE    Modbus RTU on a serial device (9600 8N1)
+    pymodbus_sdm120.py tcp PORT [UNITS]      Modbus TCP on 127.0.0.1:PORT
+    pymodbus_sdm120.py rtu DEVICE [UNITS]    Modbus RTU on a serial device (9600 8N1)
 
-Unit id 1 answers function 04 (read input registers) with 230.0 V, 5.0 A,
-1150.0 W and 42.5 kWh as big-endian float32, at the addresses of Eastron's
-SDM120-Modbus protocol (register 3xxxx is protocol address xxxx - 1). The
-floats are packed here with struct, not by pymodbus, so the byte order under
-test is written down in this file. Prints "ready" once it is listening.
+Unit id 1 (or each of unit ids 1..UNITS, e.g. four meters behind one
+RTU-to-TCP gateway for scripts/measure-agent.sh) answers function 04 (read
+input registers) with 230.0 V, 5.0 A, 1150.0 W and 42.5 kWh as big-endian
+float32, at the addresses of Eastron's SDM120-Modbus protocol (register
+3xxxx is protocol address xxxx - 1). The floats are packed here with struct,
+not by pymodbus, so the byte order under test is written down in this file.
+Prints "ready" once it is listening.
 """
 
 import asyncio
@@ -33,7 +35,7 @@ def float32_abcd(value):
     return list(struct.unpack(">HH", struct.pack(">f", value)))
 
 
-def sdm120():
+def sdm120(unit=1):
     inputs = [
         SimData(address=register - 30001, values=float32_abcd(value), datatype=DataType.REGISTERS)
         for register, value in SDM120_INPUT_REGISTERS.items()
@@ -42,15 +44,16 @@ def sdm120():
     # on the meter. A block may not be empty: the others get one placeholder.
     no_bits = [SimData(address=0, values=False, datatype=DataType.BITS)]
     no_registers = [SimData(address=0, datatype=DataType.INVALID)]
-    return SimDevice(id=1, simdata=(no_bits, no_bits, no_registers, inputs))
+    return SimDevice(id=unit, simdata=(no_bits, no_bits, no_registers, inputs))
 
 
-async def main(mode, where):
+async def main(mode, where, units=1):
+    devices = [sdm120(unit) for unit in range(1, units + 1)]
     if mode == "tcp":
-        server = ModbusTcpServer(sdm120(), framer=FramerType.SOCKET, address=("127.0.0.1", int(where)))
+        server = ModbusTcpServer(devices, framer=FramerType.SOCKET, address=("127.0.0.1", int(where)))
     elif mode == "rtu":
         server = ModbusSerialServer(
-            sdm120(), framer=FramerType.RTU, port=where, baudrate=9600, bytesize=8, parity="N", stopbits=1
+            devices, framer=FramerType.RTU, port=where, baudrate=9600, bytesize=8, parity="N", stopbits=1
         )
     else:
         raise SystemExit(__doc__)
@@ -60,6 +63,6 @@ async def main(mode, where):
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 3:
+    if len(sys.argv) not in (3, 4):
         raise SystemExit(__doc__)
-    asyncio.run(main(sys.argv[1], sys.argv[2]))
+    asyncio.run(main(sys.argv[1], sys.argv[2], int(sys.argv[3]) if len(sys.argv) == 4 else 1))
