@@ -13,6 +13,7 @@ pub mod broker;
 pub mod cli;
 pub mod config;
 pub mod ingest;
+pub mod reconcile;
 pub mod store;
 
 pub use app::run;
