@@ -663,6 +663,27 @@ proptest! {
     }
 
     #[test]
+    fn the_sweep_agrees_with_the_rules_evaluated_at_single_instants(
+        tl in arb_timeline(), bookings in arb_bookings()
+    ) {
+        let rules = rules();
+        let rec = run_with(&tl, &[], &bookings);
+        let confirmed: Vec<&Booking> = bookings.iter().filter(|b| b.is_confirmed()).collect();
+        for g in &rec.segments {
+            for t in [g.interval.start, (g.interval.start + g.interval.end) / 2, g.interval.end - 1] {
+                let cands = owner_rules::candidates(t, &confirmed, &rules);
+                if cands.is_empty() {
+                    continue;
+                }
+                let expected = owner_rules::own_slot(t, &cands)
+                    .or_else(|| owner_rules::nearest_slot(t, &cands))
+                    .map(|b| b.booking_id.clone());
+                prop_assert_eq!(&g.booking_id, &expected, "at {}", t);
+            }
+        }
+    }
+
+    #[test]
     fn booked_used_plus_unbooked_is_used_in_any_period(
         tl in arb_timeline(), bookings in arb_bookings(), from in 0i64..20_000, len in 0i64..20_000
     ) {
