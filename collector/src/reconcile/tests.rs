@@ -300,6 +300,26 @@ fn dropped_sessions_are_not_usage() {
     assert_eq!(report(&rec, "a").outcome, Outcome::NoShow);
 }
 
+#[test]
+fn bookings_starting_together_tie_to_the_smallest_booking_id() {
+    let bookings = [booking("z", 1000, 4000), booking("m", 1000, 3000)];
+    let rec = run_with(&running(&[(2000, 3500)], 9000), &[], &bookings);
+    assert_eq!(owned(&rec, Some("m")), vec![(2000, 3000)]);
+    assert_eq!(owned(&rec, Some("z")), vec![(3000, 3500)]);
+}
+
+#[test]
+fn a_cancelled_bookings_window_does_not_end_an_overrun() {
+    let mut c = booking("c", 6300, 9000);
+    c.status = BookingStatus::Cancelled;
+    let rec = run_with(
+        &running(&[(3000, 10_000)], 20_000),
+        &[],
+        &[booking("a", 0, 3600), c],
+    );
+    assert_eq!(owned(&rec, Some("a")), vec![(3000, 10_000)]);
+}
+
 // ---- §5 outcomes -------------------------------------------------------
 
 #[test]
@@ -334,6 +354,16 @@ fn a_fault_inside_the_slot_with_little_use_is_an_instrument_fault() {
     let tl = timeline(&[(0, Off), (500, Fault), (600, Off)], 9000);
     let rec = run_with(&tl, &[], &[booking("a", 1000, 4000)]);
     assert_eq!(report(&rec, "a").outcome, Outcome::NoShow);
+}
+
+#[test]
+fn a_fault_with_enough_use_is_still_used() {
+    let tl = timeline(
+        &[(0, Off), (1500, Fault), (1600, Running), (2000, Off)],
+        9000,
+    );
+    let rec = run_with(&tl, &[], &[booking("a", 1000, 2400)]);
+    assert_eq!(report(&rec, "a").outcome, Outcome::Used);
 }
 
 #[test]
