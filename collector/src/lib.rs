@@ -6,13 +6,16 @@
 //! start for real), [`app::start`] (the same, returning a handle that tells
 //! the broker's port and the ingest counters), [`cli::Cli`] (what `main.rs`
 //! parses) and [`config::CollectorConfig`]. `docs/collector-ingest.md`
-//! describes the ingest path and the database.
+//! describes the ingest path and the database; [`reconcile`] (pure, described
+//! in `docs/reconciliation.md`) turns timelines, result files and bookings
+//! into sessions, booking outcomes and verified hours.
 
 pub mod app;
 pub mod broker;
 pub mod cli;
 pub mod config;
 pub mod ingest;
+pub mod reconcile;
 pub mod store;
 
 pub use app::run;

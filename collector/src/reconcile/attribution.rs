@@ -1,0 +1,149 @@
+//! §4 attribution: every instant of kept usage goes to at most one booking.
+//!
+//! A sweep over boundary points: between two consecutive points the owner is
+//! constant, so it is decided once per piece, at the piece's start.
+
+use std::cmp::Reverse;
+
+use super::{Booking, Interval, Ms, Segment, Session};
+use crate::config::ReconciliationRules;
+
+/// Kept sessions split into owned pieces. Cancelled bookings own nothing.
+pub fn attribute(
+    sessions: &[Session],
+    bookings: &[Booking],
+    rules: &ReconciliationRules,
+) -> Vec<Segment> {
+    let mut confirmed: Vec<&Booking> = bookings.iter().filter(|b| b.is_confirmed()).collect();
+    // Order-independent: all tie-breaks below are by value, this only fixes
+    // iteration order.
+    confirmed.sort_by(|a, b| (a.start, &a.booking_id).cmp(&(b.start, &b.booking_id)));
+    let mut out = Vec::new();
+    for session in sessions.iter().filter(|s| !s.dropped) {
+        attribute_session(session, &confirmed, rules, &mut out);
+    }
+    out
+}
+
+fn attribute_session(
+    session: &Session,
+    bookings: &[&Booking],
+    rules: &ReconciliationRules,
+    out: &mut Vec<Segment>,
+) {
+    let s = session.interval;
+    let relevant: Vec<&Booking> = bookings
+        .iter()
+        .copied()
+        .filter(|b| b.window(rules).intersect(&s).is_some())
+        .collect();
+    let points = boundary_points(s, &relevant, rules);
+    // Owner of the session's last covered instant, for the overrun rule.
+    let mut last_covered: Option<&Booking> = None;
+    let first = out.len();
+    for pair in points.windows(2) {
+        let piece = Interval::new(pair[0], pair[1]);
+        let t = piece.start;
+        let cands = owner_rules::candidates(t, &relevant, rules);
+        let owner = if cands.is_empty() {
+            owner_rules::overrun_owner(last_covered)
+        } else {
+            let o =
+                owner_rules::own_slot(t, &cands).or_else(|| owner_rules::nearest_slot(t, &cands));
+            last_covered = o;
+            o
+        };
+        let id = owner.map(|b| b.booking_id.clone());
+        // Segments before `first` belong to another session: never extended.
+        let ours = out.len() > first;
+        match out.last_mut() {
+            Some(last) if ours && last.booking_id == id && last.interval.end == piece.start => {
+                last.interval.end = piece.end;
+            }
+            _ => out.push(Segment {
+                session_id: session.id.clone(),
+                interval: piece,
+                booking_id: id,
+            }),
+        }
+    }
+}
+
+/// Every instant at which the owner can change, within the session: the
+/// session's ends, each booking's window and slot edges, and the points where
+/// the nearest of two slots (one ended, one not begun) changes.
+fn boundary_points(s: Interval, bookings: &[&Booking], rules: &ReconciliationRules) -> Vec<Ms> {
+    let mut pts = vec![s.start, s.end];
+    for b in bookings {
+        let w = b.window(rules);
+        pts.extend([w.start, b.start, b.end, w.end]);
+        for other in bookings {
+            if b.end <= other.start {
+                // Earliest t with t − b.end ≥ other.start − t (ties go to the
+                // later start, i.e. `other`).
+                pts.push((b.end + other.start + 1).div_euclid(2));
+            }
+        }
+    }
+    pts.retain(|&p| s.start <= p && p <= s.end);
+    pts.sort_unstable();
+    pts.dedup();
+    pts
+}
+
+/// The §4 rules, one function each, at one instant `t`.
+pub mod owner_rules {
+    use super::*;
+
+    /// Rule 1: confirmed bookings whose window `[start − early_grace,
+    /// end + late_grace)` contains `t` (the caller passes confirmed ones).
+    pub fn candidates<'a>(
+        t: Ms,
+        bookings: &[&'a Booking],
+        rules: &ReconciliationRules,
+    ) -> Vec<&'a Booking> {
+        bookings
+            .iter()
+            .copied()
+            .filter(|b| b.is_confirmed() && b.window(rules).contains(t))
+            .collect()
+    }
+
+    /// Rule 2: a candidate whose own `[start, end)` contains `t`; among
+    /// several, the one that started last (then the smallest booking_id).
+    pub fn own_slot<'a>(t: Ms, cands: &[&'a Booking]) -> Option<&'a Booking> {
+        cands
+            .iter()
+            .copied()
+            .filter(|b| b.slot().contains(t))
+            .max_by_key(|b| (b.start, Reverse(&b.booking_id)))
+    }
+
+    /// Distance from `t` to the half-open slot `[start, end)`.
+    pub fn distance(t: Ms, b: &Booking) -> Ms {
+        if t < b.start {
+            b.start - t
+        } else if t >= b.end {
+            t - b.end
+        } else {
+            0
+        }
+    }
+
+    /// Rule 3: the candidate whose `[start, end)` is nearest to `t`; ties go
+    /// to the one that started last, then to the smallest booking_id.
+    pub fn nearest_slot<'a>(t: Ms, cands: &[&'a Booking]) -> Option<&'a Booking> {
+        cands
+            .iter()
+            .copied()
+            .min_by_key(|b| (distance(t, b), Reverse(b.start), &b.booking_id))
+    }
+
+    /// Rule 4 (overrun): usage no window covers goes to the owner of the
+    /// session's last covered instant; before any covered instant it is
+    /// unbooked (rule 5). The caller resets it per session, and a new
+    /// window beginning makes the instant covered again.
+    pub fn overrun_owner(last_covered: Option<&Booking>) -> Option<&Booking> {
+        last_covered
+    }
+}
