@@ -28,6 +28,8 @@ fn config(
         instrument_id = "nmr-600"
         data_dir = "{data}"
         poll_interval_ms = 200
+        [mqtt]
+        port = {mqtt}
         [state]
         on_above_w = 10
         running_above_w = 100
@@ -48,6 +50,8 @@ fn config(
         min_age_s = 0
         "#,
         data = data.display(),
+        // Nothing listens there: events stay in the outbox for the test to read.
+        mqtt = labhours_tests::brokers::free_port(),
         host = meter.ip(),
         port = meter.port(),
         folder = folder.display(),

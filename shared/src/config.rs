@@ -138,8 +138,16 @@ impl LogConfig {
     /// Installs the global `tracing` subscriber (once per process; later calls do nothing).
     pub fn init(&self) {
         use tracing_subscriber::EnvFilter;
+        // The embedded broker logs every connection at info and ordinary
+        // disconnects as errors: silent unless the level names it
+        // (e.g. `level = "info,rumqttd=info"`).
+        let level = if self.level.contains("rumqttd") {
+            self.level.clone()
+        } else {
+            format!("{},rumqttd=off", self.level)
+        };
         let filter = EnvFilter::try_from_default_env()
-            .or_else(|_| EnvFilter::try_new(&self.level))
+            .or_else(|_| EnvFilter::try_new(&level))
             .unwrap_or_else(|_| EnvFilter::new("info"));
         let builder = tracing_subscriber::fmt()
             .with_env_filter(filter)
