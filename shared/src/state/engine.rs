@@ -290,6 +290,10 @@ impl StateEngine {
                     self.summary.add_held(held, from, p, &mut summary_sink(out));
                 }
             }
+            // An expiry is learned late (once the gap exceeds the maximum):
+            // if the classification changed since `p` (a status line went
+            // stale meanwhile), the expiry takes effect from that change.
+            let p = p.max(self.class.since);
             self.reclassify(p);
             self.confirm_if_held(p, out);
         }
@@ -312,8 +316,9 @@ impl StateEngine {
         }
         match self.sample {
             None => (State::Unknown, Cause::NoReading),
-            Some(s) if s.expired => (State::Unknown, Cause::SampleGap),
+            // A failed read stays the reason even once its gap runs out.
             Some(LastSample { held: None, .. }) => (State::Unknown, Cause::FailedRead),
+            Some(s) if s.expired => (State::Unknown, Cause::SampleGap),
             Some(LastSample {
                 held: Some(held), ..
             }) => (self.classify_power(held.watts), Cause::Power(held.watts)),
