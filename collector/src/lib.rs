@@ -9,6 +9,7 @@
 //! describes the ingest path and the database.
 
 pub mod app;
+pub mod bookings;
 pub mod broker;
 pub mod cli;
 pub mod config;

@@ -20,7 +20,10 @@ use labhours_tests::brokers::free_port;
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
-    let events: u64 = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(1_000_000);
+    let events: u64 = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(1_000_000);
     let dir = tempfile::tempdir_in(env!("CARGO_MANIFEST_DIR"))?;
     let settings = OutboxSettings {
         max_bytes: 4 << 30,
@@ -38,7 +41,10 @@ async fn main() -> anyhow::Result<()> {
         left -= n;
     }
     outbox.flush()?;
-    println!("backlog: {events} summaries appended in {:.1} s", filling.elapsed().as_secs_f64());
+    println!(
+        "backlog: {events} summaries appended in {:.1} s",
+        filling.elapsed().as_secs_f64()
+    );
 
     let port = free_port();
     let mut config = CollectorConfig {
@@ -54,7 +60,13 @@ async fn main() -> anyhow::Result<()> {
         port,
         ..MqttConfig::default()
     };
-    let delivery = Delivery::new(&mqtt, "drain-agent", "instrument-1", outbox.clone(), Arc::new(SystemClock))?;
+    let delivery = Delivery::new(
+        &mqtt,
+        "drain-agent",
+        "instrument-1",
+        outbox.clone(),
+        Arc::new(SystemClock),
+    )?;
     let stop = tokio_util::sync::CancellationToken::new();
     let started = Instant::now();
     let task = tokio::spawn(delivery.run(stop.clone().cancelled_owned()));
