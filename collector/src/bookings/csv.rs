@@ -36,6 +36,17 @@ pub fn parse_time(value: &str, ctx: &ParseContext) -> Result<Timestamp, String> 
     }
 }
 
+/// The 1-based line of the record starting at byte `at` (the csv crate's
+/// own line count is off by one after CRLF line ends, as Excel writes them).
+fn line_at(text: &str, at: usize) -> u64 {
+    let bytes = text.as_bytes();
+    let mut at = at.min(bytes.len());
+    while at < bytes.len() && matches!(bytes[at], b'\r' | b'\n') {
+        at += 1;
+    }
+    1 + bytes[..at].iter().filter(|b| **b == b'\n').count() as u64
+}
+
 /// Parses CSV text (without BOM).
 pub fn parse(text: &str, ctx: &ParseContext) -> Parsed {
     let mut parsed = Parsed::default();
@@ -97,12 +108,14 @@ pub fn parse(text: &str, ctx: &ParseContext) -> Parsed {
         let record = match record {
             Ok(r) => r,
             Err(e) => {
-                let line = e.position().map_or(0, |p| p.line());
+                let line = e.position().map_or(0, |p| line_at(text, p.byte() as usize));
                 parsed.error(line, format!("unreadable row: {e}"));
                 continue;
             }
         };
-        let line = record.position().map_or(0, |p| p.line());
+        let line = record
+            .position()
+            .map_or(0, |p| line_at(text, p.byte() as usize));
         if record.iter().all(|f| f.trim().is_empty()) {
             continue; // blank line, as spreadsheets leave at the end
         }

@@ -149,6 +149,16 @@ fn an_unknown_instrument_is_reported_when_the_config_lists_instruments() {
 }
 
 #[test]
+fn line_numbers_are_right_with_crlf_line_ends() {
+    let text = format!(
+        "{}\r\nB1,nmr,a,g,research,2026-11-23 09:00,2026-11-23 10:00,confirmed\r\nB2,nmr,a,g,lab,2026-11-23 09:00,2026-11-23 10:00,confirmed\r\n",
+        HEADER.trim_end()
+    );
+    let p = parse(Format::Csv, &text, &shanghai());
+    assert_eq!(only_error(&p).line, 3);
+}
+
+#[test]
 fn a_duplicate_booking_id_names_both_lines() {
     let row = "B1,nmr,a,g,research,2026-11-23 09:00,2026-11-23 10:00,confirmed\n";
     let p = csv_of(&format!("{row}{row}"));
