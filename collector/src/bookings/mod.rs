@@ -246,6 +246,46 @@ pub fn parse(format: Format, text: &str, ctx: &ParseContext) -> Parsed {
     }
 }
 
+/// Checks bookings that arrive already structured (e.g. a JSON body): the
+/// same rules as the files — non-empty id, known instrument, end after
+/// start, no id twice. `line` is whatever locates an item (an index).
+pub fn check(items: Vec<(u64, Booking)>, ctx: &ParseContext) -> Parsed {
+    let mut parsed = Parsed::default();
+    let mut seen: std::collections::HashMap<String, u64> = std::collections::HashMap::new();
+    for (line, mut booking) in items {
+        let mut problems = Vec::new();
+        if booking.booking_id.trim().is_empty() {
+            problems.push("booking_id is empty".to_owned());
+        }
+        if let Some(p) = ctx.check_instrument(&booking.instrument_id) {
+            problems.push(p);
+        }
+        booking.start = to_millis(booking.start);
+        booking.end = to_millis(booking.end);
+        if booking.end <= booking.start {
+            problems.push(format!(
+                "end {} is not after start {}",
+                booking.end, booking.start
+            ));
+        }
+        match seen.get(&booking.booking_id) {
+            Some(first) => problems.push(format!(
+                "booking_id {:?} is also on line {first}",
+                booking.booking_id
+            )),
+            None => {
+                seen.insert(booking.booking_id.clone(), line);
+            }
+        }
+        if problems.is_empty() {
+            parsed.bookings.push((line, booking));
+        } else {
+            parsed.error(line, problems.join("; "));
+        }
+    }
+    parsed
+}
+
 /// A local (civil) time in `zone`, by the documented rule: in a backward
 /// change (the time happens twice) the **earlier** instant; in a forward
 /// change (the time does not exist) an error.

@@ -206,6 +206,24 @@ fn bookings_serialize_with_the_documented_field_names() {
     assert_eq!(serde_json::from_value::<Booking>(json).unwrap(), b);
 }
 
+#[test]
+fn structured_bookings_are_checked_by_the_same_rules() {
+    let good = csv_of("B1,nmr,a,g,research,2026-11-23 09:00,2026-11-23 10:00,confirmed\n")
+        .into_result()
+        .unwrap()
+        .remove(0);
+    let mut reversed = good.clone();
+    reversed.booking_id = "B2".into();
+    reversed.end = reversed.start;
+    let p = check(
+        vec![(0, good.clone()), (1, good), (2, reversed)],
+        &shanghai(),
+    );
+    assert_eq!(p.bookings.len(), 1);
+    assert!(p.errors[0].message.contains("also on line 0"));
+    assert!(p.errors[1].message.contains("is not after start"));
+}
+
 // ---- iCalendar ----
 
 fn ics(events: &str) -> String {
