@@ -391,6 +391,32 @@ fn a_daily_rrule_with_interval_and_until_stops_at_until() {
 }
 
 #[test]
+fn a_fortnightly_rrule_skips_every_other_week_and_daily_byday_filters_days() {
+    let p = ical(&format!(
+        "BEGIN:VEVENT\r\nUID:f1\r\n{ORG}DTSTART:20261125T010000Z\r\nDTEND:20261125T020000Z\r\nRRULE:FREQ=WEEKLY;INTERVAL=2;BYDAY=MO,WE;UNTIL=20261210\r\nEND:VEVENT\r\nBEGIN:VEVENT\r\nUID:w1\r\n{ORG}DTSTART:20261127T010000Z\r\nDTEND:20261127T020000Z\r\nRRULE:FREQ=DAILY;BYDAY=MO,TU,WE,TH,FR;COUNT=3\r\nEND:VEVENT\r\n"
+    ));
+    let ids: Vec<String> = p
+        .into_result()
+        .unwrap()
+        .into_iter()
+        .map(|b| b.booking_id)
+        .collect();
+    assert_eq!(
+        ids,
+        [
+            // Wed 25th (Monday 23rd is before DTSTART), then the week of 7 December.
+            "f1/20261125T010000Z",
+            "f1/20261207T010000Z",
+            "f1/20261209T010000Z",
+            // Friday, then Monday and Tuesday: the weekend is skipped.
+            "w1/20261127T010000Z",
+            "w1/20261130T010000Z",
+            "w1/20261201T010000Z",
+        ]
+    );
+}
+
+#[test]
 fn weekly_occurrences_keep_the_local_time_across_a_dst_change() {
     let ctx = ParseContext::new(TimeZone::UTC);
     let text = ics(&format!(
