@@ -58,6 +58,9 @@ pub enum BookingsCommand {
         /// Apply the good rows even if some are bad (the bad ones are still listed).
         #[arg(long)]
         skip_invalid: bool,
+        /// The file's format, when its extension does not tell.
+        #[arg(long, value_enum)]
+        format: Option<crate::bookings::Format>,
     },
 }
 
@@ -128,11 +131,96 @@ impl Command {
                     .context("cannot start the async runtime")?;
                 runtime.block_on(crate::run(config, crate::app::shutdown_signal()))
             }
-            Command::Bookings(_) | Command::Report { .. } | Command::Rebuild(_) => {
+            Command::Bookings(BookingsCommand::Import {
+                config,
+                file,
+                dry_run,
+                skip_invalid,
+                format,
+            }) => {
+                let ok = import_bookings(
+                    &config.load()?,
+                    &file,
+                    format,
+                    crate::bookings::store::ImportOptions {
+                        dry_run,
+                        skip_invalid,
+                    },
+                )?;
+                if ok {
+                    Ok(())
+                } else {
+                    Err(anyhow::anyhow!(
+                        "nothing applied: fix the rows above, or pass --skip-invalid to apply the good ones"
+                    ))
+                }
+            }
+            Command::Report { .. } | Command::Rebuild(_) => {
                 anyhow::bail!(
-                    "this build of labhours-collector cannot do that yet: only run and check-config are available"
+                    "this build of labhours-collector cannot do that yet: only run, check-config and bookings import are available"
                 )
             }
         }
     }
+}
+
+/// `bookings import`: prints every error and the summary; false when there
+/// were errors and `--skip-invalid` was not given (nothing applied).
+fn import_bookings(
+    config: &CollectorConfig,
+    file: &std::path::Path,
+    format: Option<crate::bookings::Format>,
+    options: crate::bookings::store::ImportOptions,
+) -> anyhow::Result<bool> {
+    use crate::bookings::{self, Format, ParseContext};
+    let format = match format.or_else(|| Format::from_path(file)) {
+        Some(f) => f,
+        None => anyhow::bail!(
+            "{}: cannot tell the format from the extension; name it .csv or .ics, or pass --format csv|ics",
+            file.display()
+        ),
+    };
+    let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let text = String::from_utf8(bytes).map_err(|e| {
+        anyhow::anyhow!(
+            "{} is not UTF-8 (byte {}); save it as \"CSV UTF-8\"",
+            file.display(),
+            e.utf8_error().valid_up_to()
+        )
+    })?;
+    let ctx = ParseContext::from_config(config)
+        .with_context(|| format!("site.time_zone {:?}", config.site.time_zone))?;
+    let parsed = bookings::parse(format, &text, &ctx);
+    let name = file.file_name().map_or_else(
+        || file.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    );
+    let mut store = crate::store::Store::open(&config.data_dir, crate::store::Durability::Full)?;
+    let report = store.import_bookings(parsed, &name, options, jiff::Timestamp::now())?;
+    for error in &report.errors {
+        println!("{name} {error}");
+    }
+    for updated in &report.updated {
+        println!(
+            "updated {}: {}",
+            updated.booking_id,
+            updated.fields.join(", ")
+        );
+    }
+    let prefix = if report.applied {
+        ""
+    } else {
+        "not applied: would be "
+    };
+    let dry = if options.dry_run { "dry run, " } else { "" };
+    println!(
+        "{name}: {dry}{prefix}{}{}",
+        report.summary(),
+        if report.errors.is_empty() {
+            String::new()
+        } else {
+            format!(", {} error(s)", report.errors.len())
+        }
+    );
+    Ok(report.errors.is_empty() || options.skip_invalid)
 }

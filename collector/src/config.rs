@@ -34,8 +34,33 @@ pub struct CollectorConfig {
     pub reconciliation: ReconciliationRules,
     #[serde(default)]
     pub instruments: Vec<InstrumentConfig>,
+    /// How bookings files are read (`labhours-collector bookings import`).
+    #[serde(default)]
+    pub bookings: BookingsConfig,
     #[serde(default)]
     pub log: LogConfig,
+}
+
+/// iCalendar properties that carry the instrument and the group (see docs/bookings.md).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BookingsConfig {
+    /// Property holding the instrument id; when an event lacks it, LOCATION is used.
+    #[serde(default = "defaults::ical_instrument_property")]
+    pub ical_instrument_property: String,
+    /// Property holding the group; when an event lacks it, the ORGANIZER's
+    /// e-mail domain is used, else the group is empty.
+    #[serde(default = "defaults::ical_group_property")]
+    pub ical_group_property: String,
+}
+
+impl Default for BookingsConfig {
+    fn default() -> Self {
+        Self {
+            ical_instrument_property: defaults::ical_instrument_property(),
+            ical_group_property: defaults::ical_group_property(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -166,6 +191,14 @@ mod defaults {
     pub fn time_zone() -> String {
         "UTC".into()
     }
+
+    pub fn ical_instrument_property() -> String {
+        "X-LABHOURS-INSTRUMENT".into()
+    }
+
+    pub fn ical_group_property() -> String {
+        "X-LABHOURS-GROUP".into()
+    }
     pub fn topic_prefix() -> String {
         DEFAULT_TOPIC_PREFIX.into()
     }
@@ -250,6 +283,7 @@ impl Default for CollectorConfig {
             influxdb: None,
             reconciliation: ReconciliationRules::default(),
             instruments: Vec::new(),
+            bookings: BookingsConfig::default(),
             log: LogConfig::default(),
         }
     }

@@ -11,6 +11,7 @@
 //! into sessions, booking outcomes and verified hours.
 
 pub mod app;
+pub mod bookings;
 pub mod broker;
 pub mod cli;
 pub mod config;

@@ -128,8 +128,17 @@ peer_pymodbus() {
     run_rust_tests pymodbus interop_modbus
 }
 
+# Python's icalendar package, an independent RFC 5545 writer, produces a
+# bookings feed (TZID with VTIMEZONE, all-day, weekly RRULE with EXDATE,
+# CANCELLED, folded and escaped text) that the collector must import.
+peer_icalendar() {
+  ensure_pip_packages "icalendar==7.3.0" || return 1
+  python3 tests/interop/icalendar_feed.py "$work/feed.ics" || return 1
+  LABHOURS_ICAL_FEED="$work/feed.ics" run_rust_tests icalendar interop_bookings
+}
+
 peers=("$@")
-((${#peers[@]})) || peers=(mosquitto pymodbus)
+((${#peers[@]})) || peers=(mosquitto pymodbus icalendar)
 for peer in "${peers[@]}"; do
   "peer_$peer" || { failed=$((failed + 1)); summary+=("$peer: could not be set up"); }
   stop_peers

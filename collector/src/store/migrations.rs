@@ -15,10 +15,16 @@ use rusqlite::Connection;
 use super::StoreError;
 
 /// Every migration in order; the version after applying `MIGRATIONS[i]` is `i + 1`.
-pub const MIGRATIONS: &[(&str, &str)] = &[(
-    "0001_events",
-    include_str!("../../migrations/0001_events.sql"),
-)];
+pub const MIGRATIONS: &[(&str, &str)] = &[
+    (
+        "0001_events",
+        include_str!("../../migrations/0001_events.sql"),
+    ),
+    (
+        "0002_bookings",
+        include_str!("../../migrations/0002_bookings.sql"),
+    ),
+];
 
 /// The schema version this build creates.
 pub fn latest() -> i64 {

@@ -231,6 +231,28 @@ impl Store {
         &self.path
     }
 
+    /// The connection, for readers such as the bookings queries.
+    pub fn connection(&self) -> &Connection {
+        &self.conn
+    }
+
+    /// Upserts parsed bookings (see [`crate::bookings::store::import`]).
+    pub fn import_bookings(
+        &mut self,
+        parsed: crate::bookings::Parsed,
+        source: &str,
+        options: crate::bookings::store::ImportOptions,
+        now: Timestamp,
+    ) -> Result<crate::bookings::store::ImportReport, StoreError> {
+        Ok(crate::bookings::store::import(
+            &mut self.conn,
+            parsed,
+            source,
+            options,
+            now,
+        )?)
+    }
+
     /// The agent's committed_through, or `None` before its first envelope.
     pub fn committed_through(&self, agent_id: &str) -> Option<u64> {
         self.agents

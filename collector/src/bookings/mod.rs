@@ -1,0 +1,306 @@
+//! Bookings: the booking system's reservations, imported from CSV or
+//! iCalendar and upserted by `booking_id` into the collector's database
+//! (reconciliation.md §3; `docs/bookings.md` describes the formats).
+//!
+//! The import is split in two so that the CLI and, later, the HTTP API can
+//! share it:
+//! - [`parse`] (pure): file text → [`Parsed`], the good bookings and every
+//!   bad row or event with its line number;
+//! - [`store::import`]: upserts the good bookings in one transaction (unless
+//!   there were errors and `skip_invalid` is off, or `dry_run` is on) and
+//!   returns an [`store::ImportReport`] of what was inserted, updated (with
+//!   which fields) and unchanged.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::path::Path;
+
+use jiff::Timestamp;
+use jiff::civil::DateTime;
+use jiff::tz::{AmbiguousOffset, TimeZone};
+use serde::{Deserialize, Serialize};
+
+use crate::config::CollectorConfig;
+
+pub mod csv;
+pub mod ical;
+pub mod store;
+
+#[cfg(test)]
+mod tests;
+
+/// What a booking was for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UsageType {
+    Teaching,
+    Research,
+    External,
+    Training,
+    Maintenance,
+}
+
+impl UsageType {
+    /// The accepted names, as error messages list them.
+    pub const ACCEPTED: &'static str = "teaching, research, external, training, maintenance";
+
+    /// Reads a usage type: the English names (any case, surrounding blanks
+    /// ignored) or the seeds' 教学 / 科研 / 对外服务.
+    pub fn parse(text: &str) -> Option<Self> {
+        let text = text.trim();
+        Some(match text.to_ascii_lowercase().as_str() {
+            "teaching" | "教学" => Self::Teaching,
+            "research" | "科研" => Self::Research,
+            "external" | "对外服务" => Self::External,
+            "training" => Self::Training,
+            "maintenance" => Self::Maintenance,
+            _ => return None,
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Teaching => "teaching",
+            Self::Research => "research",
+            Self::External => "external",
+            Self::Training => "training",
+            Self::Maintenance => "maintenance",
+        }
+    }
+}
+
+impl fmt::Display for UsageType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Whether the booking still stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BookingStatus {
+    Confirmed,
+    Cancelled,
+}
+
+impl BookingStatus {
+    /// `confirmed` or `cancelled` (any case; `canceled` too).
+    pub fn parse(text: &str) -> Option<Self> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "confirmed" => Some(Self::Confirmed),
+            "cancelled" | "canceled" => Some(Self::Cancelled),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Confirmed => "confirmed",
+            Self::Cancelled => "cancelled",
+        }
+    }
+}
+
+impl fmt::Display for BookingStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One booking. `start` and `end` are instants (UTC), at millisecond precision.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Booking {
+    pub booking_id: String,
+    pub instrument_id: String,
+    pub user: String,
+    pub group: String,
+    pub usage_type: UsageType,
+    pub start: Timestamp,
+    pub end: Timestamp,
+    pub status: BookingStatus,
+}
+
+/// A bad row (CSV) or event (iCalendar): the line it starts on and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RowError {
+    pub line: u64,
+    pub message: String,
+}
+
+impl fmt::Display for RowError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "line {}: {}", self.line, self.message)
+    }
+}
+
+/// What a file holds: the good bookings (with the line each came from) and every error.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Parsed {
+    pub bookings: Vec<(u64, Booking)>,
+    pub errors: Vec<RowError>,
+}
+
+impl Parsed {
+    /// The bookings if there was no error, else every error.
+    pub fn into_result(self) -> Result<Vec<Booking>, Vec<RowError>> {
+        if self.errors.is_empty() {
+            Ok(self.bookings.into_iter().map(|(_, b)| b).collect())
+        } else {
+            Err(self.errors)
+        }
+    }
+
+    fn error(&mut self, line: u64, message: impl Into<String>) {
+        self.errors.push(RowError {
+            line,
+            message: message.into(),
+        });
+    }
+}
+
+/// The file formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Csv,
+    Ics,
+}
+
+impl Format {
+    /// From the file's extension (`.csv`, `.ics` / `.ical` / `.ifb`), any case.
+    pub fn from_path(path: &Path) -> Option<Self> {
+        let ext = path.extension()?.to_str()?.to_ascii_lowercase();
+        match ext.as_str() {
+            "csv" => Some(Self::Csv),
+            "ics" | "ical" | "icalendar" | "ifb" => Some(Self::Ics),
+            _ => None,
+        }
+    }
+}
+
+/// What parsing needs from the config.
+#[derive(Debug, Clone)]
+pub struct ParseContext {
+    /// Local times (CSV without offset, iCalendar floating and all-day) are read in it.
+    pub zone: TimeZone,
+    /// The configured instrument ids; `None` (no instruments configured) accepts any.
+    pub instruments: Option<HashSet<String>>,
+    /// iCalendar property holding the instrument (else LOCATION).
+    pub ical_instrument_property: String,
+    /// iCalendar property holding the group (else the ORGANIZER's domain).
+    pub ical_group_property: String,
+}
+
+impl ParseContext {
+    /// A context for `zone` that accepts any instrument, with the default iCalendar properties.
+    pub fn new(zone: TimeZone) -> Self {
+        let defaults = crate::config::BookingsConfig::default();
+        Self {
+            zone,
+            instruments: None,
+            ical_instrument_property: defaults.ical_instrument_property,
+            ical_group_property: defaults.ical_group_property,
+        }
+    }
+
+    /// The site zone, the configured instruments and the iCalendar properties of `config`.
+    pub fn from_config(config: &CollectorConfig) -> Result<Self, jiff::Error> {
+        let zone = TimeZone::get(&config.site.time_zone)?;
+        let instruments = (!config.instruments.is_empty())
+            .then(|| config.instruments.iter().map(|i| i.id.clone()).collect());
+        Ok(Self {
+            zone,
+            instruments,
+            ical_instrument_property: config
+                .bookings
+                .ical_instrument_property
+                .to_ascii_uppercase(),
+            ical_group_property: config.bookings.ical_group_property.to_ascii_uppercase(),
+        })
+    }
+
+    /// Error message when `id` is not a configured instrument.
+    fn check_instrument(&self, id: &str) -> Option<String> {
+        if id.trim().is_empty() {
+            return Some("instrument_id is empty".into());
+        }
+        match &self.instruments {
+            Some(known) if !known.contains(id) => {
+                let mut ids: Vec<&str> = known.iter().map(String::as_str).collect();
+                ids.sort_unstable();
+                Some(format!(
+                    "instrument_id {id:?} is not a configured instrument ({})",
+                    ids.join(", ")
+                ))
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Parses a bookings file of `format`. A leading UTF-8 BOM is ignored.
+pub fn parse(format: Format, text: &str, ctx: &ParseContext) -> Parsed {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    match format {
+        Format::Csv => csv::parse(text, ctx),
+        Format::Ics => ical::parse(text, ctx),
+    }
+}
+
+/// Checks bookings that arrive already structured (e.g. a JSON body): the
+/// same rules as the files — non-empty id, known instrument, end after
+/// start, no id twice. `line` is whatever locates an item (an index).
+pub fn check(items: Vec<(u64, Booking)>, ctx: &ParseContext) -> Parsed {
+    let mut parsed = Parsed::default();
+    let mut seen: std::collections::HashMap<String, u64> = std::collections::HashMap::new();
+    for (line, mut booking) in items {
+        let mut problems = Vec::new();
+        if booking.booking_id.trim().is_empty() {
+            problems.push("booking_id is empty".to_owned());
+        }
+        if let Some(p) = ctx.check_instrument(&booking.instrument_id) {
+            problems.push(p);
+        }
+        booking.start = to_millis(booking.start);
+        booking.end = to_millis(booking.end);
+        if booking.end <= booking.start {
+            problems.push(format!(
+                "end {} is not after start {}",
+                booking.end, booking.start
+            ));
+        }
+        match seen.get(&booking.booking_id) {
+            Some(first) => problems.push(format!(
+                "booking_id {:?} is also on line {first}",
+                booking.booking_id
+            )),
+            None => {
+                seen.insert(booking.booking_id.clone(), line);
+            }
+        }
+        if problems.is_empty() {
+            parsed.bookings.push((line, booking));
+        } else {
+            parsed.error(line, problems.join("; "));
+        }
+    }
+    parsed
+}
+
+/// A local (civil) time in `zone`, by the documented rule: in a backward
+/// change (the time happens twice) the **earlier** instant; in a forward
+/// change (the time does not exist) an error.
+pub fn local_to_instant(dt: DateTime, zone: &TimeZone) -> Result<Timestamp, String> {
+    let ambiguous = zone.to_ambiguous_timestamp(dt);
+    match ambiguous.offset() {
+        AmbiguousOffset::Gap { .. } => Err(format!(
+            "local time {dt} does not exist in {} (clocks change then)",
+            zone.iana_name().unwrap_or("the site zone")
+        )),
+        _ => ambiguous.earlier().map_err(|e| e.to_string()),
+    }
+}
+
+/// Drops anything finer than a millisecond (what the database keeps).
+fn to_millis(ts: Timestamp) -> Timestamp {
+    Timestamp::from_millisecond(ts.as_millisecond()).unwrap_or(ts)
+}
