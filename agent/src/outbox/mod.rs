@@ -502,13 +502,39 @@ impl Outbox {
     }
 }
 
+/// How long `open` waits for the database's file lock. sled releases it a
+/// moment after the last handle is dropped (its flusher thread lets go
+/// late), so a reopen in the same process can briefly find it taken; another
+/// process holding it is reported after this wait.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 fn open_db(dir: &Path, settings: &OutboxSettings) -> Result<sled::Db, sled::Error> {
-    sled::Config::new()
+    let config = sled::Config::new()
         .path(dir)
         .cache_capacity(settings.cache_bytes)
         .flush_every_ms(Some(settings.summary_flush_ms.max(1)))
-        .mode(sled::Mode::LowSpace)
-        .open()
+        .mode(sled::Mode::LowSpace);
+    let started = std::time::Instant::now();
+    loop {
+        match config.open() {
+            Err(sled::Error::Io(e))
+                if e.to_string().contains("could not acquire lock")
+                    && started.elapsed() < LOCK_WAIT =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(sled::Error::Io(e)) if e.to_string().contains("could not acquire lock") => {
+                return Err(sled::Error::Io(std::io::Error::new(
+                    e.kind(),
+                    format!(
+                        "{} is in use by another process (is another labhours-agent running with this data_dir?): {e}",
+                        dir.display()
+                    ),
+                )));
+            }
+            other => return other,
+        }
+    }
 }
 
 /// Errors that mean the files are damaged, as opposed to an I/O problem such

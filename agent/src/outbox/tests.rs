@@ -317,6 +317,23 @@ fn a_deleted_database_keeps_numbering_from_the_seq_file() {
     assert!(events[0].seq > 1);
 }
 
+#[test]
+fn an_outbox_in_use_elsewhere_is_named_not_moved_aside() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let _first = open(dir.path(), 1 << 20);
+    let err = Outbox::open(dir.path(), settings(1 << 20), at(0)).unwrap_err();
+    assert!(
+        err.to_string().contains("is in use by another process"),
+        "{err}"
+    );
+    assert!(!dir.path().read_dir().expect("dir").any(|e| {
+        e.expect("entry")
+            .file_name()
+            .to_string_lossy()
+            .starts_with("outbox.corrupt")
+    }));
+}
+
 fn walk(dir: &Path) -> Vec<PathBuf> {
     let mut files = Vec::new();
     for entry in std::fs::read_dir(dir).expect("readable") {
