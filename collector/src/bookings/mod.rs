@@ -30,7 +30,7 @@ pub mod store;
 mod tests;
 
 /// What a booking was for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum UsageType {
     Teaching,
@@ -41,6 +41,14 @@ pub enum UsageType {
 }
 
 impl UsageType {
+    pub const ALL: [UsageType; 5] = [
+        Self::Teaching,
+        Self::Research,
+        Self::External,
+        Self::Training,
+        Self::Maintenance,
+    ];
+
     /// The accepted names, as error messages list them.
     pub const ACCEPTED: &'static str = "teaching, research, external, training, maintenance";
 

@@ -152,45 +152,10 @@ pub struct Session {
     pub result_files: Vec<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum UsageType {
-    Teaching,
-    Research,
-    External,
-    Training,
-    Maintenance,
-}
-
-impl UsageType {
-    pub const ALL: [UsageType; 5] = [
-        UsageType::Teaching,
-        UsageType::Research,
-        UsageType::External,
-        UsageType::Training,
-        UsageType::Maintenance,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            UsageType::Teaching => "teaching",
-            UsageType::Research => "research",
-            UsageType::External => "external",
-            UsageType::Training => "training",
-            UsageType::Maintenance => "maintenance",
-        }
-    }
-}
+pub use crate::bookings::{BookingStatus, UsageType};
 
 /// Key of unbooked usage in `by_usage_type`.
 pub const UNASSIGNED: &str = "unassigned";
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum BookingStatus {
-    Confirmed,
-    Cancelled,
-}
 
 /// A booking (§3), times already converted to UTC milliseconds.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -220,6 +185,22 @@ impl Booking {
 
     pub fn is_confirmed(&self) -> bool {
         self.status == BookingStatus::Confirmed
+    }
+}
+
+/// The stored booking, with its instants as milliseconds for the sweep.
+impl From<&crate::bookings::Booking> for Booking {
+    fn from(b: &crate::bookings::Booking) -> Self {
+        Self {
+            booking_id: b.booking_id.clone(),
+            instrument_id: b.instrument_id.clone(),
+            user: b.user.clone(),
+            group: b.group.clone(),
+            usage_type: b.usage_type,
+            start: b.start.as_millisecond(),
+            end: b.end.as_millisecond(),
+            status: b.status,
+        }
     }
 }
 
