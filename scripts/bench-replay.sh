@@ -33,12 +33,8 @@ while (($#)); do
   esac
 done
 
-ensure_time() {
-  [ -x /usr/bin/time ] && return 0
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends time >/dev/null
-}
-ensure_time
+. scripts/lib.sh
+ensure_debian_packages time
 
 if [ -n "$build" ]; then
   cargo build --release -p labhours-agent

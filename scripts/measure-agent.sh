@@ -41,17 +41,7 @@ while (($#)); do
   esac
 done
 
-apt_updated=
-ensure_debian_packages() {
-  local missing=()
-  for pkg in "$@"; do dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg"); done
-  ((${#missing[@]})) || return 0
-  if [ -z "$apt_updated" ]; then apt-get update -qq; apt_updated=1; fi
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-}
-ensure_pip_packages() {
-  PIP_ROOT_USER_ACTION=ignore python3 -m pip install --quiet --disable-pip-version-check "$@"
-}
+. scripts/lib.sh
 ensure_debian_packages socat time
 python3 -c 'import pymodbus, sys; sys.exit(pymodbus.__version__ != "3.16.1")' 2>/dev/null ||
   ensure_pip_packages "pymodbus[serial]==3.16.1"
@@ -78,9 +68,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-free_port() {
-  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
 wait_for() { # command... : retries for 10 s
   for _ in $(seq 100); do "$@" 2>/dev/null && return 0; sleep 0.1; done
   echo "timed out waiting for: $*" >&2
