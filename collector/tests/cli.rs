@@ -1,5 +1,7 @@
-//! The collector's command line, run as a user would.
+//! The collector's command line, run as a user would (`bookings import` on
+//! temp files included).
 
+use std::path::Path;
 use std::process::{Command, Output};
 
 fn collector(args: &[&str]) -> Output {
@@ -82,4 +84,133 @@ fn run_fails_with_a_clear_message_when_the_broker_port_is_taken() {
         err.contains(&format!("cannot listen on 127.0.0.1:{port}")),
         "{err}"
     );
+}
+
+// bookings import
+
+/// A config with a temp data dir, the Shanghai zone and two instruments.
+fn setup(dir: &Path) -> String {
+    let config = dir.join("collector.toml");
+    let data = dir.join("data");
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = {:?}\n[site]\ntime_zone = \"Asia/Shanghai\"\n\n[[instruments]]\nid = \"nmr-600\"\nname = \"NMR\"\n\n[[instruments]]\nid = \"xrd-1\"\nname = \"XRD\"\n",
+            data.to_str().expect("utf-8")
+        ),
+    )
+    .expect("write config");
+    config.to_str().expect("utf-8").to_owned()
+}
+
+fn import(config: &str, file: &Path, extra: &[&str]) -> Output {
+    let mut args = vec!["bookings", "import", "--config", config];
+    args.push(file.to_str().expect("utf-8"));
+    args.extend_from_slice(extra);
+    collector(&args)
+}
+
+fn stored(dir: &Path) -> i64 {
+    let conn = labhours_collector::store::open_read_only(&dir.join("data")).expect("db");
+    conn.query_row("SELECT count(*) FROM bookings", [], |r| r.get(0))
+        .expect("count")
+}
+
+const GOOD: &str = "\u{feff}booking_id,instrument_id,user,group,usage_type,start,end,status\r\nB1,nmr-600,alice,Chem,科研,2026-11-23 09:00,2026-11-23 11:00,confirmed\r\nB2,xrd-1,bob,Phys,teaching,2026-11-23T13:00:00+08:00,2026-11-23T15:00:00+08:00,confirmed\r\n";
+
+#[test]
+fn importing_a_csv_twice_inserts_then_changes_nothing() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = setup(dir.path());
+    let file = dir.path().join("bookings.csv");
+    std::fs::write(&file, GOOD).expect("write");
+    let out = import(&config, &file, &[]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("2 inserted, 0 updated, 0 unchanged"));
+    let out = import(&config, &file, &[]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("0 inserted, 0 updated, 2 unchanged"));
+    assert_eq!(stored(dir.path()), 2);
+}
+
+#[test]
+fn a_file_with_bad_rows_lists_each_with_its_line_applies_nothing_and_fails() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = setup(dir.path());
+    let file = dir.path().join("bookings.csv");
+    std::fs::write(
+        &file,
+        format!("{GOOD}B3,nmr-600,c,g,lab,2026-11-23 09:00,2026-11-23 10:00,confirmed\r\nB4,sem,c,g,research,2026-11-23 09:00,2026-11-23 10:00,confirmed\r\n"),
+    )
+    .expect("write");
+    let out = import(&config, &file, &[]);
+    assert!(!out.status.success());
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("bookings.csv line 4: usage_type \"lab\" is not one of teaching, research, external, training, maintenance"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("bookings.csv line 5: instrument_id \"sem\""),
+        "{stdout}"
+    );
+    assert!(text(&out.stderr).contains("--skip-invalid"));
+    assert_eq!(stored(dir.path()), 0);
+
+    let out = import(&config, &file, &["--skip-invalid"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("2 inserted, 0 updated, 0 unchanged, 2 error(s)"));
+    assert_eq!(stored(dir.path()), 2);
+}
+
+#[test]
+fn a_dry_run_reports_and_writes_nothing() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = setup(dir.path());
+    let file = dir.path().join("bookings.csv");
+    std::fs::write(&file, GOOD).expect("write");
+    let out = import(&config, &file, &["--dry-run"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("dry run, not applied: would be 2 inserted"));
+    assert_eq!(stored(dir.path()), 0);
+}
+
+#[test]
+fn an_ics_feed_is_imported_with_recurrences_and_updates_are_named() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = setup(dir.path());
+    let file = dir.path().join("feed.ics");
+    let feed = |end: &str| {
+        format!(
+            "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nBEGIN:VEVENT\r\nUID:course-1\r\nORGANIZER;CN=Alice:mailto:alice@chem.example.edu\r\nCATEGORIES:教学\r\nLOCATION:nmr-600\r\nDTSTART;TZID=Asia/Shanghai:20261123T090000\r\nDTEND;TZID=Asia/Shanghai:{end}\r\nRRULE:FREQ=WEEKLY;BYDAY=MO,WE;COUNT=4\r\nEXDATE;TZID=Asia/Shanghai:20261125T090000\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n"
+        )
+    };
+    std::fs::write(&file, feed("20261123T110000")).expect("write");
+    let out = import(&config, &file, &[]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("3 inserted, 0 updated, 0 unchanged"));
+    std::fs::write(&file, feed("20261123T120000")).expect("write");
+    let out = import(&config, &file, &[]);
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("updated course-1/20261130T010000Z: end"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("0 inserted, 3 updated, 0 unchanged"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn an_unknown_extension_needs_format() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = setup(dir.path());
+    let file = dir.path().join("export.txt");
+    std::fs::write(&file, GOOD).expect("write");
+    let out = import(&config, &file, &[]);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("--format csv|ics"));
+    let out = import(&config, &file, &["--format", "csv"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
 }

@@ -323,7 +323,8 @@ impl Store {
             )?;
             let mut stored_payload =
                 tx.prepare_cached("SELECT payload FROM events WHERE agent_id = ?1 AND seq = ?2")?;
-            let mut quarantine_conflict = tx.prepare_cached(
+            // Refused payloads and agent_id conflicts alike.
+            let mut quarantine = tx.prepare_cached(
                 "INSERT INTO quarantine (received_at_ms, topic, reason, payload, payload_len)
                  VALUES (?1, ?2, ?3, ?4, ?5)",
             )?;
@@ -407,7 +408,7 @@ impl Store {
                                 "an event arrived with a seq already stored with other content: \
                                  two agents may share this agent_id; quarantined"
                             );
-                            quarantine_conflict.execute(params![
+                            quarantine.execute(params![
                                 received_ms,
                                 agent_id,
                                 format!(
@@ -483,10 +484,6 @@ impl Store {
                 ])?;
             }
 
-            let mut quarantine = tx.prepare_cached(
-                "INSERT INTO quarantine (received_at_ms, topic, reason, payload, payload_len)
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
-            )?;
             for q in &batch.quarantined {
                 quarantine.execute(params![
                     ms(q.received_at),
