@@ -18,5 +18,6 @@ pub mod config;
 pub mod ingest;
 pub mod reconcile;
 pub mod store;
+pub mod verified;
 
 pub use app::run;

@@ -1,0 +1,253 @@
+//! What the API and `report` ask of the verified results: hours, booking
+//! outcomes, sessions, an instrument's timeline, the instrument list.
+//!
+//! Every function reads the store (the materialised day and month totals,
+//! booking outcomes, events) and the [`Registry`]; none writes.
+
+use std::collections::BTreeMap;
+
+use jiff::Timestamp;
+use jiff::civil::Date;
+use labhours_shared::state::State;
+use serde::{Deserialize, Serialize};
+
+use crate::reconcile::PeriodUnit;
+
+/// One edge of a requested range: a local date (midnight in each
+/// instrument's zone) or an exact instant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Edge {
+    Date(Date),
+    Instant(Timestamp),
+}
+
+/// `[from, to)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Range {
+    pub from: Edge,
+    pub to: Edge,
+}
+
+/// How hours rows are grouped.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GroupBy {
+    #[default]
+    Instrument,
+    Unit,
+    UsageType,
+}
+
+/// `GET /api/v1/hours` and `report`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HoursQuery {
+    pub range: Range,
+    /// Only this instrument.
+    pub instrument: Option<String>,
+    /// Only instruments in this unit or below it.
+    pub unit: Option<String>,
+    /// Split the range into local days, months or years; `None`: one period.
+    pub period: Option<PeriodUnit>,
+    pub group_by: GroupBy,
+}
+
+/// Figures an admin's corrections change (§7), reported beside the
+/// uncorrected ones.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CorrectedHours {
+    pub booked_used_hours: f64,
+    pub unbooked_hours: f64,
+    pub by_usage_type: BTreeMap<String, f64>,
+    pub external_hours: f64,
+    pub share_rate: Option<f64>,
+}
+
+/// One hours row (§6 names) for an instrument or a unit and one period.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HoursRow {
+    /// Set when grouped by instrument.
+    pub instrument_id: Option<String>,
+    /// The instrument's name (grouped by instrument).
+    pub name: Option<String>,
+    /// The instrument's unit, or the unit grouped by (`""`: instruments with none).
+    pub unit: Option<String>,
+    /// Instruments summed in this row.
+    pub instruments: u32,
+    pub period_start: String,
+    pub period_end: String,
+    pub used_hours: f64,
+    pub booked_hours: f64,
+    pub booked_used_hours: f64,
+    pub unbooked_hours: f64,
+    pub by_usage_type: BTreeMap<String, f64>,
+    pub external_hours: f64,
+    pub share_rate: Option<f64>,
+    pub open_hours: Option<f64>,
+    pub utilization: Option<f64>,
+    pub no_show_count: u64,
+    pub fault_hours: f64,
+    pub unknown_hours: f64,
+    pub coverage: f64,
+    pub result_files: u64,
+    pub energy_kwh: Option<f64>,
+    pub corrected: CorrectedHours,
+}
+
+/// Usage of one type in one period over the selected instruments.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UsageTypeRow {
+    pub period_start: String,
+    pub period_end: String,
+    /// A usage type, or `unassigned`.
+    pub usage_type: String,
+    pub instruments: u32,
+    pub used_hours: f64,
+    pub corrected_used_hours: f64,
+}
+
+/// The answer to an [`HoursQuery`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum HoursRows {
+    /// `group_by` instrument or unit.
+    Totals(Vec<HoursRow>),
+    /// `group_by` usage_type.
+    UsageTypes(Vec<UsageTypeRow>),
+}
+
+/// One booking's §5 report, as the API serves it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OutcomeRow {
+    pub booking_id: String,
+    pub instrument_id: String,
+    pub user: String,
+    pub group: String,
+    pub usage_type: String,
+    /// RFC 3339, in the instrument's zone.
+    pub start: String,
+    pub end: String,
+    pub outcome: String,
+    /// Set flags by name: `late_start`, `early_finish`, `overrun`.
+    pub flags: Vec<String>,
+    pub booked_s: f64,
+    pub used_s: f64,
+    pub early_s: f64,
+    pub overrun_s: f64,
+    pub first_use: Option<String>,
+    pub last_use: Option<String>,
+    pub unknown_s: f64,
+    pub fault_s: f64,
+    /// Evidence: session ids and result-file ids.
+    pub sessions: Vec<String>,
+    pub result_files: Vec<String>,
+}
+
+/// A piece of a session owned by one booking or by none.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SegmentRow {
+    pub start: String,
+    pub end: String,
+    /// `null`: unbooked.
+    pub booking_id: Option<String>,
+}
+
+/// A usage session (§2).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SessionRow {
+    pub session_id: String,
+    pub instrument_id: String,
+    pub start: String,
+    pub end: String,
+    pub duration_s: f64,
+    /// Shorter than `min_session_s`: shown, not counted.
+    pub dropped: bool,
+    pub result_files: Vec<String>,
+    pub segments: Vec<SegmentRow>,
+}
+
+/// A stretch of one state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatePiece {
+    pub start: String,
+    pub end: String,
+    pub state: State,
+}
+
+/// A booking as shown on a timeline.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BookingView {
+    pub booking_id: String,
+    pub user: String,
+    pub group: String,
+    pub usage_type: String,
+    pub start: String,
+    pub end: String,
+    pub status: String,
+}
+
+/// A result file as evidence.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResultFileView {
+    /// `{agent_id}:{seq}` of the event that reported it.
+    pub id: String,
+    pub path: String,
+    pub mtime: String,
+    pub size_bytes: u64,
+    pub sha256: String,
+    pub sample_id: Option<String>,
+}
+
+/// `GET /api/v1/instruments/{id}/timeline`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TimelineView {
+    pub instrument_id: String,
+    pub from: String,
+    pub to: String,
+    pub states: Vec<StatePiece>,
+    pub sessions: Vec<SessionRow>,
+    pub bookings: Vec<BookingView>,
+    pub result_files: Vec<ResultFileView>,
+}
+
+/// An agent reporting for an instrument.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AgentView {
+    pub agent_id: String,
+    pub online: bool,
+    pub last_seen: Option<String>,
+    pub backlog: Option<u64>,
+    pub clock_skew_ms: Option<i64>,
+    pub version: Option<String>,
+}
+
+/// `GET /api/v1/instruments`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InstrumentRow {
+    pub instrument_id: String,
+    pub name: String,
+    pub unit: Option<String>,
+    pub time_zone: String,
+    /// Listed in the config (otherwise site defaults apply).
+    pub configured: bool,
+    /// The latest state, `unknown` when nothing is known.
+    pub state: State,
+    /// Since when, when known.
+    pub since: Option<String>,
+    pub agent_online: bool,
+    pub agents: Vec<AgentView>,
+}
+
+/// Why a query could not be answered.
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    /// A parameter is wrong; the API answers 400 naming it.
+    #[error("{parameter}: {message}")]
+    BadParameter {
+        parameter: &'static str,
+        message: String,
+    },
+    /// The API answers 404.
+    #[error("no instrument {0:?}")]
+    UnknownInstrument(String),
+    #[error("database: {0}")]
+    Db(#[from] rusqlite::Error),
+}
