@@ -11,6 +11,8 @@ use jiff::Timestamp;
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 
+use crate::store::derived::mark_dirty;
+
 use super::{Booking, BookingStatus, Parsed, RowError, UsageType};
 
 /// How to apply a parsed file.
@@ -146,9 +148,9 @@ pub fn import(
             continue; // parsers report duplicates; never apply one twice
         }
         let old = get(&tx, &booking.booking_id)?;
-        match old {
+        match &old {
             Some(old) => {
-                let fields = changed_fields(&old, booking);
+                let fields = changed_fields(old, booking);
                 if fields.is_empty() {
                     report.unchanged.push(booking.booking_id.clone());
                     continue;
@@ -161,6 +163,10 @@ pub fn import(
             None => report.inserted.push(booking.booking_id.clone()),
         }
         if write {
+            // Both the old and the new place of the booking are reconciled again.
+            for b in old.iter().chain([booking]) {
+                mark_dirty(&tx, &b.instrument_id, b.start.as_millisecond())?;
+            }
             tx.execute(
                 "INSERT INTO bookings (booking_id, instrument_id, user, group_name, usage_type,
                                        start_ms, end_ms, status, imported_at_ms, source)

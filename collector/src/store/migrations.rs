@@ -24,7 +24,15 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0002_bookings",
         include_str!("../../migrations/0002_bookings.sql"),
     ),
+    (
+        "0003_verified",
+        include_str!("../../migrations/0003_verified.sql"),
+    ),
 ];
+
+/// The first version with the tables of [`super::derived`]: an older
+/// database gets them filled from its events when it is upgraded.
+pub const DERIVED_SINCE: i64 = 3;
 
 /// The schema version this build creates.
 pub fn latest() -> i64 {

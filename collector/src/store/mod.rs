@@ -30,6 +30,7 @@
 //!   table holds. The in-memory [`SeqTracker`]s are updated only after the
 //!   transaction commits, and are rebuilt from the tables at open.
 
+pub mod derived;
 pub mod gaps;
 pub mod migrations;
 
@@ -216,7 +217,15 @@ impl Store {
         // Readers (admins' tools) may hold the database briefly.
         conn.busy_timeout(std::time::Duration::from_secs(5))
             .map_err(open_err)?;
+        let found = migrations::version(&conn).map_err(open_err)?;
         migrations::apply(&mut conn, &path)?;
+        if found > 0 && found < migrations::DERIVED_SINCE {
+            let events = derived::rebuild(&mut conn)?;
+            tracing::info!(
+                events,
+                "derived the reconciliation tables from the stored events"
+            );
+        }
         let mut store = Self {
             conn,
             path,
@@ -311,6 +320,7 @@ impl Store {
         let mut touched: HashMap<&str, AgentState> = HashMap::new();
         let mut order: Vec<&str> = Vec::new();
         let tx = self.conn.transaction()?;
+        let mut deriver = derived::Deriver::default();
         {
             let mut insert_event = tx.prepare_cached(
                 "INSERT OR IGNORE INTO events
@@ -393,6 +403,7 @@ impl Store {
                     ])?;
                     if written == 1 {
                         outcome.stored += 1;
+                        deriver.event(&tx, &env.instrument_id, agent_id, event)?;
                     } else {
                         let first: String = stored_payload
                             .query_row(params![agent_id, sql_seq(event.seq)], |r| r.get(0))?;
@@ -494,6 +505,7 @@ impl Store {
                 ])?;
             }
         }
+        deriver.finish(&tx)?;
         tx.commit()?;
 
         for agent_id in order {
