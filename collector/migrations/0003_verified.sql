@@ -113,7 +113,8 @@ CREATE TABLE month_totals (
     month           TEXT    NOT NULL,
     start_ms        INTEGER NOT NULL,
     end_ms          INTEGER NOT NULL,
-    days            INTEGER NOT NULL,
+    -- Length of the days summed (days without a row are all unknown).
+    covered_ms      INTEGER NOT NULL,
     used_ms         INTEGER NOT NULL,
     booked_ms       INTEGER NOT NULL,
     booked_used_ms  INTEGER NOT NULL,

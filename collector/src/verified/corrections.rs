@@ -41,3 +41,127 @@ pub struct Correction {
     pub created_by: String,
     pub created_at: Timestamp,
 }
+
+use rusqlite::{Connection, params};
+
+use super::query::QueryError;
+use crate::reconcile::Ms;
+use crate::store::derived::mark_dirty;
+
+fn bad(parameter: &'static str, message: impl Into<String>) -> QueryError {
+    QueryError::BadParameter {
+        parameter,
+        message: message.into(),
+    }
+}
+
+/// Checks and records a correction, and marks its instrument for
+/// re-reconciliation from its start. `known` says whether an instrument id
+/// exists (configured or seen).
+pub fn add(
+    conn: &Connection,
+    c: NewCorrection,
+    created_by: &str,
+    now: Timestamp,
+    known: impl Fn(&str) -> bool,
+) -> Result<Correction, QueryError> {
+    if !known(&c.instrument_id) {
+        return Err(bad(
+            "instrument_id",
+            format!("no instrument {:?}", c.instrument_id),
+        ));
+    }
+    if c.end <= c.start {
+        return Err(bad("end", "must be after start"));
+    }
+    if c.reason.trim().is_empty() {
+        return Err(bad("reason", "say why: the reason is kept in the audit trail"));
+    }
+    if let Some(booking) = &c.booking_id {
+        let on: Option<String> = conn
+            .query_row(
+                "SELECT instrument_id FROM bookings WHERE booking_id = ?1",
+                [booking],
+                |r| r.get(0),
+            )
+            .ok();
+        match on {
+            None => return Err(bad("booking_id", format!("no booking {booking:?}"))),
+            Some(i) if i != c.instrument_id => {
+                return Err(bad(
+                    "booking_id",
+                    format!("booking {booking:?} is on instrument {i:?}"),
+                ));
+            }
+            Some(_) => {}
+        }
+    }
+    let (start, end): (Ms, Ms) = (c.start.as_millisecond(), c.end.as_millisecond());
+    conn.execute(
+        "INSERT INTO corrections (instrument_id, start_ms, end_ms, user, group_name, usage_type,
+             booking_id, reason, created_by, created_at_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        params![
+            c.instrument_id,
+            start,
+            end,
+            c.user,
+            c.group,
+            c.usage_type.map(|t| t.as_str()),
+            c.booking_id,
+            c.reason,
+            created_by,
+            now.as_millisecond(),
+        ],
+    )?;
+    mark_dirty(conn, &c.instrument_id, start)?;
+    let id = conn.last_insert_rowid();
+    Ok(Correction {
+        id,
+        correction: NewCorrection {
+            start: Timestamp::from_millisecond(start).unwrap_or(c.start),
+            end: Timestamp::from_millisecond(end).unwrap_or(c.end),
+            ..c
+        },
+        created_by: created_by.to_owned(),
+        created_at: now,
+    })
+}
+
+/// Corrections overlapping `[from, to)`, oldest first.
+pub fn list(
+    conn: &Connection,
+    from: Ms,
+    to: Ms,
+    instrument: Option<&str>,
+) -> Result<Vec<Correction>, QueryError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, instrument_id, start_ms, end_ms, user, group_name, usage_type, booking_id,
+                reason, created_by, created_at_ms
+         FROM corrections
+         WHERE end_ms > ?1 AND start_ms < ?2 AND (?3 IS NULL OR instrument_id = ?3)
+         ORDER BY id",
+    )?;
+    let time = |ms: Ms| Timestamp::from_millisecond(ms).unwrap_or(Timestamp::UNIX_EPOCH);
+    let rows = stmt.query_map(params![from, to, instrument], |r| {
+        Ok(Correction {
+            id: r.get(0)?,
+            correction: NewCorrection {
+                instrument_id: r.get(1)?,
+                start: time(r.get(2)?),
+                end: time(r.get(3)?),
+                user: r.get(4)?,
+                group: r.get(5)?,
+                usage_type: r
+                    .get::<_, Option<String>>(6)?
+                    .as_deref()
+                    .and_then(UsageType::parse),
+                booking_id: r.get(7)?,
+                reason: r.get(8)?,
+            },
+            created_by: r.get(9)?,
+            created_at: time(r.get(10)?),
+        })
+    })?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}

@@ -55,8 +55,11 @@ pub struct HoursQuery {
 /// uncorrected ones.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CorrectedHours {
-    pub booked_used_hours: f64,
+    /// Unbooked usage an admin assigned (to a user, group, usage type or booking).
+    pub assigned_hours: f64,
+    /// Unbooked usage no correction assigned: `unbooked_hours − assigned_hours`.
     pub unbooked_hours: f64,
+    /// `by_usage_type` with assigned usage moved out of `unassigned`.
     pub by_usage_type: BTreeMap<String, f64>,
     pub external_hours: f64,
     pub share_rate: Option<f64>,

@@ -1,0 +1,478 @@
+//! `GET /api/v1/hours`: verified hours from the materialised totals.
+//!
+//! A period is cut into whole local months (read from `month_totals`),
+//! whole local days (`day_totals`, summed in SQL) and, when an edge is an
+//! instant that is not a local midnight, partial days reconciled on the
+//! spot. Days with no stored row count as `unknown`. Instruments sharing a
+//! zone are read with one grouped query per piece.
+
+use std::collections::{BTreeMap, HashMap};
+
+use jiff::Timestamp;
+use jiff::tz::TimeZone;
+use rusqlite::{Connection, params};
+
+use super::materialize::{TYPE_KEYS, load, restart_point};
+use super::query::{CorrectedHours, Edge, GroupBy, HoursQuery, HoursRow, HoursRows, QueryError, Range, UsageTypeRow};
+use crate::reconcile::{Interval, Ms, PeriodTotals, PeriodUnit, hours::hours, split_periods};
+use crate::registry::{Instrument, Registry};
+
+/// The instruments a query selects: configured or known to the store.
+pub fn select(
+    conn: &Connection,
+    registry: &Registry,
+    instrument: Option<&str>,
+    unit: Option<&str>,
+) -> Result<Vec<Instrument>, QueryError> {
+    let mut ids: Vec<String> = registry.configured().map(|i| i.id.clone()).collect();
+    ids.extend(super::materialize::known_instruments(conn)?);
+    ids.sort();
+    ids.dedup();
+    if let Some(one) = instrument {
+        if !ids.iter().any(|i| i == one) {
+            return Err(QueryError::UnknownInstrument(one.to_owned()));
+        }
+        ids.retain(|i| i == one);
+    }
+    let mut out: Vec<Instrument> = ids.iter().map(|id| registry.instrument(id)).collect();
+    if let Some(unit) = unit {
+        out.retain(|i| i.in_unit(unit));
+    }
+    Ok(out)
+}
+
+/// An edge as an instant in `zone`.
+pub fn resolve(edge: Edge, zone: &TimeZone, parameter: &'static str) -> Result<Ms, QueryError> {
+    match edge {
+        Edge::Instant(t) => Ok(t.as_millisecond()),
+        Edge::Date(d) => d
+            .to_zoned(zone.clone())
+            .map(|z| z.timestamp().as_millisecond())
+            .map_err(|e| QueryError::BadParameter {
+                parameter,
+                message: format!("{d} has no local midnight in {zone:?}: {e}"),
+            }),
+    }
+}
+
+/// `[from, to)` of `range` in `zone`; `to` must be after `from`.
+pub fn resolve_range(range: &Range, zone: &TimeZone) -> Result<Interval, QueryError> {
+    let from = resolve(range.from, zone, "from")?;
+    let to = resolve(range.to, zone, "to")?;
+    if to <= from {
+        return Err(QueryError::BadParameter {
+            parameter: "to",
+            message: "must be after from".into(),
+        });
+    }
+    Ok(Interval::new(from, to))
+}
+
+fn ts(ms: Ms) -> Timestamp {
+    Timestamp::from_millisecond(ms).unwrap_or(Timestamp::UNIX_EPOCH)
+}
+
+fn is_midnight(zone: &TimeZone, at: Ms) -> bool {
+    ts(at)
+        .to_zoned(zone.clone())
+        .start_of_day()
+        .is_ok_and(|d| d.timestamp().as_millisecond() == at)
+}
+
+fn day_start(zone: &TimeZone, at: Ms) -> Ms {
+    ts(at)
+        .to_zoned(zone.clone())
+        .start_of_day()
+        .map_or(at, |d| d.timestamp().as_millisecond())
+}
+
+/// How one period is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Piece {
+    /// Whole local months: `month_totals` rows starting in it.
+    Months(Interval),
+    /// Whole local days: `day_totals` rows starting in it.
+    Days(Interval),
+    /// Part of a day: reconciled on the spot.
+    Partial(Interval),
+}
+
+fn pieces(zone: &TimeZone, period: Interval) -> Vec<Piece> {
+    let mut out = Vec::new();
+    let mut a = period.start;
+    let mut b = period.end;
+    if !is_midnight(zone, a) {
+        let next = ts(a)
+            .to_zoned(zone.clone())
+            .tomorrow()
+            .and_then(|d| d.start_of_day())
+            .map_or(b, |d| d.timestamp().as_millisecond());
+        out.push(Piece::Partial(Interval::new(a, next.min(b))));
+        a = next.min(b);
+    }
+    let mut tail = None;
+    if a < b && !is_midnight(zone, b) {
+        let last = day_start(zone, b).max(a);
+        tail = Some(Piece::Partial(Interval::new(last, b)));
+        b = last;
+    }
+    if a < b {
+        let months = split_periods(ts(a), ts(b), zone, PeriodUnit::Month).unwrap_or_default();
+        let mut whole: Option<Interval> = None;
+        for m in months {
+            let i = m.interval();
+            let full = m.start.day() == 1
+                && is_midnight(zone, i.start)
+                && m.end.day() == 1
+                && is_midnight(zone, i.end);
+            if full {
+                whole = Some(whole.map_or(i, |w| Interval::new(w.start, i.end)));
+            } else {
+                out.extend(whole.take().map(Piece::Months));
+                out.push(Piece::Days(i));
+            }
+        }
+        out.extend(whole.map(Piece::Months));
+    }
+    out.extend(tail);
+    out
+}
+
+/// Sums of the stored columns for one instrument.
+#[derive(Debug, Clone, Default)]
+struct Sums {
+    cols: [i64; 21],
+    energy_wh: Option<f64>,
+    covered_ms: Ms,
+}
+
+impl Sums {
+    fn into_totals(self, instrument_id: &str, period: Interval) -> PeriodTotals {
+        let c = self.cols;
+        let map = |offset: usize| -> BTreeMap<String, Ms> {
+            TYPE_KEYS
+                .iter()
+                .enumerate()
+                .map(|(i, k)| ((*k).to_owned(), c[offset + i]))
+                .collect()
+        };
+        PeriodTotals {
+            instrument_id: instrument_id.to_owned(),
+            period,
+            used_ms: c[0],
+            booked_ms: c[1],
+            booked_used_ms: c[2],
+            unbooked_ms: c[3],
+            external_ms: c[6],
+            by_usage_type_ms: map(4),
+            assigned_ms: c[10],
+            corrected_by_usage_type_ms: map(11),
+            no_show_count: c[17].max(0) as u64,
+            fault_ms: c[18],
+            // Days without a row are unknown too.
+            unknown_ms: c[19] + (period.len() - self.covered_ms).max(0),
+            result_files: c[20].max(0) as u64,
+            energy_kwh: self.energy_wh.map(|wh| wh / 1000.0),
+            open_ms: None,
+        }
+    }
+}
+
+const SUM_COLUMNS: &str = "SUM(used_ms), SUM(booked_ms), SUM(booked_used_ms), SUM(unbooked_ms),
+    SUM(teaching_ms), SUM(research_ms), SUM(external_ms), SUM(training_ms), SUM(maintenance_ms),
+    SUM(unassigned_ms), SUM(assigned_ms), SUM(c_teaching_ms), SUM(c_research_ms),
+    SUM(c_external_ms), SUM(c_training_ms), SUM(c_maintenance_ms), SUM(c_unassigned_ms),
+    SUM(no_show_count), SUM(fault_ms), SUM(unknown_ms), SUM(result_files), SUM(energy_wh)";
+
+/// Per instrument, the sums of the rows of `table` starting in `within`.
+fn stored_sums(
+    conn: &Connection,
+    table: &str,
+    within: Interval,
+    only: Option<&str>,
+    into: &mut HashMap<String, Sums>,
+) -> rusqlite::Result<()> {
+    let covered = if table == "month_totals" {
+        "SUM(covered_ms)"
+    } else {
+        "SUM(end_ms - start_ms)"
+    };
+    let filter = if only.is_some() {
+        "AND instrument_id = ?3"
+    } else {
+        "AND ?3 IS NULL"
+    };
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT instrument_id, {SUM_COLUMNS}, {covered} FROM {table}
+         WHERE start_ms >= ?1 AND start_ms < ?2 {filter} GROUP BY instrument_id"
+    ))?;
+    let mut rows = stmt.query(params![within.start, within.end, only])?;
+    while let Some(row) = rows.next()? {
+        let id: String = row.get(0)?;
+        let sums = into.entry(id).or_default();
+        for i in 0..21 {
+            sums.cols[i] += row.get::<_, Option<i64>>(i + 1)?.unwrap_or(0);
+        }
+        if let Some(wh) = row.get::<_, Option<f64>>(22)? {
+            *sums.energy_wh.get_or_insert(0.0) += wh;
+        }
+        sums.covered_ms += row.get::<_, Option<i64>>(23)?.unwrap_or(0);
+    }
+    Ok(())
+}
+
+/// Totals of one instrument over part of a day, reconciled on the spot.
+pub fn live_totals(
+    conn: &Connection,
+    inst: &Instrument,
+    period: Interval,
+) -> rusqlite::Result<PeriodTotals> {
+    let restart = restart_point(conn, inst, period.start)?;
+    let loaded = load(conn, inst, restart)?;
+    let rec = loaded.reconcile(inst);
+    let mut totals = loaded.totals(inst, &rec, &[period]);
+    Ok(totals.pop().expect("one period in, one out"))
+}
+
+/// Totals for each selected instrument and period, in the instrument's zone.
+fn totals(
+    conn: &Connection,
+    instruments: &[Instrument],
+    range: &Range,
+    period: Option<PeriodUnit>,
+) -> Result<Vec<(usize, Vec<PeriodTotals>)>, QueryError> {
+    // Instruments by zone: one set of periods and queries per zone.
+    let mut by_zone: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    for (i, inst) in instruments.iter().enumerate() {
+        by_zone.entry(inst.time_zone.as_str()).or_default().push(i);
+    }
+    let mut out = Vec::new();
+    for members in by_zone.values() {
+        let zone = &instruments[members[0]].zone;
+        let whole = resolve_range(range, zone)?;
+        let periods: Vec<Interval> = match period {
+            None => vec![whole],
+            Some(unit) => split_periods(ts(whole.start), ts(whole.end), zone, unit)
+                .map_err(|e| QueryError::BadParameter {
+                    parameter: "period",
+                    message: e.to_string(),
+                })?
+                .iter()
+                .map(|p| p.interval())
+                .collect(),
+        };
+        let only = (members.len() == 1).then(|| instruments[members[0]].id.as_str());
+        let mut per_instrument: Vec<Vec<PeriodTotals>> = vec![Vec::new(); members.len()];
+        for p in &periods {
+            let mut sums: HashMap<String, Sums> = HashMap::new();
+            let mut partials = Vec::new();
+            for piece in pieces(zone, *p) {
+                match piece {
+                    Piece::Months(i) => stored_sums(conn, "month_totals", i, only, &mut sums)?,
+                    Piece::Days(i) => stored_sums(conn, "day_totals", i, only, &mut sums)?,
+                    Piece::Partial(i) => partials.push(i),
+                }
+            }
+            for (slot, &m) in members.iter().enumerate() {
+                let inst = &instruments[m];
+                let mut t = sums
+                    .remove(&inst.id)
+                    .unwrap_or_default()
+                    .into_totals(&inst.id, *p);
+                for part in &partials {
+                    let live = live_totals(conn, inst, *part)?;
+                    // The live part is fully accounted for, unknown included.
+                    t.unknown_ms -= part.len();
+                    t.add(&live);
+                }
+                t.period = *p;
+                t.open_ms = inst.open_ms(*p);
+                per_instrument[slot].push(t);
+            }
+        }
+        out.extend(members.iter().copied().zip(per_instrument));
+    }
+    out.sort_by_key(|(i, _)| *i);
+    Ok(out)
+}
+
+fn corrected(t: &PeriodTotals) -> CorrectedHours {
+    let external = t.corrected_by_usage_type_ms.get("external").copied().unwrap_or(0);
+    CorrectedHours {
+        assigned_hours: hours(t.assigned_ms),
+        unbooked_hours: hours(t.unbooked_ms - t.assigned_ms),
+        by_usage_type: t
+            .corrected_by_usage_type_ms
+            .iter()
+            .map(|(k, &v)| (k.clone(), hours(v)))
+            .collect(),
+        external_hours: hours(external),
+        share_rate: (t.used_ms > 0).then(|| external as f64 / t.used_ms as f64),
+    }
+}
+
+/// The API row of `t`, summed over `n` instruments.
+fn row(t: &PeriodTotals, zone: &TimeZone, n: u32) -> HoursRow {
+    let r = t.to_row(zone);
+    let capacity = t.period.len() * Ms::from(n.max(1));
+    HoursRow {
+        instrument_id: None,
+        name: None,
+        unit: None,
+        instruments: n,
+        period_start: r.period_start,
+        period_end: r.period_end,
+        used_hours: r.used_hours,
+        booked_hours: r.booked_hours,
+        booked_used_hours: r.booked_used_hours,
+        unbooked_hours: r.unbooked_hours,
+        by_usage_type: r.by_usage_type,
+        external_hours: r.external_hours,
+        share_rate: r.share_rate,
+        open_hours: r.open_hours,
+        utilization: match t.open_ms {
+            Some(open) if open > 0 => Some(t.used_ms as f64 / open as f64),
+            Some(_) => None,
+            None if capacity > 0 => Some(t.used_ms as f64 / capacity as f64),
+            None => None,
+        },
+        no_show_count: r.no_show_count,
+        fault_hours: r.fault_hours,
+        unknown_hours: r.unknown_hours,
+        coverage: if capacity > 0 {
+            1.0 - t.unknown_ms as f64 / capacity as f64
+        } else {
+            0.0
+        },
+        result_files: r.result_files,
+        energy_kwh: r.energy_kwh,
+        corrected: corrected(t),
+    }
+}
+
+/// Answers an hours query.
+pub fn query(
+    conn: &Connection,
+    registry: &Registry,
+    q: &HoursQuery,
+) -> Result<HoursRows, QueryError> {
+    let instruments = select(conn, registry, q.instrument.as_deref(), q.unit.as_deref())?;
+    if instruments.is_empty() {
+        // Still check the range so a bad one is reported.
+        resolve_range(&q.range, registry.site_zone())?;
+    }
+    let totals = totals(conn, &instruments, &q.range, q.period)?;
+    let site = registry.site_zone();
+    match q.group_by {
+        GroupBy::Instrument => Ok(HoursRows::Totals(
+            totals
+                .iter()
+                .flat_map(|(i, ts)| {
+                    let inst = &instruments[*i];
+                    ts.iter().map(move |t| HoursRow {
+                        instrument_id: Some(inst.id.clone()),
+                        name: Some(inst.name.clone()),
+                        unit: inst.unit.clone(),
+                        ..row(t, &inst.zone, 1)
+                    })
+                })
+                .collect(),
+        )),
+        GroupBy::Unit => {
+            // (unit, period index) → sum and instrument count.
+            let mut groups: BTreeMap<(String, usize), (PeriodTotals, u32)> = BTreeMap::new();
+            for (i, ts) in &totals {
+                let unit = instruments[*i].unit.clone().unwrap_or_default();
+                for (k, t) in ts.iter().enumerate() {
+                    groups
+                        .entry((unit.clone(), k))
+                        .and_modify(|(sum, n)| {
+                            sum.add(t);
+                            *n += 1;
+                        })
+                        .or_insert_with(|| (t.clone(), 1));
+                }
+            }
+            Ok(HoursRows::Totals(
+                groups
+                    .into_iter()
+                    .map(|((unit, _), (t, n))| HoursRow {
+                        unit: Some(unit),
+                        ..row(&t, site, n)
+                    })
+                    .collect(),
+            ))
+        }
+        GroupBy::UsageType => {
+            let mut groups: BTreeMap<(usize, &str), (Ms, Ms, u32, Interval)> = BTreeMap::new();
+            for (_, ts) in &totals {
+                for (k, t) in ts.iter().enumerate() {
+                    for key in TYPE_KEYS {
+                        let e = groups.entry((k, key)).or_insert((0, 0, 0, t.period));
+                        e.0 += t.by_usage_type_ms.get(key).copied().unwrap_or(0);
+                        e.1 += t.corrected_by_usage_type_ms.get(key).copied().unwrap_or(0);
+                        e.2 += 1;
+                    }
+                }
+            }
+            let local = |ms: Ms| {
+                ts(ms)
+                    .to_zoned(site.clone())
+                    .strftime("%Y-%m-%dT%H:%M:%S%:z")
+                    .to_string()
+            };
+            Ok(HoursRows::UsageTypes(
+                groups
+                    .into_iter()
+                    .map(|((_, key), (used, corrected, n, p))| UsageTypeRow {
+                        period_start: local(p.start),
+                        period_end: local(p.end),
+                        usage_type: key.to_owned(),
+                        instruments: n,
+                        used_hours: hours(used),
+                        corrected_used_hours: hours(corrected),
+                    })
+                    .collect(),
+            ))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(s: &str) -> Ms {
+        s.parse::<Timestamp>().unwrap().as_millisecond()
+    }
+
+    #[test]
+    fn a_calendar_year_is_read_as_whole_months() {
+        let zone = TimeZone::get("Asia/Shanghai").unwrap();
+        let p = Interval::new(ms("2025-12-31T16:00:00Z"), ms("2026-12-31T16:00:00Z"));
+        assert_eq!(pieces(&zone, p), vec![Piece::Months(p)]);
+    }
+
+    #[test]
+    fn ragged_edges_become_partial_days_and_day_ranges() {
+        let zone = TimeZone::UTC;
+        let p = Interval::new(ms("2026-01-30T12:00:00Z"), ms("2026-03-02T06:00:00Z"));
+        assert_eq!(
+            pieces(&zone, p),
+            vec![
+                Piece::Partial(Interval::new(ms("2026-01-30T12:00:00Z"), ms("2026-01-31T00:00:00Z"))),
+                Piece::Days(Interval::new(ms("2026-01-31T00:00:00Z"), ms("2026-02-01T00:00:00Z"))),
+                Piece::Months(Interval::new(ms("2026-02-01T00:00:00Z"), ms("2026-03-01T00:00:00Z"))),
+                Piece::Days(Interval::new(ms("2026-03-01T00:00:00Z"), ms("2026-03-02T00:00:00Z"))),
+                Piece::Partial(Interval::new(ms("2026-03-02T00:00:00Z"), ms("2026-03-02T06:00:00Z"))),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_piece_inside_one_day_is_a_single_partial() {
+        let zone = TimeZone::UTC;
+        let p = Interval::new(ms("2026-01-30T12:00:00Z"), ms("2026-01-30T13:00:00Z"));
+        assert_eq!(pieces(&zone, p), vec![Piece::Partial(p)]);
+    }
+}

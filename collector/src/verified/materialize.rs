@@ -1,0 +1,589 @@
+//! Keeps the verified results in the store up to date: per instrument, the
+//! day and month totals and the booking outcomes (migration 0003).
+//!
+//! Incremental: new events, bookings and corrections mark an instrument
+//! dirty from an instant (`dirty` table). [`catch_up`] reconciles each dirty
+//! instrument again from the start of that instant's local day, moved
+//! earlier while a usage session or a confirmed booking's window crosses
+//! the start (so the cut never splits what the rules look at as a whole),
+//! to the end of its data. Earlier days and other instruments are not
+//! touched. A change of an instrument's policy (zone, usage source, rules)
+//! re-reconciles it entirely; [`rebuild`] does so for every instrument.
+
+use jiff::Timestamp;
+use jiff::tz::TimeZone;
+use labhours_shared::state::State;
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+
+use crate::bookings::{BookingStatus, UsageType};
+use crate::config::UsageSource;
+use crate::reconcile::{
+    self, Assignment, Booking, InstrumentInputs, Interval, Ms, PeriodTotals, PeriodUnit,
+    Reconciliation, ResultFileRef, Timeline, TotalsInputs, secs, split_periods,
+    totals_for_periods,
+};
+use crate::registry::{Instrument, Registry};
+
+const DAY_MS: Ms = 86_400_000;
+
+/// Context loaded before a restart point to see sessions crossing it.
+const CONTEXT_MS: Ms = 2 * DAY_MS;
+
+/// Everything reconciliation needs about one instrument from `from` on.
+#[derive(Debug, Clone, Default)]
+pub struct Loaded {
+    pub timeline: Timeline,
+    pub files: Vec<ResultFileRef>,
+    pub bookings: Vec<Booking>,
+    pub corrections: Vec<Assignment>,
+    /// Energy in Wh per UTC hour.
+    pub energy: Vec<(Ms, f64)>,
+    /// The earliest instant any input has (None: nothing at all).
+    pub first: Option<Ms>,
+    /// The latest instant any input reaches.
+    pub last: Option<Ms>,
+}
+
+impl Loaded {
+    /// Sessions, attribution and booking reports.
+    pub fn reconcile(&self, inst: &Instrument) -> Reconciliation {
+        reconcile::reconcile(&self.inputs(inst), &self.bookings)
+    }
+
+    fn inputs<'a>(&'a self, inst: &'a Instrument) -> InstrumentInputs<'a> {
+        InstrumentInputs {
+            instrument_id: &inst.id,
+            usage_source: inst.usage_source,
+            file_run_s: inst.file_run_s,
+            timeline: &self.timeline,
+            result_files: &self.files,
+            rules: &inst.rules,
+        }
+    }
+
+    /// Totals of each period (sorted, disjoint); `open_ms` left None.
+    pub fn totals(
+        &self,
+        inst: &Instrument,
+        rec: &Reconciliation,
+        periods: &[Interval],
+    ) -> Vec<PeriodTotals> {
+        totals_for_periods(
+            &TotalsInputs {
+                instrument_id: &inst.id,
+                reconciliation: rec,
+                bookings: &self.bookings,
+                timeline: &self.timeline,
+                result_files: &self.files,
+                corrections: &self.corrections,
+                energy: &self.energy,
+            },
+            periods,
+        )
+    }
+}
+
+pub fn parse_state(name: &str) -> State {
+    match name {
+        "off" => State::Off,
+        "standby" => State::Standby,
+        "running" => State::Running,
+        "fault" => State::Fault,
+        _ => State::Unknown,
+    }
+}
+
+/// Loads `inst`'s inputs from `from` on (`Ms::MIN`: everything). The state
+/// in force at `from` comes from the last transition before it.
+pub fn load(conn: &Connection, inst: &Instrument, from: Ms) -> rusqlite::Result<Loaded> {
+    let id = inst.id.as_str();
+    let before: Option<(Ms, String)> = conn
+        .prepare_cached(
+            "SELECT at_ms, state FROM transitions WHERE instrument_id = ?1 AND at_ms < ?2
+             ORDER BY at_ms DESC, agent_id DESC, seq DESC LIMIT 1",
+        )?
+        .query_row(params![id, from], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    let start = before.as_ref().map_or(from, |(at, _)| *at);
+    let mut transitions: Vec<(Ms, State)> = before
+        .iter()
+        .map(|(at, s)| (*at, parse_state(s)))
+        .collect();
+    {
+        let mut stmt = conn.prepare_cached(
+            "SELECT at_ms, state FROM transitions WHERE instrument_id = ?1 AND at_ms >= ?2
+             ORDER BY at_ms, agent_id, seq",
+        )?;
+        let rows = stmt.query_map(params![id, from], |r| {
+            Ok((r.get::<_, Ms>(0)?, parse_state(&r.get::<_, String>(1)?)))
+        })?;
+        for row in rows {
+            transitions.push(row?);
+        }
+    }
+    let spans: Vec<(Ms, Ms)> = conn
+        .prepare_cached(
+            "SELECT start_ms, end_ms FROM alive_spans WHERE instrument_id = ?1 AND end_ms >= ?2
+             ORDER BY start_ms",
+        )?
+        .query_map(params![id, start], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    let timeline = timeline(&transitions, &spans, secs(inst.rules.silence_after_s));
+
+    let run_ms = match inst.usage_source {
+        UsageSource::Files => secs(inst.file_run_s.unwrap_or(0)),
+        UsageSource::State => 0,
+    };
+    let files: Vec<ResultFileRef> = conn
+        .prepare_cached(
+            "SELECT agent_id, seq, path, mtime_ms FROM result_files
+             WHERE instrument_id = ?1 AND mtime_ms >= ?2 ORDER BY mtime_ms, agent_id, seq",
+        )?
+        .query_map(params![id, from], |r| {
+            Ok(ResultFileRef {
+                id: format!("{}:{}", r.get::<_, String>(0)?, r.get::<_, i64>(1)?),
+                path: r.get(2)?,
+                mtime: r.get(3)?,
+            })
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+
+    let late = secs(inst.rules.late_grace_s);
+    let bookings: Vec<Booking> = conn
+        .prepare_cached(
+            "SELECT booking_id, user, group_name, usage_type, start_ms, end_ms, status
+             FROM bookings WHERE instrument_id = ?1 AND end_ms > ?2",
+        )?
+        .query_map(params![id, from.saturating_sub(late)], |r| {
+            Ok(Booking {
+                booking_id: r.get(0)?,
+                instrument_id: id.to_owned(),
+                user: r.get(1)?,
+                group: r.get(2)?,
+                usage_type: UsageType::parse(&r.get::<_, String>(3)?)
+                    .unwrap_or(UsageType::Research),
+                start: r.get(4)?,
+                end: r.get(5)?,
+                status: BookingStatus::parse(&r.get::<_, String>(6)?)
+                    .unwrap_or(BookingStatus::Confirmed),
+            })
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+
+    let corrections: Vec<Assignment> = conn
+        .prepare_cached(
+            "SELECT c.start_ms, c.end_ms, c.user, c.group_name, c.usage_type, c.booking_id,
+                    b.usage_type
+             FROM corrections c LEFT JOIN bookings b ON b.booking_id = c.booking_id
+             WHERE c.instrument_id = ?1 AND c.end_ms > ?2 ORDER BY c.id",
+        )?
+        .query_map(params![id, from], |r| {
+            let user: Option<String> = r.get(2)?;
+            let group: Option<String> = r.get(3)?;
+            let own_type: Option<String> = r.get(4)?;
+            let booking: Option<String> = r.get(5)?;
+            let booking_type: Option<String> = r.get(6)?;
+            let usage_type = own_type
+                .or(booking_type)
+                .as_deref()
+                .and_then(UsageType::parse);
+            Ok(Assignment {
+                interval: Interval::new(r.get(0)?, r.get(1)?),
+                usage_type,
+                assigns: user.is_some()
+                    || group.is_some()
+                    || usage_type.is_some()
+                    || booking.is_some(),
+            })
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+
+    let energy: Vec<(Ms, f64)> = conn
+        .prepare_cached(
+            "SELECT hour_ms, wh FROM energy_hours WHERE instrument_id = ?1 AND hour_ms >= ?2
+             ORDER BY hour_ms",
+        )?
+        .query_map(params![id, from], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+
+    let firsts = [
+        timeline.transitions.first().map(|t| t.0),
+        spans.first().map(|s| s.0),
+        files.first().map(|f| f.mtime - run_ms),
+        bookings.iter().map(|b| b.start).min(),
+    ];
+    let lasts = [
+        (!spans.is_empty()).then_some(timeline.data_end),
+        files.last().map(|f| f.mtime),
+        bookings.iter().map(|b| b.end).max(),
+    ];
+    Ok(Loaded {
+        timeline,
+        files,
+        bookings,
+        corrections,
+        energy,
+        first: firsts.into_iter().flatten().min(),
+        last: lasts.into_iter().flatten().max(),
+    })
+}
+
+/// The state timeline: the transitions, with `unknown` from the start of
+/// every silence of at least `silence_ms` between alive spans until the next
+/// transition (an agent always restarts in `unknown`); data ends with the
+/// last alive span.
+pub fn timeline(transitions: &[(Ms, State)], spans: &[(Ms, Ms)], silence_ms: Ms) -> Timeline {
+    let gaps = spans
+        .windows(2)
+        .filter(|w| w[1].0 - w[0].1 >= silence_ms)
+        .map(|w| w[0].1);
+    let mut out: Vec<(Ms, State)> = transitions.to_vec();
+    out.extend(gaps.map(|at| (at, State::Unknown)));
+    // Stable: at one instant a transition sorts before the silence marked
+    // there, so the silence (the last word) wins.
+    out.sort_by_key(|&(at, _)| at);
+    Timeline {
+        transitions: out,
+        data_end: spans.last().map_or(Ms::MIN, |s| s.1),
+    }
+}
+
+fn local_day_start(zone: &TimeZone, at: Ms) -> Ms {
+    Timestamp::from_millisecond(at)
+        .ok()
+        .and_then(|t| t.to_zoned(zone.clone()).start_of_day().ok())
+        .map_or(at, |z| z.timestamp().as_millisecond())
+}
+
+/// Where to start reconciling `inst` again when its inputs changed from
+/// `from` on: the local midnight at or before it, moved back while a
+/// confirmed booking's window or a usage session (with its merge gap)
+/// crosses it.
+pub fn restart_point(conn: &Connection, inst: &Instrument, from: Ms) -> rusqlite::Result<Ms> {
+    let early = secs(inst.rules.early_grace_s);
+    let late = secs(inst.rules.late_grace_s);
+    let merge = secs(inst.rules.merge_gap_s);
+    let mut at = local_day_start(&inst.zone, from);
+    loop {
+        let window: Option<Ms> = conn
+            .prepare_cached(
+                "SELECT MIN(start_ms) FROM bookings
+                 WHERE instrument_id = ?1 AND status = 'confirmed'
+                   AND start_ms - ?2 < ?4 AND end_ms + ?3 > ?4",
+            )?
+            .query_row(params![inst.id, early, late, at], |r| r.get(0))?;
+        if let Some(start) = window {
+            at = local_day_start(&inst.zone, start - early).min(at - 1);
+            continue;
+        }
+        let context = load(conn, inst, at.saturating_sub(CONTEXT_MS))?;
+        let crossing = reconcile::sessions(&context.inputs(inst))
+            .into_iter()
+            .filter(|s| s.interval.start < at && s.interval.end > at - merge)
+            .map(|s| s.interval.start)
+            .min();
+        match crossing {
+            Some(start) => at = local_day_start(&inst.zone, start).min(at - 1),
+            None => return Ok(at),
+        }
+    }
+}
+
+/// Local days of `zone` covering `[from, to)`, as intervals with their
+/// `YYYY-MM` month.
+pub fn local_days(zone: &TimeZone, from: Ms, to: Ms) -> Vec<(Interval, String)> {
+    let (Ok(f), Ok(t)) = (Timestamp::from_millisecond(from), Timestamp::from_millisecond(to))
+    else {
+        return Vec::new();
+    };
+    split_periods(f, t, zone, PeriodUnit::Day)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|p| (p.interval(), p.start.strftime("%Y-%m").to_string()))
+        .collect()
+}
+
+/// What one pass changed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pass {
+    pub instruments: u64,
+    pub days: u64,
+    pub bookings: u64,
+}
+
+impl std::ops::AddAssign for Pass {
+    fn add_assign(&mut self, o: Self) {
+        self.instruments += o.instruments;
+        self.days += o.days;
+        self.bookings += o.bookings;
+    }
+}
+
+const TOTAL_COLUMNS: &str = "used_ms, booked_ms, booked_used_ms, unbooked_ms,
+    teaching_ms, research_ms, external_ms, training_ms, maintenance_ms, unassigned_ms,
+    assigned_ms, c_teaching_ms, c_research_ms, c_external_ms, c_training_ms,
+    c_maintenance_ms, c_unassigned_ms, no_show_count, fault_ms, unknown_ms,
+    result_files, energy_wh";
+
+/// The usage-type keys in column order (`unassigned` last).
+pub const TYPE_KEYS: [&str; 6] = [
+    "teaching",
+    "research",
+    "external",
+    "training",
+    "maintenance",
+    reconcile::UNASSIGNED,
+];
+
+/// Reconciles `inst` from `from` (None: from the beginning) and rewrites its
+/// results from there on, inside the caller's transaction.
+pub fn reconcile_instrument(
+    conn: &Connection,
+    inst: &Instrument,
+    from: Option<Ms>,
+    now: Ms,
+) -> rusqlite::Result<Pass> {
+    let restart = match from {
+        Some(from) => restart_point(conn, inst, from)?,
+        None => Ms::MIN,
+    };
+    let loaded = load(conn, inst, restart)?;
+    let rec = loaded.reconcile(inst);
+    let first_day = match from {
+        Some(_) => restart,
+        None => loaded.first.map_or(Ms::MAX, |f| local_day_start(&inst.zone, f)),
+    };
+    let days = match loaded.last {
+        Some(last) if last > first_day => local_days(&inst.zone, first_day, last),
+        _ => Vec::new(),
+    };
+    let periods: Vec<Interval> = days.iter().map(|(p, _)| *p).collect();
+    let totals = loaded.totals(inst, &rec, &periods);
+
+    let id = inst.id.as_str();
+    let cut = first_day.min(restart.max(Ms::MIN + 1));
+    conn.prepare_cached("DELETE FROM day_totals WHERE instrument_id = ?1 AND start_ms >= ?2")?
+        .execute(params![id, cut])?;
+    {
+        let mut insert = conn.prepare_cached(&format!(
+            "INSERT INTO day_totals (instrument_id, start_ms, end_ms, month, {TOTAL_COLUMNS})
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,
+                     ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26)"
+        ))?;
+        for ((period, month), t) in days.iter().zip(&totals) {
+            let by = |k: &str| t.by_usage_type_ms.get(k).copied().unwrap_or(0);
+            let cby = |k: &str| t.corrected_by_usage_type_ms.get(k).copied().unwrap_or(0);
+            insert.execute(params![
+                id,
+                period.start,
+                period.end,
+                month,
+                t.used_ms,
+                t.booked_ms,
+                t.booked_used_ms,
+                t.unbooked_ms,
+                by(TYPE_KEYS[0]),
+                by(TYPE_KEYS[1]),
+                by(TYPE_KEYS[2]),
+                by(TYPE_KEYS[3]),
+                by(TYPE_KEYS[4]),
+                by(TYPE_KEYS[5]),
+                t.assigned_ms,
+                cby(TYPE_KEYS[0]),
+                cby(TYPE_KEYS[1]),
+                cby(TYPE_KEYS[2]),
+                cby(TYPE_KEYS[3]),
+                cby(TYPE_KEYS[4]),
+                cby(TYPE_KEYS[5]),
+                t.no_show_count as i64,
+                t.fault_ms,
+                t.unknown_ms,
+                t.result_files as i64,
+                t.energy_kwh.map(|k| k * 1000.0),
+            ])?;
+        }
+    }
+    // Months from the first rewritten day's month on, summed again.
+    let month_from = match from {
+        Some(_) => local_days(&inst.zone, cut, cut + 1)
+            .first()
+            .map_or_else(String::new, |(_, m)| m.clone()),
+        None => String::new(),
+    };
+    conn.prepare_cached("DELETE FROM month_totals WHERE instrument_id = ?1 AND month >= ?2")?
+        .execute(params![id, month_from])?;
+    let sums = TOTAL_COLUMNS
+        .split(',')
+        .map(|c| format!("SUM({})", c.trim()))
+        .collect::<Vec<_>>()
+        .join(", ");
+    conn.prepare_cached(&format!(
+        "INSERT INTO month_totals (instrument_id, month, start_ms, end_ms, covered_ms, {TOTAL_COLUMNS})
+         SELECT instrument_id, month, MIN(start_ms), MAX(end_ms), SUM(end_ms - start_ms), {sums}
+         FROM day_totals WHERE instrument_id = ?1 AND month >= ?2
+         GROUP BY instrument_id, month"
+    ))?
+    .execute(params![id, month_from])?;
+
+    conn.prepare_cached("DELETE FROM booking_outcomes WHERE instrument_id = ?1 AND start_ms >= ?2")?
+        .execute(params![id, restart])?;
+    let mut written = 0;
+    {
+        let mut insert = conn.prepare_cached(
+            "INSERT OR REPLACE INTO booking_outcomes (booking_id, instrument_id, start_ms, outcome,
+                 flags, booked_s, used_s, early_s, overrun_s, first_use_ms, last_use_ms,
+                 unknown_s, fault_s, sessions, result_files)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+        )?;
+        let start_of = |id: &str| loaded.bookings.iter().find(|b| b.booking_id == id).map(|b| b.start);
+        for r in &rec.reports {
+            let Some(start) = start_of(&r.booking_id).filter(|&s| s >= restart) else {
+                continue;
+            };
+            insert.execute(params![
+                r.booking_id,
+                id,
+                start,
+                outcome_name(r.outcome),
+                flag_names(&r.flags).join(","),
+                r.booked_s,
+                r.used_s,
+                r.early_s,
+                r.overrun_s,
+                r.first_use,
+                r.last_use,
+                r.unknown_s,
+                r.fault_s,
+                serde_json::to_string(&r.sessions).unwrap_or_default(),
+                serde_json::to_string(&r.result_files).unwrap_or_default(),
+            ])?;
+            written += 1;
+        }
+    }
+    conn.prepare_cached(
+        "INSERT INTO reconciled (instrument_id, policy_hash, updated_at_ms) VALUES (?1, ?2, ?3)
+         ON CONFLICT (instrument_id) DO UPDATE SET policy_hash = excluded.policy_hash,
+             updated_at_ms = excluded.updated_at_ms",
+    )?
+    .execute(params![id, inst.policy_hash(), now])?;
+    Ok(Pass {
+        instruments: 1,
+        days: days.len() as u64,
+        bookings: written,
+    })
+}
+
+pub fn outcome_name(o: reconcile::Outcome) -> &'static str {
+    match o {
+        reconcile::Outcome::Cancelled => "cancelled",
+        reconcile::Outcome::NoData => "no_data",
+        reconcile::Outcome::InstrumentFault => "instrument_fault",
+        reconcile::Outcome::NoShow => "no_show",
+        reconcile::Outcome::Used => "used",
+    }
+}
+
+pub fn flag_names(f: &reconcile::Flags) -> Vec<&'static str> {
+    [
+        (f.late_start, "late_start"),
+        (f.early_finish, "early_finish"),
+        (f.overrun, "overrun"),
+    ]
+    .into_iter()
+    .filter(|(set, _)| *set)
+    .map(|(_, name)| name)
+    .collect()
+}
+
+/// Every instrument the store knows of: from events, bookings, results.
+pub fn known_instruments(conn: &Connection) -> rusqlite::Result<Vec<String>> {
+    conn.prepare(
+        "SELECT instrument_id FROM transitions GROUP BY instrument_id
+         UNION SELECT instrument_id FROM alive_spans
+         UNION SELECT instrument_id FROM bookings
+         UNION SELECT instrument_id FROM reconciled
+         UNION SELECT instrument_id FROM dirty",
+    )?
+    .query_map([], |r| r.get(0))?
+    .collect()
+}
+
+/// Reconciles what changed: every dirty instrument from its mark, and
+/// every instrument whose policy changed since its results were computed
+/// entirely. One write transaction per instrument, so ingest waits at most
+/// one instrument's work.
+pub fn catch_up(conn: &mut Connection, registry: &Registry, now: Ms) -> rusqlite::Result<Pass> {
+    let mut pass = Pass::default();
+    let stale: Vec<String> = {
+        let mut stmt =
+            conn.prepare("SELECT instrument_id, policy_hash FROM reconciled")?;
+        let stored: Vec<(String, String)> = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<rusqlite::Result<_>>()?;
+        stored
+            .into_iter()
+            .filter(|(id, hash)| registry.instrument(id).policy_hash() != *hash)
+            .map(|(id, _)| id)
+            .collect()
+    };
+    for id in stale {
+        pass += in_transaction(conn, |tx| {
+            tx.execute("DELETE FROM dirty WHERE instrument_id = ?1", [&id])?;
+            reconcile_instrument(tx, &registry.instrument(&id), None, now)
+        })?;
+    }
+    loop {
+        let next: Option<String> = conn
+            .query_row("SELECT instrument_id FROM dirty LIMIT 1", [], |r| r.get(0))
+            .optional()?;
+        let Some(id) = next else { break };
+        pass += in_transaction(conn, |tx| {
+            let from: Option<Ms> = tx
+                .query_row(
+                    "DELETE FROM dirty WHERE instrument_id = ?1 RETURNING from_ms",
+                    [&id],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            let inst = registry.instrument(&id);
+            let known: bool = tx
+                .query_row(
+                    "SELECT EXISTS (SELECT 1 FROM reconciled WHERE instrument_id = ?1)",
+                    [&id],
+                    |r| r.get(0),
+                )?;
+            // An instrument seen for the first time is reconciled entirely.
+            let from = if known { from } else { None };
+            reconcile_instrument(tx, &inst, from, now)
+        })?;
+    }
+    Ok(pass)
+}
+
+/// Reconciles every instrument from the beginning.
+pub fn rebuild(conn: &mut Connection, registry: &Registry, now: Ms) -> rusqlite::Result<Pass> {
+    let ids = known_instruments(conn)?;
+    let mut pass = Pass::default();
+    // Batches of instruments per transaction: fewer syncs, bounded waits.
+    for chunk in ids.chunks(64) {
+        pass += in_transaction(conn, |tx| {
+            let mut pass = Pass::default();
+            for id in chunk {
+                tx.execute("DELETE FROM dirty WHERE instrument_id = ?1", [id])?;
+                pass += reconcile_instrument(tx, &registry.instrument(id), None, now)?;
+            }
+            Ok(pass)
+        })?;
+    }
+    Ok(pass)
+}
+
+fn in_transaction<T>(
+    conn: &mut Connection,
+    work: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+) -> rusqlite::Result<T> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let out = work(&tx)?;
+    tx.commit()?;
+    Ok(out)
+}

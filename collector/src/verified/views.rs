@@ -1,0 +1,296 @@
+//! Booking outcomes (stored), and sessions, timelines and the instrument
+//! list (reconciled or read on the spot).
+
+use jiff::Timestamp;
+use jiff::tz::TimeZone;
+use labhours_shared::state::State;
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::hours::{resolve_range, select};
+use super::materialize::{load, restart_point};
+use super::query::{
+    AgentView, BookingView, InstrumentRow, OutcomeRow, QueryError, Range, ResultFileView,
+    SegmentRow, SessionRow, StatePiece, TimelineView,
+};
+use crate::reconcile::{Interval, Ms, Reconciliation};
+use crate::registry::{Instrument, Registry};
+
+/// Sessions over more than this many days need an instrument.
+pub const MAX_FLEET_SESSION_DAYS: i64 = 31;
+
+/// RFC 3339 in `zone`.
+pub fn local(ms: Ms, zone: &TimeZone) -> String {
+    Timestamp::from_millisecond(ms)
+        .map(|t| {
+            t.to_zoned(zone.clone())
+                .strftime("%Y-%m-%dT%H:%M:%S%.f%:z")
+                .to_string()
+        })
+        .unwrap_or_default()
+}
+
+/// The range in the instrument's zone, or the site's for the whole fleet.
+fn range_for(
+    registry: &Registry,
+    range: &Range,
+    instrument: Option<&Instrument>,
+) -> Result<Interval, QueryError> {
+    resolve_range(range, instrument.map_or(registry.site_zone(), |i| &i.zone))
+}
+
+/// Outcomes of the bookings whose start lies in `range`.
+pub fn outcomes(
+    conn: &Connection,
+    registry: &Registry,
+    range: &Range,
+    instrument: Option<&str>,
+) -> Result<Vec<OutcomeRow>, QueryError> {
+    let one = instrument
+        .map(|id| select(conn, registry, Some(id), None).map(|mut v| v.remove(0)))
+        .transpose()?;
+    let within = range_for(registry, range, one.as_ref())?;
+    let mut stmt = conn.prepare_cached(
+        "SELECT o.booking_id, o.instrument_id, b.user, b.group_name, b.usage_type, b.start_ms,
+                b.end_ms, o.outcome, o.flags, o.booked_s, o.used_s, o.early_s, o.overrun_s,
+                o.first_use_ms, o.last_use_ms, o.unknown_s, o.fault_s, o.sessions, o.result_files
+         FROM booking_outcomes o JOIN bookings b ON b.booking_id = o.booking_id
+         WHERE o.start_ms >= ?1 AND o.start_ms < ?2 AND (?3 IS NULL OR o.instrument_id = ?3)
+         ORDER BY o.start_ms, o.booking_id",
+    )?;
+    let rows = stmt.query_map(params![within.start, within.end, instrument], |r| {
+        let instrument_id: String = r.get(1)?;
+        let zone = registry.instrument(&instrument_id).zone;
+        let flags: String = r.get(8)?;
+        let list = |s: String| serde_json::from_str::<Vec<String>>(&s).unwrap_or_default();
+        Ok(OutcomeRow {
+            booking_id: r.get(0)?,
+            user: r.get(2)?,
+            group: r.get(3)?,
+            usage_type: r.get(4)?,
+            start: local(r.get(5)?, &zone),
+            end: local(r.get(6)?, &zone),
+            outcome: r.get(7)?,
+            flags: flags
+                .split(',')
+                .filter(|f| !f.is_empty())
+                .map(str::to_owned)
+                .collect(),
+            booked_s: r.get(9)?,
+            used_s: r.get(10)?,
+            early_s: r.get(11)?,
+            overrun_s: r.get(12)?,
+            first_use: r.get::<_, Option<Ms>>(13)?.map(|t| local(t, &zone)),
+            last_use: r.get::<_, Option<Ms>>(14)?.map(|t| local(t, &zone)),
+            unknown_s: r.get(15)?,
+            fault_s: r.get(16)?,
+            sessions: list(r.get(17)?),
+            result_files: list(r.get(18)?),
+            instrument_id,
+        })
+    })?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// Reconciles `inst` around `within` on the spot.
+fn reconciled(
+    conn: &Connection,
+    inst: &Instrument,
+    within: Interval,
+) -> rusqlite::Result<(super::materialize::Loaded, Reconciliation)> {
+    let restart = restart_point(conn, inst, within.start)?;
+    let loaded = load(conn, inst, restart)?;
+    let rec = loaded.reconcile(inst);
+    Ok((loaded, rec))
+}
+
+fn session_rows(rec: &Reconciliation, inst: &Instrument, within: Interval) -> Vec<SessionRow> {
+    rec.sessions
+        .iter()
+        .filter(|s| s.interval.overlap(&within) > 0)
+        .map(|s| SessionRow {
+            session_id: s.id.clone(),
+            instrument_id: inst.id.clone(),
+            start: local(s.interval.start, &inst.zone),
+            end: local(s.interval.end, &inst.zone),
+            duration_s: s.interval.len() as f64 / 1000.0,
+            dropped: s.dropped,
+            result_files: s.result_files.clone(),
+            segments: rec
+                .segments
+                .iter()
+                .filter(|g| g.session_id == s.id)
+                .map(|g| SegmentRow {
+                    start: local(g.interval.start, &inst.zone),
+                    end: local(g.interval.end, &inst.zone),
+                    booking_id: g.booking_id.clone(),
+                })
+                .collect(),
+        })
+        .collect()
+}
+
+/// Sessions overlapping `range`, reconciled on the spot.
+pub fn sessions(
+    conn: &Connection,
+    registry: &Registry,
+    range: &Range,
+    instrument: Option<&str>,
+) -> Result<Vec<SessionRow>, QueryError> {
+    let instruments = select(conn, registry, instrument, None)?;
+    let mut out = Vec::new();
+    for inst in &instruments {
+        let within = resolve_range(range, &inst.zone)?;
+        if instrument.is_none() && within.len() > MAX_FLEET_SESSION_DAYS * 86_400_000 {
+            return Err(QueryError::BadParameter {
+                parameter: "to",
+                message: format!(
+                    "sessions of every instrument are served for at most \
+                     {MAX_FLEET_SESSION_DAYS} days; give an instrument or a shorter range"
+                ),
+            });
+        }
+        let (_, rec) = reconciled(conn, inst, within)?;
+        out.extend(session_rows(&rec, inst, within));
+    }
+    Ok(out)
+}
+
+/// States, sessions, bookings and result files of one instrument in `range`.
+pub fn timeline(
+    conn: &Connection,
+    registry: &Registry,
+    instrument: &str,
+    range: &Range,
+) -> Result<TimelineView, QueryError> {
+    let inst = select(conn, registry, Some(instrument), None)?.remove(0);
+    let within = resolve_range(range, &inst.zone)?;
+    let (loaded, rec) = reconciled(conn, &inst, within)?;
+    let zone = &inst.zone;
+    let mut states: Vec<StatePiece> = Vec::new();
+    let mut cursor = within.start;
+    for (piece, state) in loaded.timeline.pieces() {
+        let Some(part) = piece.intersect(&within) else {
+            continue;
+        };
+        if part.start > cursor {
+            states.push(StatePiece {
+                start: local(cursor, zone),
+                end: local(part.start, zone),
+                state: State::Unknown,
+            });
+        }
+        states.push(StatePiece {
+            start: local(part.start, zone),
+            end: local(part.end, zone),
+            state,
+        });
+        cursor = part.end;
+    }
+    if cursor < within.end {
+        states.push(StatePiece {
+            start: local(cursor, zone),
+            end: local(within.end, zone),
+            state: State::Unknown,
+        });
+    }
+    let mut bookings: Vec<&crate::reconcile::Booking> = loaded
+        .bookings
+        .iter()
+        .filter(|b| b.slot().overlap(&within) > 0)
+        .collect();
+    bookings.sort_by(|a, b| (a.start, &a.booking_id).cmp(&(b.start, &b.booking_id)));
+    let result_files = conn
+        .prepare_cached(
+            "SELECT agent_id, seq, path, mtime_ms, size_bytes, sha256, sample_id FROM result_files
+             WHERE instrument_id = ?1 AND mtime_ms >= ?2 AND mtime_ms < ?3
+             ORDER BY mtime_ms, agent_id, seq",
+        )?
+        .query_map(params![inst.id, within.start, within.end], |r| {
+            Ok(ResultFileView {
+                id: format!("{}:{}", r.get::<_, String>(0)?, r.get::<_, i64>(1)?),
+                path: r.get(2)?,
+                mtime: local(r.get(3)?, zone),
+                size_bytes: r.get::<_, i64>(4)?.max(0) as u64,
+                sha256: r.get(5)?,
+                sample_id: r.get(6)?,
+            })
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(TimelineView {
+        instrument_id: inst.id.clone(),
+        from: local(within.start, zone),
+        to: local(within.end, zone),
+        states,
+        sessions: session_rows(&rec, &inst, within),
+        bookings: bookings
+            .into_iter()
+            .map(|b| BookingView {
+                booking_id: b.booking_id.clone(),
+                user: b.user.clone(),
+                group: b.group.clone(),
+                usage_type: b.usage_type.as_str().to_owned(),
+                start: local(b.start, zone),
+                end: local(b.end, zone),
+                status: b.status.as_str().to_owned(),
+            })
+            .collect(),
+        result_files,
+    })
+}
+
+/// Every instrument with its latest state and its agents.
+pub fn instruments(
+    conn: &Connection,
+    registry: &Registry,
+    now: Timestamp,
+) -> Result<Vec<InstrumentRow>, QueryError> {
+    let now = now.as_millisecond();
+    let mut out = Vec::new();
+    for inst in select(conn, registry, None, None)? {
+        let last: Option<(Ms, String)> = conn
+            .prepare_cached(
+                "SELECT at_ms, state FROM transitions WHERE instrument_id = ?1
+                 ORDER BY at_ms DESC, agent_id DESC, seq DESC LIMIT 1",
+            )?
+            .query_row([&inst.id], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?;
+        let alive_until: Option<Ms> = conn
+            .prepare_cached("SELECT MAX(end_ms) FROM alive_spans WHERE instrument_id = ?1")?
+            .query_row([&inst.id], |r| r.get(0))?;
+        let silence = crate::reconcile::secs(inst.rules.silence_after_s);
+        let silent_since = alive_until.filter(|&t| now - t >= silence);
+        let (state, since) = match (last, silent_since) {
+            (_, Some(t)) => (State::Unknown, Some(t)),
+            (Some((at, s)), None) => (super::materialize::parse_state(&s), Some(at)),
+            (None, None) => (State::Unknown, None),
+        };
+        let agents: Vec<AgentView> = conn
+            .prepare_cached(
+                "SELECT agent_id, presence, last_seen_ms, backlog, clock_skew_ms, version
+                 FROM agents WHERE instrument_id = ?1 ORDER BY agent_id",
+            )?
+            .query_map([&inst.id], |r| {
+                Ok(AgentView {
+                    agent_id: r.get(0)?,
+                    online: r.get::<_, Option<String>>(1)?.as_deref() == Some("online"),
+                    last_seen: r.get::<_, Option<Ms>>(2)?.map(|t| local(t, &inst.zone)),
+                    backlog: r.get::<_, Option<i64>>(3)?.map(|b| b.max(0) as u64),
+                    clock_skew_ms: r.get(4)?,
+                    version: r.get(5)?,
+                })
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        out.push(InstrumentRow {
+            agent_online: agents.iter().any(|a| a.online),
+            since: since.map(|t| local(t, &inst.zone)),
+            state,
+            agents,
+            instrument_id: inst.id.clone(),
+            name: inst.name.clone(),
+            unit: inst.unit.clone(),
+            time_zone: inst.time_zone.clone(),
+            configured: inst.configured,
+        });
+    }
+    Ok(out)
+}
