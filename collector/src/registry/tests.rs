@@ -130,7 +130,6 @@ fn closed_beats_extra_open_where_both_apply() {
             // Friday afternoon closed, overlapping the weekly slot.
             dated("2026-07-03T15:00", "2026-07-03T23:30"),
         ],
-        ..OpenHoursConfig::default()
     });
     let saturday = period(&utc, "2026-07-04T00:00", "2026-07-05T00:00");
     assert_eq!(open.open_ms(&utc, saturday), 2 * H);
