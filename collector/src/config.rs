@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use labhours_shared::config::{ConfigError, ConfigErrors, LogConfig, TlsConfig, parse_toml};
-use labhours_shared::state::State;
+use labhours_shared::state::{State, StateRules};
 use labhours_shared::wire::{DEFAULT_TOPIC_PREFIX, check_id};
 use serde::{Deserialize, Serialize};
 
@@ -32,6 +32,10 @@ pub struct CollectorConfig {
     /// Site-wide defaults of the reconciliation rules; instruments may override.
     #[serde(default)]
     pub reconciliation: ReconciliationRules,
+    /// The site's published open hours (开放机时), used by every instrument
+    /// without its own; absent: open hours unknown (docs/instruments.md).
+    #[serde(default)]
+    pub open_hours: Option<OpenHoursConfig>,
     #[serde(default)]
     pub instruments: Vec<InstrumentConfig>,
     /// How bookings files are read (`labhours-collector bookings import`).
@@ -145,6 +149,200 @@ pub struct ReconciliationRules {
     pub late_start_after_s: u64,
     #[serde(default = "defaults::grace_s")]
     pub early_finish_before_s: u64,
+    /// An agent silent for this long (no event of any kind) makes the state
+    /// `unknown` from its last sign of life until its next transition.
+    #[serde(default = "defaults::silence_after_s")]
+    pub silence_after_s: u64,
+}
+
+/// Per-instrument overrides of the site's [`ReconciliationRules`]
+/// (`[instruments.rules]`): every field absent keeps the site's value.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RulesOverride {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub in_use_states: Option<Vec<State>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merge_gap_s: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_session_s: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub early_grace_s: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub late_grace_s: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub no_show_below_s: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub late_start_after_s: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub early_finish_before_s: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub silence_after_s: Option<u64>,
+}
+
+impl RulesOverride {
+    /// The site's rules with every override given here applied.
+    pub fn apply(&self, site: &ReconciliationRules) -> ReconciliationRules {
+        // Destructured so that a new rule cannot be forgotten here.
+        let Self {
+            in_use_states,
+            merge_gap_s,
+            min_session_s,
+            early_grace_s,
+            late_grace_s,
+            no_show_below_s,
+            late_start_after_s,
+            early_finish_before_s,
+            silence_after_s,
+        } = self;
+        ReconciliationRules {
+            in_use_states: in_use_states
+                .clone()
+                .unwrap_or_else(|| site.in_use_states.clone()),
+            merge_gap_s: merge_gap_s.unwrap_or(site.merge_gap_s),
+            min_session_s: min_session_s.unwrap_or(site.min_session_s),
+            early_grace_s: early_grace_s.unwrap_or(site.early_grace_s),
+            late_grace_s: late_grace_s.unwrap_or(site.late_grace_s),
+            no_show_below_s: no_show_below_s.unwrap_or(site.no_show_below_s),
+            late_start_after_s: late_start_after_s.unwrap_or(site.late_start_after_s),
+            early_finish_before_s: early_finish_before_s.unwrap_or(site.early_finish_before_s),
+            silence_after_s: silence_after_s.unwrap_or(site.silence_after_s),
+        }
+    }
+}
+
+impl RulesOverride {
+    /// Whether this override sets `field` (a [`ReconciliationRules`] key).
+    fn sets(&self, field: &str) -> bool {
+        serde_json::to_value(self)
+            .ok()
+            .and_then(|v| v.get(field).map(|_| ()))
+            .is_some()
+    }
+}
+
+impl ReconciliationRules {
+    /// Checks the rules (field names relative to the rules table).
+    fn validate(&self) -> impl Iterator<Item = ConfigError> {
+        let silence = (self.silence_after_s == 0).then(|| {
+            ConfigError::new(
+                "silence_after_s",
+                "0 s would make every instrument `unknown` between two events",
+                "use the default 180, or longer than the agents' heartbeat interval",
+            )
+        });
+        validate_in_use_states(&self.in_use_states).chain(silence)
+    }
+}
+
+/// The §1 thresholds of an instrument's state rules. The agent applies them
+/// (its `[state]` table); the collector records them so that the instruments
+/// API shows the policy in force.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Thresholds {
+    /// Below this the instrument is `off` (W).
+    pub on_above_w: f64,
+    /// At or above this the instrument enters `running` (W).
+    pub running_above_w: f64,
+    /// While `running`, power at or above this stays `running` (W); default
+    /// 90 % of `running_above_w`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub running_exit_below_w: Option<f64>,
+    /// Default 30 s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_dwell_s: Option<u64>,
+    /// Default 300 s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_stale_after_s: Option<u64>,
+}
+
+impl Thresholds {
+    /// The agent's form of these thresholds, every other setting at its default.
+    pub fn to_state_rules(&self) -> StateRules {
+        let mut rules = StateRules::with_thresholds(self.on_above_w, self.running_above_w);
+        rules.running_exit_below_w = self.running_exit_below_w;
+        if let Some(dwell) = self.min_dwell_s {
+            rules.min_dwell_s = dwell;
+        }
+        if let Some(stale) = self.status_stale_after_s {
+            rules.status_stale_after_s = stale;
+        }
+        rules
+    }
+
+    /// The agent's own checks, so that the collector accepts exactly what an
+    /// agent would (field names relative to the thresholds table).
+    fn validate(&self) -> Vec<ConfigError> {
+        // The poll interval only matters for max_sample_gap_s, not set here.
+        self.to_state_rules().validate(1)
+    }
+}
+
+/// Published open hours (开放机时): a weekly schedule in 30-minute steps plus
+/// dated extra-open and closed periods, all in the instrument's local time.
+/// `closed` beats `extra_open`, which adds to `weekly` (docs/instruments.md).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OpenHoursConfig {
+    /// Ranges per weekday, `"08:30-12:00"`; a day absent or empty is closed.
+    #[serde(default)]
+    pub weekly: WeeklyConfig,
+    /// Dated periods open in addition to the weekly schedule.
+    #[serde(default)]
+    pub extra_open: Vec<DatedPeriod>,
+    /// Dated periods closed whatever the weekly schedule or `extra_open` say.
+    #[serde(default)]
+    pub closed: Vec<DatedPeriod>,
+}
+
+/// The weekly schedule: `"HH:MM-HH:MM"` ranges per day, 30-minute steps,
+/// `"24:00"` allowed as an end.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WeeklyConfig {
+    #[serde(default)]
+    pub mon: Vec<String>,
+    #[serde(default)]
+    pub tue: Vec<String>,
+    #[serde(default)]
+    pub wed: Vec<String>,
+    #[serde(default)]
+    pub thu: Vec<String>,
+    #[serde(default)]
+    pub fri: Vec<String>,
+    #[serde(default)]
+    pub sat: Vec<String>,
+    #[serde(default)]
+    pub sun: Vec<String>,
+}
+
+impl WeeklyConfig {
+    /// `(key, ranges)` from Monday to Sunday.
+    pub fn days(&self) -> [(&'static str, &[String]); 7] {
+        [
+            ("mon", &self.mon),
+            ("tue", &self.tue),
+            ("wed", &self.wed),
+            ("thu", &self.thu),
+            ("fri", &self.fri),
+            ("sat", &self.sat),
+            ("sun", &self.sun),
+        ]
+    }
+}
+
+/// A dated period `[from, to)` in local time: `"YYYY-MM-DD"` (the start of
+/// that day, so a date as `to` is exclusive) or `"YYYY-MM-DDTHH:MM"` on a
+/// 30-minute step.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatedPeriod {
+    pub from: String,
+    pub to: String,
+    /// Free text shown with the period, e.g. "National Day".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 /// Where usage comes from for an instrument.
@@ -158,7 +356,8 @@ pub enum UsageSource {
     Files,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// One instrument of the registry (docs/instruments.md).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct InstrumentConfig {
     pub id: String,
@@ -174,9 +373,15 @@ pub struct InstrumentConfig {
     /// Length of one run for `usage_source = "files"`.
     #[serde(default)]
     pub file_run_s: Option<u64>,
-    /// Overrides of the site's `[reconciliation]` values.
+    /// Overrides of the site's `[reconciliation]` values (`[instruments.rules]`).
     #[serde(default)]
-    pub in_use_states: Option<Vec<State>>,
+    pub rules: RulesOverride,
+    /// §1 thresholds the agent applies, recorded for the instruments API.
+    #[serde(default)]
+    pub thresholds: Option<Thresholds>,
+    /// Replaces the site's `[open_hours]` entirely when present.
+    #[serde(default)]
+    pub open_hours: Option<OpenHoursConfig>,
 }
 
 mod defaults {
@@ -229,6 +434,9 @@ mod defaults {
     pub fn no_show_below_s() -> u64 {
         300
     }
+    pub fn silence_after_s() -> u64 {
+        180
+    }
 }
 
 impl Default for SiteConfig {
@@ -269,6 +477,7 @@ impl Default for ReconciliationRules {
             no_show_below_s: defaults::no_show_below_s(),
             late_start_after_s: defaults::grace_s(),
             early_finish_before_s: defaults::grace_s(),
+            silence_after_s: defaults::silence_after_s(),
         }
     }
 }
@@ -282,6 +491,7 @@ impl Default for CollectorConfig {
             http: HttpConfig::default(),
             influxdb: None,
             reconciliation: ReconciliationRules::default(),
+            open_hours: None,
             instruments: Vec::new(),
             bookings: BookingsConfig::default(),
             log: LogConfig::default(),
@@ -375,9 +585,13 @@ impl CollectorConfig {
             ));
         }
         errors.extend(
-            validate_in_use_states(&self.reconciliation.in_use_states)
+            self.reconciliation
+                .validate()
                 .map(|e| e.under("reconciliation")),
         );
+        if let Some(open) = &self.open_hours {
+            errors.extend(open_hours_errors(open).map(|e| e.under("open_hours")));
+        }
         for (i, inst) in self.instruments.iter().enumerate() {
             let at = format!("instruments[{i}]");
             if check_id("id", &inst.id).is_err() {
@@ -407,8 +621,29 @@ impl CollectorConfig {
                     "set file_run_s to the typical run length in seconds, e.g. 1800",
                 ));
             }
-            if let Some(states) = &inst.in_use_states {
-                errors.extend(validate_in_use_states(states).map(|e| e.under(&at)));
+            // The merged rules are checked, but only the fields this
+            // instrument sets are reported here: a bad site value is reported
+            // once, under `reconciliation`.
+            let rules_at = format!("{at}.rules");
+            errors.extend(
+                inst.rules
+                    .apply(&self.reconciliation)
+                    .validate()
+                    .filter(|e| inst.rules.sets(&e.field))
+                    .map(|e| e.under(&rules_at)),
+            );
+            if let Some(thresholds) = &inst.thresholds {
+                let thresholds_at = format!("{at}.thresholds");
+                errors.extend(
+                    thresholds
+                        .validate()
+                        .into_iter()
+                        .map(|e| e.under(&thresholds_at)),
+                );
+            }
+            if let Some(open) = &inst.open_hours {
+                let open_at = format!("{at}.open_hours");
+                errors.extend(open_hours_errors(open).map(|e| e.under(&open_at)));
             }
         }
         errors.extend(self.log.validate());
@@ -416,7 +651,15 @@ impl CollectorConfig {
     }
 }
 
-fn check_zone(field: &str, zone: &str, errors: &mut Vec<ConfigError>) {
+/// The problems of one open-hours table (field names relative to it).
+fn open_hours_errors(open: &OpenHoursConfig) -> impl Iterator<Item = ConfigError> {
+    crate::registry::OpenHours::compile(open)
+        .err()
+        .into_iter()
+        .flatten()
+}
+
+pub(crate) fn check_zone(field: &str, zone: &str, errors: &mut Vec<ConfigError>) {
     if jiff::tz::TimeZone::get(zone).is_err() {
         errors.push(ConfigError::new(
             field,

@@ -17,6 +17,7 @@ pub mod cli;
 pub mod config;
 pub mod ingest;
 pub mod reconcile;
+pub mod registry;
 pub mod store;
 pub mod verified;
 
