@@ -2,11 +2,17 @@
 //! store, and the queries the API and `report` answer from them.
 
 pub mod corrections;
+pub mod hours;
+pub mod materialize;
 pub mod query;
+pub mod reconciler;
+pub mod store_reports;
+pub mod views;
 
 use jiff::Timestamp;
 
 pub use corrections::{Correction, NewCorrection};
+pub use store_reports::StoreReports;
 pub use query::*;
 
 use crate::bookings::Booking;
@@ -53,3 +59,5 @@ pub trait Reports: Send + Sync + 'static {
         now: Timestamp,
     ) -> Result<ImportReport, QueryError>;
 }
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,190 @@
+//! The real [`Reports`]: the collector's SQLite database and the registry.
+//!
+//! Reads use a small pool of read-only connections (WAL lets them run
+//! beside ingest). Writes (bookings, corrections) go through one writer
+//! connection and are reconciled before the answer, so what an admin
+//! changed is visible in the next read.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use jiff::Timestamp;
+use rusqlite::{Connection, OpenFlags};
+
+use super::materialize::{Pass, catch_up};
+use super::query::{
+    HoursQuery, HoursRows, InstrumentRow, OutcomeRow, QueryError, Range, SessionRow, TimelineView,
+};
+use super::{Correction, NewCorrection, Reports, corrections, hours, views};
+use crate::bookings::store::{ImportOptions, ImportReport};
+use crate::bookings::{Booking, ParseContext, check};
+use crate::registry::Registry;
+use crate::store::DB_FILE;
+
+/// How long a connection waits for another writer (ingest, reconciler).
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Idle read connections kept.
+const POOL_SIZE: usize = 8;
+
+/// [`Reports`] over the store at `data_dir`.
+#[derive(Debug)]
+pub struct StoreReports {
+    path: PathBuf,
+    registry: Arc<Registry>,
+    parse: ParseContext,
+    readers: Mutex<Vec<Connection>>,
+    writer: Mutex<Option<Connection>>,
+}
+
+/// A read-write connection for the reconciler and the API's writes.
+/// Results can be rebuilt, so a power cut may lose the last passes but
+/// never corrupts (WAL, synchronous NORMAL); corrections are written with
+/// their own FULL sync.
+pub fn open_writer(data_dir: &Path) -> rusqlite::Result<Connection> {
+    let conn = Connection::open_with_flags(
+        data_dir.join(DB_FILE),
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    Ok(conn)
+}
+
+impl StoreReports {
+    /// The database must exist and be migrated (`Store::open` does both).
+    pub fn new(data_dir: &Path, registry: Arc<Registry>, parse: ParseContext) -> Self {
+        Self {
+            path: data_dir.to_owned(),
+            registry,
+            parse,
+            readers: Mutex::new(Vec::new()),
+            writer: Mutex::new(None),
+        }
+    }
+
+    fn read<T>(
+        &self,
+        f: impl FnOnce(&Connection, &Registry) -> Result<T, QueryError>,
+    ) -> Result<T, QueryError> {
+        let pooled = self.readers.lock().expect("pool lock").pop();
+        let conn = match pooled {
+            Some(c) => c,
+            None => {
+                let c = Connection::open_with_flags(
+                    self.path.join(DB_FILE),
+                    OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                )?;
+                c.busy_timeout(BUSY_TIMEOUT)?;
+                c
+            }
+        };
+        let out = f(&conn, &self.registry);
+        let mut pool = self.readers.lock().expect("pool lock");
+        if pool.len() < POOL_SIZE {
+            pool.push(conn);
+        }
+        out
+    }
+
+    fn write<T>(
+        &self,
+        f: impl FnOnce(&mut Connection, &Registry) -> Result<T, QueryError>,
+    ) -> Result<T, QueryError> {
+        let mut slot = self.writer.lock().expect("writer lock");
+        if slot.is_none() {
+            *slot = Some(open_writer(&self.path)?);
+        }
+        let conn = slot.as_mut().expect("opened above");
+        f(conn, &self.registry)
+    }
+
+    /// Reconciles whatever is dirty (the background reconciler's step).
+    pub fn catch_up(&self, now: Timestamp) -> Result<Pass, QueryError> {
+        self.write(|conn, registry| Ok(catch_up(conn, registry, now.as_millisecond())?))
+    }
+}
+
+impl Reports for StoreReports {
+    fn hours(&self, query: &HoursQuery) -> Result<HoursRows, QueryError> {
+        self.read(|conn, registry| hours::query(conn, registry, query))
+    }
+
+    fn outcomes(
+        &self,
+        range: &Range,
+        instrument: Option<&str>,
+    ) -> Result<Vec<OutcomeRow>, QueryError> {
+        self.read(|conn, registry| views::outcomes(conn, registry, range, instrument))
+    }
+
+    fn sessions(
+        &self,
+        range: &Range,
+        instrument: Option<&str>,
+    ) -> Result<Vec<SessionRow>, QueryError> {
+        self.read(|conn, registry| views::sessions(conn, registry, range, instrument))
+    }
+
+    fn timeline(&self, instrument: &str, range: &Range) -> Result<TimelineView, QueryError> {
+        self.read(|conn, registry| views::timeline(conn, registry, instrument, range))
+    }
+
+    fn instruments(&self, now: Timestamp) -> Result<Vec<InstrumentRow>, QueryError> {
+        self.read(|conn, registry| views::instruments(conn, registry, now))
+    }
+
+    fn add_correction(
+        &self,
+        correction: NewCorrection,
+        created_by: &str,
+        now: Timestamp,
+    ) -> Result<Correction, QueryError> {
+        self.write(|conn, registry| {
+            let known = hours::select(conn, registry, None, None)?
+                .into_iter()
+                .map(|i| i.id)
+                .collect::<std::collections::HashSet<_>>();
+            // Corrections cannot be rebuilt from anything: sync them fully.
+            conn.pragma_update(None, "synchronous", "FULL")?;
+            let added = (|| {
+                let tx = conn.transaction()?;
+                let c = corrections::add(&tx, correction, created_by, now, |id| known.contains(id))?;
+                tx.commit()?;
+                Ok::<_, QueryError>(c)
+            })();
+            conn.pragma_update(None, "synchronous", "NORMAL")?;
+            let c = added?;
+            catch_up(conn, registry, now.as_millisecond())?;
+            Ok(c)
+        })
+    }
+
+    fn corrections(
+        &self,
+        range: &Range,
+        instrument: Option<&str>,
+    ) -> Result<Vec<Correction>, QueryError> {
+        self.read(|conn, registry| {
+            let within = hours::resolve_range(range, registry.site_zone())?;
+            corrections::list(conn, within.start, within.end, instrument)
+        })
+    }
+
+    fn import_bookings(
+        &self,
+        bookings: Vec<(u64, Booking)>,
+        options: ImportOptions,
+        now: Timestamp,
+    ) -> Result<ImportReport, QueryError> {
+        let parsed = check(bookings, &self.parse);
+        self.write(|conn, registry| {
+            let report = crate::bookings::store::import(conn, parsed, "api", options, now)?;
+            if report.applied {
+                catch_up(conn, registry, now.as_millisecond())?;
+            }
+            Ok(report)
+        })
+    }
+}
