@@ -18,6 +18,7 @@
 //! [`reconcile`] runs steps 1–3.
 
 mod attribution;
+pub mod corrections;
 pub mod hours;
 mod outcomes;
 mod sessions;
@@ -27,8 +28,10 @@ mod timeline;
 mod tests;
 
 pub use attribution::{attribute, owner_rules};
+pub use corrections::{Assignment, assigned_pieces};
 pub use hours::{
-    HoursRow, Period, PeriodInputs, PeriodTotals, PeriodUnit, period_totals, split_periods,
+    HoursRow, Period, PeriodInputs, PeriodTotals, PeriodUnit, TotalsInputs, period_totals,
+    split_periods, totals_for_periods,
 };
 pub use outcomes::{BookingReport, Flags, Outcome, booking_reports};
 pub use sessions::{sessions, sessions_from_files, sessions_from_states};
