@@ -5,7 +5,7 @@
 
 use std::cmp::Reverse;
 
-use super::{Booking, Interval, Ms, Segment, Session};
+use super::{Booking, Interval, Ms, Segment, Session, secs};
 use crate::config::ReconciliationRules;
 
 /// Kept sessions split into owned pieces. Cancelled bookings own nothing.
@@ -18,33 +18,72 @@ pub fn attribute(
     // Order-independent: all tie-breaks below are by value, this only fixes
     // iteration order.
     confirmed.sort_by(|a, b| (a.start, &a.booking_id).cmp(&(b.start, &b.booking_id)));
+    let kept: Vec<&Session> = sessions.iter().filter(|s| !s.dropped).collect();
+    let relevant = relevant_bookings(&kept, &confirmed, rules);
     let mut out = Vec::new();
-    for session in sessions.iter().filter(|s| !s.dropped) {
-        attribute_session(session, &confirmed, rules, &mut out);
+    for (session, relevant) in kept.into_iter().zip(&relevant) {
+        attribute_session(session, relevant, rules, &mut out);
     }
     out
 }
 
+/// For each session, the bookings whose window meets it, in the order of
+/// `bookings` (sorted by start). One sweep over the sessions by start: a
+/// booking joins once its window has begun before a session's end and leaves
+/// for good once its window has ended by a session's start.
+fn relevant_bookings<'a>(
+    kept: &[&Session],
+    bookings: &[&'a Booking],
+    rules: &ReconciliationRules,
+) -> Vec<Vec<&'a Booking>> {
+    let mut order: Vec<usize> = (0..kept.len()).collect();
+    order.sort_by_key(|&i| kept[i].interval.start);
+    let mut out = vec![Vec::new(); kept.len()];
+    let mut next = 0;
+    let mut active: Vec<&Booking> = Vec::new();
+    for i in order {
+        let s = kept[i].interval;
+        while let Some(b) = bookings.get(next).filter(|b| b.window(rules).start < s.end) {
+            active.push(b);
+            next += 1;
+        }
+        active.retain(|b| b.window(rules).end > s.start);
+        out[i] = active
+            .iter()
+            .copied()
+            .filter(|b| b.window(rules).intersect(&s).is_some())
+            .collect();
+    }
+    out
+}
+
+/// `relevant`: the confirmed bookings whose window meets the session, sorted
+/// by (start, booking_id).
 fn attribute_session(
     session: &Session,
-    bookings: &[&Booking],
+    relevant: &[&Booking],
     rules: &ReconciliationRules,
     out: &mut Vec<Segment>,
 ) {
     let s = session.interval;
-    let relevant: Vec<&Booking> = bookings
-        .iter()
-        .copied()
-        .filter(|b| b.window(rules).intersect(&s).is_some())
-        .collect();
-    let points = boundary_points(s, &relevant, rules);
+    let points = boundary_points(s, relevant, rules);
     // Owner of the session's last covered instant, for the overrun rule.
     let mut last_covered: Option<&Booking> = None;
     let first = out.len();
+    // Bookings whose window has begun and not ended at the piece's start
+    // (points increase), a subsequence of `relevant`: rule 1 picks from
+    // them exactly what it would pick from all of `relevant`.
+    let mut next = 0;
+    let mut active: Vec<&Booking> = Vec::new();
     for pair in points.windows(2) {
         let piece = Interval::new(pair[0], pair[1]);
         let t = piece.start;
-        let cands = owner_rules::candidates(t, &relevant, rules);
+        while let Some(b) = relevant.get(next).filter(|b| b.window(rules).start <= t) {
+            active.push(b);
+            next += 1;
+        }
+        active.retain(|b| b.window(rules).end > t);
+        let cands = owner_rules::candidates(t, &active, rules);
         let owner = if cands.is_empty() {
             owner_rules::overrun_owner(last_covered)
         } else {
@@ -72,17 +111,24 @@ fn attribute_session(
 /// Every instant at which the owner can change, within the session: the
 /// session's ends, each booking's window and slot edges, and the points where
 /// the nearest of two slots (one ended, one not begun) changes.
+///
+/// `bookings` are sorted by start. The nearest of slots A (ended) and B (not
+/// begun) only matters where both windows hold: at the midpoint m,
+/// `m < A.end + late_grace` and `B.start − early_grace ≤ m`, so
+/// `B.start < A.end + late_grace + early_grace`; pairs further apart add no
+/// point (near-linear instead of all pairs).
 fn boundary_points(s: Interval, bookings: &[&Booking], rules: &ReconciliationRules) -> Vec<Ms> {
+    let reach = secs(rules.late_grace_s).saturating_add(secs(rules.early_grace_s));
     let mut pts = vec![s.start, s.end];
     for b in bookings {
         let w = b.window(rules);
         pts.extend([w.start, b.start, b.end, w.end]);
-        for other in bookings {
-            if b.end <= other.start {
-                // Earliest t with t − b.end ≥ other.start − t (ties go to the
-                // later start, i.e. `other`).
-                pts.push((b.end + other.start + 1).div_euclid(2));
-            }
+        let from = bookings.partition_point(|o| o.start < b.end);
+        let to = bookings.partition_point(|o| o.start < b.end.saturating_add(reach));
+        for other in bookings.get(from..to).unwrap_or_default() {
+            // Earliest t with t − b.end ≥ other.start − t (ties go to the
+            // later start, i.e. `other`).
+            pts.push((b.end + other.start + 1).div_euclid(2));
         }
     }
     pts.retain(|&p| s.start <= p && p <= s.end);

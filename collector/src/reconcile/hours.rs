@@ -1,12 +1,14 @@
 //! §6 verified hours per instrument and period.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::ops::Range;
 
 use jiff::tz::TimeZone;
 use jiff::{Timestamp, ToSpan, Zoned};
 use labhours_shared::state::State;
 use serde::{Deserialize, Serialize};
 
+use super::corrections::{Assignment, assigned_pieces};
 use super::{
     Booking, Interval, Ms, Outcome, Reconciliation, ResultFileRef, Timeline, UNASSIGNED, UsageType,
 };
@@ -108,6 +110,13 @@ pub struct PeriodTotals {
     pub unknown_ms: Ms,
     pub result_files: u64,
     pub energy_kwh: Option<f64>,
+    /// Unbooked usage some correction assigned (§7).
+    #[serde(default)]
+    pub assigned_ms: Ms,
+    /// `by_usage_type_ms` after corrections: assigned usage moved from
+    /// `unassigned` to its usage type when it has one; every key present.
+    #[serde(default)]
+    pub corrected_by_usage_type_ms: BTreeMap<String, Ms>,
 }
 
 /// A reported hours row: hours rounded to two decimals from the exact sums.
@@ -138,76 +147,234 @@ pub struct HoursRow {
     pub energy_kwh: Option<f64>,
 }
 
+/// What the sums over many periods need besides the periods.
+#[derive(Debug, Clone, Copy)]
+pub struct TotalsInputs<'a> {
+    pub instrument_id: &'a str,
+    pub reconciliation: &'a Reconciliation,
+    pub bookings: &'a [Booking],
+    pub timeline: &'a Timeline,
+    pub result_files: &'a [ResultFileRef],
+    /// Admin corrections (§7), in the order they were made (later wins where they overlap).
+    pub corrections: &'a [Assignment],
+    /// Energy in Wh per bucket, sorted by bucket start; a bucket counts in the period containing its start. `energy_kwh` is None for a period with no bucket.
+    pub energy: &'a [(Ms, f64)],
+}
+
 /// Sums one period; sessions and bookings crossing its edges are cut there.
+/// [`totals_for_periods`] with this one period, no corrections, and
+/// `open_ms` and `energy_kwh` passed through.
 pub fn period_totals(inputs: &PeriodInputs<'_>) -> PeriodTotals {
-    let p = inputs.period;
-    let type_of: BTreeMap<&str, UsageType> = inputs
+    let totals = totals_for_periods(
+        &TotalsInputs {
+            instrument_id: inputs.instrument_id,
+            reconciliation: inputs.reconciliation,
+            bookings: inputs.bookings,
+            timeline: inputs.timeline,
+            result_files: inputs.result_files,
+            corrections: &[],
+            energy: &[],
+        },
+        &[inputs.period],
+    );
+    let mut t = totals
+        .into_iter()
+        .next()
+        .expect("one period in, one totals out");
+    t.open_ms = inputs.open_ms;
+    t.energy_kwh = inputs.energy_kwh;
+    t
+}
+
+/// Keys of the usage-type sums: `UsageType::ALL`, then `unassigned`.
+const KEYS: usize = UsageType::ALL.len() + 1;
+const UNASSIGNED_KEY: usize = UsageType::ALL.len();
+
+fn key(t: UsageType) -> usize {
+    UsageType::ALL
+        .iter()
+        .position(|&x| x == t)
+        .unwrap_or(UNASSIGNED_KEY)
+}
+
+fn key_map(sums: &[Ms; KEYS]) -> BTreeMap<String, Ms> {
+    UsageType::ALL
+        .iter()
+        .map(|t| t.as_str())
+        .chain([UNASSIGNED])
+        .zip(sums)
+        .map(|(k, &v)| (k.to_owned(), v))
+        .collect()
+}
+
+/// One period's sums while sweeping.
+#[derive(Default)]
+struct Acc {
+    used: Ms,
+    booked: Ms,
+    booked_used: Ms,
+    unbooked: Ms,
+    by_type: [Ms; KEYS],
+    assigned: Ms,
+    /// Usage moved by corrections: − from `unassigned`, + to its type.
+    moved: [Ms; KEYS],
+    no_shows: u64,
+    result_files: u64,
+    energy_wh: Option<f64>,
+}
+
+/// Indices of the periods `iv` may overlap (`periods` sorted and disjoint).
+fn overlapping(periods: &[Interval], iv: Interval) -> Range<usize> {
+    let from = periods.partition_point(|p| p.end <= iv.start);
+    let to = periods.partition_point(|p| p.start < iv.end);
+    from..to.max(from)
+}
+
+/// Index of the period containing `t`, if any.
+fn containing(periods: &[Interval], t: Ms) -> Option<usize> {
+    let i = periods.partition_point(|p| p.end <= t);
+    periods.get(i).filter(|p| p.contains(t)).map(|_| i)
+}
+
+/// Sums many periods in one sweep, with the rules of [`period_totals`] and
+/// the corrected figures (§7): one [`PeriodTotals`] per period, same order.
+/// `periods` sorted and disjoint (need not be contiguous); `open_ms` is
+/// always `None` (the caller fills it). O((n + periods) log n).
+pub fn totals_for_periods(inputs: &TotalsInputs<'_>, periods: &[Interval]) -> Vec<PeriodTotals> {
+    debug_assert!(
+        periods
+            .windows(2)
+            .all(|w| w[0].start <= w[1].start && w[0].end <= w[1].start),
+        "periods must be sorted and disjoint"
+    );
+    let mut acc: Vec<Acc> = periods.iter().map(|_| Acc::default()).collect();
+    let type_of: HashMap<&str, UsageType> = inputs
         .bookings
         .iter()
         .map(|b| (b.booking_id.as_str(), b.usage_type))
         .collect();
-    let mut by_type: BTreeMap<String, Ms> = UsageType::ALL
-        .iter()
-        .map(|t| (t.as_str().to_owned(), 0))
-        .chain([(UNASSIGNED.to_owned(), 0)])
-        .collect();
-    let (mut used, mut booked_used, mut unbooked) = (0, 0, 0);
+
+    // Usage, by owner and usage type.
     for seg in &inputs.reconciliation.segments {
-        let ms = seg.interval.overlap(&p);
-        if ms == 0 {
+        let k = match seg.booking_id.as_deref() {
+            Some(id) => type_of.get(id).map_or(UNASSIGNED_KEY, |&t| key(t)),
+            None => UNASSIGNED_KEY,
+        };
+        for i in overlapping(periods, seg.interval) {
+            let ms = seg.interval.overlap(&periods[i]);
+            let a = &mut acc[i];
+            a.used += ms;
+            if seg.booking_id.is_some() {
+                a.booked_used += ms;
+            } else {
+                a.unbooked += ms;
+            }
+            a.by_type[k] += ms;
+        }
+    }
+
+    // Corrections: unbooked usage inside an assigning correction.
+    let assigned = assigned_pieces(inputs.corrections);
+    if !assigned.is_empty() {
+        for seg in inputs
+            .reconciliation
+            .segments
+            .iter()
+            .filter(|g| g.booking_id.is_none())
+        {
+            let from = assigned.partition_point(|(p, _)| p.end <= seg.interval.start);
+            for (piece, ty) in assigned[from..]
+                .iter()
+                .take_while(|(p, _)| p.start < seg.interval.end)
+            {
+                let Some(part) = piece.intersect(&seg.interval) else {
+                    continue;
+                };
+                for i in overlapping(periods, part) {
+                    let ms = part.overlap(&periods[i]);
+                    let a = &mut acc[i];
+                    a.assigned += ms;
+                    if let Some(t) = ty {
+                        a.moved[UNASSIGNED_KEY] -= ms;
+                        a.moved[key(*t)] += ms;
+                    }
+                }
+            }
+        }
+    }
+
+    // Booked time: confirmed slots, overlapping ones each counted.
+    for b in inputs.bookings.iter().filter(|b| b.is_confirmed()) {
+        let slot = b.slot();
+        for i in overlapping(periods, slot) {
+            acc[i].booked += slot.overlap(&periods[i]);
+        }
+    }
+
+    // No-shows, in the period containing the booking's start.
+    let mut starts: HashMap<&str, Vec<Ms>> = HashMap::new();
+    for b in inputs.bookings {
+        starts
+            .entry(b.booking_id.as_str())
+            .or_default()
+            .push(b.start);
+    }
+    for r in &inputs.reconciliation.reports {
+        if r.outcome != Outcome::NoShow {
             continue;
         }
-        used += ms;
-        let key = match seg.booking_id.as_deref() {
-            Some(id) => {
-                booked_used += ms;
-                type_of.get(id).map_or(UNASSIGNED, |t| t.as_str())
-            }
-            None => {
-                unbooked += ms;
-                UNASSIGNED
-            }
+        let Some(at) = starts.get(r.booking_id.as_str()) else {
+            continue;
         };
-        *by_type.entry(key.to_owned()).or_default() += ms;
+        let mut hit: Vec<usize> = at.iter().filter_map(|&t| containing(periods, t)).collect();
+        hit.sort_unstable();
+        hit.dedup();
+        for i in hit {
+            acc[i].no_shows += 1;
+        }
     }
-    let booked = inputs
-        .bookings
+
+    for f in inputs.result_files {
+        if let Some(i) = containing(periods, f.mtime) {
+            acc[i].result_files += 1;
+        }
+    }
+    for &(at, wh) in inputs.energy {
+        if let Some(i) = containing(periods, at) {
+            let e = &mut acc[i].energy_wh;
+            *e = Some(e.map_or(wh, |sum| sum + wh));
+        }
+    }
+
+    let timeline = inputs.timeline.index();
+    periods
         .iter()
-        .filter(|b| b.is_confirmed())
-        .map(|b| b.slot().overlap(&p))
-        .sum();
-    let no_show_count = inputs
-        .reconciliation
-        .reports
-        .iter()
-        .filter(|r| r.outcome == Outcome::NoShow)
-        .filter(|r| {
-            inputs
-                .bookings
-                .iter()
-                .any(|b| b.booking_id == r.booking_id && p.contains(b.start))
+        .zip(acc)
+        .map(|(&p, a)| {
+            let mut corrected = a.by_type;
+            for (c, m) in corrected.iter_mut().zip(a.moved) {
+                *c += m;
+            }
+            PeriodTotals {
+                instrument_id: inputs.instrument_id.to_owned(),
+                period: p,
+                used_ms: a.used,
+                booked_ms: a.booked,
+                booked_used_ms: a.booked_used,
+                unbooked_ms: a.unbooked,
+                external_ms: a.by_type[key(UsageType::External)],
+                by_usage_type_ms: key_map(&a.by_type),
+                open_ms: None,
+                no_show_count: a.no_shows,
+                fault_ms: timeline.time_in(State::Fault, p),
+                unknown_ms: timeline.time_in(State::Unknown, p),
+                result_files: a.result_files,
+                energy_kwh: a.energy_wh.map(|wh| wh / 1000.0),
+                assigned_ms: a.assigned,
+                corrected_by_usage_type_ms: key_map(&corrected),
+            }
         })
-        .count() as u64;
-    PeriodTotals {
-        instrument_id: inputs.instrument_id.to_owned(),
-        period: p,
-        used_ms: used,
-        booked_ms: booked,
-        booked_used_ms: booked_used,
-        unbooked_ms: unbooked,
-        external_ms: by_type[UsageType::External.as_str()],
-        by_usage_type_ms: by_type,
-        open_ms: inputs.open_ms,
-        no_show_count,
-        fault_ms: inputs.timeline.time_in(State::Fault, p),
-        unknown_ms: inputs.timeline.time_in(State::Unknown, p),
-        result_files: inputs
-            .result_files
-            .iter()
-            .filter(|f| p.contains(f.mtime))
-            .count() as u64,
-        energy_kwh: inputs.energy_kwh,
-    }
+        .collect()
 }
 
 /// Milliseconds as hours rounded to two decimals.
@@ -216,6 +383,45 @@ pub fn hours(ms: Ms) -> f64 {
 }
 
 impl PeriodTotals {
+    /// Adds `other` (another instrument, or the next day of a month): every
+    /// ms field and count, the usage-type maps key by key; `open_ms` only
+    /// when both are known (unknown open hours make the sum unknown);
+    /// `energy_kwh` when either is known. `period` becomes the hull of both;
+    /// `instrument_id` stays this one's.
+    pub fn add(&mut self, other: &PeriodTotals) {
+        self.period = Interval::new(
+            self.period.start.min(other.period.start),
+            self.period.end.max(other.period.end),
+        );
+        self.used_ms += other.used_ms;
+        self.booked_ms += other.booked_ms;
+        self.booked_used_ms += other.booked_used_ms;
+        self.unbooked_ms += other.unbooked_ms;
+        for (k, v) in &other.by_usage_type_ms {
+            *self.by_usage_type_ms.entry(k.clone()).or_default() += v;
+        }
+        self.external_ms += other.external_ms;
+        self.open_ms = match (self.open_ms, other.open_ms) {
+            (Some(a), Some(b)) => Some(a + b),
+            _ => None,
+        };
+        self.no_show_count += other.no_show_count;
+        self.fault_ms += other.fault_ms;
+        self.unknown_ms += other.unknown_ms;
+        self.result_files += other.result_files;
+        self.energy_kwh = match (self.energy_kwh, other.energy_kwh) {
+            (Some(a), Some(b)) => Some(a + b),
+            (a, b) => a.or(b),
+        };
+        self.assigned_ms += other.assigned_ms;
+        for (k, v) in &other.corrected_by_usage_type_ms {
+            *self
+                .corrected_by_usage_type_ms
+                .entry(k.clone())
+                .or_default() += v;
+        }
+    }
+
     /// The reported row; `tz` gives the local offsets of the period edges.
     pub fn to_row(&self, tz: &TimeZone) -> HoursRow {
         let local = |ms: Ms| {

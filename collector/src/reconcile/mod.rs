@@ -18,19 +18,24 @@
 //! [`reconcile`] runs steps 1–3.
 
 mod attribution;
+pub mod corrections;
 pub mod hours;
 mod outcomes;
 mod sessions;
+mod timeline;
 
 #[cfg(test)]
 mod tests;
 
 pub use attribution::{attribute, owner_rules};
+pub use corrections::{Assignment, assigned_pieces};
 pub use hours::{
-    HoursRow, Period, PeriodInputs, PeriodTotals, PeriodUnit, period_totals, split_periods,
+    HoursRow, Period, PeriodInputs, PeriodTotals, PeriodUnit, TotalsInputs, period_totals,
+    split_periods, totals_for_periods,
 };
 pub use outcomes::{BookingReport, Flags, Outcome, booking_reports};
 pub use sessions::{sessions, sessions_from_files, sessions_from_states};
+pub use timeline::TimelineIndex;
 
 use labhours_shared::state::State;
 use serde::{Deserialize, Serialize};
@@ -109,23 +114,15 @@ impl Timeline {
     }
 
     /// Time in `state` within `within`; for `State::Unknown` this includes
-    /// every part of `within` the timeline does not cover.
+    /// every part of `within` the timeline does not cover. Builds the index
+    /// each call: for many intervals, build [`Timeline::index`] once.
     pub fn time_in(&self, state: State, within: Interval) -> Ms {
-        let pieces = self.pieces();
-        if state == State::Unknown {
-            let known: Ms = pieces
-                .iter()
-                .filter(|(_, s)| *s != State::Unknown)
-                .map(|(p, _)| p.overlap(&within))
-                .sum();
-            within.len() - known
-        } else {
-            pieces
-                .iter()
-                .filter(|(_, s)| *s == state)
-                .map(|(p, _)| p.overlap(&within))
-                .sum()
-        }
+        self.index().time_in(state, within)
+    }
+
+    /// The pieces with running sums per state, for many `time_in` queries.
+    pub fn index(&self) -> TimelineIndex {
+        TimelineIndex::new(self)
     }
 }
 

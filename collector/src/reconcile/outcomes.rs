@@ -1,10 +1,13 @@
 //! §5 booking outcomes and the per-booking report.
 
+use std::collections::HashMap;
+
 use labhours_shared::state::State;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    Booking, BookingStatus, Interval, MS_PER_S, Ms, ResultFileRef, Segment, Session, Timeline, secs,
+    Booking, BookingStatus, Interval, MS_PER_S, Ms, ResultFileRef, Segment, Session, Timeline,
+    TimelineIndex, secs,
 };
 use crate::config::ReconciliationRules;
 
@@ -60,7 +63,9 @@ pub(crate) fn to_s(ms: Ms) -> f64 {
     ms as f64 / MS_PER_S as f64
 }
 
-/// One report per booking, by (start, booking_id).
+/// One report per booking, by (start, booking_id). Near-linear: the
+/// timeline is indexed once, segments are grouped by owner once and each
+/// result file's owner is found once.
 pub fn booking_reports(
     bookings: &[Booking],
     segments: &[Segment],
@@ -69,20 +74,34 @@ pub fn booking_reports(
     files: &[ResultFileRef],
     rules: &ReconciliationRules,
 ) -> Vec<BookingReport> {
+    let index = timeline.index();
+    let mut own: HashMap<&str, Vec<&Segment>> = HashMap::new();
+    for seg in segments {
+        if let Some(id) = seg.booking_id.as_deref() {
+            own.entry(id).or_default().push(seg);
+        }
+    }
+    let files_by_owner = files_by_owner(sessions, segments, files);
     let mut sorted: Vec<&Booking> = bookings.iter().collect();
     sorted.sort_by(|a, b| (a.start, &a.booking_id).cmp(&(b.start, &b.booking_id)));
     sorted
         .into_iter()
-        .map(|b| booking_report(b, segments, sessions, timeline, files, rules))
+        .map(|b| {
+            let id = b.booking_id.as_str();
+            let own = own.get(id).map_or(&[][..], Vec::as_slice);
+            let files = files_by_owner.get(id).map_or(&[][..], Vec::as_slice);
+            booking_report(b, own, &index, files, rules)
+        })
         .collect()
 }
 
+/// `own`: the segments the booking owns, in order; `files`: the result
+/// files completed in them.
 fn booking_report(
     b: &Booking,
-    segments: &[Segment],
-    sessions: &[Session],
-    timeline: &Timeline,
-    files: &[ResultFileRef],
+    own: &[&Segment],
+    timeline: &TimelineIndex,
+    files: &[String],
     rules: &ReconciliationRules,
 ) -> BookingReport {
     let slot = b.slot();
@@ -107,10 +126,6 @@ fn booking_report(
     if b.status == BookingStatus::Cancelled {
         return report;
     }
-    let own: Vec<&Segment> = segments
-        .iter()
-        .filter(|s| s.booking_id.as_deref() == Some(b.booking_id.as_str()))
-        .collect();
     let used: Ms = own.iter().map(|s| s.interval.len()).sum();
     let before_start = Interval::new(Ms::MIN, b.start);
     let after_grace = Interval::new(b.end + secs(rules.late_grace_s), Ms::MAX);
@@ -127,12 +142,14 @@ fn booking_report(
     if report.outcome == Outcome::Used {
         report.flags = flags(b, first_use, last_use, overrun, rules);
     }
-    for seg in &own {
-        if !report.sessions.contains(&seg.session_id) {
+    for seg in own {
+        if report.sessions.last() != Some(&seg.session_id)
+            && !report.sessions.contains(&seg.session_id)
+        {
             report.sessions.push(seg.session_id.clone());
         }
     }
-    report.result_files = files_of(b, &report.sessions, sessions, segments, files);
+    report.result_files = files.to_vec();
     report
 }
 
@@ -177,29 +194,56 @@ pub(crate) fn flags(
     }
 }
 
-/// Result files of the booking's sessions whose completion instant lies in
-/// usage attributed to it (a file completed at its session's end goes to
-/// the owner of the session's last segment).
-fn files_of(
-    b: &Booking,
-    session_ids: &[String],
+/// Result files by the booking that owns them: for each session (in order),
+/// each of its files whose completion instant lies in a segment of that
+/// session goes to the segment's owner (a file completed at the session's
+/// end goes to the owner of the session's last segment). A booking owning
+/// such a segment got usage from the session, so this is, per booking, its
+/// sessions' files in usage attributed to it.
+fn files_by_owner<'a>(
     sessions: &[Session],
-    segments: &[Segment],
+    segments: &'a [Segment],
     files: &[ResultFileRef],
-) -> Vec<String> {
-    let mut out = Vec::new();
-    for s in sessions.iter().filter(|s| session_ids.contains(&s.id)) {
-        let segs: Vec<&Segment> = segments.iter().filter(|g| g.session_id == s.id).collect();
+) -> HashMap<&'a str, Vec<String>> {
+    let mut by_id: HashMap<&str, &ResultFileRef> = HashMap::new();
+    for f in files {
+        by_id.entry(f.id.as_str()).or_insert(f);
+    }
+    let mut by_session: HashMap<&str, Vec<&Segment>> = HashMap::new();
+    for g in segments {
+        by_session.entry(g.session_id.as_str()).or_default().push(g);
+    }
+    // Segments of a session are normally sorted and disjoint: then a binary
+    // search finds the one containing an instant.
+    let ordered: HashMap<&str, bool> = by_session
+        .iter()
+        .map(|(&id, segs)| {
+            let ok = segs.iter().all(|g| !g.interval.is_empty())
+                && segs
+                    .windows(2)
+                    .all(|w| w[0].interval.end <= w[1].interval.start);
+            (id, ok)
+        })
+        .collect();
+    let mut out: HashMap<&str, Vec<String>> = HashMap::new();
+    for s in sessions {
+        let Some(segs) = by_session.get(s.id.as_str()) else {
+            continue;
+        };
+        let ordered = ordered.get(s.id.as_str()).copied().unwrap_or(false);
         for fid in &s.result_files {
-            let Some(f) = files.iter().find(|f| &f.id == fid) else {
+            let Some(f) = by_id.get(fid.as_str()) else {
                 continue;
             };
-            let owner = segs
-                .iter()
-                .find(|g| g.interval.contains(f.mtime))
-                .or_else(|| segs.last().filter(|g| g.interval.end == f.mtime));
-            if owner.is_some_and(|g| g.booking_id.as_deref() == Some(b.booking_id.as_str())) {
-                out.push(fid.clone());
+            let containing = if ordered {
+                let i = segs.partition_point(|g| g.interval.end <= f.mtime);
+                segs.get(i).filter(|g| g.interval.contains(f.mtime))
+            } else {
+                segs.iter().find(|g| g.interval.contains(f.mtime))
+            };
+            let owner = containing.or_else(|| segs.last().filter(|g| g.interval.end == f.mtime));
+            if let Some(id) = owner.and_then(|g| g.booking_id.as_deref()) {
+                out.entry(id).or_default().push(fid.clone());
             }
         }
     }

@@ -106,11 +106,16 @@ pub(crate) fn is_too_short(session: Interval, min_session: Ms) -> bool {
 fn attach_files(sessions: &mut [Session], files: &[ResultFileRef]) {
     let mut files: Vec<&ResultFileRef> = files.iter().collect();
     files.sort();
+    // Merged sessions are sorted and apart (ends increase), so the only
+    // candidate is the first session not ended before `mtime`.
+    debug_assert!(
+        sessions
+            .windows(2)
+            .all(|w| w[0].interval.end < w[1].interval.start)
+    );
     for f in files {
-        if let Some(s) = sessions
-            .iter_mut()
-            .find(|s| s.interval.start <= f.mtime && f.mtime <= s.interval.end)
-        {
+        let i = sessions.partition_point(|s| s.interval.end < f.mtime);
+        if let Some(s) = sessions.get_mut(i).filter(|s| s.interval.start <= f.mtime) {
             s.result_files.push(f.id.clone());
         }
     }
