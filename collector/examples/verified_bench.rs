@@ -30,7 +30,9 @@ use labhours_collector::registry::Registry;
 use labhours_collector::store::{Durability, Store};
 use labhours_collector::verified::materialize::rebuild;
 use labhours_collector::verified::store_reports::open_writer;
-use labhours_collector::verified::{Edge, GroupBy, HoursQuery, HoursRows, Range, Reports, StoreReports};
+use labhours_collector::verified::{
+    Edge, GroupBy, HoursQuery, HoursRows, Range, Reports, StoreReports,
+};
 use rusqlite::params;
 
 const DAY_MS: i64 = 86_400_000;
@@ -107,7 +109,10 @@ fn main() -> anyhow::Result<()> {
     std::fs::write(args.dir.join("collector.toml"), &text)?;
 
     let zone = TimeZone::get(ZONE)?;
-    let first = date(2025, 1, 1).to_zoned(zone.clone())?.timestamp().as_millisecond();
+    let first = date(2025, 1, 1)
+        .to_zoned(zone.clone())?
+        .timestamp()
+        .as_millisecond();
     let end = first + args.days * DAY_MS;
     let mut conn = open_writer(&args.dir)?;
     let started = Instant::now();
@@ -154,7 +159,11 @@ fn main() -> anyhow::Result<()> {
                 for (k, base_h) in [8i64, 13, 18].into_iter().enumerate() {
                     let start = day + base_h * 3_600_000 + rng.below(4) as i64 * 900_000;
                     let len = (1 + rng.below(3) as i64) * 3_600_000;
-                    let status = if rng.below(20) == 0 { "cancelled" } else { "confirmed" };
+                    let status = if rng.below(20) == 0 {
+                        "cancelled"
+                    } else {
+                        "confirmed"
+                    };
                     b_stmt.execute(params![
                         format!("{id}-{d}-{k}"),
                         id,
@@ -190,7 +199,10 @@ fn main() -> anyhow::Result<()> {
 
     let parse = ParseContext::from_config(&config)?;
     let reports = StoreReports::new(&args.dir, registry, parse);
-    for (label, period) in [("year, one period", None), ("year by month", Some(PeriodUnit::Month))] {
+    for (label, period) in [
+        ("year, one period", None),
+        ("year by month", Some(PeriodUnit::Month)),
+    ] {
         let query = HoursQuery {
             range: Range {
                 from: Edge::Date(date(2025, 1, 1)),
@@ -213,7 +225,8 @@ fn main() -> anyhow::Result<()> {
             };
         }
         times.sort_by(f64::total_cmp);
-        let p = |q: f64| times[((times.len() as f64 * q).ceil() as usize).clamp(1, times.len()) - 1];
+        let p =
+            |q: f64| times[((times.len() as f64 * q).ceil() as usize).clamp(1, times.len()) - 1];
         println!(
             "hours query ({label}): {rows} rows, p50 {:.1} ms, p95 {:.1} ms over {} runs",
             p(0.5),

@@ -75,7 +75,10 @@ pub fn add(
         return Err(bad("end", "must be after start"));
     }
     if c.reason.trim().is_empty() {
-        return Err(bad("reason", "say why: the reason is kept in the audit trail"));
+        return Err(bad(
+            "reason",
+            "say why: the reason is kept in the audit trail",
+        ));
     }
     if let Some(booking) = &c.booking_id {
         let on: Option<String> = conn

@@ -13,7 +13,9 @@ use jiff::tz::TimeZone;
 use rusqlite::{Connection, params};
 
 use super::materialize::{TYPE_KEYS, load, restart_point};
-use super::query::{CorrectedHours, Edge, GroupBy, HoursQuery, HoursRow, HoursRows, QueryError, Range, UsageTypeRow};
+use super::query::{
+    CorrectedHours, Edge, GroupBy, HoursQuery, HoursRow, HoursRows, QueryError, Range, UsageTypeRow,
+};
 use crate::reconcile::{Interval, Ms, PeriodTotals, PeriodUnit, hours::hours, split_periods};
 use crate::registry::{Instrument, Registry};
 
@@ -297,7 +299,11 @@ fn totals(
 }
 
 fn corrected(t: &PeriodTotals) -> CorrectedHours {
-    let external = t.corrected_by_usage_type_ms.get("external").copied().unwrap_or(0);
+    let external = t
+        .corrected_by_usage_type_ms
+        .get("external")
+        .copied()
+        .unwrap_or(0);
     CorrectedHours {
         assigned_hours: hours(t.assigned_ms),
         unbooked_hours: hours(t.unbooked_ms - t.assigned_ms),
@@ -460,11 +466,26 @@ mod tests {
         assert_eq!(
             pieces(&zone, p),
             vec![
-                Piece::Partial(Interval::new(ms("2026-01-30T12:00:00Z"), ms("2026-01-31T00:00:00Z"))),
-                Piece::Days(Interval::new(ms("2026-01-31T00:00:00Z"), ms("2026-02-01T00:00:00Z"))),
-                Piece::Months(Interval::new(ms("2026-02-01T00:00:00Z"), ms("2026-03-01T00:00:00Z"))),
-                Piece::Days(Interval::new(ms("2026-03-01T00:00:00Z"), ms("2026-03-02T00:00:00Z"))),
-                Piece::Partial(Interval::new(ms("2026-03-02T00:00:00Z"), ms("2026-03-02T06:00:00Z"))),
+                Piece::Partial(Interval::new(
+                    ms("2026-01-30T12:00:00Z"),
+                    ms("2026-01-31T00:00:00Z")
+                )),
+                Piece::Days(Interval::new(
+                    ms("2026-01-31T00:00:00Z"),
+                    ms("2026-02-01T00:00:00Z")
+                )),
+                Piece::Months(Interval::new(
+                    ms("2026-02-01T00:00:00Z"),
+                    ms("2026-03-01T00:00:00Z")
+                )),
+                Piece::Days(Interval::new(
+                    ms("2026-03-01T00:00:00Z"),
+                    ms("2026-03-02T00:00:00Z")
+                )),
+                Piece::Partial(Interval::new(
+                    ms("2026-03-02T00:00:00Z"),
+                    ms("2026-03-02T06:00:00Z")
+                )),
             ]
         );
     }

@@ -19,8 +19,7 @@ use crate::bookings::{BookingStatus, UsageType};
 use crate::config::UsageSource;
 use crate::reconcile::{
     self, Assignment, Booking, InstrumentInputs, Interval, Ms, PeriodTotals, PeriodUnit,
-    Reconciliation, ResultFileRef, Timeline, TotalsInputs, secs, split_periods,
-    totals_for_periods,
+    Reconciliation, ResultFileRef, Timeline, TotalsInputs, secs, split_periods, totals_for_periods,
 };
 use crate::registry::{Instrument, Registry};
 
@@ -105,10 +104,8 @@ pub fn load(conn: &Connection, inst: &Instrument, from: Ms) -> rusqlite::Result<
         .query_row(params![id, from], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?;
     let start = before.as_ref().map_or(from, |(at, _)| *at);
-    let mut transitions: Vec<(Ms, State)> = before
-        .iter()
-        .map(|(at, s)| (*at, parse_state(s)))
-        .collect();
+    let mut transitions: Vec<(Ms, State)> =
+        before.iter().map(|(at, s)| (*at, parse_state(s))).collect();
     {
         let mut stmt = conn.prepare_cached(
             "SELECT at_ms, state FROM transitions WHERE instrument_id = ?1 AND at_ms >= ?2
@@ -292,8 +289,10 @@ pub fn restart_point(conn: &Connection, inst: &Instrument, from: Ms) -> rusqlite
 /// Local days of `zone` covering `[from, to)`, as intervals with their
 /// `YYYY-MM` month.
 pub fn local_days(zone: &TimeZone, from: Ms, to: Ms) -> Vec<(Interval, String)> {
-    let (Ok(f), Ok(t)) = (Timestamp::from_millisecond(from), Timestamp::from_millisecond(to))
-    else {
+    let (Ok(f), Ok(t)) = (
+        Timestamp::from_millisecond(from),
+        Timestamp::from_millisecond(to),
+    ) else {
         return Vec::new();
     };
     split_periods(f, t, zone, PeriodUnit::Day)
@@ -351,7 +350,9 @@ pub fn reconcile_instrument(
     let rec = loaded.reconcile(inst);
     let first_day = match from {
         Some(_) => restart,
-        None => loaded.first.map_or(Ms::MAX, |f| local_day_start(&inst.zone, f)),
+        None => loaded
+            .first
+            .map_or(Ms::MAX, |f| local_day_start(&inst.zone, f)),
     };
     let days = match loaded.last {
         Some(last) if last > first_day => local_days(&inst.zone, first_day, last),
@@ -425,8 +426,10 @@ pub fn reconcile_instrument(
     ))?
     .execute(params![id, month_from])?;
 
-    conn.prepare_cached("DELETE FROM booking_outcomes WHERE instrument_id = ?1 AND start_ms >= ?2")?
-        .execute(params![id, restart])?;
+    conn.prepare_cached(
+        "DELETE FROM booking_outcomes WHERE instrument_id = ?1 AND start_ms >= ?2",
+    )?
+    .execute(params![id, restart])?;
     let mut written = 0;
     {
         let mut insert = conn.prepare_cached(
@@ -435,7 +438,13 @@ pub fn reconcile_instrument(
                  unknown_s, fault_s, sessions, result_files)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
         )?;
-        let start_of = |id: &str| loaded.bookings.iter().find(|b| b.booking_id == id).map(|b| b.start);
+        let start_of = |id: &str| {
+            loaded
+                .bookings
+                .iter()
+                .find(|b| b.booking_id == id)
+                .map(|b| b.start)
+        };
         for r in &rec.reports {
             let Some(start) = start_of(&r.booking_id).filter(|&s| s >= restart) else {
                 continue;
@@ -515,8 +524,7 @@ pub fn known_instruments(conn: &Connection) -> rusqlite::Result<Vec<String>> {
 pub fn catch_up(conn: &mut Connection, registry: &Registry, now: Ms) -> rusqlite::Result<Pass> {
     let mut pass = Pass::default();
     let stale: Vec<String> = {
-        let mut stmt =
-            conn.prepare("SELECT instrument_id, policy_hash FROM reconciled")?;
+        let mut stmt = conn.prepare("SELECT instrument_id, policy_hash FROM reconciled")?;
         let stored: Vec<(String, String)> = stmt
             .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
             .collect::<rusqlite::Result<_>>()?;
@@ -546,12 +554,11 @@ pub fn catch_up(conn: &mut Connection, registry: &Registry, now: Ms) -> rusqlite
                 )
                 .optional()?;
             let inst = registry.instrument(&id);
-            let known: bool = tx
-                .query_row(
-                    "SELECT EXISTS (SELECT 1 FROM reconciled WHERE instrument_id = ?1)",
-                    [&id],
-                    |r| r.get(0),
-                )?;
+            let known: bool = tx.query_row(
+                "SELECT EXISTS (SELECT 1 FROM reconciled WHERE instrument_id = ?1)",
+                [&id],
+                |r| r.get(0),
+            )?;
             // An instrument seen for the first time is reconciled entirely.
             let from = if known { from } else { None };
             reconcile_instrument(tx, &inst, from, now)

@@ -12,8 +12,8 @@ pub mod views;
 use jiff::Timestamp;
 
 pub use corrections::{Correction, NewCorrection};
-pub use store_reports::StoreReports;
 pub use query::*;
+pub use store_reports::StoreReports;
 
 use crate::bookings::Booking;
 use crate::bookings::store::{ImportOptions, ImportReport};

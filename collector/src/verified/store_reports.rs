@@ -150,7 +150,8 @@ impl Reports for StoreReports {
             conn.pragma_update(None, "synchronous", "FULL")?;
             let added = (|| {
                 let tx = conn.transaction()?;
-                let c = corrections::add(&tx, correction, created_by, now, |id| known.contains(id))?;
+                let c =
+                    corrections::add(&tx, correction, created_by, now, |id| known.contains(id))?;
                 tx.commit()?;
                 Ok::<_, QueryError>(c)
             })();

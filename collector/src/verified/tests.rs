@@ -100,38 +100,53 @@ impl Site {
         let mut kinds = Vec::new();
         while t <= to {
             kinds.push((t, heartbeat(t)));
-            t = t + jiff::SignedDuration::from_secs(60);
+            t += jiff::SignedDuration::from_secs(60);
         }
         self.send(instrument, kinds);
     }
 
     fn transitions(&mut self, instrument: &str, steps: &[(&str, State)]) {
-        let kinds = steps
-            .iter()
-            .map(|(t, s)| (at(t), transition(*s)))
-            .collect();
+        let kinds = steps.iter().map(|(t, s)| (at(t), transition(*s))).collect();
         self.send(instrument, kinds);
     }
 
     fn book(&mut self, bookings: &[Booking]) {
         let parsed = Parsed {
-            bookings: bookings.iter().cloned().enumerate().map(|(i, b)| (i as u64 + 2, b)).collect(),
+            bookings: bookings
+                .iter()
+                .cloned()
+                .enumerate()
+                .map(|(i, b)| (i as u64 + 2, b))
+                .collect(),
             errors: Vec::new(),
         };
         self.store
-            .import_bookings(parsed, "test.csv", ImportOptions::default(), at("2026-11-22T00:00:00Z"))
+            .import_bookings(
+                parsed,
+                "test.csv",
+                ImportOptions::default(),
+                at("2026-11-22T00:00:00Z"),
+            )
             .expect("import");
     }
 
     fn catch_up(&self) {
-        self.reports.catch_up(at("2026-11-22T00:00:00Z")).expect("catch up");
+        self.reports
+            .catch_up(at("2026-11-22T00:00:00Z"))
+            .expect("catch up");
     }
 
     fn conn(&self) -> &Connection {
         self.store.connection()
     }
 
-    fn hours(&self, from: Edge, to: Edge, period: Option<crate::reconcile::PeriodUnit>, group_by: GroupBy) -> HoursRows {
+    fn hours(
+        &self,
+        from: Edge,
+        to: Edge,
+        period: Option<crate::reconcile::PeriodUnit>,
+        group_by: GroupBy,
+    ) -> HoursRows {
         self.reports
             .hours(&HoursQuery {
                 range: Range { from, to },
@@ -216,8 +231,16 @@ fn one_day(site: &mut Site) {
 fn a_day_of_hand_computed_usage_is_reported_with_the_section_6_fields() {
     let mut site = Site::new(CONFIG);
     one_day(&mut site);
-    let rows = totals(site.hours(day(2026, 11, 20), day(2026, 11, 21), None, GroupBy::Instrument));
-    let nmr = rows.iter().find(|r| r.instrument_id.as_deref() == Some("nmr-600")).expect("row");
+    let rows = totals(site.hours(
+        day(2026, 11, 20),
+        day(2026, 11, 21),
+        None,
+        GroupBy::Instrument,
+    ));
+    let nmr = rows
+        .iter()
+        .find(|r| r.instrument_id.as_deref() == Some("nmr-600"))
+        .expect("row");
     assert_eq!(nmr.period_start, "2026-11-20T00:00:00+08:00");
     assert_eq!(nmr.period_end, "2026-11-21T00:00:00+08:00");
     // 09:00–11:00 used; the 1-minute blip is dropped (< 120 s).
@@ -234,14 +257,35 @@ fn a_day_of_hand_computed_usage_is_reported_with_the_section_6_fields() {
     assert_eq!(nmr.instruments, 1);
     assert_eq!(nmr.unit.as_deref(), Some("Chemistry/NMR Centre"));
     // The other instrument has no data: all unknown, no usage.
-    let ms = rows.iter().find(|r| r.instrument_id.as_deref() == Some("ms-1")).expect("row");
-    assert_eq!((ms.used_hours, ms.unknown_hours, ms.coverage), (0.0, 24.0, 0.0));
+    let ms = rows
+        .iter()
+        .find(|r| r.instrument_id.as_deref() == Some("ms-1"))
+        .expect("row");
+    assert_eq!(
+        (ms.used_hours, ms.unknown_hours, ms.coverage),
+        (0.0, 24.0, 0.0)
+    );
 
-    let outcomes = site.reports.outcomes(&Range { from: day(2026, 11, 20), to: day(2026, 11, 21) }, None).expect("outcomes");
+    let outcomes = site
+        .reports
+        .outcomes(
+            &Range {
+                from: day(2026, 11, 20),
+                to: day(2026, 11, 21),
+            },
+            None,
+        )
+        .expect("outcomes");
     assert_eq!(outcomes.len(), 1);
     let o = &outcomes[0];
-    assert_eq!((o.outcome.as_str(), o.flags.clone()), ("used", vec!["overrun".to_owned()]));
-    assert_eq!((o.booked_s, o.used_s, o.early_s, o.overrun_s), (3600.0, 7200.0, 0.0, 2700.0));
+    assert_eq!(
+        (o.outcome.as_str(), o.flags.clone()),
+        ("used", vec!["overrun".to_owned()])
+    );
+    assert_eq!(
+        (o.booked_s, o.used_s, o.early_s, o.overrun_s),
+        (3600.0, 7200.0, 0.0, 2700.0)
+    );
     assert_eq!(o.first_use.as_deref(), Some("2026-11-20T09:00:00+08:00"));
     assert_eq!(o.last_use.as_deref(), Some("2026-11-20T11:00:00+08:00"));
 }
@@ -261,10 +305,18 @@ fn an_agent_that_falls_silent_leaves_unknown_until_its_next_transition() {
         ],
     );
     site.catch_up();
-    let rows = totals(site.hours(day(2026, 11, 20), day(2026, 11, 21), None, GroupBy::Instrument));
-    let nmr = &rows[rows.iter().position(|r| r.instrument_id.as_deref() == Some("nmr-600")).unwrap()];
-    // 08:00–09:00 and 12:00:30–13:00 are used: 1.5 h less 30 s.
-    assert_eq!(nmr.used_hours, 1.49);
+    let rows = totals(site.hours(
+        day(2026, 11, 20),
+        day(2026, 11, 21),
+        None,
+        GroupBy::Instrument,
+    ));
+    let nmr = &rows[rows
+        .iter()
+        .position(|r| r.instrument_id.as_deref() == Some("nmr-600"))
+        .unwrap()];
+    // 08:00–09:00 and 12:00:30–13:00 are used: 2 h less 30 s.
+    assert_eq!(nmr.used_hours, 1.99);
     // Unknown: 00:00–08:00, 09:00–12:00:30, 13:00–24:00.
     assert_eq!(nmr.unknown_hours, 22.01);
 }
@@ -273,10 +325,23 @@ fn an_agent_that_falls_silent_leaves_unknown_until_its_next_transition() {
 fn months_and_years_sum_the_days_and_partial_days_are_reconciled_on_the_spot() {
     let mut site = Site::new(CONFIG);
     one_day(&mut site);
-    let by_day = totals(site.hours(day(2026, 11, 1), day(2027, 1, 1), Some(crate::reconcile::PeriodUnit::Day), GroupBy::Instrument));
-    let by_month = totals(site.hours(day(2026, 11, 1), day(2027, 1, 1), Some(crate::reconcile::PeriodUnit::Month), GroupBy::Instrument));
+    let by_day = totals(site.hours(
+        day(2026, 11, 1),
+        day(2027, 1, 1),
+        Some(crate::reconcile::PeriodUnit::Day),
+        GroupBy::Instrument,
+    ));
+    let by_month = totals(site.hours(
+        day(2026, 11, 1),
+        day(2027, 1, 1),
+        Some(crate::reconcile::PeriodUnit::Month),
+        GroupBy::Instrument,
+    ));
     let nmr = |rows: &[HoursRow]| -> f64 {
-        rows.iter().filter(|r| r.instrument_id.as_deref() == Some("nmr-600")).map(|r| r.used_hours).sum()
+        rows.iter()
+            .filter(|r| r.instrument_id.as_deref() == Some("nmr-600"))
+            .map(|r| r.used_hours)
+            .sum()
     };
     assert_eq!(nmr(&by_day), 2.0);
     assert_eq!(nmr(&by_month), 2.0);
@@ -288,8 +353,18 @@ fn months_and_years_sum_the_days_and_partial_days_are_reconciled_on_the_spot() {
         None,
         GroupBy::Instrument,
     ));
-    let nmr_part = part.iter().find(|r| r.instrument_id.as_deref() == Some("nmr-600")).unwrap();
-    assert_eq!((nmr_part.used_hours, nmr_part.booked_used_hours, nmr_part.unknown_hours), (0.5, 0.5, 0.0));
+    let nmr_part = part
+        .iter()
+        .find(|r| r.instrument_id.as_deref() == Some("nmr-600"))
+        .unwrap();
+    assert_eq!(
+        (
+            nmr_part.used_hours,
+            nmr_part.booked_used_hours,
+            nmr_part.unknown_hours
+        ),
+        (0.5, 0.5, 0.0)
+    );
 }
 
 #[test]
@@ -300,7 +375,12 @@ fn grouping_by_unit_and_usage_type_sums_the_instruments() {
     assert_eq!(units.len(), 2);
     assert_eq!(units[1].unit.as_deref(), Some("Chemistry/NMR Centre"));
     assert_eq!(units[1].used_hours, 2.0);
-    let HoursRows::UsageTypes(types) = site.hours(day(2026, 11, 20), day(2026, 11, 21), None, GroupBy::UsageType) else {
+    let HoursRows::UsageTypes(types) = site.hours(
+        day(2026, 11, 20),
+        day(2026, 11, 21),
+        None,
+        GroupBy::UsageType,
+    ) else {
         panic!("usage types");
     };
     let research = types.iter().find(|r| r.usage_type == "research").unwrap();
@@ -339,16 +419,37 @@ fn a_correction_changes_the_corrected_figures_and_never_the_evidence() {
         )
         .expect("correction");
     assert_eq!(c.created_by, "admin-office");
-    let rows = totals(site.hours(day(2026, 11, 20), day(2026, 11, 21), None, GroupBy::Instrument));
-    let ms = rows.iter().find(|r| r.instrument_id.as_deref() == Some("ms-1")).unwrap();
-    assert_eq!((ms.used_hours, ms.unbooked_hours, ms.by_usage_type["unassigned"]), (2.0, 2.0, 2.0));
+    let rows = totals(site.hours(
+        day(2026, 11, 20),
+        day(2026, 11, 21),
+        None,
+        GroupBy::Instrument,
+    ));
+    let ms = rows
+        .iter()
+        .find(|r| r.instrument_id.as_deref() == Some("ms-1"))
+        .unwrap();
+    assert_eq!(
+        (
+            ms.used_hours,
+            ms.unbooked_hours,
+            ms.by_usage_type["unassigned"]
+        ),
+        (2.0, 2.0, 2.0)
+    );
     assert_eq!(ms.corrected.assigned_hours, 1.0);
     assert_eq!(ms.corrected.unbooked_hours, 1.0);
     assert_eq!(ms.corrected.by_usage_type["training"], 1.0);
     assert_eq!(ms.corrected.by_usage_type["unassigned"], 1.0);
     let listed = site
         .reports
-        .corrections(&Range { from: day(2026, 11, 20), to: day(2026, 11, 21) }, Some("ms-1"))
+        .corrections(
+            &Range {
+                from: day(2026, 11, 20),
+                to: day(2026, 11, 21),
+            },
+            Some("ms-1"),
+        )
         .expect("list");
     assert_eq!(listed, vec![c]);
 
@@ -366,7 +467,16 @@ fn a_correction_changes_the_corrected_figures_and_never_the_evidence() {
         "admin-office",
         at("2026-11-21T09:00:00Z"),
     );
-    assert!(matches!(bad, Err(QueryError::BadParameter { parameter: "end", .. })), "{bad:?}");
+    assert!(
+        matches!(
+            bad,
+            Err(QueryError::BadParameter {
+                parameter: "end",
+                ..
+            })
+        ),
+        "{bad:?}"
+    );
 }
 
 #[test]
@@ -383,7 +493,11 @@ fn a_changed_policy_reconciles_the_instrument_again() {
     let pass = materialize::catch_up(&mut conn, &registry, 0).expect("catch up");
     assert_eq!(pass.instruments, 1);
     let used: i64 = conn
-        .query_row("SELECT SUM(used_ms) FROM day_totals WHERE instrument_id = 'nmr-600'", [], |r| r.get(0))
+        .query_row(
+            "SELECT SUM(used_ms) FROM day_totals WHERE instrument_id = 'nmr-600'",
+            [],
+            |r| r.get(0),
+        )
         .unwrap();
     // 08:00–18:00 is standby or running: 10 h.
     assert_eq!(used, 10 * 3_600_000);
@@ -394,7 +508,9 @@ fn a_changed_policy_reconciles_the_instrument_again() {
 fn results(conn: &Connection) -> Vec<String> {
     let mut out = Vec::new();
     for table in ["day_totals", "month_totals", "booking_outcomes"] {
-        let mut stmt = conn.prepare(&format!("SELECT * FROM {table} ORDER BY 1, 2")).unwrap();
+        let mut stmt = conn
+            .prepare(&format!("SELECT * FROM {table} ORDER BY 1, 2"))
+            .unwrap();
         let n = stmt.column_count();
         let rows = stmt
             .query_map([], |r| {
@@ -522,9 +638,16 @@ fn golden_day_outcomes_and_flags() {
     let site = golden_day();
     let outcomes = site
         .reports
-        .outcomes(&Range { from: day(2026, 11, 20), to: day(2026, 11, 21) }, Some("nmr-600"))
+        .outcomes(
+            &Range {
+                from: day(2026, 11, 20),
+                to: day(2026, 11, 21),
+            },
+            Some("nmr-600"),
+        )
         .expect("outcomes");
-    let got: Vec<(&str, &str, Vec<String>, f64, f64, f64, f64)> = outcomes
+    type Outcome<'a> = (&'a str, &'a str, Vec<String>, f64, f64, f64, f64);
+    let got: Vec<Outcome<'_>> = outcomes
         .iter()
         .map(|o| {
             (
@@ -542,33 +665,74 @@ fn golden_day_outcomes_and_flags() {
     assert_eq!(
         got,
         vec![
-            ("A-late-start", "used", f(&["late_start"]), 3600.0, 2400.0, 0.0, 0.0),
+            (
+                "A-late-start",
+                "used",
+                f(&["late_start"]),
+                3600.0,
+                2400.0,
+                0.0,
+                0.0
+            ),
             ("B-no-show", "no_show", f(&[]), 3600.0, 0.0, 0.0, 0.0),
             ("C-cancelled", "cancelled", f(&[]), 3600.0, 0.0, 0.0, 0.0),
-            ("D-early-finish", "used", f(&["early_finish"]), 3600.0, 3000.0, 600.0, 0.0),
-            ("E-overrun", "used", f(&["overrun"]), 3600.0, 5400.0, 0.0, 900.0),
+            (
+                "D-early-finish",
+                "used",
+                f(&["early_finish"]),
+                3600.0,
+                3000.0,
+                600.0,
+                0.0
+            ),
+            (
+                "E-overrun",
+                "used",
+                f(&["overrun"]),
+                3600.0,
+                5400.0,
+                0.0,
+                900.0
+            ),
             ("F-fault", "instrument_fault", f(&[]), 3600.0, 0.0, 0.0, 0.0),
             ("G-no-data", "no_data", f(&[]), 3600.0, 0.0, 0.0, 0.0),
         ]
     );
     let by_id = |id: &str| outcomes.iter().find(|o| o.booking_id == id).unwrap();
-    assert_eq!(by_id("A-late-start").first_use.as_deref(), Some("2026-11-20T08:20:00+00:00"));
-    assert_eq!(by_id("E-overrun").last_use.as_deref(), Some("2026-11-20T17:30:00+00:00"));
+    assert_eq!(
+        by_id("A-late-start").first_use.as_deref(),
+        Some("2026-11-20T08:20:00+00:00")
+    );
+    assert_eq!(
+        by_id("E-overrun").last_use.as_deref(),
+        Some("2026-11-20T17:30:00+00:00")
+    );
     assert_eq!(by_id("F-fault").fault_s, 1800.0);
     assert_eq!(by_id("G-no-data").unknown_s, 3600.0);
-    assert_eq!(by_id("D-early-finish").sessions, vec!["nmr-600@1795182600000".to_owned()]);
+    assert_eq!(
+        by_id("D-early-finish").sessions,
+        vec!["nmr-600@1795182600000".to_owned()]
+    );
 }
 
 #[test]
 fn golden_day_hours() {
     let site = golden_day();
-    let rows = totals(site.hours(day(2026, 11, 20), day(2026, 11, 21), None, GroupBy::Instrument));
+    let rows = totals(site.hours(
+        day(2026, 11, 20),
+        day(2026, 11, 21),
+        None,
+        GroupBy::Instrument,
+    ));
     assert_eq!(rows.len(), 1);
     let r = &rows[0];
     // Sessions 08:20–09:00, 12:00–12:30, 13:50–14:40, 16:00–17:30 (the
     // 23:00 blip is dropped): 210 min.
     assert_eq!(r.used_hours, 3.5);
-    assert_eq!(r.booked_hours, 6.0, "six confirmed hours; the cancelled one is left out");
+    assert_eq!(
+        r.booked_hours, 6.0,
+        "six confirmed hours; the cancelled one is left out"
+    );
     assert_eq!(r.booked_used_hours, 3.0);
     assert_eq!(r.unbooked_hours, 0.5, "the run in the cancelled slot");
     assert_eq!(r.by_usage_type["research"], 0.67);
@@ -588,12 +752,24 @@ fn golden_day_hours() {
 
     let sessions = site
         .reports
-        .sessions(&Range { from: day(2026, 11, 20), to: day(2026, 11, 21) }, Some("nmr-600"))
+        .sessions(
+            &Range {
+                from: day(2026, 11, 20),
+                to: day(2026, 11, 21),
+            },
+            Some("nmr-600"),
+        )
         .expect("sessions");
     let kept: Vec<(f64, bool)> = sessions.iter().map(|s| (s.duration_s, s.dropped)).collect();
     assert_eq!(
         kept,
-        vec![(2400.0, false), (1800.0, false), (3000.0, false), (5400.0, false), (60.0, true)]
+        vec![
+            (2400.0, false),
+            (1800.0, false),
+            (3000.0, false),
+            (5400.0, false),
+            (60.0, true)
+        ]
     );
     assert_eq!(sessions[1].segments[0].booking_id, None);
 }
