@@ -10,6 +10,7 @@
 //! in `docs/reconciliation.md`) turns timelines, result files and bookings
 //! into sessions, booking outcomes and verified hours.
 
+pub mod api;
 pub mod app;
 pub mod bookings;
 pub mod broker;

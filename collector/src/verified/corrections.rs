@@ -5,11 +5,12 @@
 
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use crate::bookings::UsageType;
 
 /// What an admin submits (`POST /api/v1/corrections`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewCorrection {
     pub instrument_id: String,
@@ -32,7 +33,7 @@ pub struct NewCorrection {
 }
 
 /// A recorded correction.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Correction {
     pub id: i64,
     #[serde(flatten)]

@@ -53,3 +53,21 @@ pub trait Reports: Send + Sync + 'static {
         now: Timestamp,
     ) -> Result<ImportReport, QueryError>;
 }
+
+/// The [`Reports`] the running collector serves (`app::start`), on the
+/// config's data dir.
+pub fn store_reports(
+    config: &crate::config::CollectorConfig,
+) -> anyhow::Result<std::sync::Arc<dyn Reports>> {
+    let _ = config;
+    unimplemented!("StoreReports lands on main")
+}
+
+/// The [`Reports`] of `labhours-collector report`: the config's data dir
+/// opened read-only, beside a running collector or without one.
+pub fn open_reports(
+    config: &crate::config::CollectorConfig,
+) -> anyhow::Result<std::sync::Arc<dyn Reports>> {
+    let _ = config;
+    unimplemented!("StoreReports lands on main")
+}
