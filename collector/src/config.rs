@@ -119,7 +119,7 @@ pub struct HttpConfig {
 }
 
 /// What a token's holder may do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub enum TokenRole {
     /// Reads hours, outcomes, sessions, timelines and corrections.
