@@ -1082,6 +1082,10 @@ async fn the_openapi_document_lists_every_route_its_statuses_and_the_bearer_sche
     assert_eq!(from["in"], "query");
     let csv = &paths["/api/v1/hours"]["get"]["responses"]["200"]["content"]["text/csv"];
     assert!(csv.is_object(), "{}", paths["/api/v1/hours"]);
+    assert_eq!(
+        doc["components"]["schemas"]["NewCorrection"]["properties"]["start"],
+        json!({"type": "string", "format": "date-time"})
+    );
     for schema in [
         "HoursRow",
         "UsageTypeRow",

@@ -135,7 +135,9 @@ pub struct Booking {
     pub user: String,
     pub group: String,
     pub usage_type: UsageType,
+    #[schema(value_type = String, format = DateTime)]
     pub start: Timestamp,
+    #[schema(value_type = String, format = DateTime)]
     pub end: Timestamp,
     pub status: BookingStatus,
 }

@@ -14,7 +14,9 @@ use crate::bookings::UsageType;
 #[serde(deny_unknown_fields)]
 pub struct NewCorrection {
     pub instrument_id: String,
+    #[schema(value_type = String, format = DateTime)]
     pub start: Timestamp,
+    #[schema(value_type = String, format = DateTime)]
     pub end: Timestamp,
     /// Who used the instrument, when known.
     #[serde(default)]
@@ -40,5 +42,6 @@ pub struct Correction {
     pub correction: NewCorrection,
     /// The token name of the admin who made it.
     pub created_by: String,
+    #[schema(value_type = String, format = DateTime)]
     pub created_at: Timestamp,
 }
