@@ -147,8 +147,13 @@ impl Command {
         match self {
             Command::CheckConfig(arg) => {
                 let c = arg.load()?;
+                let tokens = match c.http.tokens.len() {
+                    0 => "no API tokens: local callers are admins".to_owned(),
+                    1 => "1 API token".to_owned(),
+                    n => format!("{n} API tokens"),
+                };
                 println!(
-                    "{}: OK. Site {:?} ({}), {} instrument(s); MQTT {}; HTTP on {}.",
+                    "{}: OK. Site {:?} ({}), {} instrument(s); MQTT {}; HTTP on {} ({tokens}).",
                     arg.config
                         .as_deref()
                         .map_or("defaults".into(), |p| p.display().to_string()),
