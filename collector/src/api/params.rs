@@ -116,7 +116,7 @@ impl Params {
         let text = self.get(name).ok_or_else(|| {
             ApiError::bad_parameter(name, format!("{name} is required: {EDGE_ACCEPTED}"))
         })?;
-        parse_edge(text).map_err(|()| {
+        parse_edge(text).ok_or_else(|| {
             ApiError::bad_parameter(name, format!("{name}={text:?} is not {EDGE_ACCEPTED}"))
         })
     }
@@ -185,7 +185,7 @@ impl Params {
 /// `YYYY-MM-DD` (a local date) or an RFC 3339 instant with an offset. A
 /// space where the offset's `+` belongs (an unencoded `+` in a URL) is read
 /// as `+`.
-pub fn parse_edge(text: &str) -> Result<Edge, ()> {
+pub fn parse_edge(text: &str) -> Option<Edge> {
     let text = text.trim();
     let b = text.as_bytes();
     let date_shaped = b.len() == 10
@@ -195,15 +195,15 @@ pub fn parse_edge(text: &str) -> Result<Edge, ()> {
             .enumerate()
             .all(|(i, c)| i == 4 || i == 7 || c.is_ascii_digit());
     if date_shaped {
-        return text.parse::<Date>().map(Edge::Date).map_err(|_| ());
+        return text.parse::<Date>().ok().map(Edge::Date);
     }
     if b.len() < 20 || b[10] != b'T' && b[10] != b't' {
-        return Err(());
+        return None;
     }
     text.replace(' ', "+")
         .parse::<Timestamp>()
+        .ok()
         .map(Edge::Instant)
-        .map_err(|_| ())
 }
 
 pub fn parse_period(text: &str) -> Option<PeriodUnit> {
@@ -240,20 +240,20 @@ mod tests {
     fn edges_are_dates_or_instants_with_an_offset() {
         assert_eq!(
             parse_edge("2025-03-01"),
-            Ok(Edge::Date(jiff::civil::date(2025, 3, 1)))
+            Some(Edge::Date(jiff::civil::date(2025, 3, 1)))
         );
         let eight = "2025-03-01T00:00:00Z".parse::<Timestamp>().unwrap();
         assert_eq!(
             parse_edge("2025-03-01T08:00:00+08:00"),
-            Ok(Edge::Instant(eight))
+            Some(Edge::Instant(eight))
         );
         assert_eq!(
             parse_edge("2025-03-01T08:00:00 08:00"),
-            Ok(Edge::Instant(eight))
+            Some(Edge::Instant(eight))
         );
-        assert_eq!(parse_edge("2025-03-01T08:00:00"), Err(()));
-        assert_eq!(parse_edge("2025-02-30"), Err(()));
-        assert_eq!(parse_edge("20250301"), Err(()));
-        assert_eq!(parse_edge("yesterday"), Err(()));
+        assert_eq!(parse_edge("2025-03-01T08:00:00"), None);
+        assert_eq!(parse_edge("2025-02-30"), None);
+        assert_eq!(parse_edge("20250301"), None);
+        assert_eq!(parse_edge("yesterday"), None);
     }
 }

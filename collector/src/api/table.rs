@@ -131,7 +131,7 @@ pub fn to_csv<T: Serialize + Default>(rows: &[T]) -> anyhow::Result<Vec<u8>> {
                 .map(|c| line.get(c).map_or("", String::as_str)),
         )?;
     }
-    Ok(out.into_inner().map_err(|e| anyhow::anyhow!("{e}"))?)
+    out.into_inner().map_err(|e| anyhow::anyhow!("{e}"))
 }
 
 /// `(column, cell)` pairs of one row, in field order.
