@@ -27,6 +27,7 @@ fn collector_config(data_dir: &Path, broker: Broker) -> CollectorConfig {
         data_dir: data_dir.to_owned(),
         ..CollectorConfig::default()
     };
+    config.http.listen = ([127, 0, 0, 1], 0).into();
     config.mqtt.topic_prefix = PREFIX.into();
     match broker {
         Broker::Embedded(port) => config.mqtt.embedded_listen = ([127, 0, 0, 1], port).into(),

@@ -36,6 +36,7 @@ fn config(
         data_dir: data_dir.to_owned(),
         ..CollectorConfig::default()
     };
+    config.http.listen = ([127, 0, 0, 1], 0).into();
     config.mqtt.topic_prefix = prefix.into();
     config.mqtt.external = Some(ExternalBroker {
         host,
@@ -347,6 +348,7 @@ fn tls_config(data_dir: &Path, port: u16, ca: &Path) -> CollectorConfig {
         data_dir: data_dir.to_owned(),
         ..CollectorConfig::default()
     };
+    config.http.listen = ([127, 0, 0, 1], 0).into();
     config.mqtt.external = Some(ExternalBroker {
         host: "localhost".into(),
         port,

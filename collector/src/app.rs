@@ -1,4 +1,5 @@
-//! Starting and stopping the collector: broker (if embedded), store, ingest.
+//! Starting and stopping the collector: broker (if embedded), store, ingest
+//! and the HTTP API.
 
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -10,6 +11,7 @@ use labhours_shared::wire::{TopicKind, Topics};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
+use crate::api::{ApiState, app};
 use crate::broker;
 use crate::config::CollectorConfig;
 use crate::ingest::mqtt::{ClientSettings, run_client};
@@ -42,6 +44,8 @@ pub async fn run(
 #[derive(Debug)]
 pub struct Running {
     broker_addr: Option<SocketAddr>,
+    http_addr: SocketAddr,
+    http: JoinHandle<std::io::Result<()>>,
     stats: Arc<IngestStats>,
     subscribed: watch::Receiver<bool>,
     stop: watch::Sender<bool>,
@@ -49,8 +53,9 @@ pub struct Running {
     ingest: JoinHandle<Store>,
 }
 
-/// Starts broker (unless external), store and ingest, and returns at once;
-/// the ingest client connects (and reconnects) in the background.
+/// Starts broker (unless external), store, ingest and the HTTP API, and
+/// returns at once; the ingest client connects (and reconnects) in the
+/// background.
 pub async fn start(config: CollectorConfig, options: IngestOptions) -> anyhow::Result<Running> {
     let topics = Topics::new(&config.mqtt.topic_prefix);
     let data_dir = config.data_dir.clone();
@@ -118,10 +123,12 @@ pub async fn start(config: CollectorConfig, options: IngestOptions) -> anyhow::R
         }
     };
 
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (http_addr, http) = serve_http(&config, stop_rx.clone()).await?;
+
     let stats = Arc::new(IngestStats::default());
     let (inbound_tx, inbound_rx) = mpsc::channel(options.queue_capacity.max(1));
     let (ack_tx, ack_rx) = mpsc::unbounded_channel();
-    let (stop_tx, stop_rx) = watch::channel(false);
     let (subscribed_tx, subscribed_rx) = watch::channel(false);
 
     let ingest_topics = topics.clone();
@@ -146,12 +153,51 @@ pub async fn start(config: CollectorConfig, options: IngestOptions) -> anyhow::R
     ));
     Ok(Running {
         broker_addr,
+        http_addr,
+        http,
         stats,
         subscribed: subscribed_rx,
         stop: stop_tx,
         client,
         ingest,
     })
+}
+
+/// Binds `http.listen` and serves the API, and runs the background
+/// reconciler, until `stop` turns true.
+async fn serve_http(
+    config: &CollectorConfig,
+    mut stop: watch::Receiver<bool>,
+) -> anyhow::Result<(SocketAddr, JoinHandle<std::io::Result<()>>)> {
+    let listen = config.http.listen;
+    if config.http.tokens.is_empty() && !listen.ip().is_loopback() {
+        // `validate` refuses this already; a config built in code must not slip past.
+        bail!(
+            "http.tokens: no token is configured, so the API may only listen on a loopback address, not {listen}"
+        );
+    }
+    let reports = crate::verified::store_reports(config)?;
+    let reconciler = tokio::spawn(crate::verified::reconciler::run(
+        reports.clone(),
+        stop.clone(),
+    ));
+    let state = ApiState::new(reports, &config.http.tokens)?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("http.listen: cannot listen on {listen}"))?;
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, tokens = config.http.tokens.len(), "HTTP API listening");
+    let server = axum::serve(listener, app(state)).with_graceful_shutdown(async move {
+        let _ = stop.wait_for(|s| *s).await;
+    });
+    Ok((
+        addr,
+        tokio::spawn(async move {
+            let served = server.await;
+            let _ = reconciler.await;
+            served
+        }),
+    ))
 }
 
 /// The address a local client uses to reach a listener bound to `ip`.
@@ -167,6 +213,11 @@ impl Running {
     /// Where the embedded broker listens (`None` with an external broker).
     pub fn broker_addr(&self) -> Option<SocketAddr> {
         self.broker_addr
+    }
+
+    /// Where the HTTP API listens (the bound port when `http.listen` had port 0).
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
     }
 
     /// The ingest counters so far.
@@ -195,19 +246,31 @@ impl Running {
                 ended.context("the ingest thread panicked")?;
                 bail!("the ingest thread ended unexpectedly")
             }
+            ended = &mut self.http => {
+                ended.context("the HTTP server task panicked")??;
+                bail!("the HTTP server ended unexpectedly")
+            }
         }
     }
 
     /// Stops receiving, commits what was received, publishes its acks and
-    /// disconnects (bounded by [`SHUTDOWN_TIMEOUT`]).
+    /// disconnects; the HTTP server stops accepting and finishes the
+    /// requests under way (all bounded by [`SHUTDOWN_TIMEOUT`]).
     pub async fn shutdown(self) -> anyhow::Result<()> {
         self.stop.send_replace(true);
-        let Running { client, ingest, .. } = self;
+        let Running {
+            client,
+            ingest,
+            http,
+            ..
+        } = self;
         let client_abort = client.abort_handle();
+        let http_abort = http.abort_handle();
         let drained = async {
             let store = ingest.await.context("the ingest thread panicked")?;
             drop(store);
             client.await.context("the MQTT client task panicked")?;
+            http.await.context("the HTTP server task panicked")??;
             anyhow::Ok(())
         };
         match tokio::time::timeout(SHUTDOWN_TIMEOUT, drained).await {
@@ -216,6 +279,7 @@ impl Running {
                 // Dropping the client also closes the ingest queue, so the
                 // ingest thread commits what it holds and ends.
                 client_abort.abort();
+                http_abort.abort();
                 tracing::warn!(
                     "shutdown took longer than {SHUTDOWN_TIMEOUT:?}; unacked events will be resent by agents"
                 );

@@ -27,20 +27,14 @@ pub enum Command {
     /// Manage bookings.
     #[command(subcommand)]
     Bookings(BookingsCommand),
-    /// Print verified hours for a period (CSV or JSON), for offline evaluation.
-    Report {
-        #[command(flatten)]
-        config: ConfigArg,
-        /// First day or instant of the period (site time zone).
-        #[arg(long)]
-        from: String,
-        /// End of the period (exclusive).
-        #[arg(long)]
-        to: String,
-        #[arg(long, value_enum, default_value_t = ReportFormat::Csv)]
-        format: ReportFormat,
-    },
-    /// Recompute every session and booking outcome from the stored evidence.
+    /// Print verified hours for a period (CSV or JSON), for offline
+    /// evaluation: exactly what GET /api/v1/hours answers.
+    Report(ReportArgs),
+    /// Make API tokens and their hashes for [[http.tokens]].
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Reconcile every instrument again from the stored evidence, bookings and
+    /// corrections (safe beside a running collector).
     Rebuild(ConfigArg),
 }
 
@@ -61,6 +55,54 @@ pub enum BookingsCommand {
         /// The file's format, when its extension does not tell.
         #[arg(long, value_enum)]
         format: Option<crate::bookings::Format>,
+    },
+}
+
+/// `report`: the parameters of GET /api/v1/hours.
+#[derive(Debug, clap::Args)]
+pub struct ReportArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// Start: a local date YYYY-MM-DD (midnight in each instrument's zone)
+    /// or an RFC 3339 instant with offset.
+    #[arg(long)]
+    pub from: String,
+    /// End (exclusive), same forms.
+    #[arg(long)]
+    pub to: String,
+    /// Only this instrument.
+    #[arg(long)]
+    pub instrument: Option<String>,
+    /// Only instruments in this unit or below it.
+    #[arg(long)]
+    pub unit: Option<String>,
+    /// Split into local periods: day, month or year (default: one period).
+    #[arg(long)]
+    pub period: Option<String>,
+    /// Rows per instrument (default), unit or usage_type.
+    #[arg(long)]
+    pub group_by: Option<String>,
+    #[arg(long, value_enum, default_value_t = ReportFormat::Csv)]
+    pub format: ReportFormat,
+    /// Write to this file instead of standard output.
+    #[arg(long, short)]
+    pub output: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Read a token from standard input (one line) and print its SHA-256,
+    /// the `sha256` of an [[http.tokens]] entry.
+    Hash,
+    /// Generate a random token, print it once and the [[http.tokens]] entry
+    /// to paste into the collector's config (which keeps only the hash).
+    New {
+        /// Who holds it, e.g. evaluation-office (recorded with their corrections).
+        #[arg(long)]
+        name: String,
+        /// evaluator (reads) or admin (reads and writes corrections and bookings).
+        #[arg(long, value_enum)]
+        role: crate::config::TokenRole,
     },
 }
 
@@ -106,8 +148,13 @@ impl Command {
         match self {
             Command::CheckConfig(arg) => {
                 let c = arg.load()?;
+                let tokens = match c.http.tokens.len() {
+                    0 => "no API tokens: local callers are admins".to_owned(),
+                    1 => "1 API token".to_owned(),
+                    n => format!("{n} API tokens"),
+                };
                 println!(
-                    "{}: OK. Site {:?} ({}), {} instrument(s); MQTT {}; HTTP on {}.",
+                    "{}: OK. Site {:?} ({}), {} instrument(s); MQTT {}; HTTP on {} ({tokens}).",
                     arg.config
                         .as_deref()
                         .map_or("defaults".into(), |p| p.display().to_string()),
@@ -155,13 +202,100 @@ impl Command {
                     ))
                 }
             }
-            Command::Report { .. } | Command::Rebuild(_) => {
-                anyhow::bail!(
-                    "this build of labhours-collector cannot do that yet: only run, check-config and bookings import are available"
-                )
+            Command::Report(args) => report(&args),
+            Command::Token(TokenCommand::Hash) => {
+                let mut line = String::new();
+                std::io::stdin()
+                    .read_line(&mut line)
+                    .context("cannot read the token from standard input")?;
+                let token = line.trim_end_matches(['\r', '\n']);
+                anyhow::ensure!(
+                    !token.is_empty(),
+                    "no token on standard input; e.g. `printf %s \"$TOKEN\" | labhours-collector token hash`"
+                );
+                println!("{}", crate::api::hash_token(token));
+                Ok(())
+            }
+            Command::Token(TokenCommand::New { name, role }) => {
+                if labhours_shared::wire::check_id("name", &name).is_err() {
+                    anyhow::bail!(
+                        "--name {name:?} is not a plain name: use 1-64 characters from A-Z a-z 0-9 . _ -"
+                    );
+                }
+                let token = crate::api::new_token()?;
+                println!("{token}");
+                println!();
+                println!(
+                    "# The line above is the token for {name:?}: it is shown only now; give it to its holder."
+                );
+                println!("# Paste this into the collector's config and restart it:");
+                println!("[[http.tokens]]");
+                println!("name = {name:?}");
+                println!("role = \"{}\"", role.as_str());
+                println!("sha256 = \"{}\"", crate::api::hash_token(&token));
+                Ok(())
+            }
+            Command::Rebuild(args) => {
+                let config = args.load()?;
+                let started = std::time::Instant::now();
+                let pass = crate::verified::rebuild(&config)?;
+                println!(
+                    "rebuilt {} instruments: {} instrument-days, {} booking outcomes in {:.1} s",
+                    pass.instruments,
+                    pass.days,
+                    pass.bookings,
+                    started.elapsed().as_secs_f64()
+                );
+                Ok(())
             }
         }
     }
+}
+
+/// `report`: the hours GET /api/v1/hours would answer, from the data dir
+/// opened read-only, in the same JSON or CSV.
+fn report(args: &ReportArgs) -> anyhow::Result<()> {
+    use crate::api::{Format, hours_body, hours_query, params::Params};
+    let config = args.config.load()?;
+    let mut pairs = vec![
+        ("from".to_owned(), args.from.clone()),
+        ("to".to_owned(), args.to.clone()),
+    ];
+    for (name, value) in [
+        ("instrument", &args.instrument),
+        ("unit", &args.unit),
+        ("period", &args.period),
+        ("group_by", &args.group_by),
+    ] {
+        if let Some(v) = value {
+            pairs.push((name.to_owned(), v.clone()));
+        }
+    }
+    let query = hours_query(&Params::from_pairs(pairs)).map_err(|e| {
+        let flag = e.body.parameter.as_deref().unwrap_or("").replace('_', "-");
+        anyhow::anyhow!("--{flag}: {}", e.body.error)
+    })?;
+    let format = match args.format {
+        ReportFormat::Csv => Format::Csv,
+        ReportFormat::Json => Format::Json,
+    };
+    let reports = crate::verified::open_reports(&config)?;
+    let rows = reports.hours(&query)?;
+    let mut body = hours_body(&query, rows, format)?;
+    match &args.output {
+        Some(path) => std::fs::write(path, &body)
+            .with_context(|| format!("cannot write {}", path.display()))?,
+        None => {
+            use std::io::Write;
+            if !body.ends_with(b"\n") {
+                body.push(b'\n');
+            }
+            std::io::stdout()
+                .write_all(&body)
+                .context("cannot write to standard output")?;
+        }
+    }
+    Ok(())
 }
 
 /// `bookings import`: prints every error and the summary; false when there

@@ -113,8 +113,44 @@ pub struct ExternalBroker {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HttpConfig {
+    /// Where the API listens (port 0: any free port).
     #[serde(default = "defaults::http_listen")]
     pub listen: SocketAddr,
+    /// Who may call the API. With none, only a loopback `listen` is allowed
+    /// and every local caller is an admin (see docs/api.md).
+    #[serde(default)]
+    pub tokens: Vec<TokenConfig>,
+}
+
+/// What a token's holder may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenRole {
+    /// Reads hours, outcomes, sessions, timelines and corrections.
+    Evaluator,
+    /// Reads everything and writes corrections and bookings.
+    Admin,
+}
+
+impl TokenRole {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Evaluator => "evaluator",
+            Self::Admin => "admin",
+        }
+    }
+}
+
+/// An API token, stored only as the SHA-256 of its text
+/// (`labhours-collector token new` makes one).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenConfig {
+    /// Who holds it; recorded as `created_by` of their corrections.
+    pub name: String,
+    pub role: TokenRole,
+    /// Lower-case hex SHA-256 of the token.
+    pub sha256: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -462,6 +498,7 @@ impl Default for HttpConfig {
     fn default() -> Self {
         Self {
             listen: defaults::http_listen(),
+            tokens: Vec::new(),
         }
     }
 }
@@ -584,6 +621,7 @@ impl CollectorConfig {
                 "use the base URL of the server, e.g. \"http://127.0.0.1:8086\"",
             ));
         }
+        errors.extend(validate_http(&self.http));
         errors.extend(
             self.reconciliation
                 .validate()
@@ -659,6 +697,59 @@ fn open_hours_errors(open: &OpenHoursConfig) -> impl Iterator<Item = ConfigError
         .flatten()
 }
 
+/// How to make a token and its hash, for the fix texts.
+const TOKEN_FIX: &str = "run `labhours-collector token new --name NAME --role evaluator` and paste the [[http.tokens]] entry it prints (`labhours-collector token hash` hashes an existing token read from stdin)";
+
+fn validate_http(http: &HttpConfig) -> Vec<ConfigError> {
+    let mut errors = Vec::new();
+    if http.tokens.is_empty() && !http.listen.ip().is_loopback() {
+        errors.push(ConfigError::new(
+            "http.tokens",
+            format!(
+                "http.listen {} is reachable from other hosts but no token is configured, so the API would be open to anyone",
+                http.listen
+            ),
+            format!("add [[http.tokens]] entries ({TOKEN_FIX}), or listen on 127.0.0.1"),
+        ));
+    }
+    for (i, token) in http.tokens.iter().enumerate() {
+        let at = format!("http.tokens[{i}]");
+        if check_id("name", &token.name).is_err() {
+            errors.push(ConfigError::new(
+                format!("{at}.name"),
+                format!("{:?} is not a plain name", token.name),
+                "use 1-64 characters from A-Z a-z 0-9 . _ -, e.g. \"evaluation-office\"",
+            ));
+        }
+        if http.tokens[..i].iter().any(|t| t.name == token.name) {
+            errors.push(ConfigError::new(
+                format!("{at}.name"),
+                format!("{:?} is listed twice", token.name),
+                "give each token its own name",
+            ));
+        }
+        let hex_ok = token.sha256.len() == 64
+            && token
+                .sha256
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        if !hex_ok {
+            errors.push(ConfigError::new(
+                format!("{at}.sha256"),
+                "is not 64 lower-case hex digits (a SHA-256; never the token itself)",
+                TOKEN_FIX,
+            ));
+        } else if http.tokens[..i].iter().any(|t| t.sha256 == token.sha256) {
+            errors.push(ConfigError::new(
+                format!("{at}.sha256"),
+                "the same token is listed under another name",
+                format!("give each holder a token of their own: {TOKEN_FIX}"),
+            ));
+        }
+    }
+    errors
+}
+
 pub(crate) fn check_zone(field: &str, zone: &str, errors: &mut Vec<ConfigError>) {
     if jiff::tz::TimeZone::get(zone).is_err() {
         errors.push(ConfigError::new(
@@ -705,6 +796,35 @@ mod tests {
         let text = "[[instruments]]\nid = \"ms-1\"\nname = \"QTOF\"\nusage_source = \"files\"\n";
         let err = CollectorConfig::parse(text).unwrap_err();
         assert_eq!(err.0[0].field, "instruments[0].file_run_s");
+    }
+
+    const HASH: &str = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
+
+    #[test]
+    fn tokens_are_checked_for_hex_hashes_unique_names_and_a_public_listen_needs_one() {
+        let good = format!(
+            "[http]\nlisten = \"0.0.0.0:8080\"\n[[http.tokens]]\nname = \"evaluation-office\"\nrole = \"evaluator\"\nsha256 = \"{HASH}\"\n"
+        );
+        let c = CollectorConfig::parse(&good).expect("valid");
+        assert_eq!(c.http.tokens[0].role, TokenRole::Evaluator);
+
+        let text = format!(
+            "[[http.tokens]]\nname = \"a\"\nrole = \"admin\"\nsha256 = \"{}\"\n[[http.tokens]]\nname = \"a\"\nrole = \"evaluator\"\nsha256 = \"{HASH}\"\n",
+            HASH.to_uppercase()
+        );
+        let err = CollectorConfig::parse(&text).unwrap_err();
+        let fields: Vec<&str> = err.0.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(fields, ["http.tokens[0].sha256", "http.tokens[1].name"]);
+        assert!(
+            err.0[0].fix.contains("labhours-collector token new"),
+            "{}",
+            err.0[0].fix
+        );
+
+        let err = CollectorConfig::parse("[http]\nlisten = \"0.0.0.0:8080\"\n").unwrap_err();
+        assert_eq!(err.0.len(), 1);
+        assert_eq!(err.0[0].field, "http.tokens");
+        assert!(CollectorConfig::parse("[http]\nlisten = \"[::1]:0\"\n").is_ok());
     }
 
     #[test]

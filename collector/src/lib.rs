@@ -8,8 +8,10 @@
 //! parses) and [`config::CollectorConfig`]. `docs/collector-ingest.md`
 //! describes the ingest path and the database; [`reconcile`] (pure, described
 //! in `docs/reconciliation.md`) turns timelines, result files and bookings
-//! into sessions, booking outcomes and verified hours.
+//! into sessions, booking outcomes and verified hours; [`api`] serves them
+//! over HTTP (`docs/api.md`) from [`verified::Reports`].
 
+pub mod api;
 pub mod app;
 pub mod bookings;
 pub mod broker;

@@ -4,6 +4,26 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
+fn collector_with_stdin(args: &[&str], stdin: &str) -> Output {
+    use std::io::Write;
+    use std::process::Stdio;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_labhours-collector"))
+        .args(args)
+        .env_remove("LABHOURS_COLLECTOR_CONFIG")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the binary runs");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(stdin.as_bytes())
+        .expect("write stdin");
+    child.wait_with_output().expect("the binary ends")
+}
+
 fn collector(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_labhours-collector"))
         .args(args)
@@ -21,7 +41,14 @@ fn help_describes_every_subcommand() {
     let out = collector(&["--help"]);
     assert!(out.status.success());
     let help = text(&out.stdout);
-    for sub in ["run", "check-config", "bookings", "report", "rebuild"] {
+    for sub in [
+        "run",
+        "check-config",
+        "bookings",
+        "report",
+        "token",
+        "rebuild",
+    ] {
         assert!(help.contains(sub), "{sub} missing from:\n{help}");
     }
     let out = collector(&["bookings", "import", "--help"]);
@@ -83,6 +110,95 @@ fn run_fails_with_a_clear_message_when_the_broker_port_is_taken() {
     assert!(
         err.contains(&format!("cannot listen on 127.0.0.1:{port}")),
         "{err}"
+    );
+}
+
+// tokens and report
+
+#[test]
+fn token_hash_prints_the_sha256_of_one_line_from_stdin() {
+    let out = collector_with_stdin(&["token", "hash"], "test\n");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08\n"
+    );
+    let out = collector_with_stdin(&["token", "hash"], "");
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("no token on standard input"));
+}
+
+#[test]
+fn token_new_prints_a_token_and_an_entry_that_the_config_accepts() {
+    let out = collector(&[
+        "token",
+        "new",
+        "--name",
+        "evaluation-office",
+        "--role",
+        "evaluator",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let printed = text(&out.stdout);
+    let token = printed.lines().next().expect("the token first");
+    assert!(token.starts_with("lh_") && token.len() == 67, "{printed}");
+    let entry = &printed[printed.find("[[http.tokens]]").expect("an entry")..];
+    assert!(
+        entry.contains("name = \"evaluation-office\"\nrole = \"evaluator\"\n"),
+        "{entry}"
+    );
+    let hashed = collector_with_stdin(&["token", "hash"], token);
+    assert!(entry.contains(&format!("sha256 = \"{}\"", text(&hashed.stdout).trim())));
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("collector.toml");
+    std::fs::write(
+        &path,
+        format!("[http]\nlisten = \"0.0.0.0:8080\"\n\n{entry}"),
+    )
+    .expect("write");
+    let out = collector(&["check-config", "--config", path.to_str().expect("utf-8")]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("HTTP on 0.0.0.0:8080 (1 API token)"),
+        "{}",
+        text(&out.stdout)
+    );
+}
+
+#[test]
+fn a_public_http_listen_without_tokens_is_refused() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("collector.toml");
+    std::fs::write(&path, "[http]\nlisten = \"0.0.0.0:8080\"\n").expect("write");
+    let out = collector(&["check-config", "--config", path.to_str().expect("utf-8")]);
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(err.contains("`http.tokens`"), "{err}");
+    assert!(err.contains("token new"), "{err}");
+}
+
+#[test]
+fn report_names_a_bad_option_before_opening_anything() {
+    let out = collector(&[
+        "report",
+        "--from",
+        "2025-03-01",
+        "--to",
+        "2025-04-01",
+        "--period",
+        "week",
+    ]);
+    assert!(!out.status.success());
+    assert_eq!(
+        text(&out.stderr),
+        "error: --period: period=\"week\" is not one of: day, month, year\n"
+    );
+    let out = collector(&["report", "--from", "2025-04-01", "--to", "2025-03-01"]);
+    assert!(
+        text(&out.stderr).starts_with("error: --to: "),
+        "{}",
+        text(&out.stderr)
     );
 }
 

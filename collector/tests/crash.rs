@@ -14,7 +14,7 @@ fn spawn_collector(dir: &Path, port: u16) -> Child {
     std::fs::write(
         &config,
         format!(
-            "data_dir = {:?}\n[mqtt]\nembedded_listen = \"127.0.0.1:{port}\"\n[log]\nlevel = \"warn\"\n",
+            "data_dir = {:?}\n[mqtt]\nembedded_listen = \"127.0.0.1:{port}\"\n[http]\nlisten = \"127.0.0.1:0\"\n[log]\nlevel = \"warn\"\n",
             dir.join("data")
         ),
     )

@@ -18,6 +18,7 @@ fn config(data_dir: &Path, port: u16) -> CollectorConfig {
         ..CollectorConfig::default()
     };
     config.mqtt.embedded_listen = ([127, 0, 0, 1], port).into();
+    config.http.listen = ([127, 0, 0, 1], 0).into();
     config
 }
 
@@ -301,4 +302,30 @@ async fn run_serves_until_its_shutdown_future_completes_and_then_returns_ok() {
     assert_eq!(committed_through(&db(dir.path()), "agent-run"), Some(3));
     // Quiet: nothing more arrives for this agent.
     a.no_ack_for(Duration::from_millis(200)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_http_api_answers_on_its_bound_port_and_stops_with_the_collector() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().expect("temp dir");
+    let running = start(dir.path()).await;
+    let addr = running.http_addr();
+    assert_ne!(addr.port(), 0);
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    stream
+        .write_all(b"GET /api/v1/healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("send");
+    let mut answer = String::new();
+    tokio::time::timeout(WAIT, stream.read_to_string(&mut answer))
+        .await
+        .expect("answer in time")
+        .expect("read");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.ends_with("ok"), "{answer}");
+    tokio::time::timeout(WAIT, running.shutdown())
+        .await
+        .expect("stops in time")
+        .expect("clean stop");
+    assert!(tokio::net::TcpStream::connect(addr).await.is_err());
 }

@@ -51,6 +51,7 @@ async fn main() -> anyhow::Result<()> {
         data_dir: dir.path().join("collector"),
         ..CollectorConfig::default()
     };
+    config.http.listen = ([127, 0, 0, 1], 0).into();
     config.mqtt.embedded_listen = ([127, 0, 0, 1], port).into();
     let collector = app::start(config, IngestOptions::default()).await?;
     tokio::time::timeout(Duration::from_secs(10), collector.subscribed()).await?;

@@ -30,7 +30,19 @@ pub mod store;
 mod tests;
 
 /// What a booking was for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum UsageType {
     Teaching,
@@ -84,7 +96,7 @@ impl fmt::Display for UsageType {
 }
 
 /// Whether the booking still stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum BookingStatus {
     Confirmed,
@@ -116,20 +128,22 @@ impl fmt::Display for BookingStatus {
 }
 
 /// One booking. `start` and `end` are instants (UTC), at millisecond precision.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Booking {
     pub booking_id: String,
     pub instrument_id: String,
     pub user: String,
     pub group: String,
     pub usage_type: UsageType,
+    #[schema(value_type = String, format = DateTime)]
     pub start: Timestamp,
+    #[schema(value_type = String, format = DateTime)]
     pub end: Timestamp,
     pub status: BookingStatus,
 }
 
 /// A bad row (CSV) or event (iCalendar): the line it starts on and why.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RowError {
     pub line: u64,
     pub message: String,

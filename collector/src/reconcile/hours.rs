@@ -14,7 +14,7 @@ use super::{
 };
 
 /// Calendar unit of a report period, in the site's zone.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum PeriodUnit {
     Day,

@@ -5,15 +5,18 @@
 
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use crate::bookings::UsageType;
 
 /// What an admin submits (`POST /api/v1/corrections`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewCorrection {
     pub instrument_id: String,
+    #[schema(value_type = String, format = DateTime)]
     pub start: Timestamp,
+    #[schema(value_type = String, format = DateTime)]
     pub end: Timestamp,
     /// Who used the instrument, when known.
     #[serde(default)]
@@ -32,13 +35,14 @@ pub struct NewCorrection {
 }
 
 /// A recorded correction.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Correction {
     pub id: i64,
     #[serde(flatten)]
     pub correction: NewCorrection,
     /// The token name of the admin who made it.
     pub created_by: String,
+    #[schema(value_type = String, format = DateTime)]
     pub created_at: Timestamp,
 }
 

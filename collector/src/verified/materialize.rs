@@ -504,14 +504,26 @@ pub fn flag_names(f: &reconcile::Flags) -> Vec<&'static str> {
     .collect()
 }
 
-/// Every instrument the store knows of: from events, bookings, results.
-pub fn known_instruments(conn: &Connection) -> rusqlite::Result<Vec<String>> {
+/// Every instrument with any data: from events, bookings, results. Scans
+/// the big tables; for `rebuild`.
+pub fn all_instruments(conn: &Connection) -> rusqlite::Result<Vec<String>> {
     conn.prepare(
-        "SELECT instrument_id FROM transitions GROUP BY instrument_id
+        "SELECT DISTINCT instrument_id FROM transitions
          UNION SELECT instrument_id FROM alive_spans
          UNION SELECT instrument_id FROM bookings
+         UNION SELECT instrument_id FROM result_files
          UNION SELECT instrument_id FROM reconciled
          UNION SELECT instrument_id FROM dirty",
+    )?
+    .query_map([], |r| r.get(0))?
+    .collect()
+}
+
+/// Every instrument the store knows of, cheaply: whatever stores data for
+/// an instrument marks it dirty, and reconciling it records it.
+pub fn known_instruments(conn: &Connection) -> rusqlite::Result<Vec<String>> {
+    conn.prepare_cached(
+        "SELECT instrument_id FROM reconciled UNION SELECT instrument_id FROM dirty",
     )?
     .query_map([], |r| r.get(0))?
     .collect()
@@ -569,7 +581,7 @@ pub fn catch_up(conn: &mut Connection, registry: &Registry, now: Ms) -> rusqlite
 
 /// Reconciles every instrument from the beginning.
 pub fn rebuild(conn: &mut Connection, registry: &Registry, now: Ms) -> rusqlite::Result<Pass> {
-    let ids = known_instruments(conn)?;
+    let ids = all_instruments(conn)?;
     let mut pass = Pass::default();
     // Batches of instruments per transaction: fewer syncs, bounded waits.
     for chunk in ids.chunks(64) {

@@ -61,3 +61,60 @@ pub trait Reports: Send + Sync + 'static {
 }
 #[cfg(test)]
 mod tests;
+
+/// The [`StoreReports`] of the config's data dir (the database must be
+/// open and migrated: `Store::open` does both).
+pub fn store_reports(
+    config: &crate::config::CollectorConfig,
+) -> anyhow::Result<std::sync::Arc<StoreReports>> {
+    let registry = crate::registry::Registry::from_config(config)
+        .map_err(|errors| anyhow::anyhow!("invalid config: {errors}"))?;
+    let parse = crate::bookings::ParseContext::from_config(config)?;
+    Ok(std::sync::Arc::new(StoreReports::new(
+        &config.data_dir,
+        std::sync::Arc::new(registry),
+        parse,
+    )))
+}
+
+/// `labhours-collector rebuild`: every instrument reconciled from the
+/// beginning, beside a running collector or without one.
+pub fn rebuild(config: &crate::config::CollectorConfig) -> anyhow::Result<materialize::Pass> {
+    if !config.data_dir.join(crate::store::DB_FILE).exists() {
+        anyhow::bail!("no database in {} (data_dir)", config.data_dir.display());
+    }
+    drop(crate::store::Store::open(
+        &config.data_dir,
+        crate::store::Durability::Full,
+    )?);
+    let registry = crate::registry::Registry::from_config(config)
+        .map_err(|errors| anyhow::anyhow!("invalid config: {errors}"))?;
+    let mut conn = store_reports::open_writer(&config.data_dir)?;
+    Ok(materialize::rebuild(
+        &mut conn,
+        &registry,
+        Timestamp::now().as_millisecond(),
+    )?)
+}
+
+/// The [`Reports`] of `labhours-collector report`, beside a running
+/// collector or without one: the database is opened (and migrated) and
+/// whatever is still unreconciled is reconciled first, so the report is
+/// up to date with what was stored.
+pub fn open_reports(
+    config: &crate::config::CollectorConfig,
+) -> anyhow::Result<std::sync::Arc<dyn Reports>> {
+    if !config.data_dir.join(crate::store::DB_FILE).exists() {
+        anyhow::bail!(
+            "no database in {} (data_dir): start the collector there first, or pass the config it runs with",
+            config.data_dir.display()
+        );
+    }
+    drop(crate::store::Store::open(
+        &config.data_dir,
+        crate::store::Durability::Full,
+    )?);
+    let reports = store_reports(config)?;
+    reports.catch_up(Timestamp::now())?;
+    Ok(reports)
+}

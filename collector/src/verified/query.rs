@@ -10,6 +10,7 @@ use jiff::Timestamp;
 use jiff::civil::Date;
 use labhours_shared::state::State;
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use crate::reconcile::PeriodUnit;
 
@@ -29,7 +30,7 @@ pub struct Range {
 }
 
 /// How hours rows are grouped.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum GroupBy {
     #[default]
@@ -53,7 +54,7 @@ pub struct HoursQuery {
 
 /// Figures an admin's corrections change (§7), reported beside the
 /// uncorrected ones.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct CorrectedHours {
     /// Unbooked usage an admin assigned (to a user, group, usage type or booking).
     pub assigned_hours: f64,
@@ -66,7 +67,7 @@ pub struct CorrectedHours {
 }
 
 /// One hours row (§6 names) for an instrument or a unit and one period.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct HoursRow {
     /// Set when grouped by instrument.
     pub instrument_id: Option<String>,
@@ -97,7 +98,7 @@ pub struct HoursRow {
 }
 
 /// Usage of one type in one period over the selected instruments.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct UsageTypeRow {
     pub period_start: String,
     pub period_end: String,
@@ -118,7 +119,7 @@ pub enum HoursRows {
 }
 
 /// One booking's §5 report, as the API serves it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct OutcomeRow {
     pub booking_id: String,
     pub instrument_id: String,
@@ -145,7 +146,7 @@ pub struct OutcomeRow {
 }
 
 /// A piece of a session owned by one booking or by none.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct SegmentRow {
     pub start: String,
     pub end: String,
@@ -154,7 +155,7 @@ pub struct SegmentRow {
 }
 
 /// A usage session (§2).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct SessionRow {
     pub session_id: String,
     pub instrument_id: String,
@@ -168,15 +169,16 @@ pub struct SessionRow {
 }
 
 /// A stretch of one state.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct StatePiece {
     pub start: String,
     pub end: String,
+    #[schema(value_type = StateName)]
     pub state: State,
 }
 
 /// A booking as shown on a timeline.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct BookingView {
     pub booking_id: String,
     pub user: String,
@@ -188,7 +190,7 @@ pub struct BookingView {
 }
 
 /// A result file as evidence.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ResultFileView {
     /// `{agent_id}:{seq}` of the event that reported it.
     pub id: String,
@@ -200,7 +202,7 @@ pub struct ResultFileView {
 }
 
 /// `GET /api/v1/instruments/{id}/timeline`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct TimelineView {
     pub instrument_id: String,
     pub from: String,
@@ -212,7 +214,7 @@ pub struct TimelineView {
 }
 
 /// An agent reporting for an instrument.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct AgentView {
     pub agent_id: String,
     pub online: bool,
@@ -223,7 +225,7 @@ pub struct AgentView {
 }
 
 /// `GET /api/v1/instruments`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct InstrumentRow {
     pub instrument_id: String,
     pub name: String,
@@ -232,11 +234,40 @@ pub struct InstrumentRow {
     /// Listed in the config (otherwise site defaults apply).
     pub configured: bool,
     /// The latest state, `unknown` when nothing is known.
+    #[schema(value_type = StateName)]
     pub state: State,
     /// Since when, when known.
     pub since: Option<String>,
     pub agent_online: bool,
     pub agents: Vec<AgentView>,
+}
+
+/// An instrument state as the API names it (the schema of
+/// `labhours_shared::state::State`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum StateName {
+    Off,
+    Standby,
+    Running,
+    Fault,
+    Unknown,
+}
+
+impl Default for InstrumentRow {
+    fn default() -> Self {
+        Self {
+            instrument_id: String::new(),
+            name: String::new(),
+            unit: None,
+            time_zone: String::new(),
+            configured: false,
+            state: State::Unknown,
+            since: None,
+            agent_online: false,
+            agents: Vec::new(),
+        }
+    }
 }
 
 /// Why a query could not be answered.

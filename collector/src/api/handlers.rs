@@ -1,0 +1,532 @@
+//! One handler per route, each with its OpenAPI description.
+
+use std::sync::OnceLock;
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, State};
+use axum::http::{StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, OpenApi, ToSchema};
+
+use super::params::Params;
+use super::table::{Format, HoursResponse, hours_body, to_csv};
+use super::{ApiDoc, ApiError, ApiState, Caller, ErrorBody};
+use crate::bookings::Booking;
+use crate::bookings::store::ImportOptions;
+use crate::reconcile::PeriodUnit;
+use crate::verified::{
+    Correction, GroupBy, HoursQuery, InstrumentRow, NewCorrection, OutcomeRow, QueryError, Reports,
+    SessionRow, TimelineView,
+};
+
+const HOURS_PARAMS: &[&str] = &[
+    "from",
+    "to",
+    "instrument",
+    "unit",
+    "period",
+    "group_by",
+    "format",
+];
+const RANGE_PARAMS: &[&str] = &["from", "to", "instrument", "format"];
+const TIMELINE_PARAMS: &[&str] = &["from", "to", "format"];
+
+/// Query parameters of `GET /api/v1/hours`.
+#[derive(Debug, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub struct HoursParams {
+    /// Start of the range: a local date `YYYY-MM-DD` (midnight in each
+    /// instrument's zone) or an RFC 3339 instant with offset.
+    #[param(example = "2025-03-01")]
+    from: String,
+    /// End of the range (exclusive), same forms; after `from`.
+    #[param(example = "2025-04-01")]
+    to: String,
+    /// Only this instrument (404 if unknown).
+    instrument: Option<String>,
+    /// Only instruments in this unit or below it, e.g. `Chemistry`.
+    unit: Option<String>,
+    /// Split the range into local days, months or years; absent: one period.
+    period: Option<PeriodUnit>,
+    /// Rows per instrument (default), per unit or per usage type.
+    group_by: Option<GroupBy>,
+    /// `csv` or `json`; overrides the Accept header.
+    format: Option<FormatName>,
+}
+
+/// Query parameters of the list routes that take a range.
+#[derive(Debug, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub struct RangeParams {
+    /// Start of the range: `YYYY-MM-DD` or an RFC 3339 instant with offset.
+    #[param(example = "2025-03-01")]
+    from: String,
+    /// End of the range (exclusive), same forms; after `from`.
+    #[param(example = "2025-04-01")]
+    to: String,
+    /// Only this instrument (404 if unknown).
+    instrument: Option<String>,
+    /// `csv` or `json`; overrides the Accept header.
+    format: Option<FormatName>,
+}
+
+/// Query parameters of a timeline.
+#[derive(Debug, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub struct TimelineParams {
+    /// Start of the range: `YYYY-MM-DD` or an RFC 3339 instant with offset.
+    #[param(example = "2025-03-01")]
+    from: String,
+    /// End of the range (exclusive), same forms; after `from`.
+    #[param(example = "2025-03-02")]
+    to: String,
+    /// Only `json` (a timeline has no CSV form: `csv` answers 406).
+    format: Option<FormatName>,
+}
+
+/// Query parameters of `GET /api/v1/instruments`.
+#[derive(Debug, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub struct FormatParams {
+    /// `csv` or `json`; overrides the Accept header.
+    format: Option<FormatName>,
+}
+
+/// Query parameters of `POST /api/v1/bookings`.
+#[derive(Debug, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub struct ImportParams {
+    /// `true`: report what would change, change nothing.
+    dry_run: Option<bool>,
+    /// `true`: apply the good bookings even if some are bad (those are still listed).
+    skip_invalid: Option<bool>,
+}
+
+/// An answer format.
+#[derive(Debug, ToSchema)]
+#[serde(rename_all = "snake_case")]
+#[allow(dead_code)]
+pub enum FormatName {
+    Json,
+    Csv,
+}
+
+/// `{ "rows": [...] }`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Rows<T> {
+    pub rows: Vec<T>,
+}
+
+/// The body of `POST /api/v1/bookings`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BookingsBody {
+    /// Bookings; each is checked on its own and reported by its index (from 0).
+    #[schema(value_type = Vec<Booking>)]
+    pub bookings: Vec<serde_json::Value>,
+}
+
+/// What a bookings import changed (or, when not `applied`, would change).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ImportResponse {
+    /// Whether anything was written.
+    pub applied: bool,
+    pub dry_run: bool,
+    pub inserted: Vec<String>,
+    pub updated: Vec<UpdatedBooking>,
+    pub unchanged: Vec<String>,
+    /// Every bad item, by index in `bookings`.
+    pub errors: Vec<ItemError>,
+}
+
+/// A stored booking that changed, and which fields.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct UpdatedBooking {
+    pub booking_id: String,
+    pub fields: Vec<String>,
+}
+
+/// A bad booking: its index in the body (from 0) and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ItemError {
+    pub index: u64,
+    pub message: String,
+}
+
+/// Runs a blocking `Reports` call off the async threads.
+async fn blocking<T: Send + 'static>(
+    state: &ApiState,
+    call: impl FnOnce(&dyn Reports) -> Result<T, QueryError> + Send + 'static,
+) -> Result<T, ApiError> {
+    let reports = state.reports.clone();
+    tokio::task::spawn_blocking(move || call(&*reports))
+        .await
+        .map_err(|e| ApiError::internal(format!("a Reports call panicked: {e}")))?
+        .map_err(ApiError::from)
+}
+
+fn answer(status: StatusCode, format: Format, body: Vec<u8>) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, format.content_type())],
+        Body::from(body),
+    )
+        .into_response()
+}
+
+/// `{ "rows": [...] }` as JSON, or the rows as CSV.
+fn rows_answer<T: Serialize + Default>(rows: Vec<T>, format: Format) -> Result<Response, ApiError> {
+    let body = match format {
+        Format::Json => serde_json::to_vec(&Rows { rows }).map_err(ApiError::internal)?,
+        Format::Csv => to_csv(&rows).map_err(ApiError::internal)?,
+    };
+    Ok(answer(StatusCode::OK, format, body))
+}
+
+fn json_body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
+    body.map(|Json(b)| b).map_err(|e| {
+        ApiError::bad_parameter(
+            "body",
+            format!("the body is not the expected JSON: {}", e.body_text()),
+        )
+    })
+}
+
+/// The [`HoursQuery`] `params` ask for (also what `report` asks).
+pub fn hours_query(params: &Params) -> Result<HoursQuery, ApiError> {
+    params.only(HOURS_PARAMS)?;
+    Ok(HoursQuery {
+        range: params.range()?,
+        instrument: params.text("instrument")?,
+        unit: params.text("unit")?,
+        period: params.period()?,
+        group_by: params.group_by()?,
+    })
+}
+
+/// Verified usage hours per instrument, unit or usage type and period.
+#[utoipa::path(
+    get,
+    path = "/api/v1/hours",
+    tag = "hours",
+    params(HoursParams),
+    responses(
+        (status = 200, description = "Hours rows (`HoursRow`s, or `UsageTypeRow`s with group_by=usage_type); CSV: the rows only",
+            content((HoursResponse = "application/json"), (String = "text/csv"))),
+        (status = 400, description = "A parameter is missing, malformed or unknown", body = ErrorBody),
+        (status = 401, description = "No or an unknown bearer token", body = ErrorBody),
+        (status = 404, description = "Unknown instrument", body = ErrorBody),
+        (status = 500, description = "Internal error (details in the log)", body = ErrorBody),
+    )
+)]
+pub async fn hours(
+    State(state): State<ApiState>,
+    _caller: Caller,
+    params: Params,
+) -> Result<Response, ApiError> {
+    let query = hours_query(&params)?;
+    let format = params.format()?;
+    let asked = query.clone();
+    let rows = blocking(&state, move |r| r.hours(&asked)).await?;
+    let body = hours_body(&query, rows, format).map_err(ApiError::internal)?;
+    Ok(answer(StatusCode::OK, format, body))
+}
+
+/// Booking outcomes (§5) of the bookings starting in the range.
+#[utoipa::path(
+    get,
+    path = "/api/v1/bookings/outcomes",
+    tag = "bookings",
+    params(RangeParams),
+    responses(
+        (status = 200, description = "One row per booking", content((Rows<OutcomeRow> = "application/json"), (String = "text/csv"))),
+        (status = 400, description = "A parameter is missing, malformed or unknown", body = ErrorBody),
+        (status = 401, description = "No or an unknown bearer token", body = ErrorBody),
+        (status = 404, description = "Unknown instrument", body = ErrorBody),
+        (status = 500, description = "Internal error (details in the log)", body = ErrorBody),
+    )
+)]
+pub async fn outcomes(
+    State(state): State<ApiState>,
+    _caller: Caller,
+    params: Params,
+) -> Result<Response, ApiError> {
+    params.only(RANGE_PARAMS)?;
+    let range = params.range()?;
+    let instrument = params.text("instrument")?;
+    let format = params.format()?;
+    let rows = blocking(&state, move |r| r.outcomes(&range, instrument.as_deref())).await?;
+    rows_answer(rows, format)
+}
+
+/// Usage sessions overlapping the range.
+#[utoipa::path(
+    get,
+    path = "/api/v1/sessions",
+    tag = "instruments",
+    params(RangeParams),
+    responses(
+        (status = 200, description = "One row per session", content((Rows<SessionRow> = "application/json"), (String = "text/csv"))),
+        (status = 400, description = "A parameter is missing, malformed or unknown", body = ErrorBody),
+        (status = 401, description = "No or an unknown bearer token", body = ErrorBody),
+        (status = 404, description = "Unknown instrument", body = ErrorBody),
+        (status = 500, description = "Internal error (details in the log)", body = ErrorBody),
+    )
+)]
+pub async fn sessions(
+    State(state): State<ApiState>,
+    _caller: Caller,
+    params: Params,
+) -> Result<Response, ApiError> {
+    params.only(RANGE_PARAMS)?;
+    let range = params.range()?;
+    let instrument = params.text("instrument")?;
+    let format = params.format()?;
+    let rows = blocking(&state, move |r| r.sessions(&range, instrument.as_deref())).await?;
+    rows_answer(rows, format)
+}
+
+/// Every instrument with its latest state and agents.
+#[utoipa::path(
+    get,
+    path = "/api/v1/instruments",
+    tag = "instruments",
+    params(FormatParams),
+    responses(
+        (status = 200, description = "One row per instrument", content((Rows<InstrumentRow> = "application/json"), (String = "text/csv"))),
+        (status = 400, description = "An unknown parameter or format", body = ErrorBody),
+        (status = 401, description = "No or an unknown bearer token", body = ErrorBody),
+        (status = 500, description = "Internal error (details in the log)", body = ErrorBody),
+    )
+)]
+pub async fn instruments(
+    State(state): State<ApiState>,
+    _caller: Caller,
+    params: Params,
+) -> Result<Response, ApiError> {
+    params.only(&["format"])?;
+    let format = params.format()?;
+    let now = state.now();
+    let rows = blocking(&state, move |r| r.instruments(now)).await?;
+    rows_answer(rows, format)
+}
+
+/// One instrument's states, sessions, bookings and result files in the range (JSON only).
+#[utoipa::path(
+    get,
+    path = "/api/v1/instruments/{id}/timeline",
+    tag = "instruments",
+    params(("id" = String, Path, description = "The instrument id"), TimelineParams),
+    responses(
+        (status = 200, description = "The timeline", body = TimelineView),
+        (status = 400, description = "A parameter is missing, malformed or unknown", body = ErrorBody),
+        (status = 401, description = "No or an unknown bearer token", body = ErrorBody),
+        (status = 404, description = "Unknown instrument", body = ErrorBody),
+        (status = 406, description = "CSV was asked for; a timeline is JSON only", body = ErrorBody),
+        (status = 500, description = "Internal error (details in the log)", body = ErrorBody),
+    )
+)]
+pub async fn timeline(
+    State(state): State<ApiState>,
+    _caller: Caller,
+    Path(id): Path<String>,
+    params: Params,
+) -> Result<Response, ApiError> {
+    params.only(TIMELINE_PARAMS)?;
+    let range = params.range()?;
+    if params.format()? == Format::Csv {
+        return Err(ApiError::not_acceptable(
+            "a timeline is nested and has no CSV form; ask for JSON (format=json, Accept: application/json)",
+        ));
+    }
+    let view = blocking(&state, move |r| r.timeline(&id, &range)).await?;
+    Ok(Json(view).into_response())
+}
+
+/// Corrections overlapping the range, oldest first.
+#[utoipa::path(
+    get,
+    path = "/api/v1/corrections",
+    tag = "corrections",
+    params(RangeParams),
+    responses(
+        (status = 200, description = "One row per correction", content((Rows<Correction> = "application/json"), (String = "text/csv"))),
+        (status = 400, description = "A parameter is missing, malformed or unknown", body = ErrorBody),
+        (status = 401, description = "No or an unknown bearer token", body = ErrorBody),
+        (status = 404, description = "Unknown instrument", body = ErrorBody),
+        (status = 500, description = "Internal error (details in the log)", body = ErrorBody),
+    )
+)]
+pub async fn corrections(
+    State(state): State<ApiState>,
+    _caller: Caller,
+    params: Params,
+) -> Result<Response, ApiError> {
+    params.only(RANGE_PARAMS)?;
+    let range = params.range()?;
+    let instrument = params.text("instrument")?;
+    let format = params.format()?;
+    let rows = blocking(&state, move |r| {
+        r.corrections(&range, instrument.as_deref())
+    })
+    .await?;
+    rows_answer(rows, format)
+}
+
+/// Records a correction (admin); `created_by` is the token's name.
+#[utoipa::path(
+    post,
+    path = "/api/v1/corrections",
+    tag = "corrections",
+    request_body = NewCorrection,
+    responses(
+        (status = 201, description = "The recorded correction", body = Correction),
+        (status = 400, description = "The body or one of its fields is wrong (`parameter` names it)", body = ErrorBody),
+        (status = 401, description = "No or an unknown bearer token", body = ErrorBody),
+        (status = 403, description = "The token is not an admin's", body = ErrorBody),
+        (status = 404, description = "Unknown instrument", body = ErrorBody),
+        (status = 500, description = "Internal error (details in the log)", body = ErrorBody),
+    )
+)]
+pub async fn add_correction(
+    State(state): State<ApiState>,
+    caller: Caller,
+    params: Params,
+    body: Result<Json<NewCorrection>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    caller.require_admin()?;
+    params.only(&[])?;
+    let correction = json_body(body)?;
+    let now = state.now();
+    let recorded = blocking(&state, move |r| {
+        r.add_correction(correction, &caller.name, now)
+    })
+    .await?;
+    Ok((StatusCode::CREATED, Json(recorded)).into_response())
+}
+
+/// Imports bookings (admin): upserts by `booking_id`; nothing is applied
+/// when an item is bad, unless `skip_invalid=true`.
+#[utoipa::path(
+    post,
+    path = "/api/v1/bookings",
+    tag = "bookings",
+    params(ImportParams),
+    request_body = BookingsBody,
+    responses(
+        (status = 200, description = "Imported (or, with dry_run, what would be)", body = ImportResponse),
+        (status = 400, description = "The body is not JSON of this shape, or a parameter is wrong", body = ErrorBody),
+        (status = 401, description = "No or an unknown bearer token", body = ErrorBody),
+        (status = 403, description = "The token is not an admin's", body = ErrorBody),
+        (status = 422, description = "Some items are bad and skip_invalid is not set: nothing applied; `errors` names each by index", body = ImportResponse),
+        (status = 500, description = "Internal error (details in the log)", body = ErrorBody),
+    )
+)]
+pub async fn import_bookings(
+    State(state): State<ApiState>,
+    caller: Caller,
+    params: Params,
+    body: Result<Json<BookingsBody>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    caller.require_admin()?;
+    params.only(&["dry_run", "skip_invalid"])?;
+    let dry_run = params.flag("dry_run")?;
+    let skip_invalid = params.flag("skip_invalid")?;
+    let body = json_body(body)?;
+    let mut errors = Vec::new();
+    let mut good = Vec::new();
+    for (index, item) in body.bookings.into_iter().enumerate() {
+        let index = index as u64;
+        match serde_json::from_value::<Booking>(item) {
+            Ok(booking) => good.push((index, booking)),
+            Err(e) => errors.push(ItemError {
+                index,
+                message: e.to_string(),
+            }),
+        }
+    }
+    // Items that are not even bookings: nothing may be applied unless
+    // skip_invalid, so the store only reports.
+    let refuse = !errors.is_empty() && !skip_invalid;
+    let options = ImportOptions {
+        dry_run: dry_run || refuse,
+        skip_invalid,
+    };
+    let now = state.now();
+    let report = blocking(&state, move |r| r.import_bookings(good, options, now)).await?;
+    errors.extend(report.errors.into_iter().map(|e| ItemError {
+        index: e.line,
+        message: e.message,
+    }));
+    errors.sort_by_key(|e| e.index);
+    let status = if !errors.is_empty() && !skip_invalid {
+        StatusCode::UNPROCESSABLE_ENTITY
+    } else {
+        StatusCode::OK
+    };
+    let response = ImportResponse {
+        applied: report.applied && !refuse,
+        dry_run,
+        inserted: report.inserted,
+        updated: report
+            .updated
+            .into_iter()
+            .map(|u| UpdatedBooking {
+                booking_id: u.booking_id,
+                fields: u.fields.into_iter().map(str::to_owned).collect(),
+            })
+            .collect(),
+        unchanged: report.unchanged,
+        errors,
+    };
+    Ok((status, Json(response)).into_response())
+}
+
+/// This document (no token needed).
+#[utoipa::path(
+    get,
+    path = "/api/v1/openapi.json",
+    tag = "meta",
+    security(()),
+    responses((status = 200, description = "The OpenAPI 3 document", content_type = "application/json", body = Object))
+)]
+pub async fn openapi_json() -> Response {
+    static DOC: OnceLock<String> = OnceLock::new();
+    let doc = DOC.get_or_init(|| {
+        ApiDoc::openapi()
+            .to_pretty_json()
+            .unwrap_or_else(|e| format!("{{\"error\": {:?}}}", e.to_string()))
+    });
+    ([(header::CONTENT_TYPE, "application/json")], doc.as_str()).into_response()
+}
+
+/// Liveness (no token needed): `ok`.
+#[utoipa::path(
+    get,
+    path = "/api/v1/healthz",
+    tag = "meta",
+    security(()),
+    responses((status = 200, description = "The collector is serving", content_type = "text/plain", body = String, example = "ok"))
+)]
+pub async fn healthz() -> &'static str {
+    "ok"
+}
+
+/// Any other path.
+pub async fn not_found(uri: Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        format!(
+            "no route {}; GET /api/v1/openapi.json lists them",
+            uri.path()
+        ),
+    )
+}

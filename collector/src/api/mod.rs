@@ -1,0 +1,148 @@
+//! The HTTP API (`/api/v1`): verified usage hours, booking outcomes,
+//! sessions, timelines and corrections for evaluators; corrections and
+//! bookings writes for admins. `docs/api.md` documents every route;
+//! `GET /api/v1/openapi.json` is generated from this module.
+//!
+//! Everything it reads or writes goes through [`Reports`] (blocking, so
+//! called in `spawn_blocking`); [`app`] builds the router, tested with
+//! `oneshot` against a fake.
+
+mod auth;
+mod error;
+mod handlers;
+pub mod params;
+pub mod table;
+
+#[cfg(test)]
+mod tests;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use jiff::Timestamp;
+use utoipa::OpenApi;
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+
+pub use auth::{Caller, LOCAL_CALLER, hash_token, new_token};
+pub use error::{ApiError, ErrorBody};
+pub use handlers::hours_query;
+pub use table::{Format, HoursResponse, hours_body, to_csv};
+
+use crate::config::TokenConfig;
+use crate::verified::Reports;
+
+/// The largest `POST /api/v1/bookings` body (16 MiB).
+pub const MAX_BOOKINGS_BODY_BYTES: usize = 16 * 1024 * 1024;
+
+/// The API's clock: "now" for the instrument list and the time stamps of
+/// corrections and imports.
+pub type Clock = Arc<dyn Fn() -> Timestamp + Send + Sync>;
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct ApiState {
+    reports: Arc<dyn Reports>,
+    auth: Arc<auth::Auth>,
+    clock: Clock,
+}
+
+impl std::fmt::Debug for ApiState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiState")
+            .field("auth", &self.auth)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ApiState {
+    /// The API over `reports`, open to holders of `tokens` (the config's
+    /// `http.tokens`), on the system clock. With no tokens every caller is
+    /// an admin: the config allows that only on a loopback listener.
+    /// Fails when a token's `sha256` is not 64 hex digits.
+    pub fn new(reports: Arc<dyn Reports>, tokens: &[TokenConfig]) -> anyhow::Result<Self> {
+        Ok(Self {
+            reports,
+            auth: Arc::new(auth::Auth::new(tokens)?),
+            clock: Arc::new(Timestamp::now),
+        })
+    }
+
+    /// The same state with another clock (tests).
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    fn now(&self) -> Timestamp {
+        (self.clock)()
+    }
+}
+
+/// The router of the whole API.
+pub fn app(state: ApiState) -> Router {
+    Router::new()
+        .route("/api/v1/healthz", get(handlers::healthz))
+        .route("/api/v1/openapi.json", get(handlers::openapi_json))
+        .route("/api/v1/hours", get(handlers::hours))
+        .route("/api/v1/bookings/outcomes", get(handlers::outcomes))
+        .route(
+            "/api/v1/bookings",
+            post(handlers::import_bookings).layer(DefaultBodyLimit::max(MAX_BOOKINGS_BODY_BYTES)),
+        )
+        .route("/api/v1/instruments", get(handlers::instruments))
+        .route("/api/v1/instruments/{id}/timeline", get(handlers::timeline))
+        .route("/api/v1/sessions", get(handlers::sessions))
+        .route(
+            "/api/v1/corrections",
+            get(handlers::corrections).post(handlers::add_correction),
+        )
+        .fallback(handlers::not_found)
+        .with_state(state)
+}
+
+/// The OpenAPI document, generated from the handlers and row types.
+#[derive(Debug, OpenApi)]
+#[openapi(
+    info(
+        title = "labhours collector API",
+        description = "Verified usage hours of shared instruments. Every route but healthz and openapi.json needs `Authorization: Bearer <token>`; writes need an admin token. See docs/api.md."
+    ),
+    paths(
+        handlers::hours,
+        handlers::outcomes,
+        handlers::instruments,
+        handlers::timeline,
+        handlers::sessions,
+        handlers::corrections,
+        handlers::add_correction,
+        handlers::import_bookings,
+        handlers::openapi_json,
+        handlers::healthz,
+    ),
+    modifiers(&BearerScheme),
+    security(("bearer" = [])),
+    tags(
+        (name = "hours", description = "Verified usage hours (reconciliation.md §6)"),
+        (name = "bookings", description = "Booking outcomes and booking imports"),
+        (name = "instruments", description = "Instruments, their state and timelines"),
+        (name = "corrections", description = "Admin corrections of unbooked usage (§7)"),
+        (name = "meta", description = "Health and this document"),
+    )
+)]
+pub struct ApiDoc;
+
+/// Adds the `bearer` security scheme.
+#[derive(Debug)]
+struct BearerScheme;
+
+impl utoipa::Modify for BearerScheme {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
+        );
+    }
+}

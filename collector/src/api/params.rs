@@ -1,0 +1,259 @@
+//! Query parameters: every route lists the ones it accepts, and anything
+//! missing, malformed, repeated or unknown is a 400 naming the parameter.
+
+use axum::extract::{FromRequestParts, Query};
+use axum::http::header::ACCEPT;
+use axum::http::request::Parts;
+use jiff::Timestamp;
+use jiff::civil::Date;
+
+use super::ApiError;
+use super::table::Format;
+use crate::reconcile::PeriodUnit;
+use crate::verified::{Edge, GroupBy, Range};
+
+/// What `from` and `to` accept, for error messages.
+pub const EDGE_ACCEPTED: &str = "a local date YYYY-MM-DD (e.g. 2025-03-01) or an RFC 3339 instant with offset (e.g. 2025-03-01T08:00:00%2B08:00 or 2025-03-01T00:00:00Z)";
+
+/// The query string and the `Accept` header of a request.
+#[derive(Debug, Clone, Default)]
+pub struct Params {
+    pairs: Vec<(String, String)>,
+    accept: Option<String>,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Params {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
+        let Query(pairs) = Query::<Vec<(String, String)>>::try_from_uri(&parts.uri)
+            .map_err(|e| ApiError::bad_parameter("query", format!("bad query string: {e}")))?;
+        let accept = parts
+            .headers
+            .get(ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        Ok(Self { pairs, accept })
+    }
+}
+
+impl Params {
+    /// Parameters from pairs (the `report` command, tests).
+    pub fn from_pairs(pairs: Vec<(String, String)>) -> Self {
+        Self {
+            pairs,
+            accept: None,
+        }
+    }
+
+    /// 400 for a parameter not in `accepted` or given twice.
+    pub fn only(&self, accepted: &[&str]) -> Result<(), ApiError> {
+        for (i, (name, _)) in self.pairs.iter().enumerate() {
+            if !accepted.contains(&name.as_str()) {
+                let list = if accepted.is_empty() {
+                    "this route takes no parameters".to_owned()
+                } else {
+                    format!("accepted: {}", accepted.join(", "))
+                };
+                return Err(ApiError::bad_parameter(
+                    name.clone(),
+                    format!("unknown parameter {name:?}; {list}"),
+                ));
+            }
+            if self.pairs[..i].iter().any(|(n, _)| n == name) {
+                return Err(ApiError::bad_parameter(
+                    name.clone(),
+                    format!("{name} is given twice; give it once"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.pairs
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// A non-empty text parameter, if given.
+    pub fn text(&self, name: &'static str) -> Result<Option<String>, ApiError> {
+        match self.get(name) {
+            None => Ok(None),
+            Some(v) if v.trim().is_empty() => Err(ApiError::bad_parameter(
+                name,
+                format!("{name} is empty; leave it out or give a value"),
+            )),
+            Some(v) => Ok(Some(v.to_owned())),
+        }
+    }
+
+    /// The required `from` and `to`; `to` must be after `from` when both are
+    /// dates or both instants.
+    pub fn range(&self) -> Result<Range, ApiError> {
+        let from = self.edge("from")?;
+        let to = self.edge("to")?;
+        let ordered = match (from, to) {
+            (Edge::Date(f), Edge::Date(t)) => t > f,
+            (Edge::Instant(f), Edge::Instant(t)) => t > f,
+            _ => true,
+        };
+        if !ordered {
+            return Err(ApiError::bad_parameter(
+                "to",
+                format!(
+                    "to ({}) is not after from ({}); the range is [from, to)",
+                    edge_text(&to),
+                    edge_text(&from)
+                ),
+            ));
+        }
+        Ok(Range { from, to })
+    }
+
+    fn edge(&self, name: &'static str) -> Result<Edge, ApiError> {
+        let text = self.get(name).ok_or_else(|| {
+            ApiError::bad_parameter(name, format!("{name} is required: {EDGE_ACCEPTED}"))
+        })?;
+        parse_edge(text).ok_or_else(|| {
+            ApiError::bad_parameter(name, format!("{name}={text:?} is not {EDGE_ACCEPTED}"))
+        })
+    }
+
+    /// `period`: day, month or year; absent: the whole range.
+    pub fn period(&self) -> Result<Option<PeriodUnit>, ApiError> {
+        self.get("period")
+            .map(|v| {
+                parse_period(v).ok_or_else(|| {
+                    ApiError::bad_parameter(
+                        "period",
+                        format!("period={v:?} is not one of: day, month, year"),
+                    )
+                })
+            })
+            .transpose()
+    }
+
+    /// `group_by`: instrument (default), unit or usage_type.
+    pub fn group_by(&self) -> Result<GroupBy, ApiError> {
+        match self.get("group_by") {
+            None => Ok(GroupBy::default()),
+            Some(v) => parse_group_by(v).ok_or_else(|| {
+                ApiError::bad_parameter(
+                    "group_by",
+                    format!("group_by={v:?} is not one of: instrument, unit, usage_type"),
+                )
+            }),
+        }
+    }
+
+    /// `true` or `false`; absent: false.
+    pub fn flag(&self, name: &'static str) -> Result<bool, ApiError> {
+        match self.get(name) {
+            None | Some("false") => Ok(false),
+            Some("true") => Ok(true),
+            Some(v) => Err(ApiError::bad_parameter(
+                name,
+                format!("{name}={v:?} is not true or false"),
+            )),
+        }
+    }
+
+    /// `format=csv|json`, else the `Accept` header: the first of
+    /// `text/csv` and `application/json` it lists wins; JSON otherwise.
+    pub fn format(&self) -> Result<Format, ApiError> {
+        if let Some(v) = self.get("format") {
+            return Format::parse(v).ok_or_else(|| {
+                ApiError::bad_parameter("format", format!("format={v:?} is not csv or json"))
+            });
+        }
+        let accept = self.accept.as_deref().unwrap_or("");
+        for range in accept.split(',') {
+            let media = range.split(';').next().unwrap_or("").trim();
+            if media.eq_ignore_ascii_case("text/csv") {
+                return Ok(Format::Csv);
+            }
+            if media.eq_ignore_ascii_case("application/json") {
+                return Ok(Format::Json);
+            }
+        }
+        Ok(Format::Json)
+    }
+}
+
+/// `YYYY-MM-DD` (a local date) or an RFC 3339 instant with an offset. A
+/// space where the offset's `+` belongs (an unencoded `+` in a URL) is read
+/// as `+`.
+pub fn parse_edge(text: &str) -> Option<Edge> {
+    let text = text.trim();
+    let b = text.as_bytes();
+    let date_shaped = b.len() == 10
+        && b[4] == b'-'
+        && b[7] == b'-'
+        && b.iter()
+            .enumerate()
+            .all(|(i, c)| i == 4 || i == 7 || c.is_ascii_digit());
+    if date_shaped {
+        return text.parse::<Date>().ok().map(Edge::Date);
+    }
+    if b.len() < 20 || b[10] != b'T' && b[10] != b't' {
+        return None;
+    }
+    text.replace(' ', "+")
+        .parse::<Timestamp>()
+        .ok()
+        .map(Edge::Instant)
+}
+
+pub fn parse_period(text: &str) -> Option<PeriodUnit> {
+    match text {
+        "day" => Some(PeriodUnit::Day),
+        "month" => Some(PeriodUnit::Month),
+        "year" => Some(PeriodUnit::Year),
+        _ => None,
+    }
+}
+
+pub fn parse_group_by(text: &str) -> Option<GroupBy> {
+    match text {
+        "instrument" => Some(GroupBy::Instrument),
+        "unit" => Some(GroupBy::Unit),
+        "usage_type" => Some(GroupBy::UsageType),
+        _ => None,
+    }
+}
+
+/// How an edge is echoed in answers: the date, or the instant in UTC.
+pub fn edge_text(edge: &Edge) -> String {
+    match edge {
+        Edge::Date(d) => d.to_string(),
+        Edge::Instant(t) => t.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn edges_are_dates_or_instants_with_an_offset() {
+        assert_eq!(
+            parse_edge("2025-03-01"),
+            Some(Edge::Date(jiff::civil::date(2025, 3, 1)))
+        );
+        let eight = "2025-03-01T00:00:00Z".parse::<Timestamp>().unwrap();
+        assert_eq!(
+            parse_edge("2025-03-01T08:00:00+08:00"),
+            Some(Edge::Instant(eight))
+        );
+        assert_eq!(
+            parse_edge("2025-03-01T08:00:00 08:00"),
+            Some(Edge::Instant(eight))
+        );
+        assert_eq!(parse_edge("2025-03-01T08:00:00"), None);
+        assert_eq!(parse_edge("2025-02-30"), None);
+        assert_eq!(parse_edge("20250301"), None);
+        assert_eq!(parse_edge("yesterday"), None);
+    }
+}

@@ -1,0 +1,1101 @@
+//! The router against a fake `Reports`: what each route asks of it, what it
+//! answers, and every error's status and parameter.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use axum::body::Body;
+use axum::http::{HeaderMap, Method, Request, StatusCode, header};
+use http_body_util::BodyExt;
+use jiff::Timestamp;
+use jiff::civil::date;
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+use super::{ApiState, app, hash_token};
+use crate::bookings::store::{ImportOptions, ImportReport, Updated};
+use crate::bookings::{Booking, BookingStatus, RowError, UsageType};
+use crate::config::{TokenConfig, TokenRole};
+use crate::reconcile::PeriodUnit;
+use crate::verified::*;
+
+const ADMIN: &str = "lh_admin-secret";
+const EVALUATOR: &str = "lh_evaluator-secret";
+
+fn now() -> Timestamp {
+    "2025-04-02T10:00:00Z".parse().unwrap()
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Call {
+    Hours(HoursQuery),
+    Outcomes(Range, Option<String>),
+    Sessions(Range, Option<String>),
+    Timeline(String, Range),
+    Instruments(Timestamp),
+    AddCorrection(NewCorrection, String, Timestamp),
+    Corrections(Range, Option<String>),
+    Import(Vec<(u64, Booking)>, ImportOptions, Timestamp),
+}
+
+/// Records every call; answers fixed rows. Instrument `nope` is unknown;
+/// instrument `broken` fails with a database error.
+#[derive(Debug, Default)]
+struct Fake {
+    calls: Mutex<Vec<Call>>,
+}
+
+impl Fake {
+    fn record(&self, call: Call) {
+        self.calls.lock().unwrap().push(call);
+    }
+
+    fn calls(&self) -> Vec<Call> {
+        self.calls.lock().unwrap().clone()
+    }
+
+    fn check(instrument: Option<&str>) -> Result<(), QueryError> {
+        match instrument {
+            Some("nope") => Err(QueryError::UnknownInstrument("nope".into())),
+            Some("broken") => Err(QueryError::Db(rusqlite::Error::QueryReturnedNoRows)),
+            _ => Ok(()),
+        }
+    }
+}
+
+fn hours_row() -> HoursRow {
+    HoursRow {
+        instrument_id: Some("nmr-600".into()),
+        name: Some("600 MHz NMR".into()),
+        unit: Some("Chemistry/NMR Centre".into()),
+        instruments: 1,
+        period_start: "2025-03-01T00:00:00+08:00".into(),
+        period_end: "2025-04-01T00:00:00+08:00".into(),
+        used_hours: 12.5,
+        booked_hours: 10.0,
+        booked_used_hours: 9.25,
+        unbooked_hours: 3.25,
+        by_usage_type: BTreeMap::from([("research".into(), 9.25), ("unassigned".into(), 3.25)]),
+        external_hours: 0.0,
+        share_rate: Some(0.0),
+        open_hours: None,
+        utilization: Some(0.02),
+        no_show_count: 1,
+        fault_hours: 0.5,
+        unknown_hours: 2.0,
+        coverage: 0.99,
+        result_files: 7,
+        energy_kwh: None,
+        corrected: CorrectedHours {
+            assigned_hours: 0.0,
+            unbooked_hours: 1.25,
+            by_usage_type: BTreeMap::from([("research".into(), 9.25), ("teaching".into(), 2.0)]),
+            external_hours: 0.0,
+            share_rate: None,
+        },
+    }
+}
+
+fn outcome_row() -> OutcomeRow {
+    OutcomeRow {
+        booking_id: "b-1".into(),
+        instrument_id: "nmr-600".into(),
+        user: "li".into(),
+        group: "chem".into(),
+        usage_type: "research".into(),
+        start: "2025-03-03T09:00:00+08:00".into(),
+        end: "2025-03-03T11:00:00+08:00".into(),
+        outcome: "used".into(),
+        flags: vec!["late_start".into(), "overrun".into()],
+        booked_s: 7200.0,
+        used_s: 7000.0,
+        early_s: 0.0,
+        overrun_s: 600.0,
+        first_use: Some("2025-03-03T09:20:00+08:00".into()),
+        last_use: None,
+        unknown_s: 0.0,
+        fault_s: 0.0,
+        sessions: vec!["s-1".into(), "s-2".into()],
+        result_files: vec![],
+    }
+}
+
+fn correction(new: NewCorrection, by: &str, at: Timestamp) -> Correction {
+    Correction {
+        id: 42,
+        correction: new,
+        created_by: by.into(),
+        created_at: at,
+    }
+}
+
+fn new_correction() -> NewCorrection {
+    NewCorrection {
+        instrument_id: "nmr-600".into(),
+        start: "2025-03-05T01:00:00Z".parse().unwrap(),
+        end: "2025-03-05T02:00:00Z".parse().unwrap(),
+        user: Some("li".into()),
+        group: None,
+        usage_type: Some(UsageType::Teaching),
+        booking_id: None,
+        reason: "course lab, booked on paper".into(),
+    }
+}
+
+impl Reports for Fake {
+    fn hours(&self, query: &HoursQuery) -> Result<HoursRows, QueryError> {
+        self.record(Call::Hours(query.clone()));
+        Self::check(query.instrument.as_deref())?;
+        Ok(match query.group_by {
+            GroupBy::UsageType => HoursRows::UsageTypes(vec![UsageTypeRow {
+                period_start: "2025-03-01".into(),
+                period_end: "2025-04-01".into(),
+                usage_type: "unassigned".into(),
+                instruments: 2,
+                used_hours: 3.25,
+                corrected_used_hours: 1.25,
+            }]),
+            _ => HoursRows::Totals(vec![hours_row()]),
+        })
+    }
+    fn outcomes(
+        &self,
+        range: &Range,
+        instrument: Option<&str>,
+    ) -> Result<Vec<OutcomeRow>, QueryError> {
+        self.record(Call::Outcomes(*range, instrument.map(str::to_owned)));
+        Self::check(instrument)?;
+        Ok(vec![outcome_row()])
+    }
+    fn sessions(
+        &self,
+        range: &Range,
+        instrument: Option<&str>,
+    ) -> Result<Vec<SessionRow>, QueryError> {
+        self.record(Call::Sessions(*range, instrument.map(str::to_owned)));
+        Self::check(instrument)?;
+        Ok(vec![SessionRow {
+            session_id: "s-1".into(),
+            instrument_id: "nmr-600".into(),
+            start: "2025-03-03T09:20:00+08:00".into(),
+            end: "2025-03-03T11:10:00+08:00".into(),
+            duration_s: 6600.0,
+            dropped: false,
+            result_files: vec!["agent-1:17".into()],
+            segments: vec![],
+        }])
+    }
+    fn timeline(&self, instrument: &str, range: &Range) -> Result<TimelineView, QueryError> {
+        self.record(Call::Timeline(instrument.into(), *range));
+        Self::check(Some(instrument))?;
+        Ok(TimelineView {
+            instrument_id: instrument.into(),
+            from: "2025-03-03T00:00:00+08:00".into(),
+            to: "2025-03-04T00:00:00+08:00".into(),
+            states: vec![StatePiece {
+                start: "2025-03-03T00:00:00+08:00".into(),
+                end: "2025-03-04T00:00:00+08:00".into(),
+                state: labhours_shared::state::State::Running,
+            }],
+            sessions: vec![],
+            bookings: vec![],
+            result_files: vec![],
+        })
+    }
+    fn instruments(&self, now: Timestamp) -> Result<Vec<InstrumentRow>, QueryError> {
+        self.record(Call::Instruments(now));
+        Ok(vec![InstrumentRow {
+            instrument_id: "nmr-600".into(),
+            name: "600 MHz NMR".into(),
+            unit: None,
+            time_zone: "Asia/Shanghai".into(),
+            configured: true,
+            state: labhours_shared::state::State::Standby,
+            since: Some("2025-04-02T09:00:00+08:00".into()),
+            agent_online: true,
+            agents: vec![],
+        }])
+    }
+    fn add_correction(
+        &self,
+        new: NewCorrection,
+        created_by: &str,
+        now: Timestamp,
+    ) -> Result<Correction, QueryError> {
+        self.record(Call::AddCorrection(new.clone(), created_by.into(), now));
+        Self::check(Some(&new.instrument_id))?;
+        if new.reason.trim().is_empty() {
+            return Err(QueryError::BadParameter {
+                parameter: "reason",
+                message: "is empty; say why".into(),
+            });
+        }
+        Ok(correction(new, created_by, now))
+    }
+    fn corrections(
+        &self,
+        range: &Range,
+        instrument: Option<&str>,
+    ) -> Result<Vec<Correction>, QueryError> {
+        self.record(Call::Corrections(*range, instrument.map(str::to_owned)));
+        Self::check(instrument)?;
+        Ok(vec![correction(new_correction(), "office-admin", now())])
+    }
+    fn import_bookings(
+        &self,
+        bookings: Vec<(u64, Booking)>,
+        options: ImportOptions,
+        now: Timestamp,
+    ) -> Result<ImportReport, QueryError> {
+        self.record(Call::Import(bookings.clone(), options, now));
+        let mut report = ImportReport::default();
+        for (index, b) in bookings {
+            if b.instrument_id == "nope" {
+                report.errors.push(RowError {
+                    line: index,
+                    message: "instrument_id \"nope\" is not a configured instrument".into(),
+                });
+            } else if b.booking_id == "b-old" {
+                report.updated.push(Updated {
+                    booking_id: b.booking_id,
+                    fields: vec!["end"],
+                });
+            } else {
+                report.inserted.push(b.booking_id);
+            }
+        }
+        report.applied = !options.dry_run && (report.errors.is_empty() || options.skip_invalid);
+        Ok(report)
+    }
+}
+
+fn tokens() -> Vec<TokenConfig> {
+    vec![
+        TokenConfig {
+            name: "office-admin".into(),
+            role: TokenRole::Admin,
+            sha256: hash_token(ADMIN),
+        },
+        TokenConfig {
+            name: "evaluation-office".into(),
+            role: TokenRole::Evaluator,
+            sha256: hash_token(EVALUATOR),
+        },
+    ]
+}
+
+fn setup() -> (Arc<Fake>, axum::Router) {
+    setup_with(&tokens())
+}
+
+fn setup_with(tokens: &[TokenConfig]) -> (Arc<Fake>, axum::Router) {
+    let fake = Arc::new(Fake::default());
+    let state = ApiState::new(fake.clone(), tokens)
+        .expect("tokens")
+        .with_clock(Arc::new(now));
+    (fake, app(state))
+}
+
+struct Answer {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Vec<u8>,
+}
+
+impl Answer {
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
+    }
+    fn text(&self) -> String {
+        String::from_utf8(self.body.clone()).expect("UTF-8")
+    }
+    fn content_type(&self) -> &str {
+        self.headers
+            .get(header::CONTENT_TYPE)
+            .map_or("", |v| v.to_str().unwrap())
+    }
+    /// A 400 naming `parameter`.
+    #[track_caller]
+    fn assert_bad(&self, parameter: &str) {
+        assert_eq!(self.status, StatusCode::BAD_REQUEST, "{}", self.text());
+        assert_eq!(self.json()["parameter"], parameter, "{}", self.text());
+        assert!(self.json()["error"].as_str().unwrap().len() > 10);
+    }
+}
+
+async fn send(
+    router: &axum::Router,
+    method: Method,
+    uri: &str,
+    token: Option<&str>,
+    extra: &[(&str, &str)],
+    body: Option<Value>,
+) -> Answer {
+    let mut req = Request::builder().method(method).uri(uri);
+    if let Some(t) = token {
+        req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
+    }
+    for (k, v) in extra {
+        req = req.header(*k, *v);
+    }
+    let req = match body {
+        Some(b) => req
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(b.to_string())),
+        None => req.body(Body::empty()),
+    }
+    .unwrap();
+    let res = router.clone().oneshot(req).await.expect("infallible");
+    let status = res.status();
+    let headers = res.headers().clone();
+    let body = res.into_body().collect().await.unwrap().to_bytes().to_vec();
+    Answer {
+        status,
+        headers,
+        body,
+    }
+}
+
+async fn get(router: &axum::Router, uri: &str) -> Answer {
+    send(router, Method::GET, uri, Some(EVALUATOR), &[], None).await
+}
+
+fn march() -> Range {
+    Range {
+        from: Edge::Date(date(2025, 3, 1)),
+        to: Edge::Date(date(2025, 4, 1)),
+    }
+}
+
+const HOURS_CSV_HEADER: &str = "instrument_id,name,unit,instruments,period_start,period_end,used_hours,booked_hours,booked_used_hours,unbooked_hours,by_usage_type.teaching,by_usage_type.research,by_usage_type.external,by_usage_type.training,by_usage_type.maintenance,by_usage_type.unassigned,external_hours,share_rate,open_hours,utilization,no_show_count,fault_hours,unknown_hours,coverage,result_files,energy_kwh,corrected.assigned_hours,corrected.unbooked_hours,corrected.by_usage_type.teaching,corrected.by_usage_type.research,corrected.by_usage_type.external,corrected.by_usage_type.training,corrected.by_usage_type.maintenance,corrected.by_usage_type.unassigned,corrected.external_hours,corrected.share_rate";
+
+// --- happy paths ---
+
+#[tokio::test]
+async fn hours_passes_the_query_the_url_names_and_answers_json() {
+    let (fake, router) = setup();
+    let a = get(
+        &router,
+        "/api/v1/hours?from=2025-03-01&to=2025-04-01&instrument=nmr-600&unit=Chemistry&period=month&group_by=instrument",
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text());
+    assert_eq!(a.content_type(), "application/json");
+    assert_eq!(
+        fake.calls(),
+        [Call::Hours(HoursQuery {
+            range: march(),
+            instrument: Some("nmr-600".into()),
+            unit: Some("Chemistry".into()),
+            period: Some(PeriodUnit::Month),
+            group_by: GroupBy::Instrument,
+        })]
+    );
+    let body = a.json();
+    assert_eq!(body["from"], "2025-03-01");
+    assert_eq!(body["to"], "2025-04-01");
+    assert_eq!(body["period"], "month");
+    assert_eq!(body["group_by"], "instrument");
+    assert_eq!(body["rows"][0]["used_hours"], 12.5);
+    assert_eq!(body["rows"][0]["by_usage_type"]["unassigned"], 3.25);
+    assert_eq!(body["rows"][0]["energy_kwh"], Value::Null);
+}
+
+#[tokio::test]
+async fn hours_take_instants_and_default_to_one_period_per_instrument() {
+    let (fake, router) = setup();
+    let a = get(
+        &router,
+        "/api/v1/hours?from=2025-03-01T00:00:00%2B08:00&to=2025-03-02T00:00:00Z&group_by=usage_type",
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text());
+    assert_eq!(
+        fake.calls(),
+        [Call::Hours(HoursQuery {
+            range: Range {
+                from: Edge::Instant("2025-02-28T16:00:00Z".parse().unwrap()),
+                to: Edge::Instant("2025-03-02T00:00:00Z".parse().unwrap()),
+            },
+            instrument: None,
+            unit: None,
+            period: None,
+            group_by: GroupBy::UsageType,
+        })]
+    );
+    let body = a.json();
+    assert_eq!(body["from"], "2025-02-28T16:00:00Z");
+    assert_eq!(body["period"], Value::Null);
+    assert_eq!(body["rows"][0]["usage_type"], "unassigned");
+    assert_eq!(body["rows"][0]["corrected_used_hours"], 1.25);
+}
+
+#[tokio::test]
+async fn hours_as_csv_through_accept_flatten_maps_into_fixed_columns() {
+    let (_, router) = setup();
+    let a = send(
+        &router,
+        Method::GET,
+        "/api/v1/hours?from=2025-03-01&to=2025-04-01",
+        Some(EVALUATOR),
+        &[("accept", "text/csv")],
+        None,
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text());
+    assert_eq!(a.content_type(), "text/csv; charset=utf-8");
+    let text = a.text();
+    let mut lines = text.lines();
+    assert_eq!(lines.next(), Some(HOURS_CSV_HEADER));
+    assert_eq!(
+        lines.next(),
+        Some(
+            "nmr-600,600 MHz NMR,Chemistry/NMR Centre,1,2025-03-01T00:00:00+08:00,2025-04-01T00:00:00+08:00,12.5,10.0,9.25,3.25,,9.25,,,,3.25,0.0,0.0,,0.02,1,0.5,2.0,0.99,7,,0.0,1.25,2.0,9.25,,,,,0.0,"
+        )
+    );
+    assert_eq!(lines.next(), None);
+}
+
+#[tokio::test]
+async fn format_csv_wins_over_accept_and_format_json_forces_json() {
+    let (_, router) = setup();
+    let a = get(
+        &router,
+        "/api/v1/bookings/outcomes?from=2025-03-01&to=2025-04-01&format=csv",
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text());
+    assert_eq!(a.content_type(), "text/csv; charset=utf-8");
+    assert_eq!(
+        a.text(),
+        "booking_id,instrument_id,user,group,usage_type,start,end,outcome,flags,booked_s,used_s,early_s,overrun_s,first_use,last_use,unknown_s,fault_s,sessions,result_files\n\
+         b-1,nmr-600,li,chem,research,2025-03-03T09:00:00+08:00,2025-03-03T11:00:00+08:00,used,late_start;overrun,7200.0,7000.0,0.0,600.0,2025-03-03T09:20:00+08:00,,0.0,0.0,s-1;s-2,\n"
+    );
+    let a = send(
+        &router,
+        Method::GET,
+        "/api/v1/sessions?from=2025-03-01&to=2025-04-01&format=json",
+        Some(EVALUATOR),
+        &[("accept", "text/csv")],
+        None,
+    )
+    .await;
+    assert_eq!(a.content_type(), "application/json");
+    assert_eq!(a.json()["rows"][0]["session_id"], "s-1");
+}
+
+#[tokio::test]
+async fn outcomes_sessions_and_corrections_pass_range_and_instrument() {
+    let (fake, router) = setup();
+    let q = "?from=2025-03-01&to=2025-04-01&instrument=nmr-600";
+    let a = get(&router, &format!("/api/v1/bookings/outcomes{q}")).await;
+    assert_eq!(
+        a.json()["rows"][0]["flags"],
+        json!(["late_start", "overrun"])
+    );
+    let a = get(&router, &format!("/api/v1/sessions{q}")).await;
+    assert_eq!(a.json()["rows"][0]["duration_s"], 6600.0);
+    let a = get(&router, &format!("/api/v1/corrections{q}")).await;
+    assert_eq!(a.status, StatusCode::OK);
+    assert_eq!(a.json()["rows"][0]["id"], 42);
+    assert_eq!(a.json()["rows"][0]["reason"], "course lab, booked on paper");
+    let nmr = Some("nmr-600".to_owned());
+    assert_eq!(
+        fake.calls(),
+        [
+            Call::Outcomes(march(), nmr.clone()),
+            Call::Sessions(march(), nmr.clone()),
+            Call::Corrections(march(), nmr),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn instruments_are_listed_as_of_the_clock() {
+    let (fake, router) = setup();
+    let a = get(&router, "/api/v1/instruments").await;
+    assert_eq!(a.status, StatusCode::OK);
+    assert_eq!(a.json()["rows"][0]["state"], "standby");
+    assert_eq!(fake.calls(), [Call::Instruments(now())]);
+    let a = get(&router, "/api/v1/instruments?format=csv").await;
+    assert_eq!(
+        a.text().lines().next(),
+        Some("instrument_id,name,unit,time_zone,configured,state,since,agent_online,agents")
+    );
+}
+
+#[tokio::test]
+async fn a_timeline_is_json_and_has_no_csv_form() {
+    let (fake, router) = setup();
+    let a = get(
+        &router,
+        "/api/v1/instruments/nmr-600/timeline?from=2025-03-03&to=2025-03-04",
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text());
+    assert_eq!(a.json()["states"][0]["state"], "running");
+    assert_eq!(
+        fake.calls(),
+        [Call::Timeline(
+            "nmr-600".into(),
+            Range {
+                from: Edge::Date(date(2025, 3, 3)),
+                to: Edge::Date(date(2025, 3, 4)),
+            }
+        )]
+    );
+    let a = get(
+        &router,
+        "/api/v1/instruments/nmr-600/timeline?from=2025-03-03&to=2025-03-04&format=csv",
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::NOT_ACCEPTABLE);
+    assert_eq!(a.json()["parameter"], "format");
+    assert_eq!(fake.calls().len(), 1);
+}
+
+#[tokio::test]
+async fn an_admin_records_a_correction_under_the_tokens_name() {
+    let (fake, router) = setup();
+    let body = serde_json::to_value(new_correction()).unwrap();
+    let a = send(
+        &router,
+        Method::POST,
+        "/api/v1/corrections",
+        Some(ADMIN),
+        &[],
+        Some(body),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::CREATED, "{}", a.text());
+    let got = a.json();
+    assert_eq!(got["id"], 42);
+    assert_eq!(got["created_by"], "office-admin");
+    assert_eq!(got["created_at"], "2025-04-02T10:00:00Z");
+    assert_eq!(got["usage_type"], "teaching");
+    assert_eq!(
+        fake.calls(),
+        [Call::AddCorrection(
+            new_correction(),
+            "office-admin".into(),
+            now()
+        )]
+    );
+}
+
+#[tokio::test]
+async fn a_bad_correction_field_is_a_400_naming_it() {
+    let (_, router) = setup();
+    let mut body = serde_json::to_value(new_correction()).unwrap();
+    body["reason"] = json!(" ");
+    let a = send(
+        &router,
+        Method::POST,
+        "/api/v1/corrections",
+        Some(ADMIN),
+        &[],
+        Some(body),
+    )
+    .await;
+    a.assert_bad("reason");
+    let a = send(
+        &router,
+        Method::POST,
+        "/api/v1/corrections",
+        Some(ADMIN),
+        &[],
+        Some(json!({"instrument_id": "nmr-600"})),
+    )
+    .await;
+    a.assert_bad("body");
+}
+
+fn booking(id: &str, instrument: &str) -> Value {
+    json!({
+        "booking_id": id, "instrument_id": instrument, "user": "li", "group": "chem",
+        "usage_type": "research", "start": "2025-03-03T01:00:00Z",
+        "end": "2025-03-03T03:00:00Z", "status": "confirmed"
+    })
+}
+
+#[tokio::test]
+async fn bookings_are_imported_and_the_report_is_answered() {
+    let (fake, router) = setup();
+    let body = json!({"bookings": [booking("b-new", "nmr-600"), booking("b-old", "nmr-600")]});
+    let a = send(
+        &router,
+        Method::POST,
+        "/api/v1/bookings",
+        Some(ADMIN),
+        &[],
+        Some(body),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text());
+    assert_eq!(
+        a.json(),
+        json!({
+            "applied": true, "dry_run": false, "inserted": ["b-new"],
+            "updated": [{"booking_id": "b-old", "fields": ["end"]}],
+            "unchanged": [], "errors": []
+        })
+    );
+    let Call::Import(items, options, at) = &fake.calls()[0] else {
+        panic!("{:?}", fake.calls())
+    };
+    assert_eq!(items.len(), 2);
+    assert_eq!(items[1].0, 1);
+    assert_eq!(items[0].1.usage_type, UsageType::Research);
+    assert_eq!(items[0].1.status, BookingStatus::Confirmed);
+    assert_eq!(*options, ImportOptions::default());
+    assert_eq!(*at, now());
+}
+
+#[tokio::test]
+async fn bad_bookings_are_a_422_naming_each_index_and_nothing_is_applied() {
+    let (fake, router) = setup();
+    let mut party = booking("b-2", "nmr-600");
+    party["usage_type"] = json!("party");
+    let body = json!({"bookings": [booking("b-1", "nmr-600"), party, booking("b-3", "nope")]});
+    let a = send(
+        &router,
+        Method::POST,
+        "/api/v1/bookings",
+        Some(ADMIN),
+        &[],
+        Some(body.clone()),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", a.text());
+    let got = a.json();
+    assert_eq!(got["applied"], false);
+    let errors = got["errors"].as_array().unwrap();
+    let indexes: Vec<u64> = errors
+        .iter()
+        .map(|e| e["index"].as_u64().unwrap())
+        .collect();
+    assert_eq!(indexes, [1, 2]);
+    assert!(
+        errors[0]["message"].as_str().unwrap().contains("party"),
+        "{got}"
+    );
+    assert!(
+        errors[1]["message"].as_str().unwrap().contains("nope"),
+        "{got}"
+    );
+    // The malformed item forced a dry run in the store.
+    let Call::Import(items, options, _) = &fake.calls()[0] else {
+        panic!()
+    };
+    assert_eq!(items.iter().map(|(i, _)| *i).collect::<Vec<_>>(), [0, 2]);
+    assert_eq!(
+        *options,
+        ImportOptions {
+            dry_run: true,
+            skip_invalid: false
+        }
+    );
+
+    // skip_invalid applies the good ones and answers 200 with the errors.
+    let a = send(
+        &router,
+        Method::POST,
+        "/api/v1/bookings?skip_invalid=true",
+        Some(ADMIN),
+        &[],
+        Some(body),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text());
+    assert_eq!(a.json()["applied"], true);
+    assert_eq!(a.json()["inserted"], json!(["b-1"]));
+    assert_eq!(a.json()["errors"].as_array().unwrap().len(), 2);
+    let Call::Import(_, options, _) = &fake.calls()[1] else {
+        panic!()
+    };
+    assert_eq!(
+        *options,
+        ImportOptions {
+            dry_run: false,
+            skip_invalid: true
+        }
+    );
+}
+
+#[tokio::test]
+async fn a_dry_run_reaches_the_store_as_one() {
+    let (fake, router) = setup();
+    let body = json!({"bookings": [booking("b-1", "nmr-600")]});
+    let a = send(
+        &router,
+        Method::POST,
+        "/api/v1/bookings?dry_run=true",
+        Some(ADMIN),
+        &[],
+        Some(body),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::OK);
+    assert_eq!(a.json()["applied"], false);
+    assert_eq!(a.json()["dry_run"], true);
+    let Call::Import(_, options, _) = &fake.calls()[0] else {
+        panic!()
+    };
+    assert!(options.dry_run);
+}
+
+// --- parameter errors ---
+
+#[tokio::test]
+async fn every_parameter_error_is_a_400_naming_the_parameter_and_asks_nothing() {
+    let (fake, router) = setup();
+    let cases = [
+        ("/api/v1/hours?to=2025-04-01", "from"),
+        ("/api/v1/hours?from=2025-03-01", "to"),
+        ("/api/v1/hours?from=2025-13-01&to=2025-04-01", "from"),
+        ("/api/v1/hours?from=March&to=2025-04-01", "from"),
+        (
+            "/api/v1/hours?from=2025-03-01T00:00:00&to=2025-04-01",
+            "from",
+        ),
+        ("/api/v1/hours?from=2025-04-01&to=2025-03-01", "to"),
+        ("/api/v1/hours?from=2025-04-01&to=2025-04-01", "to"),
+        (
+            "/api/v1/hours?from=2025-03-01T10:00:00Z&to=2025-03-01T09:00:00Z",
+            "to",
+        ),
+        (
+            "/api/v1/hours?from=2025-03-01&to=2025-04-01&period=week",
+            "period",
+        ),
+        (
+            "/api/v1/hours?from=2025-03-01&to=2025-04-01&group_by=user",
+            "group_by",
+        ),
+        (
+            "/api/v1/hours?from=2025-03-01&to=2025-04-01&colour=red",
+            "colour",
+        ),
+        (
+            "/api/v1/hours?from=2025-03-01&to=2025-04-01&format=xlsx",
+            "format",
+        ),
+        (
+            "/api/v1/hours?from=2025-03-01&from=2025-03-02&to=2025-04-01",
+            "from",
+        ),
+        (
+            "/api/v1/hours?from=2025-03-01&to=2025-04-01&instrument=",
+            "instrument",
+        ),
+        (
+            "/api/v1/bookings/outcomes?from=2025-03-01&to=2025-04-01&period=day",
+            "period",
+        ),
+        ("/api/v1/sessions?to=2025-04-01", "from"),
+        ("/api/v1/corrections?from=2025-03-01", "to"),
+        ("/api/v1/instruments?from=2025-03-01", "from"),
+        (
+            "/api/v1/instruments/nmr-600/timeline?from=2025-03-01&to=x",
+            "to",
+        ),
+    ];
+    for (uri, parameter) in cases {
+        let a = get(&router, uri).await;
+        assert_eq!(a.status, StatusCode::BAD_REQUEST, "{uri}: {}", a.text());
+        assert_eq!(a.json()["parameter"], parameter, "{uri}: {}", a.text());
+    }
+    assert_eq!(fake.calls(), []);
+}
+
+#[tokio::test]
+async fn error_messages_say_what_is_accepted() {
+    let (_, router) = setup();
+    let a = get(
+        &router,
+        "/api/v1/hours?from=2025-03-01&to=2025-04-01&period=week",
+    )
+    .await;
+    assert_eq!(
+        a.json()["error"],
+        "period=\"week\" is not one of: day, month, year"
+    );
+    let a = get(
+        &router,
+        "/api/v1/hours?from=2025-03-01&to=2025-04-01&colour=red",
+    )
+    .await;
+    assert_eq!(
+        a.json()["error"],
+        "unknown parameter \"colour\"; accepted: from, to, instrument, unit, period, group_by, format"
+    );
+    let a = get(&router, "/api/v1/hours?to=2025-04-01").await;
+    assert!(a.json()["error"].as_str().unwrap().contains("YYYY-MM-DD"));
+    let a = send(
+        &router,
+        Method::POST,
+        "/api/v1/bookings?dry_run=yes",
+        Some(ADMIN),
+        &[],
+        Some(json!({"bookings": []})),
+    )
+    .await;
+    a.assert_bad("dry_run");
+}
+
+// --- auth ---
+
+#[tokio::test]
+async fn no_token_or_a_wrong_one_is_a_401_with_a_bearer_challenge() {
+    let (fake, router) = setup();
+    for token in [None, Some("lh_wrong"), Some("")] {
+        let a = send(
+            &router,
+            Method::GET,
+            "/api/v1/instruments",
+            token,
+            &[],
+            None,
+        )
+        .await;
+        assert_eq!(a.status, StatusCode::UNAUTHORIZED, "{token:?}");
+        let challenge = a.headers.get(header::WWW_AUTHENTICATE).expect("challenge");
+        assert!(challenge.to_str().unwrap().starts_with("Bearer"));
+        assert!(a.json()["error"].is_string());
+    }
+    let a = send(
+        &router,
+        Method::GET,
+        "/api/v1/instruments",
+        None,
+        &[("authorization", &format!("Basic {ADMIN}"))],
+        None,
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::UNAUTHORIZED);
+    // Before any parameter is looked at.
+    let a = send(
+        &router,
+        Method::GET,
+        "/api/v1/hours?colour=red",
+        None,
+        &[],
+        None,
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(fake.calls(), []);
+}
+
+#[tokio::test]
+async fn an_evaluator_may_read_but_not_write() {
+    let (fake, router) = setup();
+    let body = serde_json::to_value(new_correction()).unwrap();
+    let a = send(
+        &router,
+        Method::POST,
+        "/api/v1/corrections",
+        Some(EVALUATOR),
+        &[],
+        Some(body),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::FORBIDDEN, "{}", a.text());
+    assert!(
+        a.json()["error"]
+            .as_str()
+            .unwrap()
+            .contains("evaluation-office")
+    );
+    let body = json!({"bookings": [booking("b-1", "nmr-600")]});
+    let a = send(
+        &router,
+        Method::POST,
+        "/api/v1/bookings",
+        Some(EVALUATOR),
+        &[],
+        Some(body),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::FORBIDDEN);
+    assert_eq!(fake.calls(), []);
+    let a = get(&router, "/api/v1/corrections?from=2025-03-01&to=2025-04-01").await;
+    assert_eq!(a.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn without_configured_tokens_every_caller_is_the_local_admin() {
+    let (fake, router) = setup_with(&[]);
+    let body = serde_json::to_value(new_correction()).unwrap();
+    let a = send(
+        &router,
+        Method::POST,
+        "/api/v1/corrections",
+        None,
+        &[],
+        Some(body),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::CREATED, "{}", a.text());
+    assert_eq!(a.json()["created_by"], "local");
+    assert_eq!(fake.calls().len(), 1);
+}
+
+// --- not found, internal errors ---
+
+#[tokio::test]
+async fn an_unknown_instrument_is_a_404() {
+    let (_, router) = setup();
+    let a = get(
+        &router,
+        "/api/v1/instruments/nope/timeline?from=2025-03-01&to=2025-03-02",
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::NOT_FOUND);
+    assert!(a.json()["error"].as_str().unwrap().contains("nope"));
+    let a = get(
+        &router,
+        "/api/v1/hours?from=2025-03-01&to=2025-04-01&instrument=nope",
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::NOT_FOUND);
+    let a = get(&router, "/api/v1/nothing-here").await;
+    assert_eq!(a.status, StatusCode::NOT_FOUND);
+    assert!(a.json()["error"].is_string());
+}
+
+#[tokio::test]
+async fn a_database_error_is_a_500_that_leaks_nothing() {
+    let (_, router) = setup();
+    let a = get(
+        &router,
+        "/api/v1/sessions?from=2025-03-01&to=2025-04-01&instrument=broken",
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(
+        a.json(),
+        json!({"error": "internal error; the collector's log has the details"})
+    );
+}
+
+// --- meta ---
+
+#[tokio::test]
+async fn healthz_needs_no_token() {
+    let (_, router) = setup();
+    let a = send(&router, Method::GET, "/api/v1/healthz", None, &[], None).await;
+    assert_eq!(a.status, StatusCode::OK);
+    assert_eq!(a.text(), "ok");
+}
+
+#[tokio::test]
+async fn the_openapi_document_lists_every_route_its_statuses_and_the_bearer_scheme() {
+    let (_, router) = setup();
+    let a = send(
+        &router,
+        Method::GET,
+        "/api/v1/openapi.json",
+        None,
+        &[],
+        None,
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::OK);
+    assert_eq!(a.content_type(), "application/json");
+    let doc = a.json();
+    assert!(
+        doc["openapi"].as_str().unwrap().starts_with("3."),
+        "{}",
+        doc["openapi"]
+    );
+    let paths = doc["paths"].as_object().unwrap();
+    let mut names: Vec<&str> = paths.keys().map(String::as_str).collect();
+    names.sort_unstable();
+    assert_eq!(
+        names,
+        [
+            "/api/v1/bookings",
+            "/api/v1/bookings/outcomes",
+            "/api/v1/corrections",
+            "/api/v1/healthz",
+            "/api/v1/hours",
+            "/api/v1/instruments",
+            "/api/v1/instruments/{id}/timeline",
+            "/api/v1/openapi.json",
+            "/api/v1/sessions",
+        ]
+    );
+    let scheme = &doc["components"]["securitySchemes"]["bearer"];
+    assert_eq!(scheme["type"], "http");
+    assert_eq!(scheme["scheme"], "bearer");
+    assert_eq!(doc["security"], json!([{"bearer": []}]));
+    assert_eq!(paths["/api/v1/healthz"]["get"]["security"], json!([{}]));
+
+    let statuses = |path: &str, method: &str| -> Vec<String> {
+        let mut s: Vec<String> = paths[path][method]["responses"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect();
+        s.sort();
+        s
+    };
+    assert_eq!(
+        statuses("/api/v1/hours", "get"),
+        ["200", "400", "401", "404", "500"]
+    );
+    assert_eq!(
+        statuses("/api/v1/corrections", "post"),
+        ["201", "400", "401", "403", "404", "500"]
+    );
+    assert_eq!(
+        statuses("/api/v1/bookings", "post"),
+        ["200", "400", "401", "403", "422", "500"]
+    );
+    assert_eq!(
+        statuses("/api/v1/instruments/{id}/timeline", "get"),
+        ["200", "400", "401", "404", "406", "500"]
+    );
+    let params: Vec<&str> = paths["/api/v1/hours"]["get"]["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        params,
+        [
+            "from",
+            "to",
+            "instrument",
+            "unit",
+            "period",
+            "group_by",
+            "format"
+        ]
+    );
+    let from = &paths["/api/v1/hours"]["get"]["parameters"][0];
+    assert_eq!(from["required"], true);
+    assert_eq!(from["in"], "query");
+    let csv = &paths["/api/v1/hours"]["get"]["responses"]["200"]["content"]["text/csv"];
+    assert!(csv.is_object(), "{}", paths["/api/v1/hours"]);
+    assert_eq!(
+        doc["components"]["schemas"]["NewCorrection"]["properties"]["start"],
+        json!({"type": "string", "format": "date-time"})
+    );
+    for schema in [
+        "HoursRow",
+        "UsageTypeRow",
+        "OutcomeRow",
+        "NewCorrection",
+        "Correction",
+        "Booking",
+        "ErrorBody",
+        "TimelineView",
+    ] {
+        assert!(doc["components"]["schemas"][schema].is_object(), "{schema}");
+    }
+}
