@@ -46,9 +46,12 @@ CREATE TABLE alive_spans (
 
 -- Instruments whose results are stale from from_ms on (new events,
 -- bookings or corrections). Cleared by the reconciler.
+-- `version` counts the marks, so a rebuild can tell whether one came in
+-- after it read the instrument.
 CREATE TABLE dirty (
     instrument_id TEXT PRIMARY KEY NOT NULL,
-    from_ms       INTEGER NOT NULL
+    from_ms       INTEGER NOT NULL,
+    version       INTEGER NOT NULL DEFAULT 1
 ) WITHOUT ROWID;
 
 -- Admin corrections (§7): never edited, never deleted.
@@ -106,6 +109,8 @@ CREATE TABLE day_totals (
     energy_wh       REAL,
     PRIMARY KEY (instrument_id, start_ms)
 ) WITHOUT ROWID;
+-- Reports per day across the fleet.
+CREATE INDEX day_totals_by_start ON day_totals (start_ms);
 
 -- The same summed per local month, kept in step with day_totals.
 CREATE TABLE month_totals (
@@ -143,7 +148,7 @@ CREATE INDEX month_totals_by_start ON month_totals (start_ms);
 
 -- §5 report per booking, as of the last reconciliation.
 CREATE TABLE booking_outcomes (
-    booking_id     TEXT    PRIMARY KEY NOT NULL,
+    booking_id     TEXT    NOT NULL,
     instrument_id  TEXT    NOT NULL,
     start_ms       INTEGER NOT NULL,
     outcome        TEXT    NOT NULL,
@@ -157,10 +162,16 @@ CREATE TABLE booking_outcomes (
     unknown_s      REAL    NOT NULL,
     fault_s        REAL    NOT NULL,
     sessions       TEXT    NOT NULL,  -- JSON array of session ids
-    result_files   TEXT    NOT NULL   -- JSON array of result-file ids
+    result_files   TEXT    NOT NULL,  -- JSON array of result-file ids
+    -- Written in this order per instrument: appends, not random inserts.
+    PRIMARY KEY (instrument_id, start_ms, booking_id)
 ) WITHOUT ROWID;
-CREATE INDEX booking_outcomes_by_instrument_start ON booking_outcomes (instrument_id, start_ms);
 CREATE INDEX booking_outcomes_by_start ON booking_outcomes (start_ms);
+
+-- The reconciler reads an instrument's bookings by end: all from this index.
+DROP INDEX bookings_by_instrument_time;
+CREATE INDEX bookings_by_instrument_end ON bookings
+    (instrument_id, end_ms, start_ms, booking_id, user, group_name, usage_type, status);
 
 -- Existing data: every instrument is reconciled from the beginning.
 INSERT INTO dirty (instrument_id, from_ms)

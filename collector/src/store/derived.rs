@@ -169,7 +169,8 @@ fn merge_span(
 pub fn mark_dirty(conn: &Connection, instrument_id: &str, from_ms: i64) -> rusqlite::Result<()> {
     conn.prepare_cached(
         "INSERT INTO dirty (instrument_id, from_ms) VALUES (?1, ?2)
-         ON CONFLICT (instrument_id) DO UPDATE SET from_ms = min(from_ms, excluded.from_ms)",
+         ON CONFLICT (instrument_id) DO UPDATE SET from_ms = min(from_ms, excluded.from_ms),
+             version = version + 1",
     )?
     .execute(params![instrument_id, from_ms])?;
     Ok(())

@@ -236,6 +236,23 @@ pub fn live_totals(
     Ok(totals.pop().expect("one period in, one out"))
 }
 
+/// The most rows (instruments × periods) one hours query may produce, so
+/// that no request can make the collector build an unbounded answer.
+pub const MAX_ROWS: i64 = 400_000;
+
+/// An upper bound of the periods `whole` splits into.
+fn estimated_periods(whole: Interval, period: Option<PeriodUnit>) -> i64 {
+    const DAY: Ms = 86_400_000;
+    let shortest = match period {
+        None => return 1,
+        // A local day is at least 23 hours, a month 28 days, a year 365.
+        Some(PeriodUnit::Day) => 23 * DAY / 24,
+        Some(PeriodUnit::Month) => 28 * DAY,
+        Some(PeriodUnit::Year) => 365 * DAY,
+    };
+    whole.len() / shortest + 2
+}
+
 /// Totals for each selected instrument and period, in the instrument's zone.
 fn totals(
     conn: &Connection,
@@ -249,9 +266,20 @@ fn totals(
         by_zone.entry(inst.time_zone.as_str()).or_default().push(i);
     }
     let mut out = Vec::new();
+    let mut rows = 0;
     for members in by_zone.values() {
         let zone = &instruments[members[0]].zone;
         let whole = resolve_range(range, zone)?;
+        rows += estimated_periods(whole, period) * members.len() as i64;
+        if rows > MAX_ROWS {
+            return Err(QueryError::BadParameter {
+                parameter: "period",
+                message: format!(
+                    "the answer would have about {rows} rows, more than {MAX_ROWS}: \
+                     ask for a longer period, a shorter range, or one unit or instrument at a time"
+                ),
+            });
+        }
         let periods: Vec<Interval> = match period {
             None => vec![whole],
             Some(unit) => split_periods(ts(whole.start), ts(whole.end), zone, unit)
@@ -488,6 +516,17 @@ mod tests {
                 )),
             ]
         );
+    }
+
+    #[test]
+    fn period_estimates_never_fall_below_the_real_count() {
+        let zone = TimeZone::get("Europe/Berlin").unwrap();
+        let year = Interval::new(ms("2025-12-31T23:00:00Z"), ms("2026-12-31T23:00:00Z"));
+        for unit in [PeriodUnit::Day, PeriodUnit::Month, PeriodUnit::Year] {
+            let real = split_periods(ts(year.start), ts(year.end), &zone, unit).unwrap().len() as i64;
+            let estimate = estimated_periods(year, Some(unit));
+            assert!(estimate >= real && estimate <= real * 11 / 10 + 2, "{unit:?}: {estimate} vs {real}");
+        }
     }
 
     #[test]

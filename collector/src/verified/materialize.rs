@@ -13,12 +13,14 @@
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
 use labhours_shared::state::State;
-use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use std::collections::HashMap;
+
+use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
 
 use crate::bookings::{BookingStatus, UsageType};
 use crate::config::UsageSource;
 use crate::reconcile::{
-    self, Assignment, Booking, InstrumentInputs, Interval, Ms, PeriodTotals, PeriodUnit,
+    self, Assignment, Booking, BookingReport, InstrumentInputs, Interval, Ms, PeriodTotals, PeriodUnit,
     Reconciliation, ResultFileRef, Timeline, TotalsInputs, secs, split_periods, totals_for_periods,
 };
 use crate::registry::{Instrument, Registry};
@@ -266,7 +268,7 @@ pub fn restart_point(conn: &Connection, inst: &Instrument, from: Ms) -> rusqlite
             .prepare_cached(
                 "SELECT MIN(start_ms) FROM bookings
                  WHERE instrument_id = ?1 AND status = 'confirmed'
-                   AND start_ms - ?2 < ?4 AND end_ms + ?3 > ?4",
+                   AND end_ms > ?4 - ?3 AND start_ms < ?4 + ?2",
             )?
             .query_row(params![inst.id, early, late, at], |r| r.get(0))?;
         if let Some(start) = window {
@@ -334,14 +336,23 @@ pub const TYPE_KEYS: [&str; 6] = [
     reconcile::UNASSIGNED,
 ];
 
-/// Reconciles `inst` from `from` (None: from the beginning) and rewrites its
-/// results from there on, inside the caller's transaction.
-pub fn reconcile_instrument(
-    conn: &Connection,
-    inst: &Instrument,
-    from: Option<Ms>,
-    now: Ms,
-) -> rusqlite::Result<Pass> {
+/// One instrument's reconciled results, ready to be written.
+#[derive(Debug, Clone)]
+pub struct Computed {
+    pub instrument_id: String,
+    pub policy_hash: String,
+    /// Results from here on are replaced (`Ms::MIN + 1`: all of them).
+    pub cut: Ms,
+    /// Local `YYYY-MM` from which months are summed again (`""`: all).
+    pub month_from: String,
+    pub days: Vec<(Interval, String)>,
+    pub totals: Vec<PeriodTotals>,
+    /// Reports of the bookings starting at or after the cut, with their start.
+    pub outcomes: Vec<(Ms, BookingReport)>,
+}
+
+/// Reconciles `inst` from `from` (None: from the beginning).
+pub fn compute(conn: &Connection, inst: &Instrument, from: Option<Ms>) -> rusqlite::Result<Computed> {
     let restart = match from {
         Some(from) => restart_point(conn, inst, from)?,
         None => Ms::MIN,
@@ -360,18 +371,50 @@ pub fn reconcile_instrument(
     };
     let periods: Vec<Interval> = days.iter().map(|(p, _)| *p).collect();
     let totals = loaded.totals(inst, &rec, &periods);
-
-    let id = inst.id.as_str();
     let cut = first_day.min(restart.max(Ms::MIN + 1));
+    let month_from = match from {
+        Some(_) => local_days(&inst.zone, cut, cut + 1)
+            .first()
+            .map_or_else(String::new, |(_, m)| m.clone()),
+        None => String::new(),
+    };
+    let starts: HashMap<&str, Ms> = loaded
+        .bookings
+        .iter()
+        .map(|b| (b.booking_id.as_str(), b.start))
+        .collect();
+    let outcomes = rec
+        .reports
+        .into_iter()
+        .filter_map(|r| {
+            let start = *starts.get(r.booking_id.as_str())?;
+            (start >= restart).then_some((start, r))
+        })
+        .collect();
+    Ok(Computed {
+        instrument_id: inst.id.clone(),
+        policy_hash: inst.policy_hash(),
+        cut,
+        month_from,
+        days,
+        totals,
+        outcomes,
+    })
+}
+
+/// Replaces the instrument's stored results from `c.cut` on with `c`,
+/// inside the caller's transaction.
+pub fn write(conn: &Connection, c: &Computed, now: Ms) -> rusqlite::Result<Pass> {
+    let id = c.instrument_id.as_str();
     conn.prepare_cached("DELETE FROM day_totals WHERE instrument_id = ?1 AND start_ms >= ?2")?
-        .execute(params![id, cut])?;
+        .execute(params![id, c.cut])?;
     {
         let mut insert = conn.prepare_cached(&format!(
             "INSERT INTO day_totals (instrument_id, start_ms, end_ms, month, {TOTAL_COLUMNS})
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,
                      ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26)"
         ))?;
-        for ((period, month), t) in days.iter().zip(&totals) {
+        for ((period, month), t) in c.days.iter().zip(&c.totals) {
             let by = |k: &str| t.by_usage_type_ms.get(k).copied().unwrap_or(0);
             let cby = |k: &str| t.corrected_by_usage_type_ms.get(k).copied().unwrap_or(0);
             insert.execute(params![
@@ -405,14 +448,8 @@ pub fn reconcile_instrument(
         }
     }
     // Months from the first rewritten day's month on, summed again.
-    let month_from = match from {
-        Some(_) => local_days(&inst.zone, cut, cut + 1)
-            .first()
-            .map_or_else(String::new, |(_, m)| m.clone()),
-        None => String::new(),
-    };
     conn.prepare_cached("DELETE FROM month_totals WHERE instrument_id = ?1 AND month >= ?2")?
-        .execute(params![id, month_from])?;
+        .execute(params![id, c.month_from])?;
     let sums = TOTAL_COLUMNS
         .split(',')
         .map(|c| format!("SUM({})", c.trim()))
@@ -424,31 +461,20 @@ pub fn reconcile_instrument(
          FROM day_totals WHERE instrument_id = ?1 AND month >= ?2
          GROUP BY instrument_id, month"
     ))?
-    .execute(params![id, month_from])?;
+    .execute(params![id, c.month_from])?;
 
     conn.prepare_cached(
         "DELETE FROM booking_outcomes WHERE instrument_id = ?1 AND start_ms >= ?2",
     )?
-    .execute(params![id, restart])?;
-    let mut written = 0;
+    .execute(params![id, c.cut])?;
     {
         let mut insert = conn.prepare_cached(
-            "INSERT OR REPLACE INTO booking_outcomes (booking_id, instrument_id, start_ms, outcome,
+            "INSERT INTO booking_outcomes (booking_id, instrument_id, start_ms, outcome,
                  flags, booked_s, used_s, early_s, overrun_s, first_use_ms, last_use_ms,
                  unknown_s, fault_s, sessions, result_files)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
         )?;
-        let start_of = |id: &str| {
-            loaded
-                .bookings
-                .iter()
-                .find(|b| b.booking_id == id)
-                .map(|b| b.start)
-        };
-        for r in &rec.reports {
-            let Some(start) = start_of(&r.booking_id).filter(|&s| s >= restart) else {
-                continue;
-            };
+        for (start, r) in &c.outcomes {
             insert.execute(params![
                 r.booking_id,
                 id,
@@ -466,7 +492,6 @@ pub fn reconcile_instrument(
                 serde_json::to_string(&r.sessions).unwrap_or_default(),
                 serde_json::to_string(&r.result_files).unwrap_or_default(),
             ])?;
-            written += 1;
         }
     }
     conn.prepare_cached(
@@ -474,12 +499,23 @@ pub fn reconcile_instrument(
          ON CONFLICT (instrument_id) DO UPDATE SET policy_hash = excluded.policy_hash,
              updated_at_ms = excluded.updated_at_ms",
     )?
-    .execute(params![id, inst.policy_hash(), now])?;
+    .execute(params![id, c.policy_hash, now])?;
     Ok(Pass {
         instruments: 1,
-        days: days.len() as u64,
-        bookings: written,
+        days: c.days.len() as u64,
+        bookings: c.outcomes.len() as u64,
     })
+}
+
+/// Reconciles `inst` from `from` (None: from the beginning) and rewrites its
+/// results from there on, inside the caller's transaction.
+pub fn reconcile_instrument(
+    conn: &Connection,
+    inst: &Instrument,
+    from: Option<Ms>,
+    now: Ms,
+) -> rusqlite::Result<Pass> {
+    write(conn, &compute(conn, inst, from)?, now)
 }
 
 pub fn outcome_name(o: reconcile::Outcome) -> &'static str {
@@ -504,19 +540,28 @@ pub fn flag_names(f: &reconcile::Flags) -> Vec<&'static str> {
     .collect()
 }
 
-/// Every instrument with any data: from events, bookings, results. Scans
-/// the big tables; for `rebuild`.
+/// Every instrument with any data: from events, bookings, results. Each
+/// table is walked from one distinct `instrument_id` to the next through
+/// its index (a loose index scan), not row by row; for `rebuild`.
 pub fn all_instruments(conn: &Connection) -> rusqlite::Result<Vec<String>> {
-    conn.prepare(
-        "SELECT DISTINCT instrument_id FROM transitions
-         UNION SELECT instrument_id FROM alive_spans
-         UNION SELECT instrument_id FROM bookings
-         UNION SELECT instrument_id FROM result_files
-         UNION SELECT instrument_id FROM reconciled
+    let tables = ["transitions", "alive_spans", "bookings", "result_files"];
+    let walks = tables.map(|t| {
+        format!(
+            "{t}_ids(id) AS (
+                 SELECT MIN(instrument_id) FROM {t}
+                 UNION ALL
+                 SELECT (SELECT MIN(instrument_id) FROM {t} WHERE instrument_id > {t}_ids.id)
+                 FROM {t}_ids WHERE {t}_ids.id IS NOT NULL)"
+        )
+    });
+    let selects = tables.map(|t| format!("SELECT id FROM {t}_ids WHERE id IS NOT NULL"));
+    let sql = format!(
+        "WITH RECURSIVE {} {} UNION SELECT instrument_id FROM reconciled
          UNION SELECT instrument_id FROM dirty",
-    )?
-    .query_map([], |r| r.get(0))?
-    .collect()
+        walks.join(", "),
+        selects.join(" UNION ")
+    );
+    conn.prepare(&sql)?.query_map([], |r| r.get(0))?.collect()
 }
 
 /// Every instrument the store knows of, cheaply: whatever stores data for
@@ -579,22 +624,83 @@ pub fn catch_up(conn: &mut Connection, registry: &Registry, now: Ms) -> rusqlite
     Ok(pass)
 }
 
-/// Reconciles every instrument from the beginning.
+/// Reconciles every instrument from the beginning. One thread per core
+/// reads and computes, each on its own connection (a snapshot per
+/// instrument), while this one writes, 64 instruments per transaction. A dirty mark is cleared only
+/// if no commit touched it since the snapshot; later marks are left for
+/// the next pass.
 pub fn rebuild(conn: &mut Connection, registry: &Registry, now: Ms) -> rusqlite::Result<Pass> {
     let ids = all_instruments(conn)?;
-    let mut pass = Pass::default();
-    // Batches of instruments per transaction: fewer syncs, bounded waits.
-    for chunk in ids.chunks(64) {
-        pass += in_transaction(conn, |tx| {
-            let mut pass = Pass::default();
-            for id in chunk {
-                tx.execute("DELETE FROM dirty WHERE instrument_id = ?1", [id])?;
-                pass += reconcile_instrument(tx, &registry.instrument(id), None, now)?;
+    let path = conn.path().map(std::path::PathBuf::from).unwrap_or_default();
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let (tx, rx) = std::sync::mpsc::sync_channel::<rusqlite::Result<(Computed, Option<i64>)>>(16);
+    std::thread::scope(|scope| {
+        for _ in 0..workers {
+            let tx = tx.clone();
+            let (ids, next, path) = (&ids, &next, &path);
+            scope.spawn(move || {
+                let reader = match Connection::open_with_flags(
+                    path,
+                    OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                ) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        let _ = tx.send(Err(e));
+                        return;
+                    }
+                };
+                while let Some(id) = ids.get(next.fetch_add(1, std::sync::atomic::Ordering::Relaxed)) {
+                    let computed = (|| {
+                        reader.execute_batch("BEGIN")?;
+                        let version: Option<i64> = reader
+                            .query_row(
+                                "SELECT version FROM dirty WHERE instrument_id = ?1",
+                                [id],
+                                |r| r.get(0),
+                            )
+                            .optional()?;
+                        let c = compute(&reader, &registry.instrument(id), None);
+                        reader.execute_batch("COMMIT")?;
+                        Ok((c?, version))
+                    })();
+                    let failed = computed.is_err();
+                    if tx.send(computed).is_err() || failed {
+                        return;
+                    }
+                }
+            });
+        }
+        drop(tx);
+        let mut pass = Pass::default();
+        let mut batch = Vec::with_capacity(64);
+        let mut flush = |batch: &mut Vec<(Computed, Option<i64>)>| -> rusqlite::Result<()> {
+            let done = in_transaction(conn, |t| {
+                let mut pass = Pass::default();
+                for (c, version) in batch.iter() {
+                    if let Some(v) = version {
+                        t.execute(
+                            "DELETE FROM dirty WHERE instrument_id = ?1 AND version = ?2",
+                            params![c.instrument_id, v],
+                        )?;
+                    }
+                    pass += write(t, c, now)?;
+                }
+                Ok(pass)
+            })?;
+            pass += done;
+            batch.clear();
+            Ok(())
+        };
+        for item in rx {
+            batch.push(item?);
+            if batch.len() == 64 {
+                flush(&mut batch)?;
             }
-            Ok(pass)
-        })?;
-    }
-    Ok(pass)
+        }
+        flush(&mut batch)?;
+        Ok(pass)
+    })
 }
 
 fn in_transaction<T>(

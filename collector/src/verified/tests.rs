@@ -773,3 +773,22 @@ fn golden_day_hours() {
     );
     assert_eq!(sessions[1].segments[0].booking_id, None);
 }
+
+#[test]
+fn a_query_that_would_build_an_unbounded_answer_is_refused_naming_period() {
+    let site = Site::new(CONFIG);
+    let huge = site.reports.hours(&HoursQuery {
+        range: Range {
+            from: day(1, 1, 1),
+            to: day(9999, 12, 31),
+        },
+        instrument: None,
+        unit: None,
+        period: Some(crate::reconcile::PeriodUnit::Day),
+        group_by: GroupBy::Instrument,
+    });
+    assert!(
+        matches!(huge, Err(QueryError::BadParameter { parameter: "period", .. })),
+        "{huge:?}"
+    );
+}
