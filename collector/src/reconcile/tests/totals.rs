@@ -424,3 +424,13 @@ proptest! {
         prop_assert_eq!(sum, all);
     }
 }
+
+#[test]
+fn a_session_id_is_the_instrument_and_its_start_in_ms() {
+    for start in [0, 7, -7, 1_767_196_800_000, Ms::MIN, Ms::MAX] {
+        assert_eq!(
+            sessions::session_id("nmr-1", start),
+            format!("nmr-1@{start}")
+        );
+    }
+}
