@@ -4,6 +4,7 @@
 //! constant, so it is decided once per piece, at the piece's start.
 
 use std::cmp::Reverse;
+use std::ops::Range;
 
 use super::{Booking, Interval, Ms, Segment, Session, secs};
 use crate::config::ReconciliationRules;
@@ -19,26 +20,30 @@ pub fn attribute(
     // iteration order.
     confirmed.sort_by(|a, b| (a.start, &a.booking_id).cmp(&(b.start, &b.booking_id)));
     let kept: Vec<&Session> = sessions.iter().filter(|s| !s.dropped).collect();
-    let relevant = relevant_bookings(&kept, &confirmed, rules);
-    let mut out = Vec::new();
-    for (session, relevant) in kept.into_iter().zip(&relevant) {
-        attribute_session(session, relevant, rules, &mut out);
+    let (flat, spans) = relevant_bookings(&kept, &confirmed, rules);
+    // About one segment per session and two per booking.
+    let mut out = Vec::with_capacity(kept.len() + 2 * confirmed.len());
+    let mut scratch = Scratch::default();
+    for (session, span) in kept.into_iter().zip(spans) {
+        attribute_session(session, &flat[span], rules, &mut scratch, &mut out);
     }
     out
 }
 
 /// For each session, the bookings whose window meets it, in the order of
-/// `bookings` (sorted by start). One sweep over the sessions by start: a
-/// booking joins once its window has begun before a session's end and leaves
-/// for good once its window has ended by a session's start.
+/// `bookings` (sorted by start), as a span of one flat list. One sweep over
+/// the sessions by start: a booking joins once its window has begun before
+/// a session's end and leaves for good once its window has ended by a
+/// session's start.
 fn relevant_bookings<'a>(
     kept: &[&Session],
     bookings: &[&'a Booking],
     rules: &ReconciliationRules,
-) -> Vec<Vec<&'a Booking>> {
+) -> (Vec<&'a Booking>, Vec<Range<usize>>) {
     let mut order: Vec<usize> = (0..kept.len()).collect();
     order.sort_by_key(|&i| kept[i].interval.start);
-    let mut out = vec![Vec::new(); kept.len()];
+    let mut flat = Vec::new();
+    let mut spans = vec![0..0; kept.len()];
     let mut next = 0;
     let mut active: Vec<&Booking> = Vec::new();
     for i in order {
@@ -48,25 +53,42 @@ fn relevant_bookings<'a>(
             next += 1;
         }
         active.retain(|b| b.window(rules).end > s.start);
-        out[i] = active
-            .iter()
-            .copied()
-            .filter(|b| b.window(rules).intersect(&s).is_some())
-            .collect();
+        let from = flat.len();
+        flat.extend(
+            active
+                .iter()
+                .copied()
+                .filter(|b| b.window(rules).intersect(&s).is_some()),
+        );
+        spans[i] = from..flat.len();
     }
-    out
+    (flat, spans)
+}
+
+/// Buffers reused from one session to the next.
+#[derive(Default)]
+struct Scratch<'a> {
+    points: Vec<Ms>,
+    active: Vec<&'a Booking>,
+    cands: Vec<&'a Booking>,
 }
 
 /// `relevant`: the confirmed bookings whose window meets the session, sorted
 /// by (start, booking_id).
-fn attribute_session(
+fn attribute_session<'a>(
     session: &Session,
-    relevant: &[&Booking],
+    relevant: &[&'a Booking],
     rules: &ReconciliationRules,
+    scratch: &mut Scratch<'a>,
     out: &mut Vec<Segment>,
 ) {
     let s = session.interval;
-    let points = boundary_points(s, relevant, rules);
+    let Scratch {
+        points,
+        active,
+        cands,
+    } = scratch;
+    boundary_points(s, relevant, rules, points);
     // Owner of the session's last covered instant, for the overrun rule.
     let mut last_covered: Option<&Booking> = None;
     let first = out.len();
@@ -74,7 +96,7 @@ fn attribute_session(
     // (points increase), a subsequence of `relevant`: rule 1 picks from
     // them exactly what it would pick from all of `relevant`.
     let mut next = 0;
-    let mut active: Vec<&Booking> = Vec::new();
+    active.clear();
     for pair in points.windows(2) {
         let piece = Interval::new(pair[0], pair[1]);
         let t = piece.start;
@@ -83,26 +105,28 @@ fn attribute_session(
             next += 1;
         }
         active.retain(|b| b.window(rules).end > t);
-        let cands = owner_rules::candidates(t, &active, rules);
+        owner_rules::candidates_into(t, active, rules, cands);
         let owner = if cands.is_empty() {
             owner_rules::overrun_owner(last_covered)
         } else {
-            let o =
-                owner_rules::own_slot(t, &cands).or_else(|| owner_rules::nearest_slot(t, &cands));
+            let o = owner_rules::own_slot(t, cands).or_else(|| owner_rules::nearest_slot(t, cands));
             last_covered = o;
             o
         };
-        let id = owner.map(|b| b.booking_id.clone());
         // Segments before `first` belong to another session: never extended.
         let ours = out.len() > first;
         match out.last_mut() {
-            Some(last) if ours && last.booking_id == id && last.interval.end == piece.start => {
+            Some(last)
+                if ours
+                    && last.booking_id.as_deref() == owner.map(|b| b.booking_id.as_str())
+                    && last.interval.end == piece.start =>
+            {
                 last.interval.end = piece.end;
             }
             _ => out.push(Segment {
                 session_id: session.id.clone(),
                 interval: piece,
-                booking_id: id,
+                booking_id: owner.map(|b| b.booking_id.clone()),
             }),
         }
     }
@@ -117,9 +141,15 @@ fn attribute_session(
 /// `m < A.end + late_grace` and `B.start − early_grace ≤ m`, so
 /// `B.start < A.end + late_grace + early_grace`; pairs further apart add no
 /// point (near-linear instead of all pairs).
-fn boundary_points(s: Interval, bookings: &[&Booking], rules: &ReconciliationRules) -> Vec<Ms> {
+fn boundary_points(
+    s: Interval,
+    bookings: &[&Booking],
+    rules: &ReconciliationRules,
+    pts: &mut Vec<Ms>,
+) {
     let reach = secs(rules.late_grace_s).saturating_add(secs(rules.early_grace_s));
-    let mut pts = vec![s.start, s.end];
+    pts.clear();
+    pts.extend([s.start, s.end]);
     for b in bookings {
         let w = b.window(rules);
         pts.extend([w.start, b.start, b.end, w.end]);
@@ -134,7 +164,6 @@ fn boundary_points(s: Interval, bookings: &[&Booking], rules: &ReconciliationRul
     pts.retain(|&p| s.start <= p && p <= s.end);
     pts.sort_unstable();
     pts.dedup();
-    pts
 }
 
 /// The §4 rules, one function each, at one instant `t`.
@@ -148,11 +177,25 @@ pub mod owner_rules {
         bookings: &[&'a Booking],
         rules: &ReconciliationRules,
     ) -> Vec<&'a Booking> {
-        bookings
-            .iter()
-            .copied()
-            .filter(|b| b.is_confirmed() && b.window(rules).contains(t))
-            .collect()
+        let mut out = Vec::new();
+        candidates_into(t, bookings, rules, &mut out);
+        out
+    }
+
+    /// [`candidates`] into a reused buffer.
+    pub(crate) fn candidates_into<'a>(
+        t: Ms,
+        bookings: &[&'a Booking],
+        rules: &ReconciliationRules,
+        out: &mut Vec<&'a Booking>,
+    ) {
+        out.clear();
+        out.extend(
+            bookings
+                .iter()
+                .copied()
+                .filter(|b| b.is_confirmed() && b.window(rules).contains(t)),
+        );
     }
 
     /// Rule 2: a candidate whose own `[start, end)` contains `t`; among

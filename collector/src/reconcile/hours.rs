@@ -1,6 +1,6 @@
 //! §6 verified hours per instrument and period.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::ops::Range;
 
 use jiff::tz::TimeZone;
@@ -9,6 +9,7 @@ use labhours_shared::state::State;
 use serde::{Deserialize, Serialize};
 
 use super::corrections::{Assignment, assigned_pieces};
+use super::fast::FastMap;
 use super::{
     Booking, Interval, Ms, Outcome, Reconciliation, ResultFileRef, Timeline, UNASSIGNED, UsageType,
 };
@@ -223,17 +224,54 @@ struct Acc {
     energy_wh: Option<f64>,
 }
 
-/// Indices of the periods `iv` may overlap (`periods` sorted and disjoint).
-fn overlapping(periods: &[Interval], iv: Interval) -> Range<usize> {
-    let from = periods.partition_point(|p| p.end <= iv.start);
-    let to = periods.partition_point(|p| p.start < iv.end);
-    from..to.max(from)
+/// Finds periods (sorted and disjoint) for a stream of instants: from the
+/// last answer, galloping forward, so a sorted stream costs O(1) each and
+/// any other order O(log n) each.
+struct Periods<'p> {
+    periods: &'p [Interval],
+    at: usize,
 }
 
-/// Index of the period containing `t`, if any.
-fn containing(periods: &[Interval], t: Ms) -> Option<usize> {
-    let i = periods.partition_point(|p| p.end <= t);
-    periods.get(i).filter(|p| p.contains(t)).map(|_| i)
+impl<'p> Periods<'p> {
+    fn new(periods: &'p [Interval]) -> Self {
+        Self { periods, at: 0 }
+    }
+
+    /// The first period not ended at `t` (its end is after `t`).
+    fn seek(&mut self, t: Ms) -> usize {
+        let p = self.periods;
+        let ended = |q: &Interval| q.end <= t;
+        if self.at > 0 && !ended(&p[self.at - 1]) {
+            self.at = p.partition_point(ended);
+            return self.at;
+        }
+        let (mut lo, mut hi, mut step) = (self.at, self.at, 1);
+        while hi < p.len() && ended(&p[hi]) {
+            lo = hi + 1;
+            hi += step;
+            step *= 2;
+        }
+        let hi = hi.min(p.len());
+        self.at = lo + p[lo..hi].partition_point(ended);
+        self.at
+    }
+
+    /// Indices of the periods `iv` may overlap.
+    fn overlapping(&mut self, iv: Interval) -> Range<usize> {
+        let from = self.seek(iv.start);
+        let to = from
+            + self.periods[from..]
+                .iter()
+                .take_while(|p| p.start < iv.end)
+                .count();
+        from..to
+    }
+
+    /// Index of the period containing `t`, if any.
+    fn containing(&mut self, t: Ms) -> Option<usize> {
+        let i = self.seek(t);
+        self.periods.get(i).filter(|p| p.contains(t)).map(|_| i)
+    }
 }
 
 /// Sums many periods in one sweep, with the rules of [`period_totals`] and
@@ -248,19 +286,20 @@ pub fn totals_for_periods(inputs: &TotalsInputs<'_>, periods: &[Interval]) -> Ve
         "periods must be sorted and disjoint"
     );
     let mut acc: Vec<Acc> = periods.iter().map(|_| Acc::default()).collect();
-    let type_of: HashMap<&str, UsageType> = inputs
+    let type_of: FastMap<&str, UsageType> = inputs
         .bookings
         .iter()
         .map(|b| (b.booking_id.as_str(), b.usage_type))
         .collect();
 
     // Usage, by owner and usage type.
+    let mut finder = Periods::new(periods);
     for seg in &inputs.reconciliation.segments {
         let k = match seg.booking_id.as_deref() {
             Some(id) => type_of.get(id).map_or(UNASSIGNED_KEY, |&t| key(t)),
             None => UNASSIGNED_KEY,
         };
-        for i in overlapping(periods, seg.interval) {
+        for i in finder.overlapping(seg.interval) {
             let ms = seg.interval.overlap(&periods[i]);
             let a = &mut acc[i];
             a.used += ms;
@@ -290,7 +329,7 @@ pub fn totals_for_periods(inputs: &TotalsInputs<'_>, periods: &[Interval]) -> Ve
                 let Some(part) = piece.intersect(&seg.interval) else {
                     continue;
                 };
-                for i in overlapping(periods, part) {
+                for i in finder.overlapping(part) {
                     let ms = part.overlap(&periods[i]);
                     let a = &mut acc[i];
                     a.assigned += ms;
@@ -306,41 +345,55 @@ pub fn totals_for_periods(inputs: &TotalsInputs<'_>, periods: &[Interval]) -> Ve
     // Booked time: confirmed slots, overlapping ones each counted.
     for b in inputs.bookings.iter().filter(|b| b.is_confirmed()) {
         let slot = b.slot();
-        for i in overlapping(periods, slot) {
+        for i in finder.overlapping(slot) {
             acc[i].booked += slot.overlap(&periods[i]);
         }
     }
 
-    // No-shows, in the period containing the booking's start.
-    let mut starts: HashMap<&str, Vec<Ms>> = HashMap::new();
-    for b in inputs.bookings {
-        starts
-            .entry(b.booking_id.as_str())
-            .or_default()
-            .push(b.start);
-    }
+    // No-shows, in the period containing the booking's start (any booking
+    // with the report's id).
+    let no_show_ids: FastMap<&str, ()> = inputs
+        .reconciliation
+        .reports
+        .iter()
+        .filter(|r| r.outcome == Outcome::NoShow)
+        .map(|r| (r.booking_id.as_str(), ()))
+        .collect();
+    let mut starts: Vec<(&str, Ms)> = inputs
+        .bookings
+        .iter()
+        .filter(|b| no_show_ids.contains_key(b.booking_id.as_str()))
+        .map(|b| (b.booking_id.as_str(), b.start))
+        .collect();
+    starts.sort_unstable();
+    let mut hit: Vec<usize> = Vec::new();
     for r in &inputs.reconciliation.reports {
         if r.outcome != Outcome::NoShow {
             continue;
         }
-        let Some(at) = starts.get(r.booking_id.as_str()) else {
-            continue;
-        };
-        let mut hit: Vec<usize> = at.iter().filter_map(|&t| containing(periods, t)).collect();
+        let id = r.booking_id.as_str();
+        let from = starts.partition_point(|&(b, _)| b < id);
+        hit.clear();
+        hit.extend(
+            starts[from..]
+                .iter()
+                .take_while(|&&(b, _)| b == id)
+                .filter_map(|&(_, t)| finder.containing(t)),
+        );
         hit.sort_unstable();
         hit.dedup();
-        for i in hit {
+        for &i in &hit {
             acc[i].no_shows += 1;
         }
     }
 
     for f in inputs.result_files {
-        if let Some(i) = containing(periods, f.mtime) {
+        if let Some(i) = finder.containing(f.mtime) {
             acc[i].result_files += 1;
         }
     }
     for &(at, wh) in inputs.energy {
-        if let Some(i) = containing(periods, at) {
+        if let Some(i) = finder.containing(at) {
             let e = &mut acc[i].energy_wh;
             *e = Some(e.map_or(wh, |sum| sum + wh));
         }

@@ -1,5 +1,6 @@
 //! Reconciliation of measured usage with bookings (reconciliation.md §2, §4,
-//! §5, §6 and §8; `docs/reconciliation.md` states the rules as implemented).
+//! §5, §6, §7 and §8; `docs/reconciliation.md` states the rules as
+//! implemented).
 //!
 //! Pure code: no I/O, no clock. Every instant is an `i64` count of UTC
 //! milliseconds ([`Ms`]); every interval is half-open `[start, end)`.
@@ -11,14 +12,17 @@
 //! 2. [`attribute`] splits the kept sessions into [`Segment`]s, each owned by
 //!    at most one booking;
 //! 3. [`booking_reports`] gives each booking its [`BookingReport`];
-//! 4. [`period_totals`] sums one period into [`PeriodTotals`], which
-//!    [`PeriodTotals::to_row`] rounds into an [`HoursRow`]; [`split_periods`]
-//!    cuts `[from, to)` into local days, months or years.
+//! 4. [`totals_for_periods`] sums many periods in one sweep into
+//!    [`PeriodTotals`], uncorrected and corrected by [`Assignment`]s (§7);
+//!    [`period_totals`] is the same for one period; [`PeriodTotals::to_row`]
+//!    rounds into an [`HoursRow`]; [`split_periods`] cuts `[from, to)` into
+//!    local days, months or years.
 //!
 //! [`reconcile`] runs steps 1–3.
 
 mod attribution;
 pub mod corrections;
+mod fast;
 pub mod hours;
 mod outcomes;
 mod sessions;

@@ -1,10 +1,9 @@
 //! §5 booking outcomes and the per-booking report.
 
-use std::collections::HashMap;
-
 use labhours_shared::state::State;
 use serde::{Deserialize, Serialize};
 
+use super::fast::{FastMap, Groups};
 use super::{
     Booking, BookingStatus, Interval, MS_PER_S, Ms, ResultFileRef, Segment, Session, Timeline,
     TimelineIndex, secs,
@@ -75,12 +74,12 @@ pub fn booking_reports(
     rules: &ReconciliationRules,
 ) -> Vec<BookingReport> {
     let index = timeline.index();
-    let mut own: HashMap<&str, Vec<&Segment>> = HashMap::new();
-    for seg in segments {
-        if let Some(id) = seg.booking_id.as_deref() {
-            own.entry(id).or_default().push(seg);
-        }
-    }
+    let own = Groups::new(
+        segments
+            .iter()
+            .filter_map(|g| g.booking_id.as_deref().map(|id| (id, g))),
+        segments.len(),
+    );
     let files_by_owner = files_by_owner(sessions, segments, files);
     let mut sorted: Vec<&Booking> = bookings.iter().collect();
     sorted.sort_by(|a, b| (a.start, &a.booking_id).cmp(&(b.start, &b.booking_id)));
@@ -88,9 +87,7 @@ pub fn booking_reports(
         .into_iter()
         .map(|b| {
             let id = b.booking_id.as_str();
-            let own = own.get(id).map_or(&[][..], Vec::as_slice);
-            let files = files_by_owner.get(id).map_or(&[][..], Vec::as_slice);
-            booking_report(b, own, &index, files, rules)
+            booking_report(b, own.get(id), &index, files_by_owner.get(id), rules)
         })
         .collect()
 }
@@ -101,7 +98,7 @@ fn booking_report(
     b: &Booking,
     own: &[&Segment],
     timeline: &TimelineIndex,
-    files: &[String],
+    files: &[&str],
     rules: &ReconciliationRules,
 ) -> BookingReport {
     let slot = b.slot();
@@ -149,7 +146,7 @@ fn booking_report(
             report.sessions.push(seg.session_id.clone());
         }
     }
-    report.result_files = files.to_vec();
+    report.result_files = files.iter().map(|&f| f.to_owned()).collect();
     report
 }
 
@@ -201,36 +198,28 @@ pub(crate) fn flags(
 /// such a segment got usage from the session, so this is, per booking, its
 /// sessions' files in usage attributed to it.
 fn files_by_owner<'a>(
-    sessions: &[Session],
+    sessions: &'a [Session],
     segments: &'a [Segment],
     files: &[ResultFileRef],
-) -> HashMap<&'a str, Vec<String>> {
-    let mut by_id: HashMap<&str, &ResultFileRef> = HashMap::new();
+) -> Groups<'a, &'a str> {
+    let mut by_id: FastMap<&str, &ResultFileRef> =
+        FastMap::with_capacity_and_hasher(files.len(), Default::default());
     for f in files {
         by_id.entry(f.id.as_str()).or_insert(f);
     }
-    let mut by_session: HashMap<&str, Vec<&Segment>> = HashMap::new();
-    for g in segments {
-        by_session.entry(g.session_id.as_str()).or_default().push(g);
-    }
-    // Segments of a session are normally sorted and disjoint: then a binary
-    // search finds the one containing an instant.
-    let ordered: HashMap<&str, bool> = by_session
-        .iter()
-        .map(|(&id, segs)| {
-            let ok = segs.iter().all(|g| !g.interval.is_empty())
-                && segs
-                    .windows(2)
-                    .all(|w| w[0].interval.end <= w[1].interval.start);
-            (id, ok)
-        })
-        .collect();
-    let mut out: HashMap<&str, Vec<String>> = HashMap::new();
-    for s in sessions {
-        let Some(segs) = by_session.get(s.id.as_str()) else {
-            continue;
-        };
-        let ordered = ordered.get(s.id.as_str()).copied().unwrap_or(false);
+    let by_session = Groups::new(
+        segments.iter().map(|g| (g.session_id.as_str(), g)),
+        segments.len(),
+    );
+    let mut owned: Vec<(&str, &str)> = Vec::new();
+    for s in sessions.iter().filter(|s| !s.result_files.is_empty()) {
+        let segs = by_session.get(&s.id);
+        // Segments of a session are normally sorted and disjoint: then a
+        // binary search finds the one containing an instant.
+        let ordered = segs.iter().all(|g| !g.interval.is_empty())
+            && segs
+                .windows(2)
+                .all(|w| w[0].interval.end <= w[1].interval.start);
         for fid in &s.result_files {
             let Some(f) = by_id.get(fid.as_str()) else {
                 continue;
@@ -243,9 +232,10 @@ fn files_by_owner<'a>(
             };
             let owner = containing.or_else(|| segs.last().filter(|g| g.interval.end == f.mtime));
             if let Some(id) = owner.and_then(|g| g.booking_id.as_deref()) {
-                out.entry(id).or_default().push(fid.clone());
+                owned.push((id, fid.as_str()));
             }
         }
     }
-    out
+    let n = owned.len();
+    Groups::new(owned.into_iter(), n)
 }

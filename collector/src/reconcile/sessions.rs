@@ -66,7 +66,7 @@ fn build(
     let mut sessions: Vec<Session> = merged
         .into_iter()
         .map(|interval| Session {
-            id: format!("{instrument_id}@{}", interval.start),
+            id: session_id(instrument_id, interval.start),
             instrument_id: instrument_id.to_owned(),
             interval,
             dropped: is_too_short(interval, secs(rules.min_session_s)),
@@ -104,8 +104,6 @@ pub(crate) fn is_too_short(session: Interval, min_session: Ms) -> bool {
 /// `start ≤ mtime ≤ end` (a file completed at the very end of a run, as a
 /// files-source run always is, belongs to it). First session wins.
 fn attach_files(sessions: &mut [Session], files: &[ResultFileRef]) {
-    let mut files: Vec<&ResultFileRef> = files.iter().collect();
-    files.sort();
     // Merged sessions are sorted and apart (ends increase), so the only
     // candidate is the first session not ended before `mtime`.
     debug_assert!(
@@ -113,10 +111,42 @@ fn attach_files(sessions: &mut [Session], files: &[ResultFileRef]) {
             .windows(2)
             .all(|w| w[0].interval.end < w[1].interval.start)
     );
-    for f in files {
-        let i = sessions.partition_point(|s| s.interval.end < f.mtime);
-        if let Some(s) = sessions.get_mut(i).filter(|s| s.interval.start <= f.mtime) {
-            s.result_files.push(f.id.clone());
+    let mut found: Vec<(usize, &ResultFileRef)> = files
+        .iter()
+        .filter_map(|f| {
+            let i = sessions.partition_point(|s| s.interval.end < f.mtime);
+            sessions
+                .get(i)
+                .filter(|s| s.interval.start <= f.mtime)
+                .map(|_| (i, f))
+        })
+        .collect();
+    // Each session's files in file order.
+    found.sort();
+    for (i, f) in found {
+        sessions[i].result_files.push(f.id.clone());
+    }
+}
+
+/// `"{instrument_id}@{start}"`, without the formatting machinery.
+pub(crate) fn session_id(instrument_id: &str, start: Ms) -> String {
+    let mut digits = [0u8; 20];
+    let mut n = start.unsigned_abs();
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
         }
     }
+    let mut id = String::with_capacity(instrument_id.len() + 22);
+    id.push_str(instrument_id);
+    id.push('@');
+    if start < 0 {
+        id.push('-');
+    }
+    id.extend(digits[at..].iter().map(|&d| char::from(d)));
+    id
 }

@@ -772,3 +772,5 @@ proptest! {
 fn to_s_exact(ms: Ms) -> f64 {
     ms as f64 / MS_PER_S as f64
 }
+
+mod totals;

@@ -1,5 +1,6 @@
-//! Time per state over many intervals: the timeline's pieces with running
-//! sums, built once, so each [`TimelineIndex::time_in`] is a binary search.
+//! Time per state over many intervals: the timeline's pieces per state with
+//! running sums, built once, so each [`TimelineIndex::time_in`] is a binary
+//! search.
 
 use labhours_shared::state::State;
 
@@ -18,33 +19,84 @@ fn slot(state: State) -> usize {
     }
 }
 
-/// A [`Timeline`]'s pieces with the time in each state before each piece.
-/// Answers [`Timeline::time_in`] for many intervals in O(log n) each.
+/// The pieces of one state, sorted, with the time in them before each.
+#[derive(Debug, Clone, Default)]
+struct StatePieces {
+    pieces: Vec<Interval>,
+    /// `before[i]`: total length of `pieces[..i]`.
+    before: Vec<Ms>,
+    /// Total length of `pieces`.
+    total: Ms,
+}
+
+impl StatePieces {
+    /// Time in these pieces before `x`.
+    fn before(&self, x: Ms) -> Ms {
+        let k = self.pieces.partition_point(|p| p.end <= x);
+        let partial = self
+            .pieces
+            .get(k)
+            .filter(|p| p.start < x)
+            .map_or(0, |p| x - p.start);
+        self.before.get(k).copied().unwrap_or(self.total) + partial
+    }
+}
+
+/// A [`Timeline`]'s pieces per state with running sums. Answers
+/// [`Timeline::time_in`] for many intervals in O(log n) each.
 #[derive(Debug, Clone)]
 pub struct TimelineIndex {
-    pieces: Vec<(Interval, State)>,
-    /// `before[i][slot(s)]`: time in `s` in `pieces[..i]`.
-    before: Vec<[Ms; STATES]>,
-    /// Pieces sorted and disjoint (transitions sorted, as documented);
-    /// otherwise `time_in` falls back to a scan, with the same result.
-    sorted: bool,
+    by_state: [StatePieces; STATES],
+    /// `[first transition, end of the last piece)`: what the pieces cover,
+    /// without holes when the transitions are sorted.
+    covered: Interval,
+    /// The pieces as [`Timeline::pieces`] gives them when the transitions
+    /// are not sorted (against the documented invariant): then `time_in`
+    /// scans them, with the plain definition.
+    unsorted: Option<Vec<(Interval, State)>>,
 }
 
 impl TimelineIndex {
     pub fn new(timeline: &Timeline) -> Self {
-        let pieces = timeline.pieces();
-        let sorted = pieces.windows(2).all(|w| w[0].0.end <= w[1].0.start);
-        let mut before = Vec::with_capacity(pieces.len() + 1);
-        let mut acc = [0; STATES];
-        before.push(acc);
-        for (p, s) in &pieces {
-            acc[slot(*s)] += p.len();
-            before.push(acc);
+        let sorted = timeline.transitions.windows(2).all(|w| w[0].0 <= w[1].0);
+        if !sorted {
+            return Self {
+                by_state: Default::default(),
+                covered: Interval::new(0, 0),
+                unsorted: Some(timeline.pieces()),
+            };
+        }
+        let mut by_state: [StatePieces; STATES] = Default::default();
+        let mut counts = [0; STATES];
+        for &(_, state) in &timeline.transitions {
+            counts[slot(state)] += 1;
+        }
+        for (sp, n) in by_state.iter_mut().zip(counts) {
+            sp.pieces.reserve_exact(n);
+            sp.before.reserve_exact(n);
+        }
+        let mut covered: Option<Interval> = None;
+        // The same pieces as `Timeline::pieces`, without collecting them.
+        let ts = &timeline.transitions;
+        for (i, &(at, state)) in ts.iter().enumerate() {
+            let next = ts
+                .get(i + 1)
+                .map_or(timeline.data_end, |&(n, _)| n.min(timeline.data_end));
+            let piece = Interval::new(at, next);
+            if piece.is_empty() {
+                continue;
+            }
+            let c = covered.get_or_insert(piece);
+            c.end = piece.end;
+            let sp = &mut by_state[slot(state)];
+            sp.before.push(sp.total);
+            sp.pieces.push(piece);
+            sp.total += piece.len();
         }
         Self {
-            pieces,
-            before,
-            sorted,
+            by_state,
+            covered: covered.unwrap_or(Interval::new(0, 0)),
+            unsorted: None,
         }
     }
 
@@ -55,60 +107,39 @@ impl TimelineIndex {
         if within.is_empty() {
             return 0;
         }
-        if !self.sorted {
-            return self.scan(state, within);
+        if let Some(pieces) = &self.unsorted {
+            return scan(pieces, state, within);
         }
+        let before = |x| self.before(state, x);
+        let t = before(within.end) - before(within.start);
         if state == State::Unknown {
-            let known = |x| self.known_before(x);
-            within.len() - (known(within.end) - known(within.start))
+            // Pieces are contiguous over `covered`: what is known there is
+            // what is covered minus the `unknown` pieces.
+            within.len() - (within.overlap(&self.covered) - t)
         } else {
-            let k = slot(state);
-            self.before_by(within.end, |s| slot(s) == k, |a| a[k])
-                - self.before_by(within.start, |s| slot(s) == k, |a| a[k])
+            t
         }
     }
 
-    /// Time in a known state before `x`.
-    fn known_before(&self, x: Ms) -> Ms {
-        let u = slot(State::Unknown);
-        self.before_by(x, |s| s != State::Unknown, |a| a.iter().sum::<Ms>() - a[u])
+    fn before(&self, state: State, x: Ms) -> Ms {
+        self.by_state[slot(state)].before(x)
     }
+}
 
-    /// Time before `x` in the states `pick` selects (`sum` gives the same
-    /// from a running-sum row).
-    fn before_by(
-        &self,
-        x: Ms,
-        pick: impl Fn(State) -> bool,
-        sum: impl Fn(&[Ms; STATES]) -> Ms,
-    ) -> Ms {
-        let k = self.pieces.partition_point(|(p, _)| p.end <= x);
-        let mut t = sum(&self.before[k]);
-        if let Some(&(p, s)) = self.pieces.get(k)
-            && p.start < x
-            && pick(s)
-        {
-            t += x - p.start;
-        }
-        t
-    }
-
-    /// The plain definition, for unsorted transitions.
-    fn scan(&self, state: State, within: Interval) -> Ms {
-        if state == State::Unknown {
-            let known: Ms = self
-                .pieces
-                .iter()
-                .filter(|(_, s)| *s != State::Unknown)
-                .map(|(p, _)| p.overlap(&within))
-                .sum();
-            within.len() - known
-        } else {
-            self.pieces
-                .iter()
-                .filter(|(_, s)| *s == state)
-                .map(|(p, _)| p.overlap(&within))
-                .sum()
-        }
+/// The plain definition, for unsorted transitions.
+fn scan(pieces: &[(Interval, State)], state: State, within: Interval) -> Ms {
+    if state == State::Unknown {
+        let known: Ms = pieces
+            .iter()
+            .filter(|(_, s)| *s != State::Unknown)
+            .map(|(p, _)| p.overlap(&within))
+            .sum();
+        within.len() - known
+    } else {
+        pieces
+            .iter()
+            .filter(|(_, s)| *s == state)
+            .map(|(p, _)| p.overlap(&within))
+            .sum()
     }
 }
