@@ -58,6 +58,9 @@ struct Args {
     days: i64,
     dir: PathBuf,
     queries: usize,
+    /// Stop after writing the database (scripts/bench-verified.sh times
+    /// `labhours-collector rebuild` itself).
+    generate_only: bool,
 }
 
 fn args() -> anyhow::Result<Args> {
@@ -66,9 +69,14 @@ fn args() -> anyhow::Result<Args> {
         days: 365,
         dir: std::env::temp_dir().join("labhours-verified-bench"),
         queries: 20,
+        generate_only: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
+        if flag == "--generate-only" {
+            a.generate_only = true;
+            continue;
+        }
         let value = it.next().with_context(|| format!("{flag} needs a value"))?;
         match flag.as_str() {
             "--instruments" => a.instruments = value.parse()?,
@@ -188,6 +196,9 @@ fn main() -> anyhow::Result<()> {
         started.elapsed().as_secs_f64()
     );
 
+    if args.generate_only {
+        return Ok(());
+    }
     let started = Instant::now();
     let pass = rebuild(&mut conn, &registry, 0)?;
     let rebuild_s = started.elapsed().as_secs_f64();

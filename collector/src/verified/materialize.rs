@@ -624,13 +624,42 @@ pub fn catch_up(conn: &mut Connection, registry: &Registry, now: Ms) -> rusqlite
     Ok(pass)
 }
 
+/// Instruments written per transaction by [`rebuild`].
+pub const REBUILD_BATCH: usize = 256;
+
 /// Reconciles every instrument from the beginning. One thread per core
 /// reads and computes, each on its own connection (a snapshot per
-/// instrument), while this one writes, 64 instruments per transaction. A dirty mark is cleared only
+/// instrument), while this one writes, [`REBUILD_BATCH`] instruments per
+/// transaction. A dirty mark is cleared only
 /// if no commit touched it since the snapshot; later marks are left for
 /// the next pass.
 pub fn rebuild(conn: &mut Connection, registry: &Registry, now: Ms) -> rusqlite::Result<Pass> {
     let ids = all_instruments(conn)?;
+    // Rows are written per instrument, so the by-start indexes would take
+    // scattered inserts: drop them and build them once at the end (queries
+    // meanwhile are slower, not wrong; `ensure_indexes` repairs a crash).
+    conn.execute_batch(
+        "DROP INDEX IF EXISTS day_totals_by_start; DROP INDEX IF EXISTS booking_outcomes_by_start;",
+    )?;
+    let pass = rebuild_unindexed(conn, registry, now, &ids);
+    ensure_indexes(conn)?;
+    pass
+}
+
+/// Creates the results' by-start indexes if a rebuild was cut short.
+pub fn ensure_indexes(conn: &Connection) -> rusqlite::Result<()> {
+    conn.execute_batch(
+        "CREATE INDEX IF NOT EXISTS day_totals_by_start ON day_totals (start_ms);
+         CREATE INDEX IF NOT EXISTS booking_outcomes_by_start ON booking_outcomes (start_ms);",
+    )
+}
+
+fn rebuild_unindexed(
+    conn: &mut Connection,
+    registry: &Registry,
+    now: Ms,
+    ids: &[String],
+) -> rusqlite::Result<Pass> {
     let path = conn.path().map(std::path::PathBuf::from).unwrap_or_default();
     let next = std::sync::atomic::AtomicUsize::new(0);
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -638,7 +667,7 @@ pub fn rebuild(conn: &mut Connection, registry: &Registry, now: Ms) -> rusqlite:
     std::thread::scope(|scope| {
         for _ in 0..workers {
             let tx = tx.clone();
-            let (ids, next, path) = (&ids, &next, &path);
+            let (next, path) = (&next, &path);
             scope.spawn(move || {
                 let reader = match Connection::open_with_flags(
                     path,
@@ -673,7 +702,7 @@ pub fn rebuild(conn: &mut Connection, registry: &Registry, now: Ms) -> rusqlite:
         }
         drop(tx);
         let mut pass = Pass::default();
-        let mut batch = Vec::with_capacity(64);
+        let mut batch = Vec::with_capacity(REBUILD_BATCH);
         let mut flush = |batch: &mut Vec<(Computed, Option<i64>)>| -> rusqlite::Result<()> {
             let done = in_transaction(conn, |t| {
                 let mut pass = Pass::default();
@@ -694,7 +723,7 @@ pub fn rebuild(conn: &mut Connection, registry: &Registry, now: Ms) -> rusqlite:
         };
         for item in rx {
             batch.push(item?);
-            if batch.len() == 64 {
+            if batch.len() == REBUILD_BATCH {
                 flush(&mut batch)?;
             }
         }

@@ -70,6 +70,7 @@ pub fn store_reports(
     let registry = crate::registry::Registry::from_config(config)
         .map_err(|errors| anyhow::anyhow!("invalid config: {errors}"))?;
     let parse = crate::bookings::ParseContext::from_config(config)?;
+    materialize::ensure_indexes(&store_reports::open_writer(&config.data_dir)?)?;
     Ok(std::sync::Arc::new(StoreReports::new(
         &config.data_dir,
         std::sync::Arc::new(registry),
