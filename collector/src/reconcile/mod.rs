@@ -104,17 +104,20 @@ impl Timeline {
     /// transition to `data_end` (transitions at or after `data_end` ignored).
     pub fn pieces(&self) -> Vec<(Interval, State)> {
         let mut out = Vec::with_capacity(self.transitions.len());
-        for (i, &(at, state)) in self.transitions.iter().enumerate() {
-            let next = self
-                .transitions
+        out.extend(self.pieces_iter());
+        out
+    }
+
+    /// [`Timeline::pieces`] without collecting them.
+    pub(crate) fn pieces_iter(&self) -> impl Iterator<Item = (Interval, State)> + '_ {
+        let ts = &self.transitions;
+        ts.iter().enumerate().filter_map(move |(i, &(at, state))| {
+            let next = ts
                 .get(i + 1)
                 .map_or(self.data_end, |&(n, _)| n.min(self.data_end));
             let piece = Interval::new(at, next);
-            if !piece.is_empty() {
-                out.push((piece, state));
-            }
-        }
-        out
+            (!piece.is_empty()).then_some((piece, state))
+        })
     }
 
     /// Time in `state` within `within`; for `State::Unknown` this includes

@@ -33,8 +33,7 @@ pub fn sessions_from_states(
     rules: &ReconciliationRules,
 ) -> Vec<Session> {
     let runs: Vec<Interval> = timeline
-        .pieces()
-        .into_iter()
+        .pieces_iter()
         .filter(|(_, s)| rules.in_use_states.contains(s) && *s != State::Unknown)
         .map(|(i, _)| i)
         .collect();
@@ -147,6 +146,7 @@ pub(crate) fn session_id(instrument_id: &str, start: Ms) -> String {
     if start < 0 {
         id.push('-');
     }
-    id.extend(digits[at..].iter().map(|&d| char::from(d)));
+    // ASCII digits: always UTF-8.
+    id.push_str(std::str::from_utf8(&digits[at..]).unwrap_or_default());
     id
 }

@@ -76,16 +76,7 @@ impl TimelineIndex {
             sp.before.reserve_exact(n);
         }
         let mut covered: Option<Interval> = None;
-        // The same pieces as `Timeline::pieces`, without collecting them.
-        let ts = &timeline.transitions;
-        for (i, &(at, state)) in ts.iter().enumerate() {
-            let next = ts
-                .get(i + 1)
-                .map_or(timeline.data_end, |&(n, _)| n.min(timeline.data_end));
-            let piece = Interval::new(at, next);
-            if piece.is_empty() {
-                continue;
-            }
+        for (piece, state) in timeline.pieces_iter() {
             let c = covered.get_or_insert(piece);
             c.end = piece.end;
             let sp = &mut by_state[slot(state)];
