@@ -136,7 +136,7 @@ CSV
     run "http://127.0.0.1:$http/api/v1/openapi.json" \
     --header "Authorization: Bearer $token" \
     --checks all \
-    --max-examples 40 \
+    --max-examples 100 \
     --seed 1 \
     --workers 1 \
     --report junit --report-junit-path "$junit") 2>&1 | tee "$work/schemathesis.log" || status=$?
