@@ -9,6 +9,9 @@ use axum::extract::{Path, State};
 use axum::http::{StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
+use utoipa::openapi::schema::{
+    KnownFormat, ObjectBuilder, OneOfBuilder, Schema, SchemaFormat, Type,
+};
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
 use super::params::Params;
@@ -18,8 +21,8 @@ use crate::bookings::Booking;
 use crate::bookings::store::ImportOptions;
 use crate::reconcile::PeriodUnit;
 use crate::verified::{
-    Correction, GroupBy, HoursQuery, InstrumentRow, NewCorrection, OutcomeRow, QueryError, Reports,
-    SessionRow, TimelineView,
+    CorrectionSchema, GroupBy, HoursQuery, InstrumentRow, NewCorrection, OutcomeRow, QueryError,
+    Reports, SessionRow, TimelineView,
 };
 
 const HOURS_PARAMS: &[&str] = &[
@@ -46,9 +49,11 @@ pub struct HoursParams {
     /// End of the range (exclusive), same forms; after `from`.
     #[param(example = "2025-04-01")]
     to: String,
-    /// Only this instrument (404 if unknown).
+    /// Only this instrument (404 if unknown; not blank).
+    #[param(pattern = r"\S")]
     instrument: Option<String>,
-    /// Only instruments in this unit or below it, e.g. `Chemistry`.
+    /// Only instruments in this unit or below it, e.g. `Chemistry` (not blank).
+    #[param(pattern = r"\S")]
     unit: Option<String>,
     /// Split the range into local days, months or years; absent: one period.
     period: Option<PeriodUnit>,
@@ -69,7 +74,8 @@ pub struct RangeParams {
     /// End of the range (exclusive), same forms; after `from`.
     #[param(example = "2025-04-01")]
     to: String,
-    /// Only this instrument (404 if unknown).
+    /// Only this instrument (404 if unknown; not blank).
+    #[param(pattern = r"\S")]
     instrument: Option<String>,
     /// `csv` or `json`; overrides the Accept header.
     format: Option<FormatName>,
@@ -87,7 +93,7 @@ pub struct TimelineParams {
     #[param(example = "2025-03-02")]
     to: String,
     /// Only `json` (a timeline has no CSV form: `csv` answers 406).
-    format: Option<FormatName>,
+    format: Option<JsonOnly>,
 }
 
 /// Query parameters of `GET /api/v1/instruments`.
@@ -110,6 +116,22 @@ pub struct ImportParams {
     skip_invalid: Option<bool>,
 }
 
+/// The schema of `from` and `to`: a date (`format: date`) or an RFC 3339
+/// instant (`format: date-time`, which always has an offset). Set by
+/// [`super::EdgeSchemas`]: utoipa's `schema_with` would drop the
+/// parameter's description, example and `required`.
+pub(super) fn edge_schema() -> Schema {
+    let string = |format| {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .format(Some(SchemaFormat::KnownFormat(format)))
+    };
+    OneOfBuilder::new()
+        .item(string(KnownFormat::Date))
+        .item(string(KnownFormat::DateTime))
+        .into()
+}
+
 /// An answer format.
 #[derive(Debug, ToSchema)]
 #[serde(rename_all = "snake_case")]
@@ -117,6 +139,14 @@ pub struct ImportParams {
 pub enum FormatName {
     Json,
     Csv,
+}
+
+/// The one answer format of a timeline.
+#[derive(Debug, ToSchema)]
+#[serde(rename_all = "snake_case")]
+#[allow(dead_code)]
+pub enum JsonOnly {
+    Json,
 }
 
 /// `{ "rows": [...] }`.
@@ -203,13 +233,15 @@ fn json_body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
 /// The [`HoursQuery`] `params` ask for (also what `report` asks).
 pub fn hours_query(params: &Params) -> Result<HoursQuery, ApiError> {
     params.only(HOURS_PARAMS)?;
-    Ok(HoursQuery {
+    let query = HoursQuery {
         range: params.range()?,
         instrument: params.text("instrument")?,
         unit: params.text("unit")?,
         period: params.period()?,
         group_by: params.group_by()?,
-    })
+    };
+    Params::check_period_count(&query.range, query.period)?;
+    Ok(query)
 }
 
 /// Verified usage hours per instrument, unit or usage type and period.
@@ -358,7 +390,7 @@ pub async fn timeline(
     tag = "corrections",
     params(RangeParams),
     responses(
-        (status = 200, description = "One row per correction", content((Rows<Correction> = "application/json"), (String = "text/csv"))),
+        (status = 200, description = "One row per correction", content((Rows<CorrectionSchema> = "application/json"), (String = "text/csv"))),
         (status = 400, description = "A parameter is missing, malformed or unknown", body = ErrorBody),
         (status = 401, description = "No or an unknown bearer token", body = ErrorBody),
         (status = 404, description = "Unknown instrument", body = ErrorBody),
@@ -388,7 +420,7 @@ pub async fn corrections(
     tag = "corrections",
     request_body = NewCorrection,
     responses(
-        (status = 201, description = "The recorded correction", body = Correction),
+        (status = 201, description = "The recorded correction", body = CorrectionSchema),
         (status = 400, description = "The body or one of its fields is wrong (`parameter` names it)", body = ErrorBody),
         (status = 401, description = "No or an unknown bearer token", body = ErrorBody),
         (status = 403, description = "The token is not an admin's", body = ErrorBody),

@@ -23,6 +23,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use jiff::Timestamp;
 use utoipa::OpenApi;
+use utoipa::openapi::path::ParameterIn;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 
 pub use auth::{Caller, LOCAL_CALLER, hash_token, new_token};
@@ -121,7 +122,9 @@ pub fn app(state: ApiState) -> Router {
         handlers::openapi_json,
         handlers::healthz,
     ),
-    modifiers(&BearerScheme),
+    // Referenced only from query parameters, which utoipa does not collect.
+    components(schemas(handlers::FormatName, handlers::JsonOnly)),
+    modifiers(&BearerScheme, &EdgeSchemas),
     security(("bearer" = [])),
     tags(
         (name = "hours", description = "Verified usage hours (reconciliation.md §6)"),
@@ -144,5 +147,36 @@ impl utoipa::Modify for BearerScheme {
             "bearer",
             SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
         );
+    }
+}
+
+/// Gives every `from` and `to` query parameter the schema of what it
+/// accepts ([`handlers::edge_schema`]), not just `string`.
+#[derive(Debug)]
+struct EdgeSchemas;
+
+impl utoipa::Modify for EdgeSchemas {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        for item in openapi.paths.paths.values_mut() {
+            let operations = [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.options,
+                &mut item.head,
+                &mut item.patch,
+                &mut item.trace,
+            ];
+            for operation in operations.into_iter().flatten() {
+                for parameter in operation.parameters.iter_mut().flatten() {
+                    if matches!(parameter.parameter_in, ParameterIn::Query)
+                        && matches!(parameter.name.as_str(), "from" | "to")
+                    {
+                        parameter.schema = Some(handlers::edge_schema().into());
+                    }
+                }
+            }
+        }
     }
 }

@@ -4,8 +4,9 @@
 use axum::extract::{FromRequestParts, Query};
 use axum::http::header::ACCEPT;
 use axum::http::request::Parts;
-use jiff::Timestamp;
 use jiff::civil::Date;
+use jiff::tz::TimeZone;
+use jiff::{Timestamp, Unit};
 
 use super::ApiError;
 use super::table::Format;
@@ -14,6 +15,11 @@ use crate::verified::{Edge, GroupBy, Range};
 
 /// What `from` and `to` accept, for error messages.
 pub const EDGE_ACCEPTED: &str = "a local date YYYY-MM-DD (e.g. 2025-03-01) or an RFC 3339 instant with offset (e.g. 2025-03-01T08:00:00%2B08:00 or 2025-03-01T00:00:00Z)";
+
+/// The most periods one hours answer may have (`period` over `[from, to)`):
+/// 13 years of days, 416 of months. More would be an answer of hundreds of
+/// megabytes that takes minutes to make.
+pub const MAX_PERIODS: i64 = 5000;
 
 /// The query string and the `Accept` header of a request.
 #[derive(Debug, Clone, Default)]
@@ -133,6 +139,39 @@ impl Params {
                 })
             })
             .transpose()
+    }
+
+    /// 400 naming `period` when `period` splits `range` into more than
+    /// [`MAX_PERIODS`] periods (counted in UTC, with one to spare at each end
+    /// for the instruments' zones).
+    pub fn check_period_count(range: &Range, period: Option<PeriodUnit>) -> Result<(), ApiError> {
+        let Some(period) = period else { return Ok(()) };
+        let date = |edge: &Edge| match edge {
+            Edge::Date(d) => *d,
+            Edge::Instant(t) => t.to_zoned(TimeZone::UTC).date(),
+        };
+        let (from, to) = (date(&range.from), date(&range.to));
+        let (unit, name) = match period {
+            PeriodUnit::Day => (Unit::Day, "day"),
+            PeriodUnit::Month => (Unit::Month, "month"),
+            PeriodUnit::Year => (Unit::Year, "year"),
+        };
+        let count = from.until((unit, to)).map_or(i64::MAX, |span| {
+            i64::from(match period {
+                PeriodUnit::Day => span.get_days(),
+                PeriodUnit::Month => span.get_months(),
+                PeriodUnit::Year => span.get_years().into(),
+            }) + 2
+        });
+        if count > MAX_PERIODS {
+            return Err(ApiError::bad_parameter(
+                "period",
+                format!(
+                    "period={name} splits this range into about {count} periods; at most {MAX_PERIODS} are answered: ask for a longer period or a shorter range"
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// `group_by`: instrument (default), unit or usage_type.

@@ -14,7 +14,11 @@ use std::fmt;
 
 use serde::Serialize;
 use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
-use utoipa::ToSchema;
+use std::borrow::Cow;
+
+use utoipa::openapi::schema::{AnyOfBuilder, ArrayBuilder, Schema};
+use utoipa::openapi::{Ref, RefOr};
+use utoipa::{PartialSchema, ToSchema};
 
 use super::params::edge_text;
 use crate::reconcile::PeriodUnit;
@@ -72,11 +76,37 @@ pub struct HoursResponse {
 }
 
 /// The rows of an hours answer.
-#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(untagged)]
 pub enum HoursRowsBody {
     Totals(Vec<HoursRow>),
     UsageTypes(Vec<UsageTypeRow>),
+}
+
+/// `anyOf` the two lists, not the `oneOf` utoipa derives for an untagged
+/// enum: no rows (`[]`) is a list of either, which `oneOf` forbids.
+impl utoipa::PartialSchema for HoursRowsBody {
+    fn schema() -> RefOr<Schema> {
+        let list = |name: &str| ArrayBuilder::new().items(Ref::from_schema_name(name));
+        AnyOfBuilder::new()
+            .item(list("HoursRow"))
+            .item(list("UsageTypeRow"))
+            .description(Some("The rows of an hours answer."))
+            .into()
+    }
+}
+
+impl ToSchema for HoursRowsBody {
+    fn name() -> Cow<'static, str> {
+        Cow::Borrowed("HoursRowsBody")
+    }
+
+    fn schemas(schemas: &mut Vec<(String, RefOr<Schema>)>) {
+        schemas.push((HoursRow::name().into_owned(), HoursRow::schema()));
+        <HoursRow as ToSchema>::schemas(schemas);
+        schemas.push((UsageTypeRow::name().into_owned(), UsageTypeRow::schema()));
+        <UsageTypeRow as ToSchema>::schemas(schemas);
+    }
 }
 
 impl HoursResponse {

@@ -1099,3 +1099,210 @@ async fn the_openapi_document_lists_every_route_its_statuses_and_the_bearer_sche
         assert!(doc["components"]["schemas"][schema].is_object(), "{schema}");
     }
 }
+
+// --- found by schemathesis (tests/interop/run.sh schemathesis) ---
+
+async fn openapi(router: &axum::Router) -> Value {
+    send(router, Method::GET, "/api/v1/openapi.json", None, &[], None)
+        .await
+        .json()
+}
+
+/// Every `$ref` in `value`, as the names of the component schemas it points to.
+fn refs(value: &Value, out: &mut Vec<String>) {
+    match value {
+        Value::Object(map) => {
+            for (key, v) in map {
+                match (key.as_str(), v) {
+                    ("$ref", Value::String(r)) => out.push(r.clone()),
+                    _ => refs(v, out),
+                }
+            }
+        }
+        Value::Array(items) => items.iter().for_each(|v| refs(v, out)),
+        _ => {}
+    }
+}
+
+/// The `format` parameters pointed to `FormatName`, which was not in the
+/// document's components: schemathesis could not resolve it.
+#[tokio::test]
+async fn every_reference_in_the_openapi_document_resolves() {
+    let (_, router) = setup();
+    let doc = openapi(&router).await;
+    let mut found = Vec::new();
+    refs(&doc, &mut found);
+    assert!(found.iter().any(|r| r.ends_with("/FormatName")));
+    for r in found {
+        let name = r
+            .strip_prefix("#/components/schemas/")
+            .unwrap_or_else(|| panic!("unexpected reference {r}"));
+        assert!(
+            doc["components"]["schemas"][name].is_object(),
+            "{r} does not resolve"
+        );
+    }
+    assert_eq!(
+        doc["components"]["schemas"]["FormatName"]["enum"],
+        json!(["json", "csv"])
+    );
+}
+
+/// A `Correction` was documented as `allOf` a `NewCorrection` (which allows
+/// no other properties) and `id`, `created_by`, `created_at`: no correction
+/// matched it. Its schema now lists exactly the fields it is answered with.
+#[tokio::test]
+async fn the_correction_schema_lists_exactly_the_fields_a_correction_is_answered_with() {
+    let (_, router) = setup();
+    let doc = openapi(&router).await;
+    let schema = &doc["components"]["schemas"]["Correction"];
+    assert_eq!(schema["type"], "object", "{schema}");
+    assert!(schema.get("allOf").is_none(), "{schema}");
+    let mut documented: Vec<&String> = schema["properties"].as_object().unwrap().keys().collect();
+    documented.sort();
+    let answer = get(&router, "/api/v1/corrections?from=2025-03-01&to=2025-04-01").await;
+    let row = answer.json()["rows"][0].clone();
+    let mut answered: Vec<&String> = row.as_object().unwrap().keys().collect();
+    answered.sort();
+    assert_eq!(documented, answered);
+    for required in schema["required"].as_array().unwrap() {
+        assert!(row.get(required.as_str().unwrap()).is_some(), "{required}");
+    }
+    // The request body still refuses anything else.
+    assert_eq!(
+        doc["components"]["schemas"]["NewCorrection"]["additionalProperties"],
+        false
+    );
+}
+
+/// `rows` was `oneOf` a list of `HoursRow`s and a list of `UsageTypeRow`s:
+/// an answer with no rows (`[]`) is both, which `oneOf` forbids.
+#[tokio::test]
+async fn no_hours_rows_are_a_valid_rows_list() {
+    let (_, router) = setup();
+    let doc = openapi(&router).await;
+    let rows = &doc["components"]["schemas"]["HoursRowsBody"];
+    assert!(rows.get("oneOf").is_none(), "{rows}");
+    let lists = rows["anyOf"].as_array().expect("anyOf");
+    let items: Vec<&Value> = lists.iter().map(|l| &l["items"]["$ref"]).collect();
+    assert_eq!(
+        items,
+        [
+            "#/components/schemas/HoursRow",
+            "#/components/schemas/UsageTypeRow"
+        ]
+    );
+    assert!(doc["components"]["schemas"]["HoursRow"].is_object());
+    assert!(doc["components"]["schemas"]["UsageTypeRow"].is_object());
+}
+
+/// The parameters were documented as any string, so schemathesis sent
+/// `instrument=` (refused: blank), `from=garbage` (refused: not a date or
+/// instant) and `format=csv` to a timeline (406) as valid requests. The
+/// document now says what each accepts.
+#[tokio::test]
+async fn the_document_says_what_from_to_instrument_and_format_accept() {
+    let (_, router) = setup();
+    let doc = openapi(&router).await;
+    let param = |path: &str, name: &str| -> Value {
+        doc["paths"][path]["get"]["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == name)
+            .unwrap_or_else(|| panic!("{path} has no {name}"))
+            .clone()
+    };
+    let edge = json!({"oneOf": [
+        {"type": "string", "format": "date"},
+        {"type": "string", "format": "date-time"}
+    ]});
+    for path in [
+        "/api/v1/hours",
+        "/api/v1/bookings/outcomes",
+        "/api/v1/sessions",
+        "/api/v1/corrections",
+        "/api/v1/instruments/{id}/timeline",
+    ] {
+        for name in ["from", "to"] {
+            let p = param(path, name);
+            assert_eq!(p["schema"], edge, "{path} {name}");
+            assert_eq!(p["required"], true, "{path} {name}");
+            assert!(!p["description"].as_str().unwrap().is_empty());
+            assert!(p["example"].is_string(), "{path} {name}");
+        }
+    }
+    for (path, name) in [
+        ("/api/v1/hours", "instrument"),
+        ("/api/v1/hours", "unit"),
+        ("/api/v1/sessions", "instrument"),
+    ] {
+        assert_eq!(param(path, name)["schema"]["pattern"], r"\S");
+    }
+    for name in ["instrument_id", "reason"] {
+        assert_eq!(
+            doc["components"]["schemas"]["NewCorrection"]["properties"][name]["pattern"],
+            r"\S"
+        );
+    }
+    for name in ["booking_id", "instrument_id"] {
+        assert_eq!(
+            doc["components"]["schemas"]["Booking"]["properties"][name]["pattern"],
+            r"\S"
+        );
+    }
+    assert_eq!(
+        param("/api/v1/instruments/{id}/timeline", "format")["schema"]["$ref"],
+        "#/components/schemas/JsonOnly"
+    );
+    assert_eq!(
+        doc["components"]["schemas"]["JsonOnly"]["enum"],
+        json!(["json"])
+    );
+    // What the document calls invalid is refused.
+    for uri in [
+        "/api/v1/hours?from=2025-03-01&to=2025-04-01&instrument=%20",
+        "/api/v1/hours?from=2025-03-01&to=2025-04-01&unit=",
+        "/api/v1/sessions?from=%C3%AC&to=2025-04-01",
+    ] {
+        assert_eq!(
+            get(&router, uri).await.status,
+            StatusCode::BAD_REQUEST,
+            "{uri}"
+        );
+    }
+}
+
+/// `period=day` over a range of centuries took minutes and hundreds of
+/// megabytes (schemathesis timed out): an hours answer has at most
+/// `MAX_PERIODS` periods, else a 400 naming `period` before any work.
+#[tokio::test]
+async fn hours_split_into_too_many_periods_are_a_400_naming_period() {
+    let (fake, router) = setup();
+    for uri in [
+        "/api/v1/hours?from=0001-01-01&to=9999-12-31&period=day",
+        "/api/v1/hours?from=1900-01-01&to=2100-01-01&period=day",
+        "/api/v1/hours?from=1500-01-01&to=2100-01-01&period=month",
+        "/api/v1/hours?from=0001-01-01T00:00:00Z&to=9999-01-01T00:00:00Z&period=year",
+    ] {
+        let a = get(&router, uri).await;
+        a.assert_bad("period");
+        assert!(
+            a.json()["error"].as_str().unwrap().contains("at most 5000"),
+            "{}",
+            a.text()
+        );
+    }
+    assert_eq!(fake.calls(), []);
+    for uri in [
+        // 13 years of days, 400 of months, any range as one period.
+        "/api/v1/hours?from=2020-01-01&to=2033-01-01&period=day",
+        "/api/v1/hours?from=1700-01-01&to=2100-01-01&period=month",
+        "/api/v1/hours?from=1900-01-01&to=2100-01-01&period=year",
+        "/api/v1/hours?from=0001-01-01&to=9999-12-31",
+    ] {
+        let a = get(&router, uri).await;
+        assert_eq!(a.status, StatusCode::OK, "{uri}: {}", a.text());
+    }
+    assert_eq!(fake.calls().len(), 4);
+}

@@ -130,7 +130,11 @@ impl fmt::Display for BookingStatus {
 /// One booking. `start` and `end` are instants (UTC), at millisecond precision.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Booking {
+    /// Not blank; the upsert key.
+    #[schema(pattern = r"\S")]
     pub booking_id: String,
+    /// A configured instrument (when the config lists any).
+    #[schema(pattern = r"\S")]
     pub instrument_id: String,
     pub user: String,
     pub group: String,

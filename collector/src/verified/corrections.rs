@@ -13,6 +13,8 @@ use crate::bookings::UsageType;
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewCorrection {
+    /// A configured (or seen) instrument.
+    #[schema(pattern = r"\S")]
     pub instrument_id: String,
     #[schema(value_type = String, format = DateTime)]
     pub start: Timestamp,
@@ -30,20 +32,49 @@ pub struct NewCorrection {
     /// unless `usage_type` is given).
     #[serde(default)]
     pub booking_id: Option<String>,
-    /// Why: required, shown in the audit trail.
+    /// Why: required and not blank, shown in the audit trail.
+    #[schema(pattern = r"\S")]
     pub reason: String,
 }
 
-/// A recorded correction.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+/// A recorded correction. Its OpenAPI schema is [`CorrectionSchema`]'s.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Correction {
     pub id: i64,
     #[serde(flatten)]
     pub correction: NewCorrection,
     /// The token name of the admin who made it.
     pub created_by: String,
-    #[schema(value_type = String, format = DateTime)]
     pub created_at: Timestamp,
+}
+
+/// The OpenAPI schema of a [`Correction`], field by field: derived from the
+/// struct, the flattened [`NewCorrection`] would be an `allOf` with a schema
+/// that forbids other properties, which no correction could match. A test
+/// checks that it lists exactly the fields a correction is written with.
+#[derive(Debug, ToSchema)]
+#[schema(as = Correction)]
+#[allow(dead_code)]
+pub struct CorrectionSchema {
+    id: i64,
+    instrument_id: String,
+    #[schema(value_type = String, format = DateTime)]
+    start: Timestamp,
+    #[schema(value_type = String, format = DateTime)]
+    end: Timestamp,
+    /// Who used the instrument, when known.
+    user: Option<String>,
+    group: Option<String>,
+    /// The usage type the unbooked usage counts as.
+    usage_type: Option<UsageType>,
+    /// An existing booking the usage belongs to.
+    booking_id: Option<String>,
+    /// Why, as the admin said.
+    reason: String,
+    /// The token name of the admin who made it.
+    created_by: String,
+    #[schema(value_type = String, format = DateTime)]
+    created_at: Timestamp,
 }
 
 use rusqlite::{Connection, params};

@@ -359,11 +359,15 @@ pub fn compute(conn: &Connection, inst: &Instrument, from: Option<Ms>) -> rusqli
     };
     let loaded = load(conn, inst, restart)?;
     let rec = loaded.reconcile(inst);
+    // Days before the first evidence total nothing and get no rows, as in a
+    // full pass: a change dated long before it (a correction from year 470)
+    // must not write a row for every day since then.
+    let evidence_day = loaded
+        .first
+        .map_or(Ms::MAX, |f| local_day_start(&inst.zone, f));
     let first_day = match from {
-        Some(_) => restart,
-        None => loaded
-            .first
-            .map_or(Ms::MAX, |f| local_day_start(&inst.zone, f)),
+        Some(_) => restart.max(evidence_day),
+        None => evidence_day,
     };
     let days = match loaded.last {
         Some(last) if last > first_day => local_days(&inst.zone, first_day, last),

@@ -11,7 +11,7 @@ pub mod views;
 
 use jiff::Timestamp;
 
-pub use corrections::{Correction, NewCorrection};
+pub use corrections::{Correction, CorrectionSchema, NewCorrection};
 pub use query::*;
 pub use store_reports::StoreReports;
 

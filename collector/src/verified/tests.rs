@@ -479,6 +479,46 @@ fn a_correction_changes_the_corrected_figures_and_never_the_evidence() {
     );
 }
 
+/// Found by schemathesis: a correction from year 470 made the next pass
+/// write (and total) a day row for every day since 470, and the request
+/// timed out. Days before the first evidence get no rows, as in a full pass.
+#[test]
+fn a_correction_dated_centuries_before_any_evidence_is_quick_and_adds_no_days() {
+    let mut site = Site::new(CONFIG);
+    one_day(&mut site);
+    site.catch_up();
+    let before = results(site.conn());
+    let started = std::time::Instant::now();
+    site.reports
+        .add_correction(
+            NewCorrection {
+                instrument_id: "nmr-600".into(),
+                start: at("0470-03-14T02:43:44Z"),
+                end: at("1943-05-24T18:13:59.370Z"),
+                user: None,
+                group: None,
+                usage_type: Some(UsageType::Teaching),
+                booking_id: None,
+                reason: "fuzzed".into(),
+            },
+            "admin-office",
+            at("2026-11-21T09:00:00Z"),
+        )
+        .expect("correction");
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    let first_day: i64 = site
+        .conn()
+        .query_row(
+            "SELECT MIN(start_ms) FROM day_totals WHERE instrument_id = 'nmr-600'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(first_day > at("2000-01-01T00:00:00Z").as_millisecond());
+    // Nothing it covers has usage: every result is as it was.
+    assert_eq!(results(site.conn()), before);
+}
+
 #[test]
 fn a_changed_policy_reconciles_the_instrument_again() {
     let mut site = Site::new(CONFIG);
