@@ -171,6 +171,9 @@ pub fn parse(text: &str, ctx: &ParseContext) -> Parsed {
                 field("start")
             ));
         }
+        if let (Some(s), Some(e)) = (start, end) {
+            problems.extend(super::too_long(s, e));
+        }
         if !booking_id.is_empty() {
             if let Some(first) = seen.get(booking_id) {
                 problems.push(format!("booking_id {booking_id:?} is also on line {first}"));

@@ -603,6 +603,17 @@ fn expand(event: &Event, ctx: &ParseContext) -> Result<Vec<Booking>, String> {
         if !positive {
             problems.push("end is not after start".into());
         }
+        let days = match &length {
+            Some(Length::Days(d)) => i64::from(*d),
+            Some(Length::Exact(d)) => d.as_secs() / 86_400,
+            None => 0,
+        };
+        if days > super::MAX_BOOKING_DAYS {
+            problems.push(format!(
+                "lasts {days} days, more than {}: check the dates, or split it",
+                super::MAX_BOOKING_DAYS
+            ));
+        }
     }
     let rule = match event.get("RRULE") {
         Some(p) => parse_rule(&p.value, &ctx.zone)

@@ -263,6 +263,21 @@ impl ParseContext {
     }
 }
 
+/// The longest booking accepted. Booking systems export slots of hours or
+/// days; a longer one is a data error (a wrong year), and reconciling it
+/// would touch every day it spans.
+pub const MAX_BOOKING_DAYS: i64 = 366;
+
+/// The problem with a booking longer than [`MAX_BOOKING_DAYS`], if it is.
+pub fn too_long(start: Timestamp, end: Timestamp) -> Option<String> {
+    let days = (end.as_millisecond() - start.as_millisecond()) / 86_400_000;
+    (days > MAX_BOOKING_DAYS).then(|| {
+        format!(
+            "lasts {days} days, more than {MAX_BOOKING_DAYS}: check the dates, or split it"
+        )
+    })
+}
+
 /// Parses a bookings file of `format`. A leading UTF-8 BOM is ignored.
 pub fn parse(format: Format, text: &str, ctx: &ParseContext) -> Parsed {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
@@ -294,6 +309,7 @@ pub fn check(items: Vec<(u64, Booking)>, ctx: &ParseContext) -> Parsed {
                 booking.end, booking.start
             ));
         }
+        problems.extend(too_long(booking.start, booking.end));
         match seen.get(&booking.booking_id) {
             Some(first) => problems.push(format!(
                 "booking_id {:?} is also on line {first}",

@@ -127,6 +127,16 @@ fn an_end_not_after_the_start_is_reported() {
 }
 
 #[test]
+fn a_booking_longer_than_a_year_is_reported_as_a_date_error() {
+    let p = csv_of("B1,nmr,a,g,research,2026-11-23 09:00,2028-11-23 09:00,confirmed\n");
+    let e = only_error(&p);
+    assert_eq!(e.line, 2);
+    assert!(e.message.contains("lasts 731 days"), "{}", e.message);
+    let ok = csv_of("B1,nmr,a,g,maintenance,2026-11-23 09:00,2027-11-23 09:00,confirmed\n");
+    assert!(ok.errors.is_empty(), "{:?}", ok.errors);
+}
+
+#[test]
 fn an_unparseable_time_is_reported_with_its_value() {
     let p = csv_of("B1,nmr,a,g,research,23/11/2026 9am,2026-11-23 10:00,confirmed\n");
     assert!(only_error(&p).message.contains("\"23/11/2026 9am\""));
