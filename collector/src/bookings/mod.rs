@@ -272,9 +272,7 @@ pub const MAX_BOOKING_DAYS: i64 = 366;
 pub fn too_long(start: Timestamp, end: Timestamp) -> Option<String> {
     let days = (end.as_millisecond() - start.as_millisecond()) / 86_400_000;
     (days > MAX_BOOKING_DAYS).then(|| {
-        format!(
-            "lasts {days} days, more than {MAX_BOOKING_DAYS}: check the dates, or split it"
-        )
+        format!("lasts {days} days, more than {MAX_BOOKING_DAYS}: check the dates, or split it")
     })
 }
 
