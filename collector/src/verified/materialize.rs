@@ -583,12 +583,14 @@ pub fn known_instruments(conn: &Connection) -> rusqlite::Result<Vec<String>> {
     .collect()
 }
 
-/// Reconciles what changed: every dirty instrument from its mark, and
-/// every instrument whose policy changed since its results were computed
-/// entirely. One write transaction per instrument, so ingest waits at most
-/// one instrument's work.
-pub fn catch_up(conn: &mut Connection, registry: &Registry, now: Ms) -> rusqlite::Result<Pass> {
-    let mut pass = Pass::default();
+/// Reconciles entirely every instrument whose policy changed since its
+/// results were computed (the registry is fixed while the collector runs,
+/// so this is needed once per start).
+pub fn reconcile_changed_policies(
+    conn: &mut Connection,
+    registry: &Registry,
+    now: Ms,
+) -> rusqlite::Result<Pass> {
     let stale: Vec<String> = {
         let mut stmt = conn.prepare("SELECT instrument_id, policy_hash FROM reconciled")?;
         let stored: Vec<(String, String)> = stmt
@@ -600,12 +602,20 @@ pub fn catch_up(conn: &mut Connection, registry: &Registry, now: Ms) -> rusqlite
             .map(|(id, _)| id)
             .collect()
     };
+    let mut pass = Pass::default();
     for id in stale {
         pass += in_transaction(conn, |tx| {
             tx.execute("DELETE FROM dirty WHERE instrument_id = ?1", [&id])?;
             reconcile_instrument(tx, &registry.instrument(&id), None, now)
         })?;
     }
+    Ok(pass)
+}
+
+/// Reconciles every dirty instrument from its mark. One write transaction
+/// per instrument, so ingest waits at most one instrument's work.
+pub fn catch_up(conn: &mut Connection, registry: &Registry, now: Ms) -> rusqlite::Result<Pass> {
+    let mut pass = Pass::default();
     loop {
         let next: Option<String> = conn
             .query_row("SELECT instrument_id FROM dirty LIMIT 1", [], |r| r.get(0))

@@ -6,13 +6,14 @@
 //! changed is visible in the next read.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use jiff::Timestamp;
 use rusqlite::{Connection, OpenFlags};
 
-use super::materialize::{Pass, catch_up};
+use super::materialize::{Pass, catch_up, reconcile_changed_policies};
 use super::query::{
     HoursQuery, HoursRows, InstrumentRow, OutcomeRow, QueryError, Range, SessionRow, TimelineView,
 };
@@ -36,6 +37,8 @@ pub struct StoreReports {
     parse: ParseContext,
     readers: Mutex<Vec<Connection>>,
     writer: Mutex<Option<Connection>>,
+    /// Whether results made under another policy were redone (once per start).
+    policies_checked: AtomicBool,
 }
 
 /// A read-write connection for the reconciler and the API's writes.
@@ -64,6 +67,7 @@ impl StoreReports {
             parse,
             readers: Mutex::new(Vec::new()),
             writer: Mutex::new(None),
+            policies_checked: AtomicBool::new(false),
         }
     }
 
@@ -105,7 +109,16 @@ impl StoreReports {
 
     /// Reconciles whatever is dirty (the background reconciler's step).
     pub fn catch_up(&self, now: Timestamp) -> Result<Pass, QueryError> {
-        self.write(|conn, registry| Ok(catch_up(conn, registry, now.as_millisecond())?))
+        self.write(|conn, registry| {
+            let now = now.as_millisecond();
+            let mut pass = Pass::default();
+            if !self.policies_checked.load(Ordering::Relaxed) {
+                pass += reconcile_changed_policies(conn, registry, now)?;
+                self.policies_checked.store(true, Ordering::Relaxed);
+            }
+            pass += catch_up(conn, registry, now)?;
+            Ok(pass)
+        })
     }
 }
 

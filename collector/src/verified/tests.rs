@@ -530,7 +530,7 @@ fn a_changed_policy_reconciles_the_instrument_again() {
     let config = CollectorConfig::parse(&standby_counts).expect("config");
     let registry = Registry::from_config(&config).expect("registry");
     let mut conn = super::store_reports::open_writer(site.store.path().parent().unwrap()).unwrap();
-    let pass = materialize::catch_up(&mut conn, &registry, 0).expect("catch up");
+    let pass = materialize::reconcile_changed_policies(&mut conn, &registry, 0).expect("policies");
     assert_eq!(pass.instruments, 1);
     let used: i64 = conn
         .query_row(
