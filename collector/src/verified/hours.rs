@@ -523,9 +523,14 @@ mod tests {
         let zone = TimeZone::get("Europe/Berlin").unwrap();
         let year = Interval::new(ms("2025-12-31T23:00:00Z"), ms("2026-12-31T23:00:00Z"));
         for unit in [PeriodUnit::Day, PeriodUnit::Month, PeriodUnit::Year] {
-            let real = split_periods(ts(year.start), ts(year.end), &zone, unit).unwrap().len() as i64;
+            let real = split_periods(ts(year.start), ts(year.end), &zone, unit)
+                .unwrap()
+                .len() as i64;
             let estimate = estimated_periods(year, Some(unit));
-            assert!(estimate >= real && estimate <= real * 11 / 10 + 2, "{unit:?}: {estimate} vs {real}");
+            assert!(
+                estimate >= real && estimate <= real * 11 / 10 + 2,
+                "{unit:?}: {estimate} vs {real}"
+            );
         }
     }
 

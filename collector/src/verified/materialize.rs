@@ -20,8 +20,9 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, pa
 use crate::bookings::{BookingStatus, UsageType};
 use crate::config::UsageSource;
 use crate::reconcile::{
-    self, Assignment, Booking, BookingReport, InstrumentInputs, Interval, Ms, PeriodTotals, PeriodUnit,
-    Reconciliation, ResultFileRef, Timeline, TotalsInputs, secs, split_periods, totals_for_periods,
+    self, Assignment, Booking, BookingReport, InstrumentInputs, Interval, Ms, PeriodTotals,
+    PeriodUnit, Reconciliation, ResultFileRef, Timeline, TotalsInputs, secs, split_periods,
+    totals_for_periods,
 };
 use crate::registry::{Instrument, Registry};
 
@@ -352,7 +353,11 @@ pub struct Computed {
 }
 
 /// Reconciles `inst` from `from` (None: from the beginning).
-pub fn compute(conn: &Connection, inst: &Instrument, from: Option<Ms>) -> rusqlite::Result<Computed> {
+pub fn compute(
+    conn: &Connection,
+    inst: &Instrument,
+    from: Option<Ms>,
+) -> rusqlite::Result<Computed> {
     let restart = match from {
         Some(from) => restart_point(conn, inst, from)?,
         None => Ms::MIN,
@@ -631,7 +636,10 @@ pub fn catch_up(conn: &mut Connection, registry: &Registry, now: Ms) -> rusqlite
 /// the next pass.
 pub fn rebuild(conn: &mut Connection, registry: &Registry, now: Ms) -> rusqlite::Result<Pass> {
     let ids = all_instruments(conn)?;
-    let path = conn.path().map(std::path::PathBuf::from).unwrap_or_default();
+    let path = conn
+        .path()
+        .map(std::path::PathBuf::from)
+        .unwrap_or_default();
     let next = std::sync::atomic::AtomicUsize::new(0);
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
     let (tx, rx) = std::sync::mpsc::sync_channel::<rusqlite::Result<(Computed, Option<i64>)>>(16);
@@ -650,7 +658,9 @@ pub fn rebuild(conn: &mut Connection, registry: &Registry, now: Ms) -> rusqlite:
                         return;
                     }
                 };
-                while let Some(id) = ids.get(next.fetch_add(1, std::sync::atomic::Ordering::Relaxed)) {
+                while let Some(id) =
+                    ids.get(next.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
+                {
                     let computed = (|| {
                         reader.execute_batch("BEGIN")?;
                         let version: Option<i64> = reader

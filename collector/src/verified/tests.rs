@@ -788,7 +788,13 @@ fn a_query_that_would_build_an_unbounded_answer_is_refused_naming_period() {
         group_by: GroupBy::Instrument,
     });
     assert!(
-        matches!(huge, Err(QueryError::BadParameter { parameter: "period", .. })),
+        matches!(
+            huge,
+            Err(QueryError::BadParameter {
+                parameter: "period",
+                ..
+            })
+        ),
         "{huge:?}"
     );
 }
