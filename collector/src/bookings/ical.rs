@@ -604,7 +604,7 @@ fn expand(event: &Event, ctx: &ParseContext) -> Result<Vec<Booking>, String> {
             problems.push("end is not after start".into());
         }
         let days = match &length {
-            Some(Length::Days(d)) => i64::from(*d),
+            Some(Length::Days(d)) => *d,
             Some(Length::Exact(d)) => d.as_secs() / 86_400,
             None => 0,
         };
