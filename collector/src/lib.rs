@@ -8,8 +8,11 @@
 //! parses) and [`config::CollectorConfig`]. `docs/collector-ingest.md`
 //! describes the ingest path and the database; [`reconcile`] (pure, described
 //! in `docs/reconciliation.md`) turns timelines, result files and bookings
-//! into sessions, booking outcomes and verified hours; [`api`] serves them
-//! over HTTP (`docs/api.md`) from [`verified::Reports`].
+//! into sessions, booking outcomes and verified hours; [`verified`] keeps
+//! those results in the store as data arrives and answers queries
+//! (`docs/verified.md`); [`api`] serves them over HTTP (`docs/api.md`)
+//! through [`verified::Reports`]; [`registry`] holds the instruments and
+//! their open hours (`docs/instruments.md`).
 
 pub mod api;
 pub mod app;

@@ -1,5 +1,12 @@
 //! Verified usage hours: reconciliation results kept up to date in the
-//! store, and the queries the API and `report` answer from them.
+//! store, and the queries the API and `report` answer from them
+//! (docs/verified.md).
+//!
+//! - [`materialize`]: inputs loaded from the store, incremental passes
+//!   ([`materialize::catch_up`]) and the full [`materialize::rebuild`];
+//! - [`reconciler`]: the background task running a pass every second;
+//! - [`hours`] and [`views`]: the queries; [`corrections`]: §7;
+//! - [`StoreReports`]: all of it behind the [`Reports`] trait the API uses.
 
 pub mod corrections;
 pub mod hours;
