@@ -9,7 +9,6 @@
 
 use std::collections::HashMap;
 
-use labhours_shared::state::State;
 use labhours_shared::wire::{Event, EventKind};
 use rusqlite::{Connection, params};
 
@@ -25,16 +24,6 @@ const HOUR_MS: i64 = 3_600_000;
 pub struct Deriver {
     /// Signs of life per instrument.
     alive: HashMap<String, Vec<i64>>,
-}
-
-pub(crate) fn state_name(state: State) -> &'static str {
-    match state {
-        State::Off => "off",
-        State::Standby => "standby",
-        State::Running => "running",
-        State::Fault => "fault",
-        State::Unknown => "unknown",
-    }
 }
 
 impl Deriver {
@@ -61,7 +50,7 @@ impl Deriver {
                     at,
                     agent_id,
                     seq,
-                    state_name(*to)
+                    to.as_str()
                 ])?;
             }
             EventKind::ResultFile(f) => {

@@ -12,7 +12,7 @@ use jiff::Timestamp;
 use jiff::tz::TimeZone;
 use rusqlite::{Connection, params};
 
-use super::materialize::{TYPE_KEYS, load, restart_point};
+use super::materialize::{TYPE_KEYS, load, local_day_start, restart_point};
 use super::query::{
     CorrectedHours, Edge, GroupBy, HoursQuery, HoursRow, HoursRows, QueryError, Range, UsageTypeRow,
 };
@@ -81,13 +81,6 @@ fn is_midnight(zone: &TimeZone, at: Ms) -> bool {
         .is_ok_and(|d| d.timestamp().as_millisecond() == at)
 }
 
-fn day_start(zone: &TimeZone, at: Ms) -> Ms {
-    ts(at)
-        .to_zoned(zone.clone())
-        .start_of_day()
-        .map_or(at, |d| d.timestamp().as_millisecond())
-}
-
 /// How one period is read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Piece {
@@ -114,7 +107,7 @@ fn pieces(zone: &TimeZone, period: Interval) -> Vec<Piece> {
     }
     let mut tail = None;
     if a < b && !is_midnight(zone, b) {
-        let last = day_start(zone, b).max(a);
+        let last = local_day_start(zone, b).max(a);
         tail = Some(Piece::Partial(Interval::new(last, b)));
         b = last;
     }
@@ -449,12 +442,7 @@ pub fn query(
                     }
                 }
             }
-            let local = |ms: Ms| {
-                ts(ms)
-                    .to_zoned(site.clone())
-                    .strftime("%Y-%m-%dT%H:%M:%S%:z")
-                    .to_string()
-            };
+            let local = |ms: Ms| super::views::local(ms, site);
             Ok(HoursRows::UsageTypes(
                 groups
                     .into_iter()

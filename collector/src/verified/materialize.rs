@@ -85,14 +85,12 @@ impl Loaded {
     }
 }
 
+/// A stored state name (anything unreadable is `unknown`).
 pub fn parse_state(name: &str) -> State {
-    match name {
-        "off" => State::Off,
-        "standby" => State::Standby,
-        "running" => State::Running,
-        "fault" => State::Fault,
-        _ => State::Unknown,
-    }
+    State::ALL
+        .into_iter()
+        .find(|s| s.as_str() == name)
+        .unwrap_or(State::Unknown)
 }
 
 /// Loads `inst`'s inputs from `from` on (`Ms::MIN`: everything). The state
@@ -248,7 +246,8 @@ pub fn timeline(transitions: &[(Ms, State)], spans: &[(Ms, Ms)], silence_ms: Ms)
     }
 }
 
-fn local_day_start(zone: &TimeZone, at: Ms) -> Ms {
+/// The local midnight at or before `at`.
+pub fn local_day_start(zone: &TimeZone, at: Ms) -> Ms {
     Timestamp::from_millisecond(at)
         .ok()
         .and_then(|t| t.to_zoned(zone.clone()).start_of_day().ok())
