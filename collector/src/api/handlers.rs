@@ -22,7 +22,7 @@ use crate::bookings::store::ImportOptions;
 use crate::reconcile::PeriodUnit;
 use crate::verified::{
     CorrectionSchema, GroupBy, HoursQuery, InstrumentRow, NewCorrection, OutcomeRow, QueryError,
-    Reports, SessionRow, TimelineView,
+    Range, Reports, SessionRow, TimelineView,
 };
 
 const HOURS_PARAMS: &[&str] = &[
@@ -221,6 +221,20 @@ fn rows_answer<T: Serialize + Default>(rows: Vec<T>, format: Format) -> Result<R
     Ok(answer(StatusCode::OK, format, body))
 }
 
+/// The list routes over `from`/`to` and an optional `instrument`.
+async fn range_rows<T: Serialize + Default + Send + 'static>(
+    state: &ApiState,
+    params: &Params,
+    list: fn(&dyn Reports, &Range, Option<&str>) -> Result<Vec<T>, QueryError>,
+) -> Result<Response, ApiError> {
+    params.only(RANGE_PARAMS)?;
+    let range = params.range()?;
+    let instrument = params.text("instrument")?;
+    let format = params.format()?;
+    let rows = blocking(state, move |r| list(r, &range, instrument.as_deref())).await?;
+    rows_answer(rows, format)
+}
+
 fn json_body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
     body.map(|Json(b)| b).map_err(|e| {
         ApiError::bad_parameter(
@@ -291,12 +305,10 @@ pub async fn outcomes(
     _caller: Caller,
     params: Params,
 ) -> Result<Response, ApiError> {
-    params.only(RANGE_PARAMS)?;
-    let range = params.range()?;
-    let instrument = params.text("instrument")?;
-    let format = params.format()?;
-    let rows = blocking(&state, move |r| r.outcomes(&range, instrument.as_deref())).await?;
-    rows_answer(rows, format)
+    range_rows(&state, &params, |r, range, instrument| {
+        r.outcomes(range, instrument)
+    })
+    .await
 }
 
 /// Usage sessions overlapping the range.
@@ -318,12 +330,10 @@ pub async fn sessions(
     _caller: Caller,
     params: Params,
 ) -> Result<Response, ApiError> {
-    params.only(RANGE_PARAMS)?;
-    let range = params.range()?;
-    let instrument = params.text("instrument")?;
-    let format = params.format()?;
-    let rows = blocking(&state, move |r| r.sessions(&range, instrument.as_deref())).await?;
-    rows_answer(rows, format)
+    range_rows(&state, &params, |r, range, instrument| {
+        r.sessions(range, instrument)
+    })
+    .await
 }
 
 /// Every instrument with its latest state and agents.
@@ -402,15 +412,10 @@ pub async fn corrections(
     _caller: Caller,
     params: Params,
 ) -> Result<Response, ApiError> {
-    params.only(RANGE_PARAMS)?;
-    let range = params.range()?;
-    let instrument = params.text("instrument")?;
-    let format = params.format()?;
-    let rows = blocking(&state, move |r| {
-        r.corrections(&range, instrument.as_deref())
+    range_rows(&state, &params, |r, range, instrument| {
+        r.corrections(range, instrument)
     })
-    .await?;
-    rows_answer(rows, format)
+    .await
 }
 
 /// Records a correction (admin); `created_by` is the token's name.
