@@ -477,6 +477,13 @@ impl PeriodTotals {
 
     /// The reported row; `tz` gives the local offsets of the period edges.
     pub fn to_row(&self, tz: &TimeZone) -> HoursRow {
+        self.to_row_over(tz, 1)
+    }
+
+    /// The row of totals summed over `instruments` instruments: without open
+    /// hours, utilization and coverage are taken against `instruments ×`
+    /// the period length.
+    pub fn to_row_over(&self, tz: &TimeZone, instruments: u32) -> HoursRow {
         let local = |ms: Ms| {
             Timestamp::from_millisecond(ms)
                 .map(|t| {
@@ -486,7 +493,7 @@ impl PeriodTotals {
                 })
                 .unwrap_or_default()
         };
-        let len = self.period.len();
+        let len = self.period.len() * Ms::from(instruments.max(1));
         let utilization = match self.open_ms {
             Some(open) if open > 0 => Some(self.used_ms as f64 / open as f64),
             Some(_) => None,

@@ -340,8 +340,7 @@ fn corrected(t: &PeriodTotals) -> CorrectedHours {
 
 /// The API row of `t`, summed over `n` instruments.
 fn row(t: &PeriodTotals, zone: &TimeZone, n: u32) -> HoursRow {
-    let r = t.to_row(zone);
-    let capacity = t.period.len() * Ms::from(n.max(1));
+    let r = t.to_row_over(zone, n);
     HoursRow {
         instrument_id: None,
         name: None,
@@ -357,20 +356,11 @@ fn row(t: &PeriodTotals, zone: &TimeZone, n: u32) -> HoursRow {
         external_hours: r.external_hours,
         share_rate: r.share_rate,
         open_hours: r.open_hours,
-        utilization: match t.open_ms {
-            Some(open) if open > 0 => Some(t.used_ms as f64 / open as f64),
-            Some(_) => None,
-            None if capacity > 0 => Some(t.used_ms as f64 / capacity as f64),
-            None => None,
-        },
+        utilization: r.utilization,
         no_show_count: r.no_show_count,
         fault_hours: r.fault_hours,
         unknown_hours: r.unknown_hours,
-        coverage: if capacity > 0 {
-            1.0 - t.unknown_ms as f64 / capacity as f64
-        } else {
-            0.0
-        },
+        coverage: r.coverage,
         result_files: r.result_files,
         energy_kwh: r.energy_kwh,
         corrected: corrected(t),

@@ -388,6 +388,23 @@ fn grouping_by_unit_and_usage_type_sums_the_instruments() {
 }
 
 #[test]
+fn a_unit_of_two_instruments_is_measured_against_both_of_their_days() {
+    let one_unit = CONFIG.replace("Chemistry/Mass Spec", "Chemistry/NMR Centre");
+    let mut site = Site::new(&one_unit);
+    one_day(&mut site);
+    let units = totals(site.hours(day(2026, 11, 20), day(2026, 11, 21), None, GroupBy::Unit));
+    assert_eq!(units.len(), 1);
+    let u = &units[0];
+    assert_eq!(
+        (u.instruments, u.used_hours, u.unknown_hours),
+        (2, 2.0, 38.0)
+    );
+    // 2 h used of 2 × 24 h; 10 h of evidence of 48 h.
+    assert_eq!(u.utilization, Some(2.0 / 48.0));
+    assert_eq!(u.coverage, 1.0 - 38.0 / 48.0);
+}
+
+#[test]
 fn a_correction_changes_the_corrected_figures_and_never_the_evidence() {
     let mut site = Site::new(CONFIG);
     // Unbooked running 13:00–15:00 local.
