@@ -221,11 +221,14 @@ fn rows_answer<T: Serialize + Default>(rows: Vec<T>, format: Format) -> Result<R
     Ok(answer(StatusCode::OK, format, body))
 }
 
+/// A `Reports` list over a range and an optional instrument.
+type RangeList<T> = fn(&dyn Reports, &Range, Option<&str>) -> Result<Vec<T>, QueryError>;
+
 /// The list routes over `from`/`to` and an optional `instrument`.
 async fn range_rows<T: Serialize + Default + Send + 'static>(
     state: &ApiState,
     params: &Params,
-    list: fn(&dyn Reports, &Range, Option<&str>) -> Result<Vec<T>, QueryError>,
+    list: RangeList<T>,
 ) -> Result<Response, ApiError> {
     params.only(RANGE_PARAMS)?;
     let range = params.range()?;

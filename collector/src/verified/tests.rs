@@ -130,6 +130,16 @@ impl Site {
             .expect("import");
     }
 
+    /// Hours per instrument for the local day 2026-11-20.
+    fn day_rows(&self) -> Vec<HoursRow> {
+        totals(self.hours(
+            day(2026, 11, 20),
+            day(2026, 11, 21),
+            None,
+            GroupBy::Instrument,
+        ))
+    }
+
     fn catch_up(&self) {
         self.reports
             .catch_up(at("2026-11-22T00:00:00Z"))
@@ -195,6 +205,13 @@ fn day(y: i16, m: i8, d: i8) -> Edge {
     Edge::Date(date(y, m, d))
 }
 
+/// The rows of `id` among `rows`.
+fn row_of<'a>(rows: &'a [HoursRow], id: &str) -> &'a HoursRow {
+    rows.iter()
+        .find(|r| r.instrument_id.as_deref() == Some(id))
+        .unwrap_or_else(|| panic!("no row for {id}"))
+}
+
 fn totals(rows: HoursRows) -> Vec<HoursRow> {
     match rows {
         HoursRows::Totals(rows) => rows,
@@ -231,16 +248,8 @@ fn one_day(site: &mut Site) {
 fn a_day_of_hand_computed_usage_is_reported_with_the_section_6_fields() {
     let mut site = Site::new(CONFIG);
     one_day(&mut site);
-    let rows = totals(site.hours(
-        day(2026, 11, 20),
-        day(2026, 11, 21),
-        None,
-        GroupBy::Instrument,
-    ));
-    let nmr = rows
-        .iter()
-        .find(|r| r.instrument_id.as_deref() == Some("nmr-600"))
-        .expect("row");
+    let rows = site.day_rows();
+    let nmr = row_of(&rows, "nmr-600");
     assert_eq!(nmr.period_start, "2026-11-20T00:00:00+08:00");
     assert_eq!(nmr.period_end, "2026-11-21T00:00:00+08:00");
     // 09:00–11:00 used; the 1-minute blip is dropped (< 120 s).
@@ -257,10 +266,7 @@ fn a_day_of_hand_computed_usage_is_reported_with_the_section_6_fields() {
     assert_eq!(nmr.instruments, 1);
     assert_eq!(nmr.unit.as_deref(), Some("Chemistry/NMR Centre"));
     // The other instrument has no data: all unknown, no usage.
-    let ms = rows
-        .iter()
-        .find(|r| r.instrument_id.as_deref() == Some("ms-1"))
-        .expect("row");
+    let ms = row_of(&rows, "ms-1");
     assert_eq!(
         (ms.used_hours, ms.unknown_hours, ms.coverage),
         (0.0, 24.0, 0.0)
@@ -305,16 +311,8 @@ fn an_agent_that_falls_silent_leaves_unknown_until_its_next_transition() {
         ],
     );
     site.catch_up();
-    let rows = totals(site.hours(
-        day(2026, 11, 20),
-        day(2026, 11, 21),
-        None,
-        GroupBy::Instrument,
-    ));
-    let nmr = &rows[rows
-        .iter()
-        .position(|r| r.instrument_id.as_deref() == Some("nmr-600"))
-        .unwrap()];
+    let rows = site.day_rows();
+    let nmr = row_of(&rows, "nmr-600");
     // 08:00–09:00 and 12:00:30–13:00 are used: 2 h less 30 s.
     assert_eq!(nmr.used_hours, 1.99);
     // Unknown: 00:00–08:00, 09:00–12:00:30, 13:00–24:00.
@@ -353,10 +351,7 @@ fn months_and_years_sum_the_days_and_partial_days_are_reconciled_on_the_spot() {
         None,
         GroupBy::Instrument,
     ));
-    let nmr_part = part
-        .iter()
-        .find(|r| r.instrument_id.as_deref() == Some("nmr-600"))
-        .unwrap();
+    let nmr_part = row_of(&part, "nmr-600");
     assert_eq!(
         (
             nmr_part.used_hours,
@@ -436,16 +431,8 @@ fn a_correction_changes_the_corrected_figures_and_never_the_evidence() {
         )
         .expect("correction");
     assert_eq!(c.created_by, "admin-office");
-    let rows = totals(site.hours(
-        day(2026, 11, 20),
-        day(2026, 11, 21),
-        None,
-        GroupBy::Instrument,
-    ));
-    let ms = rows
-        .iter()
-        .find(|r| r.instrument_id.as_deref() == Some("ms-1"))
-        .unwrap();
+    let rows = site.day_rows();
+    let ms = row_of(&rows, "ms-1");
     assert_eq!(
         (
             ms.used_hours,
@@ -775,12 +762,7 @@ fn golden_day_outcomes_and_flags() {
 #[test]
 fn golden_day_hours() {
     let site = golden_day();
-    let rows = totals(site.hours(
-        day(2026, 11, 20),
-        day(2026, 11, 21),
-        None,
-        GroupBy::Instrument,
-    ));
+    let rows = site.day_rows();
     assert_eq!(rows.len(), 1);
     let r = &rows[0];
     // Sessions 08:20–09:00, 12:00–12:30, 13:50–14:40, 16:00–17:30 (the
