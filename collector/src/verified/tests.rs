@@ -545,7 +545,6 @@ fn a_changed_policy_reconciles_the_instrument_again() {
         .unwrap();
     // 08:00–18:00 is standby or running: 10 h.
     assert_eq!(used, 10 * 3_600_000);
-    let _ = &site.registry;
 }
 
 /// Every stored result of the verified tables, for comparing two databases.
