@@ -162,6 +162,7 @@ async fn meters_status_line_and_result_files_become_outbox_events() {
         max_bytes: 1 << 26,
         summary_flush_ms: 1000,
         cache_bytes: 1 << 20,
+        min_free_bytes: 0,
     };
     let (outbox, _) =
         Outbox::open(&dir.path().join("data"), settings, jiff::Timestamp::now()).expect("reopen");

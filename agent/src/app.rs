@@ -31,11 +31,37 @@ pub use labhours_shared::process::shutdown_signal;
 /// How often the engine is told that time has passed without a reading.
 const TICK: Duration = Duration::from_secs(1);
 
-/// Runs the agent until `shutdown` resolves.
+/// How often a start that found the outbox's disk full tries again.
+const DISK_FULL_RETRY: Duration = Duration::from_secs(5);
+
+/// Runs the agent until `shutdown` resolves. A full disk at start is waited
+/// out here (a service manager would otherwise restart the agent in a loop).
 pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-    let agent = Agent::start(config, Arc::new(SystemClock))?;
+    tokio::pin!(shutdown);
+    let agent = loop {
+        match Agent::start(config.clone(), Arc::new(SystemClock)) {
+            Ok(agent) => break agent,
+            Err(e) if disk_full(&e) => {
+                tracing::error!(error = %format!("{e:#}"), retry_in_s = DISK_FULL_RETRY.as_secs(), "cannot start: the outbox's disk is full; waiting for space");
+                tokio::select! {
+                    () = &mut shutdown => return Ok(()),
+                    () = tokio::time::sleep(DISK_FULL_RETRY) => {}
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    };
     shutdown.await;
     agent.stop().await
+}
+
+fn disk_full(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        matches!(
+            c.downcast_ref::<crate::outbox::OutboxError>(),
+            Some(crate::outbox::OutboxError::DiskFull { .. })
+        )
+    })
 }
 
 /// A running agent: its sources, engine and delivery as tasks.
@@ -165,14 +191,23 @@ async fn drive(
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tokio::select! {
+        let appended = tokio::select! {
             reading = readings.recv() => match reading {
-                Some(r) => { pipeline.push(r)?; }
+                Some(r) => pipeline.push(r),
                 None => break,
             },
-            _ = tick.tick() => { pipeline.advance(clock.now())?; }
+            _ = tick.tick() => pipeline.advance(clock.now()),
+        };
+        // The agent keeps measuring whatever the outbox says: a refusal is
+        // logged by the outbox when it starts, and refused events are held.
+        if let Err(e) = appended
+            && !e.nothing_written()
+        {
+            tracing::error!(error = %e, held = pipeline.held(), "cannot append to the outbox");
         }
     }
-    pipeline.finish(clock.now())?;
+    if let Err(e) = pipeline.finish(clock.now()) {
+        tracing::error!(error = %e, held = pipeline.held(), "cannot record the final events at shutdown");
+    }
     Ok(())
 }

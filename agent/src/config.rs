@@ -244,12 +244,19 @@ pub struct OutboxConfig {
     /// Size cap; beyond it summaries are dropped first, then the oldest events.
     #[serde(default = "defaults::outbox_max_bytes")]
     pub max_bytes: u64,
-    /// Summaries are made durable at most this long after they are appended.
+    /// How often sled writes acknowledgements and deletions in the
+    /// background. (Every append is made durable before it returns; the
+    /// name stays for existing config files.)
     #[serde(default = "defaults::summary_flush_ms")]
     pub summary_flush_ms: u64,
     /// sled page cache; small keeps the agent light.
     #[serde(default = "defaults::cache_bytes")]
     pub cache_bytes: u64,
+    /// New events are refused when less than this would stay free on the
+    /// outbox's disk, so the outbox can still delete delivered events and
+    /// never fails half-way through a write.
+    #[serde(default = "defaults::min_free_bytes")]
+    pub min_free_bytes: u64,
 }
 
 /// Every default, in one place.
@@ -328,6 +335,9 @@ mod defaults {
     pub fn cache_bytes() -> u64 {
         1024 * 1024
     }
+    pub fn min_free_bytes() -> u64 {
+        2 * 1024 * 1024
+    }
 }
 
 impl Default for MqttConfig {
@@ -352,6 +362,7 @@ impl Default for OutboxConfig {
             max_bytes: defaults::outbox_max_bytes(),
             summary_flush_ms: defaults::summary_flush_ms(),
             cache_bytes: defaults::cache_bytes(),
+            min_free_bytes: defaults::min_free_bytes(),
         }
     }
 }
@@ -462,10 +473,20 @@ impl AgentConfig {
             errors.push(ConfigError::new(
                 "outbox.summary_flush_ms",
                 format!(
-                    "{} ms risks a minute of summaries on power loss",
+                    "{} ms leaves acknowledged events on disk for over a minute",
                     self.outbox.summary_flush_ms
                 ),
                 "use at most 60000; the default is 1000",
+            ));
+        }
+        if self.outbox.min_free_bytes > self.outbox.max_bytes {
+            errors.push(ConfigError::new(
+                "outbox.min_free_bytes",
+                format!(
+                    "{} bytes is more than outbox.max_bytes ({})",
+                    self.outbox.min_free_bytes, self.outbox.max_bytes
+                ),
+                "keep the default 2097152 (2 MiB); 0 turns the free-space check off",
             ));
         }
         errors.extend(self.log.validate());

@@ -9,12 +9,20 @@ use crate::outbox::{Outbox, OutboxError};
 
 /// Replay appends engine outputs in chunks of this many events.
 const REPLAY_CHUNK: usize = 4096;
+/// Events kept in memory while the outbox refuses appends (a full disk):
+/// days of a live agent's output. Beyond it the oldest are given up.
+const HELD_MAX: usize = 50_000;
 
 #[derive(Debug)]
 pub struct Pipeline {
     engine: StateEngine,
     outbox: Outbox,
     out: Vec<Output>,
+    /// Events the outbox refused without writing anything (disk full),
+    /// offered again, first, with the next append.
+    held: Vec<(Timestamp, labhours_shared::wire::EventKind)>,
+    /// Held events given up because there were more than [`HELD_MAX`].
+    given_up: u64,
     /// Wakes delivery when events were appended.
     notifier: Option<Notifier>,
 }
@@ -25,6 +33,8 @@ impl Pipeline {
             engine: StateEngine::new(settings, started_at),
             outbox,
             out: Vec::new(),
+            held: Vec::new(),
+            given_up: 0,
             notifier: None,
         }
     }
@@ -74,16 +84,43 @@ impl Pipeline {
         &self.engine
     }
 
+    /// Events waiting in memory for the outbox to accept them again.
+    pub fn held(&self) -> usize {
+        self.held.len()
+    }
+
+    /// Appends what the engine produced, after anything held. When the
+    /// outbox refuses without writing (disk full), the events are held and
+    /// offered again next time, so a full disk loses no measurement while the
+    /// agent runs.
     fn append(&mut self) -> Result<usize, OutboxError> {
-        if self.out.is_empty() {
+        if self.out.is_empty() && self.held.is_empty() {
             return Ok(0);
         }
-        let events: Vec<_> = self.out.drain(..).map(Output::into_event).collect();
-        let n = self.outbox.append_at(events)?.len();
-        if let Some(notifier) = &self.notifier {
-            notifier.notify();
+        let mut events = std::mem::take(&mut self.held);
+        events.extend(self.out.drain(..).map(Output::into_event));
+        match self.outbox.append_at(events.clone()) {
+            Ok(seqs) => {
+                if let Some(notifier) = &self.notifier {
+                    notifier.notify();
+                }
+                Ok(seqs.len())
+            }
+            Err(e) if e.nothing_written() => {
+                if events.len() > HELD_MAX {
+                    let excess = events.len() - HELD_MAX;
+                    events.drain(..excess);
+                    self.given_up += excess as u64;
+                    tracing::warn!(
+                        given_up = self.given_up,
+                        "the outbox has refused events for long: the oldest held ones are given up"
+                    );
+                }
+                self.held = events;
+                Err(e)
+            }
+            Err(e) => Err(e),
         }
-        Ok(n)
     }
 }
 
@@ -112,6 +149,7 @@ mod tests {
                 max_bytes: 1 << 20,
                 summary_flush_ms: 1000,
                 cache_bytes: 1 << 20,
+                min_free_bytes: 0,
             };
             let (outbox, _) = Outbox::open(dir.path(), settings_out, at(0)).expect("open");
             let mut p = Pipeline::new(settings, outbox.clone(), at(0));

@@ -29,6 +29,7 @@ async fn main() -> anyhow::Result<()> {
         max_bytes: 4 << 30,
         summary_flush_ms: 1000,
         cache_bytes: 1 << 20,
+        min_free_bytes: 0,
     };
     let (outbox, _) = Outbox::open(&dir.path().join("agent"), settings, Timestamp::now())?;
     let filling = Instant::now();

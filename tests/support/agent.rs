@@ -48,6 +48,7 @@ pub fn open_outbox(dir: &Path) -> Outbox {
         max_bytes: 64 * 1024 * 1024,
         summary_flush_ms: 100,
         cache_bytes: 1024 * 1024,
+        min_free_bytes: 0,
     };
     Outbox::open(dir, settings, Timestamp::now())
         .expect("outbox opens")

@@ -382,6 +382,8 @@ struct Publisher {
     started: Instant,
     /// No publishing before this (after the client refused a request).
     paused_until: Option<Instant>,
+    /// The outbox's [`Outbox::generation`] the tracker was built for.
+    outbox_generation: u64,
 }
 
 impl Publisher {
@@ -398,6 +400,7 @@ impl Publisher {
         } = delivery;
         let head = outbox.next_seq().saturating_sub(1);
         let tracker = Tracker::new(tuning.tracker, outbox.acked_through(), head);
+        let outbox_generation = outbox.generation();
         Self {
             events_topic: topics.topic(&agent_id, TopicKind::Events),
             ack_topic: topics.topic(&agent_id, TopicKind::Ack),
@@ -411,6 +414,7 @@ impl Publisher {
             status,
             started,
             paused_until: None,
+            outbox_generation,
         }
     }
 
@@ -428,6 +432,25 @@ impl Publisher {
     }
 
     fn refresh_head(&mut self) {
+        let generation = self.outbox.generation();
+        if generation != self.outbox_generation {
+            // The outbox's database was opened again after a failed write:
+            // numbering may resume below what was counted (seqs that never
+            // reached the disk and were never sent). Start tracking afresh
+            // from the last ack, as after a restart.
+            self.outbox_generation = generation;
+            let connected = self.tracker.is_connected();
+            let head = self.outbox.next_seq().saturating_sub(1);
+            self.tracker = Tracker::new(
+                self.tracker.settings().clone(),
+                self.outbox.acked_through(),
+                head,
+            );
+            if connected {
+                self.tracker.connected(Self::now());
+            }
+            tracing::info!(head, "outbox reopened: delivery resumes from the last ack");
+        }
         let head = self.outbox.next_seq().saturating_sub(1);
         self.tracker.note_head(head, Self::now());
     }
@@ -741,6 +764,7 @@ mod tests {
             max_bytes: 1 << 20,
             summary_flush_ms: 100,
             cache_bytes: 1 << 20,
+            min_free_bytes: 0,
         };
         Outbox::open(dir, settings, jiff::Timestamp::now())
             .unwrap()

@@ -1,6 +1,7 @@
 //! The durable outbox: every event the agent accepts is written here, with
-//! its sequence number, *before* anything publishes it, and leaves only when
-//! a collector acknowledges it after its own commit.
+//! its sequence number, and made durable (fsync) *before* anything can
+//! publish it; it leaves only when a collector acknowledges it after its own
+//! commit.
 //!
 //! # On-disk layout
 //!
@@ -18,8 +19,14 @@
 //! # Invariants
 //!
 //! - A seq is assigned in the same sled transaction that stores the event and
-//!   advances `next_seq`: it is never given twice, even across crashes, and it
-//!   is always below the reserved high-water mark already on disk.
+//!   advances `next_seq`, and it is always below the reserved high-water mark
+//!   already on disk.
+//! - Every append is flushed (fsync) before it returns, whatever the event's
+//!   priority, and [`Outbox::pending`] hands out only events that are on
+//!   disk. So nothing that has left the machine can be lost by a crash, and a
+//!   seq that has left the machine is never given to another event. (A crash
+//!   between a commit and its flush can only lose events whose `append` had
+//!   not returned; their seqs were never published and are given again.)
 //! - Events are removed only by [`Outbox::ack_through`] or by the size cap;
 //!   every seq the cap removes is named in a `dropped` event.
 //! - A result file's fingerprint is recorded in the same transaction as its
@@ -27,41 +34,55 @@
 //!
 //! # What a crash can lose
 //!
-//! - High-priority events (transitions, result files, faults, dropped
-//!   notices) are flushed (fsync) before `append` returns: **nothing** once
-//!   `append` has returned.
-//! - Low-priority events (summaries, heartbeats) are flushed by sled's
-//!   background flusher every `outbox.summary_flush_ms` (default 1 s): at most
-//!   that window of summaries; any flush of a later high event also makes
-//!   them durable.
+//! - Nothing once `append` has returned Ok.
 //! - An acknowledgement not yet flushed: the events come back after restart
 //!   and are sent again; the collector ignores duplicates.
-//! - If sled reports corruption on open, the directory is moved aside
-//!   (`outbox.corrupt-<time>`), a fresh one is started, numbering continues
-//!   above the high-water mark, and a `fault` plus a `dropped` event naming
-//!   the possibly lost range are appended. The agent never crash-loops on it.
+//! - If sled reports corruption on open (and the disk is not full), the
+//!   directory is moved aside (`outbox.corrupt-<time>`), a fresh one is
+//!   started, numbering continues above the high-water mark, and a `fault`
+//!   plus a `dropped` event naming the possibly lost range are appended. The
+//!   agent never crash-loops on it.
+//!
+//! # A full disk
+//!
+//! Appends stop *before* the disk is full: when less than `min_free_bytes`
+//! would be left, [`Outbox::append`] refuses with [`OutboxError::DiskFull`]
+//! and writes nothing, so sled keeps room to delete acknowledged events and
+//! delivery goes on. If a write fails anyway (another program filled the
+//! disk), the database handle is closed — sled cannot go on after a failed
+//! write — and the outbox is [`OutboxError::Unavailable`] until it can be
+//! opened again, which it tries by itself once a second when space is back.
+//! Neither is ever taken for corruption. When appends work again, the first
+//! one carries a `fault` event saying how long the outbox refused events and
+//! how many.
 
+mod disk;
 mod seq_file;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
 use labhours_shared::wire::{Event, EventKind, SeqRange};
 use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
 
 use crate::results::Fingerprint;
+pub use disk::free_bytes;
+use disk::{LowSpace, SpaceGuard, is_disk_full, sled_disk_full};
 use seq_file::SeqFile;
 
 /// How much the cap frees at once, so a full outbox does not drop on every append.
 const CAP_LOW_WATER: f64 = 0.9;
+/// How often an unavailable outbox tries to open its database again.
+const REOPEN_EVERY: Duration = Duration::from_secs(1);
 
 /// Events kept first when the outbox must drop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Priority {
-    /// Summaries and heartbeats: flushed within `summary_flush_ms`, dropped first.
+    /// Summaries and heartbeats: dropped first when the cap is reached.
     Low = 0,
-    /// Transitions, result files, faults, dropped notices: flushed at once.
+    /// Transitions, result files, faults, dropped notices.
     High = 1,
 }
 
@@ -77,8 +98,12 @@ impl Priority {
 #[derive(Debug, Clone)]
 pub struct OutboxSettings {
     pub max_bytes: u64,
+    /// sled's background flush interval (acknowledgements and deletions;
+    /// appends are flushed at once).
     pub summary_flush_ms: u64,
     pub cache_bytes: u64,
+    /// Appends stop when less than this would stay free on the disk (0: never).
+    pub min_free_bytes: u64,
 }
 
 impl From<&crate::config::OutboxConfig> for OutboxSettings {
@@ -87,6 +112,7 @@ impl From<&crate::config::OutboxConfig> for OutboxSettings {
             max_bytes: c.max_bytes,
             summary_flush_ms: c.summary_flush_ms,
             cache_bytes: c.cache_bytes,
+            min_free_bytes: c.min_free_bytes,
         }
     }
 }
@@ -107,6 +133,34 @@ pub enum OutboxError {
     },
     #[error("outbox record {seq} is unreadable: {reason}")]
     Record { seq: u64, reason: String },
+    #[error(
+        "the disk holding {path} is full: {free_bytes} bytes free, the outbox keeps {min_free_bytes} free; new events are refused until space is freed"
+    )]
+    DiskFull {
+        path: PathBuf,
+        free_bytes: u64,
+        min_free_bytes: u64,
+    },
+    #[error(
+        "an outbox write in {path} failed ({reason}); the database is closed and reopens by itself"
+    )]
+    WriteFailed { path: PathBuf, reason: String },
+    #[error("the outbox in {path} is unavailable since {since} ({reason}); it reopens by itself")]
+    Unavailable {
+        path: PathBuf,
+        since: Timestamp,
+        reason: String,
+    },
+}
+
+impl OutboxError {
+    /// Nothing was written: the events may be offered again later.
+    pub fn nothing_written(&self) -> bool {
+        matches!(
+            self,
+            OutboxError::DiskFull { .. } | OutboxError::Unavailable { .. }
+        )
+    }
 }
 
 /// What `open` had to do to recover, if anything.
@@ -118,6 +172,19 @@ pub struct Recovery {
     pub lost: Option<SeqRange>,
 }
 
+/// The outbox's health, for heartbeats, logs and tests.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OutboxHealth {
+    /// Since when appends are refused (disk full or database closed).
+    pub refusing_since: Option<Timestamp>,
+    /// Why, when refusing.
+    pub reason: Option<String>,
+    /// Events refused since the outbox opened.
+    pub refused_total: u64,
+    /// Times the database was closed after a failed write and opened again.
+    pub reopens: u64,
+}
+
 /// A handle to the outbox; clones share it.
 #[derive(Debug, Clone)]
 pub struct Outbox {
@@ -126,30 +193,67 @@ pub struct Outbox {
 
 #[derive(Debug)]
 struct Inner {
-    db: sled::Db,
-    events: sled::Tree,
-    meta: sled::Tree,
-    files: sled::Tree,
+    data_dir: PathBuf,
     settings: OutboxSettings,
     /// Serialises appends (seq order = commit order) and guards the counters.
     state: Mutex<Counters>,
 }
 
+/// The open database's trees (cheap handles).
+#[derive(Debug, Clone)]
+struct Trees {
+    db: sled::Db,
+    events: sled::Tree,
+    meta: sled::Tree,
+    files: sled::Tree,
+}
+
 #[derive(Debug)]
 struct Counters {
+    /// `None` while the database is closed after a failed write.
+    trees: Option<Trees>,
     seq_file: SeqFile,
     next_seq: u64,
+    /// Every seq up to here is on disk: only these may be published.
+    durable_through: u64,
     /// Bytes of keys and values in `events`.
     bytes: u64,
     count: u64,
     acked_through: u64,
+    guard: SpaceGuard,
+    outage: Option<Outage>,
+    last_reopen_try: Option<Instant>,
+    health: OutboxHealth,
+}
+
+/// A period of refused appends, reported when appends work again.
+#[derive(Debug, Clone)]
+struct Outage {
+    since: Timestamp,
+    reason: String,
+    refused: u64,
+    /// Events whose write failed half-way: they may or may not be on disk.
+    uncertain: u64,
 }
 
 const NEXT_SEQ: &[u8] = b"next_seq";
 const ACKED_THROUGH: &[u8] = b"acked_through";
 
+/// The database as found on disk, ready to become the outbox's state.
+struct Loaded {
+    trees: Trees,
+    next_seq: u64,
+    acked_through: u64,
+    bytes: u64,
+    count: u64,
+    lost: Option<SeqRange>,
+    moved_to: Option<PathBuf>,
+}
+
 impl Outbox {
-    /// Opens (or creates) the outbox in `data_dir`, recovering from corruption.
+    /// Opens (or creates) the outbox in `data_dir`, recovering from
+    /// corruption. A full disk is [`OutboxError::DiskFull`], never corruption:
+    /// the caller waits for space and tries again.
     pub fn open(
         data_dir: &Path,
         settings: OutboxSettings,
@@ -159,96 +263,35 @@ impl Outbox {
             path: data_dir.to_owned(),
             source,
         })?;
-        let seq_file = SeqFile::open(&data_dir.join("outbox.seq"))?;
-        let db_dir = data_dir.join("outbox");
-        let (db, moved_to) = match open_db(&db_dir, &settings) {
-            Ok(db) => (db, None),
-            Err(e) if looks_corrupt(&e) => {
-                let moved_to = data_dir.join(format!("outbox.corrupt-{}", now.as_second()));
-                tracing::error!(error = %e, moved_to = %moved_to.display(), "outbox is corrupt; starting a fresh one");
-                std::fs::rename(&db_dir, &moved_to).map_err(|source| OutboxError::MoveAside {
-                    path: db_dir.clone(),
-                    source,
-                })?;
-                (open_db(&db_dir, &settings)?, Some(moved_to))
-            }
-            Err(e) => return Err(e.into()),
-        };
-        let (outbox, lost) = Self::from_db(db, seq_file, settings)?;
-        let mut notices = Vec::new();
-        if let Some(moved_to) = &moved_to {
-            notices.push(EventKind::Fault {
-                source: "outbox".into(),
-                message: format!(
-                    "the outbox database was corrupt and was moved to {}; a fresh one was started",
-                    moved_to.display()
-                ),
-            });
-        }
-        if let Some(lost) = lost {
-            notices.push(EventKind::Dropped {
-                ranges: vec![lost],
-                count: lost.last - lost.first + 1,
-                reason: "outbox database lost or corrupt: events in this range may be lost".into(),
-            });
-        }
-        outbox.append(now, notices)?;
-        let recovery =
-            (moved_to.is_some() || lost.is_some()).then_some(Recovery { moved_to, lost });
-        Ok((outbox, recovery))
-    }
-
-    /// Builds the handle; when the database is new but seqs were handed out
-    /// before (per the seq file), numbering continues above them and the range
-    /// that may be lost is returned.
-    fn from_db(
-        db: sled::Db,
-        mut seq_file: SeqFile,
-        settings: OutboxSettings,
-    ) -> Result<(Self, Option<SeqRange>), OutboxError> {
-        let events = db.open_tree("events")?;
-        let meta = db.open_tree("meta")?;
-        let files = db.open_tree("files")?;
-        let (next_seq, lost) = match read_u64(&meta, NEXT_SEQ)? {
-            Some(next) => (next, None),
-            None if seq_file.reserved() > 0 => {
-                let lost = SeqRange {
-                    first: seq_file.acked_floor() + 1,
-                    last: seq_file.reserved(),
-                };
-                (
-                    seq_file.reserved() + 1,
-                    (lost.first <= lost.last).then_some(lost),
-                )
-            }
-            None => (1, None),
-        };
-        meta.insert(NEXT_SEQ, &next_seq.to_be_bytes())?;
-        let acked_through = read_u64(&meta, ACKED_THROUGH)?.unwrap_or(seq_file.acked_floor());
-        seq_file.note_acked(acked_through);
-        let (mut bytes, mut count) = (0u64, 0u64);
-        for entry in events.iter() {
-            let (k, v) = entry?;
-            bytes += (k.len() + v.len()) as u64;
-            count += 1;
-        }
+        let mut seq_file = SeqFile::open(&data_dir.join("outbox.seq"))?;
+        let loaded = load(data_dir, &settings, &mut seq_file, now, LOCK_WAIT)?;
+        let recovery = (loaded.moved_to.is_some() || loaded.lost.is_some()).then(|| Recovery {
+            moved_to: loaded.moved_to.clone(),
+            lost: loaded.lost,
+        });
+        let notices = recovery_notices(&loaded);
         let outbox = Self {
             inner: Arc::new(Inner {
-                db,
-                events,
-                meta,
-                files,
-                settings,
+                data_dir: data_dir.to_owned(),
                 state: Mutex::new(Counters {
+                    trees: None,
                     seq_file,
-                    next_seq,
-                    bytes,
-                    count,
-                    acked_through,
+                    next_seq: 0,
+                    durable_through: 0,
+                    bytes: 0,
+                    count: 0,
+                    acked_through: 0,
+                    guard: SpaceGuard::new(settings.min_free_bytes),
+                    outage: None,
+                    last_reopen_try: None,
+                    health: OutboxHealth::default(),
                 }),
+                settings,
             }),
         };
-        Ok((outbox, lost))
+        outbox.lock().install(loaded);
+        outbox.append(now, notices)?;
+        Ok((outbox, recovery))
     }
 
     /// Appends events at instant `at` each (`(at, kind)` pairs via [`Outbox::append_at`]).
@@ -263,25 +306,197 @@ impl Outbox {
 
     fn append_inner(
         &self,
-        events: Vec<(Timestamp, EventKind)>,
+        mut events: Vec<(Timestamp, EventKind)>,
         file_mark: Option<(&str, Fingerprint)>,
     ) -> Result<Vec<u64>, OutboxError> {
         let Some(&(last_at, _)) = events.last() else {
             return Ok(Vec::new());
         };
-        let high = events
-            .iter()
-            .any(|(_, k)| Priority::of(k) == Priority::High);
         let mut state = self.lock();
-        let seqs = self.commit(&mut state, events, file_mark)?;
-        if state.bytes > self.inner.settings.max_bytes {
-            self.enforce_cap(&mut state, seqs.start, last_at)?;
+        let n = events.len() as u64;
+        // Rough size of what is about to be written (the guard's estimate).
+        let incoming = n * 256;
+        if let Err(e) = self.usable(&mut state, incoming) {
+            state.refuse(last_at, &e, n, 0);
+            return Err(e);
+        }
+        if let Some(outage) = state.outage.take() {
+            events.insert(0, (last_at, outage_notice(&outage, last_at)));
+        }
+        let seqs = match self.commit(&mut state, events, file_mark) {
+            Ok(seqs) => seqs,
+            Err(e) => return Err(self.failed(&mut state, e, last_at, n)),
+        };
+        if state.bytes > self.inner.settings.max_bytes
+            && let Err(e) = self.enforce_cap(&mut state, seqs.start, last_at)
+        {
+            return Err(self.failed(&mut state, e, last_at, n));
         }
         drop(state);
-        if high {
-            self.inner.db.flush()?;
+        self.flush_through(seqs.end - 1, last_at, n)?;
+        // Seqs of the caller's events (an outage notice may have come first).
+        Ok((seqs.end - n..seqs.end).collect())
+    }
+
+    /// Makes everything up to `head` durable; a failure closes the database.
+    fn flush_through(&self, head: u64, at: Timestamp, events: u64) -> Result<(), OutboxError> {
+        let db = {
+            let state = self.lock();
+            if state.durable_through >= head {
+                return Ok(());
+            }
+            match &state.trees {
+                Some(t) => t.db.clone(),
+                None => return Err(self.unavailable(&state)),
+            }
+        };
+        let flushed = db.flush();
+        drop(db);
+        let mut state = self.lock();
+        match flushed {
+            Ok(_) => {
+                state.durable_through = state.durable_through.max(head);
+                Ok(())
+            }
+            Err(e) => Err(self.failed(&mut state, e.into(), at, events)),
         }
-        Ok(seqs.collect())
+    }
+
+    /// Ok when the database is open (reopening it if it is time) and the
+    /// disk has room for `incoming` more bytes.
+    fn usable(&self, state: &mut Counters, incoming: u64) -> Result<(), OutboxError> {
+        let inner = &self.inner;
+        if state.trees.is_none() {
+            self.try_reopen(state)?;
+        }
+        state
+            .guard
+            .check(&inner.data_dir, incoming, Instant::now())
+            .map_err(
+                |LowSpace {
+                     free_bytes,
+                     min_free_bytes,
+                 }| OutboxError::DiskFull {
+                    path: inner.data_dir.clone(),
+                    free_bytes,
+                    min_free_bytes,
+                },
+            )
+    }
+
+    /// Opens the database again after a failed write, at most once a second
+    /// and only with the reserve free.
+    fn try_reopen(&self, state: &mut Counters) -> Result<(), OutboxError> {
+        let inner = &self.inner;
+        let now = Instant::now();
+        if state
+            .last_reopen_try
+            .is_some_and(|t| now.saturating_duration_since(t) < REOPEN_EVERY)
+        {
+            return Err(self.unavailable(state));
+        }
+        state.last_reopen_try = Some(now);
+        if let Err(LowSpace {
+            free_bytes,
+            min_free_bytes,
+        }) = state.guard.check(&inner.data_dir, 0, now)
+        {
+            return Err(OutboxError::DiskFull {
+                path: inner.data_dir.clone(),
+                free_bytes,
+                min_free_bytes,
+            });
+        }
+        let at = state
+            .outage
+            .as_ref()
+            .map_or_else(Timestamp::now, |o| o.since);
+        match load(
+            &inner.data_dir,
+            &inner.settings,
+            &mut state.seq_file,
+            at,
+            Duration::ZERO,
+        ) {
+            Ok(loaded) => {
+                tracing::warn!(
+                    next_seq = loaded.next_seq,
+                    backlog = loaded.count,
+                    "outbox database opened again"
+                );
+                let notices = recovery_notices(&loaded);
+                state.install(loaded);
+                state.health.reopens += 1;
+                if !notices.is_empty() {
+                    // A fresh database after a loss: say so first.
+                    self.commit(state, notices.into_iter().map(|k| (at, k)).collect(), None)?;
+                }
+                Ok(())
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "the outbox cannot be opened yet");
+                Err(self.unavailable(state))
+            }
+        }
+    }
+
+    fn unavailable(&self, state: &Counters) -> OutboxError {
+        let (since, reason) = state.outage.as_ref().map_or_else(
+            || (Timestamp::now(), "closed".to_owned()),
+            |o| (o.since, o.reason.clone()),
+        );
+        OutboxError::Unavailable {
+            path: self.inner.data_dir.clone(),
+            since,
+            reason,
+        }
+    }
+
+    /// A write failed. sled cannot go on after a failed write, so the
+    /// database is closed (to be opened again by [`Self::try_reopen`]); the
+    /// error becomes [`OutboxError::WriteFailed`] (the events may or may not
+    /// be on disk), or [`OutboxError::DiskFull`] when the sequence file could
+    /// not be written (nothing was stored).
+    fn failed(
+        &self,
+        state: &mut Counters,
+        e: OutboxError,
+        at: Timestamp,
+        events: u64,
+    ) -> OutboxError {
+        let free = free_bytes(&self.inner.data_dir).ok();
+        let out = match e {
+            OutboxError::Db(db) => {
+                if state.trees.take().is_some() {
+                    tracing::error!(
+                        error = %db,
+                        path = %self.inner.data_dir.display(),
+                        free_bytes = ?free,
+                        "an outbox write failed; the database is closed and will be opened again when possible"
+                    );
+                }
+                OutboxError::WriteFailed {
+                    path: self.inner.data_dir.clone(),
+                    reason: if sled_disk_full(&db) {
+                        format!("disk full ({} bytes free)", free.unwrap_or(0))
+                    } else {
+                        db.to_string()
+                    },
+                }
+            }
+            OutboxError::SeqFile { source, .. } if is_disk_full(&source) => OutboxError::DiskFull {
+                path: self.inner.data_dir.clone(),
+                free_bytes: free.unwrap_or(0),
+                min_free_bytes: self.inner.settings.min_free_bytes,
+            },
+            other => other,
+        };
+        if out.nothing_written() {
+            state.refuse(at, &out, events, 0);
+        } else {
+            state.refuse(at, &out, 0, events);
+        }
+        out
     }
 
     /// Stores events under the next seqs, advancing the counter in the same
@@ -292,7 +507,7 @@ impl Outbox {
         events: Vec<(Timestamp, EventKind)>,
         file_mark: Option<(&str, Fingerprint)>,
     ) -> Result<std::ops::Range<u64>, OutboxError> {
-        let inner = &self.inner;
+        let trees = state.trees.clone().ok_or_else(|| self.unavailable(state))?;
         let next = state.next_seq;
         let n = events.len() as u64;
         state.seq_file.reserve_through(next + n - 1)?;
@@ -301,7 +516,7 @@ impl Outbox {
             .zip(next..)
             .map(|((at, kind), seq)| (seq, encode_record(&Event { seq, at, kind })))
             .collect();
-        (&inner.events, &inner.meta, &inner.files)
+        (&trees.events, &trees.meta, &trees.files)
             .transaction(|(ev, meta, files)| {
                 for (seq, value) in &records {
                     ev.insert(&seq.to_be_bytes(), value.as_slice())?;
@@ -316,9 +531,11 @@ impl Outbox {
                 TransactionError::Storage(e) => OutboxError::Db(e),
                 TransactionError::Abort(()) => unreachable!("this transaction never aborts"),
             })?;
+        let written = records.iter().map(|(_, v)| 8 + v.len() as u64).sum::<u64>();
         state.next_seq = next + n;
-        state.bytes += records.iter().map(|(_, v)| 8 + v.len() as u64).sum::<u64>();
+        state.bytes += written;
         state.count += n;
+        state.guard.wrote(written);
         Ok(next..next + n)
     }
 
@@ -333,11 +550,12 @@ impl Outbox {
         at: Timestamp,
     ) -> Result<(), OutboxError> {
         let inner = &self.inner;
+        let trees = state.trees.clone().ok_or_else(|| self.unavailable(state))?;
         let target = (inner.settings.max_bytes as f64 * CAP_LOW_WATER) as u64;
         let mut dropped: Vec<u64> = Vec::new();
         for priority in [Priority::Low, Priority::High] {
             let mut batch = sled::Batch::default();
-            for entry in inner.events.range(..keep_from.to_be_bytes()) {
+            for entry in trees.events.range(..keep_from.to_be_bytes()) {
                 if state.bytes <= target {
                     break;
                 }
@@ -360,7 +578,7 @@ impl Outbox {
                 dropped.push(seq);
                 batch.remove(k);
             }
-            inner.events.apply_batch(batch)?;
+            trees.events.apply_batch(batch)?;
         }
         if dropped.is_empty() {
             return Ok(());
@@ -388,21 +606,34 @@ impl Outbox {
     /// Deletes every event with `seq <= through` (the collector has committed them).
     /// Returns how many were removed. Acks below the current one change nothing.
     pub fn ack_through(&self, through: u64) -> Result<u64, OutboxError> {
-        let inner = &self.inner;
         let mut state = self.lock();
         if through <= state.acked_through {
             return Ok(0);
         }
-        let mut batch = sled::Batch::default();
-        let (mut removed, mut freed) = (0u64, 0u64);
-        for entry in inner.events.range(..=through.to_be_bytes()) {
-            let (k, v) = entry?;
-            freed += (k.len() + v.len()) as u64;
-            removed += 1;
-            batch.remove(k);
+        if state.trees.is_none() {
+            self.try_reopen(&mut state)?;
         }
-        inner.events.apply_batch(batch)?;
-        inner.meta.insert(ACKED_THROUGH, &through.to_be_bytes())?;
+        let trees = state
+            .trees
+            .clone()
+            .ok_or_else(|| self.unavailable(&state))?;
+        let result = (|| -> Result<(u64, u64), OutboxError> {
+            let mut batch = sled::Batch::default();
+            let (mut removed, mut freed) = (0u64, 0u64);
+            for entry in trees.events.range(..=through.to_be_bytes()) {
+                let (k, v) = entry?;
+                freed += (k.len() + v.len()) as u64;
+                removed += 1;
+                batch.remove(k);
+            }
+            trees.events.apply_batch(batch)?;
+            trees.meta.insert(ACKED_THROUGH, &through.to_be_bytes())?;
+            Ok((removed, freed))
+        })();
+        let (removed, freed) = match result {
+            Ok(r) => r,
+            Err(e) => return Err(self.failed(&mut state, e, Timestamp::now(), 0)),
+        };
         state.bytes -= freed;
         state.count -= removed;
         state.acked_through = through;
@@ -412,16 +643,34 @@ impl Outbox {
 
     /// Up to `max_events` events with `seq > after`, in seq order, within about
     /// `max_bytes` of JSON (at least one event is returned if any is pending).
+    /// Only events already on disk are returned: what is published can never
+    /// be lost or renumbered by a crash.
     pub fn pending(
         &self,
         after: u64,
         max_events: usize,
         max_bytes: usize,
     ) -> Result<Vec<Event>, OutboxError> {
+        let head = self.next_seq().saturating_sub(1);
+        if head <= after {
+            return Ok(Vec::new());
+        }
+        self.flush_through(head, Timestamp::now(), 0)?;
+        let (trees, durable) = {
+            let mut state = self.lock();
+            if state.trees.is_none() {
+                self.try_reopen(&mut state)?;
+            }
+            let trees = state
+                .trees
+                .clone()
+                .ok_or_else(|| self.unavailable(&state))?;
+            (trees, state.durable_through)
+        };
         let start = after.saturating_add(1).to_be_bytes();
         let mut out = Vec::new();
         let mut bytes = 0usize;
-        for entry in self.inner.events.range(start..) {
+        for entry in trees.events.range(start..=durable.to_be_bytes()) {
             let (k, v) = entry?;
             if out.len() >= max_events || (!out.is_empty() && bytes + v.len() > max_bytes) {
                 break;
@@ -452,9 +701,31 @@ impl Outbox {
         self.lock().next_seq
     }
 
-    /// The instant of the oldest unacknowledged event.
+    /// Changes whenever the database was opened again after a failed
+    /// write (numbering may then resume below what was counted in memory:
+    /// seqs that never reached the disk, and so were never published).
+    pub fn generation(&self) -> u64 {
+        self.lock().health.reopens
+    }
+
+    /// Refused appends and reopenings.
+    pub fn health(&self) -> OutboxHealth {
+        let state = self.lock();
+        let mut health = state.health.clone();
+        if let Some(o) = &state.outage {
+            health.refusing_since = Some(o.since);
+            health.reason = Some(o.reason.clone());
+        }
+        health
+    }
+
+    /// The instant of the oldest unacknowledged event (none while the
+    /// database is closed).
     pub fn oldest_pending_at(&self) -> Result<Option<Timestamp>, OutboxError> {
-        match self.inner.events.first()? {
+        let Some(trees) = self.lock().trees.clone() else {
+            return Ok(None);
+        };
+        match trees.events.first()? {
             Some((k, v)) => Ok(Some(decode_record(u64_from(&k), &v)?.at)),
             None => Ok(None),
         }
@@ -462,19 +733,44 @@ impl Outbox {
 
     /// Makes everything appended so far durable now.
     pub fn flush(&self) -> Result<(), OutboxError> {
-        self.inner.db.flush()?;
-        Ok(())
+        let head = self.next_seq().saturating_sub(1);
+        let Some(trees) = self.lock().trees.clone() else {
+            return Ok(());
+        };
+        match trees.db.flush() {
+            Ok(_) => {
+                let mut state = self.lock();
+                state.durable_through = state.durable_through.max(head);
+                Ok(())
+            }
+            Err(e) => {
+                drop(trees);
+                let mut state = self.lock();
+                Err(self.failed(&mut state, e.into(), Timestamp::now(), 0))
+            }
+        }
     }
 
     /// Size of the database on disk (sled reclaims space lazily).
     pub fn size_on_disk(&self) -> Result<u64, OutboxError> {
-        Ok(self.inner.db.size_on_disk()?)
+        let state = self.lock();
+        let trees = state
+            .trees
+            .as_ref()
+            .ok_or_else(|| self.unavailable(&state))?;
+        Ok(trees.db.size_on_disk()?)
     }
 
     /// The fingerprint last reported for a result file.
     pub fn file_reported(&self, key: &str) -> Result<Option<Fingerprint>, OutboxError> {
-        Ok(self
-            .inner
+        let trees = {
+            let state = self.lock();
+            state
+                .trees
+                .clone()
+                .ok_or_else(|| self.unavailable(&state))?
+        };
+        Ok(trees
             .files
             .get(key.as_bytes())?
             .and_then(|v| fp_from_bytes(&v)))
@@ -495,6 +791,12 @@ impl Outbox {
         Ok(seqs[0])
     }
 
+    /// Changes the free-space reserve (tests make a disk "full" and free it).
+    #[cfg(test)]
+    pub(crate) fn set_min_free_bytes(&self, min_free_bytes: u64) {
+        self.lock().guard = SpaceGuard::new(min_free_bytes);
+    }
+
     fn lock(&self) -> MutexGuard<'_, Counters> {
         // A panic while holding the lock leaves counters that are still
         // consistent with sled (they are updated after each commit).
@@ -502,26 +804,195 @@ impl Outbox {
     }
 }
 
+impl Counters {
+    /// Takes over a freshly opened database.
+    fn install(&mut self, loaded: Loaded) {
+        self.next_seq = loaded.next_seq;
+        self.durable_through = loaded.next_seq.saturating_sub(1);
+        self.bytes = loaded.bytes;
+        self.count = loaded.count;
+        self.acked_through = loaded.acked_through;
+        self.seq_file.note_acked(loaded.acked_through);
+        self.trees = Some(loaded.trees);
+    }
+
+    /// Records refused (`refused`) or possibly lost (`uncertain`) events.
+    fn refuse(&mut self, at: Timestamp, e: &OutboxError, refused: u64, uncertain: u64) {
+        self.health.refused_total += refused + uncertain;
+        match &mut self.outage {
+            Some(o) => {
+                o.refused += refused;
+                o.uncertain += uncertain;
+            }
+            None => {
+                tracing::error!(error = %e, "the outbox refuses new events");
+                self.outage = Some(Outage {
+                    since: at,
+                    reason: match e {
+                        OutboxError::DiskFull { free_bytes, .. } => {
+                            format!("disk full ({free_bytes} bytes free)")
+                        }
+                        other => other.to_string(),
+                    },
+                    refused,
+                    uncertain,
+                });
+            }
+        }
+    }
+}
+
+/// The fault event that reports a period of refused appends.
+fn outage_notice(outage: &Outage, until: Timestamp) -> EventKind {
+    tracing::warn!(
+        since = %outage.since,
+        refused = outage.refused,
+        uncertain = outage.uncertain,
+        "the outbox accepts events again"
+    );
+    EventKind::Fault {
+        source: "outbox".into(),
+        message: format!(
+            "the outbox refused new events from {} to {until}: {}; {} events were refused{}",
+            outage.since,
+            outage.reason,
+            outage.refused,
+            if outage.uncertain > 0 {
+                format!(
+                    " and {} more may be lost (their write failed half-way)",
+                    outage.uncertain
+                )
+            } else {
+                String::new()
+            }
+        ),
+    }
+}
+
+/// The fault and dropped notices that tell the collector about a recovery.
+fn recovery_notices(loaded: &Loaded) -> Vec<EventKind> {
+    let mut notices = Vec::new();
+    if let Some(moved_to) = &loaded.moved_to {
+        notices.push(EventKind::Fault {
+            source: "outbox".into(),
+            message: format!(
+                "the outbox database was corrupt and was moved to {}; a fresh one was started",
+                moved_to.display()
+            ),
+        });
+    }
+    if let Some(lost) = loaded.lost {
+        notices.push(EventKind::Dropped {
+            ranges: vec![lost],
+            count: lost.last - lost.first + 1,
+            reason: "outbox database lost or corrupt: events in this range may be lost".into(),
+        });
+    }
+    notices
+}
+
+/// Opens the database in `data_dir/outbox`, moving a corrupt one aside —
+/// unless the disk is full, which is reported as such and never taken for
+/// corruption. When the database is new but seqs were handed out before (per
+/// the seq file), numbering continues above them and the range that may be
+/// lost is returned.
+fn load(
+    data_dir: &Path,
+    settings: &OutboxSettings,
+    seq_file: &mut SeqFile,
+    now: Timestamp,
+    lock_wait: Duration,
+) -> Result<Loaded, OutboxError> {
+    let db_dir = data_dir.join("outbox");
+    let disk_full = |free_bytes: u64| OutboxError::DiskFull {
+        path: data_dir.to_owned(),
+        free_bytes,
+        min_free_bytes: settings.min_free_bytes,
+    };
+    let free = || free_bytes(data_dir).unwrap_or(u64::MAX);
+    let (db, moved_to) = match open_db(&db_dir, settings, lock_wait) {
+        Ok(db) => (db, None),
+        Err(e) if sled_disk_full(&e) => return Err(disk_full(free())),
+        // A nearly full disk makes sled read half-written files: wait for space
+        // before judging the database.
+        Err(e) if looks_corrupt(&e) && free() < settings.min_free_bytes.max(1024 * 1024) => {
+            tracing::error!(error = %e, "the outbox cannot be read while its disk is full; waiting for space");
+            return Err(disk_full(free()));
+        }
+        Err(e) if looks_corrupt(&e) => {
+            let moved_to = data_dir.join(format!("outbox.corrupt-{}", now.as_second()));
+            tracing::error!(error = %e, moved_to = %moved_to.display(), "outbox is corrupt; starting a fresh one");
+            std::fs::rename(&db_dir, &moved_to).map_err(|source| OutboxError::MoveAside {
+                path: db_dir.clone(),
+                source,
+            })?;
+            (open_db(&db_dir, settings, lock_wait)?, Some(moved_to))
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let trees = Trees {
+        events: db.open_tree("events")?,
+        meta: db.open_tree("meta")?,
+        files: db.open_tree("files")?,
+        db,
+    };
+    let (next_seq, lost) = match read_u64(&trees.meta, NEXT_SEQ)? {
+        Some(next) => (next, None),
+        None if seq_file.reserved() > 0 => {
+            let lost = SeqRange {
+                first: seq_file.acked_floor() + 1,
+                last: seq_file.reserved(),
+            };
+            (
+                seq_file.reserved() + 1,
+                (lost.first <= lost.last).then_some(lost),
+            )
+        }
+        None => (1, None),
+    };
+    trees.meta.insert(NEXT_SEQ, &next_seq.to_be_bytes())?;
+    let acked_through = read_u64(&trees.meta, ACKED_THROUGH)?.unwrap_or(seq_file.acked_floor());
+    let (mut bytes, mut count) = (0u64, 0u64);
+    for entry in trees.events.iter() {
+        let (k, v) = entry?;
+        bytes += (k.len() + v.len()) as u64;
+        count += 1;
+    }
+    Ok(Loaded {
+        trees,
+        next_seq,
+        acked_through,
+        bytes,
+        count,
+        lost,
+        moved_to,
+    })
+}
+
 /// How long `open` waits for the database's file lock. sled releases it a
 /// moment after the last handle is dropped (its flusher thread lets go
 /// late), so a reopen in the same process can briefly find it taken; another
 /// process holding it is reported after this wait.
-const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+const LOCK_WAIT: Duration = Duration::from_secs(5);
 
-fn open_db(dir: &Path, settings: &OutboxSettings) -> Result<sled::Db, sled::Error> {
+fn open_db(
+    dir: &Path,
+    settings: &OutboxSettings,
+    lock_wait: Duration,
+) -> Result<sled::Db, sled::Error> {
     let config = sled::Config::new()
         .path(dir)
         .cache_capacity(settings.cache_bytes)
         .flush_every_ms(Some(settings.summary_flush_ms.max(1)))
         .mode(sled::Mode::LowSpace);
-    let started = std::time::Instant::now();
+    let started = Instant::now();
     loop {
         match config.open() {
             Err(sled::Error::Io(e))
                 if e.to_string().contains("could not acquire lock")
-                    && started.elapsed() < LOCK_WAIT =>
+                    && started.elapsed() < lock_wait =>
             {
-                std::thread::sleep(std::time::Duration::from_millis(20));
+                std::thread::sleep(Duration::from_millis(20));
             }
             Err(sled::Error::Io(e)) if e.to_string().contains("could not acquire lock") => {
                 return Err(sled::Error::Io(std::io::Error::new(

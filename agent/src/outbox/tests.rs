@@ -16,6 +16,7 @@ fn settings(max_bytes: u64) -> OutboxSettings {
         max_bytes,
         summary_flush_ms: 1000,
         cache_bytes: 1024 * 1024,
+        min_free_bytes: 0,
     }
 }
 
@@ -461,4 +462,65 @@ proptest! {
             }
         }
     }
+}
+
+#[test]
+fn with_less_free_space_than_the_reserve_appends_are_refused_and_nothing_is_written() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let free = free_bytes(dir.path()).expect("free space");
+    let mut s = settings(1 << 30);
+    s.min_free_bytes = free.saturating_mul(2).max(1);
+    let (outbox, _) = Outbox::open(dir.path(), s, at(0)).expect("opens on a full disk");
+    let err = outbox.append(at(1), vec![transition("x")]).unwrap_err();
+    assert!(matches!(err, OutboxError::DiskFull { .. }), "{err}");
+    assert!(err.nothing_written());
+    assert!(err.to_string().contains("is full"), "{err}");
+    assert_eq!((outbox.next_seq(), outbox.backlog()), (1, 0));
+    let health = outbox.health();
+    assert_eq!(health.refused_total, 1);
+    assert_eq!(health.refusing_since, Some(at(1)));
+    assert!(health.reason.expect("a reason").contains("disk full"));
+    // Nothing of it reached the disk either.
+    drop(outbox);
+    assert!(pending_seqs(&open(dir.path(), 1 << 30)).is_empty());
+}
+
+#[test]
+fn a_pipeline_holds_what_a_full_disk_refused_and_appends_it_once_there_is_room() {
+    use crate::pipeline::Pipeline;
+    use labhours_shared::state::{EngineSettings, Reading, StateRules};
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let free = free_bytes(dir.path()).expect("free space");
+    let mut s = settings(1 << 30);
+    s.min_free_bytes = free.saturating_mul(2).max(1);
+    let (outbox, _) = Outbox::open(dir.path(), s, at(0)).expect("opens");
+    let engine = EngineSettings::new(&StateRules::with_thresholds(10.0, 100.0), 1000);
+    let mut pipeline = Pipeline::new(engine, outbox.clone(), at(0));
+    for i in 0..200 {
+        let _ = pipeline.push(Reading::power(at(i), Some(5000.0)));
+    }
+    let held = pipeline.held();
+    assert!(held > 0, "the engine produced events the disk refused");
+    assert_eq!(outbox.next_seq(), 1);
+    // Space comes back.
+    outbox.set_min_free_bytes(0);
+    pipeline
+        .push(Reading::power(at(200), Some(5000.0)))
+        .expect("room again");
+    assert_eq!(pipeline.held(), 0);
+    let events = outbox.pending(0, usize::MAX, usize::MAX).expect("readable");
+    assert!(events.len() > held, "the notice, then what was held");
+    match &events[0].kind {
+        EventKind::Fault { source, message } => {
+            assert_eq!(source, "outbox");
+            assert!(message.contains("disk full"), "{message}");
+        }
+        other => panic!("the outage notice comes first, got {other:?}"),
+    }
+    let times: Vec<Timestamp> = events[1..].iter().map(|e| e.at).collect();
+    assert!(
+        times.is_sorted(),
+        "held events keep their order and instants"
+    );
 }

@@ -259,6 +259,7 @@ mod tests {
             max_bytes: 1 << 20,
             summary_flush_ms: 1000,
             cache_bytes: 1 << 20,
+            min_free_bytes: 0,
         };
         let (outbox, _) = Outbox::open(dir.path(), settings, Timestamp::UNIX_EPOCH).expect("open");
         (dir, Events::new(outbox, Arc::new(SystemClock)))
