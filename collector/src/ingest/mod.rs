@@ -92,6 +92,7 @@ pub struct IngestStats {
     commit_failures: AtomicU64,
     acks: AtomicU64,
     floor_raises: AtomicU64,
+    implausible_floors: AtomicU64,
 }
 
 /// A copy of the counters.
@@ -116,6 +117,8 @@ pub struct IngestCounts {
     pub acks: u64,
     /// Floor raises: an agent's `acked_through` went past a hole (see `store::gaps`).
     pub floor_raises: u64,
+    /// Envelopes quarantined for claiming a floor above anything received.
+    pub implausible_floors: u64,
 }
 
 impl IngestStats {
@@ -132,6 +135,7 @@ impl IngestStats {
             commit_failures: get(&self.commit_failures),
             acks: get(&self.acks),
             floor_raises: get(&self.floor_raises),
+            implausible_floors: get(&self.implausible_floors),
         }
     }
 }
@@ -179,11 +183,8 @@ pub fn classify(topics: &Topics, max_payload_bytes: usize, msg: &Inbound) -> Cla
                 "agent_id {:?} in the envelope differs from {topic_agent:?} in the topic",
                 env.agent_id
             )),
-            Ok(env) => match unstorable_seq(&env) {
-                Some(field) => quarantine(format!(
-                    "{field} is above {}, the largest seq the store can hold",
-                    i64::MAX
-                )),
+            Ok(env) => match unstorable_seq(&env).or_else(|| inconsistent_seqs(&env)) {
+                Some(reason) => quarantine(reason),
                 None => Classified::Envelope(Received {
                     received_at: msg.received_at,
                     message: env,
@@ -209,17 +210,53 @@ pub fn classify(topics: &Topics, max_payload_bytes: usize, msg: &Inbound) -> Cla
 /// SQLite integers are signed: names the first seq that does not fit.
 fn unstorable_seq(env: &Envelope) -> Option<String> {
     const MAX: u64 = i64::MAX as u64;
+    let too_big = |field: String| {
+        Some(format!(
+            "{field} is above {MAX}, the largest seq the store can hold"
+        ))
+    };
     if env.acked_through > MAX {
-        return Some("acked_through".into());
+        return too_big("acked_through".into());
     }
     for (i, event) in env.events.iter().enumerate() {
         if event.seq > MAX {
-            return Some(format!("events[{i}].seq"));
+            return too_big(format!("events[{i}].seq"));
         }
         if let EventKind::Dropped { ranges, .. } = &event.kind
             && ranges.iter().any(|r| r.last > MAX)
         {
-            return Some(format!("events[{i}].ranges"));
+            return too_big(format!("events[{i}].ranges"));
+        }
+    }
+    None
+}
+
+/// What no real agent sends, whoever published it: an envelope without
+/// events, an event at or below the envelope's own `acked_through` (the
+/// agent sends only what is not yet acknowledged), or a `dropped` notice
+/// naming seqs at or above its own (a notice is written after what it
+/// names). Accepting such claims would let anyone who can publish close
+/// another agent's seqs or raise its floor, and stall its acks.
+fn inconsistent_seqs(env: &Envelope) -> Option<String> {
+    if env.events.is_empty() {
+        return Some("an envelope with no events".into());
+    }
+    for (i, event) in env.events.iter().enumerate() {
+        if event.seq <= env.acked_through {
+            return Some(format!(
+                "events[{i}].seq {} is not above the envelope's acked_through {}",
+                event.seq, env.acked_through
+            ));
+        }
+        if let EventKind::Dropped { ranges, .. } = &event.kind
+            && let Some(r) = ranges
+                .iter()
+                .find(|r| r.first == 0 || r.first > r.last || r.last >= event.seq)
+        {
+            return Some(format!(
+                "events[{i}] (seq {}) names dropped seqs {}..={} that are not all below its own seq",
+                event.seq, r.first, r.last
+            ));
         }
     }
     None
@@ -282,6 +319,8 @@ pub fn ingest_loop(
                 add(&stats.duplicates, outcome.duplicates);
                 add(&stats.id_conflicts, outcome.conflicts);
                 add(&stats.floor_raises, outcome.floor_raises);
+                add(&stats.implausible_floors, outcome.implausible_floors);
+                add(&stats.quarantined, outcome.implausible_floors);
                 for (agent_id, committed_through) in outcome.acks {
                     let topic = topics.topic(&agent_id, TopicKind::Ack);
                     let payload = Ack {
@@ -377,6 +416,48 @@ mod tests {
         let msg = inbound("labhours/v1/a1/events", envelope("a1", u64::MAX).encode());
         let r = reason(classify(&topics, LIMIT, &msg));
         assert!(r.starts_with("events[0].seq"), "{r}");
+    }
+
+    #[test]
+    fn a_dropped_notice_naming_seqs_at_or_beyond_its_own_is_quarantined() {
+        let topics = Topics::default();
+        let mut env = envelope("a1", 5);
+        env.events[0].kind = EventKind::Dropped {
+            ranges: vec![labhours_shared::wire::SeqRange {
+                first: 3,
+                last: 1 << 62,
+            }],
+            count: 1,
+            reason: "forged".into(),
+        };
+        let msg = inbound("labhours/v1/a1/events", env.encode());
+        let r = reason(classify(&topics, LIMIT, &msg));
+        assert!(r.contains("not all below its own seq"), "{r}");
+        // The same notice naming what came before it is fine.
+        if let EventKind::Dropped { ranges, .. } = &mut env.events[0].kind {
+            ranges[0].last = 4;
+        }
+        let msg = inbound("labhours/v1/a1/events", env.encode());
+        assert!(matches!(
+            classify(&topics, LIMIT, &msg),
+            Classified::Envelope(_)
+        ));
+    }
+
+    #[test]
+    fn an_acked_through_at_or_above_the_envelopes_events_is_quarantined() {
+        let topics = Topics::default();
+        let mut env = envelope("a1", 7);
+        env.acked_through = 1_000_000;
+        let msg = inbound("labhours/v1/a1/events", env.encode());
+        let r = reason(classify(&topics, LIMIT, &msg));
+        assert!(r.contains("acked_through 1000000"), "{r}");
+        env.events.clear();
+        let msg = inbound("labhours/v1/a1/events", env.encode());
+        assert!(matches!(
+            classify(&topics, LIMIT, &msg),
+            Classified::Quarantine(_)
+        ));
     }
 
     #[test]

@@ -48,6 +48,16 @@ impl SeqTracker {
         self.committed_through
     }
 
+    /// The highest closed seq (stored, or named by a stored `dropped` notice).
+    pub fn highest_closed(&self) -> u64 {
+        self.ahead
+            .values()
+            .next_back()
+            .copied()
+            .unwrap_or(0)
+            .max(self.committed_through)
+    }
+
     /// Closed ranges above the committed prefix (the holes lie between them).
     pub fn ahead(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
         self.ahead.iter().map(|(&first, &last)| (first, last))

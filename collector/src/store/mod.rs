@@ -146,6 +146,9 @@ pub struct CommitOutcome {
     pub conflicts: u64,
     /// Times an agent's `acked_through` raised the floor past a hole.
     pub floor_raises: u64,
+    /// Envelopes quarantined because their `acked_through` claimed a floor
+    /// above anything this collector received from the agent.
+    pub implausible_floors: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -319,6 +322,8 @@ impl Store {
         // Working copies of the touched agents, applied after the commit.
         let mut touched: HashMap<&str, AgentState> = HashMap::new();
         let mut order: Vec<&str> = Vec::new();
+        // Agents with an accepted envelope in this batch.
+        let mut seen_in_batch: std::collections::HashSet<&str> = Default::default();
         let tx = self.conn.transaction()?;
         let mut deriver = derived::Deriver::default();
         {
@@ -370,7 +375,42 @@ impl Store {
                     order.push(agent_id);
                     touched.insert(agent_id, state);
                 }
+                let known = self.agents.contains_key(agent_id) || seen_in_batch.contains(agent_id);
                 let state = touched.get_mut(agent_id).expect("inserted above");
+                // A floor above anything received from a known agent is what a
+                // forged envelope would claim to stall the real agent's acks.
+                // A real agent shows it only after this collector lost data
+                // (a restored backup), and then its drain starts right above
+                // the floor: that shape is accepted, anything else is kept
+                // in quarantine with its reason.
+                let highest = state.tracker.highest_closed();
+                if known
+                    && env.acked_through > highest
+                    && env.events.first().map(|e| e.seq) != Some(env.acked_through + 1)
+                {
+                    let reason = format!(
+                        "acked_through {} is above anything received from {agent_id} \
+                         (highest seq {highest}) and the envelope does not continue from it",
+                        env.acked_through
+                    );
+                    tracing::error!(
+                        agent_id,
+                        acked_through = env.acked_through,
+                        highest,
+                        "implausible envelope quarantined"
+                    );
+                    let payload = env.encode();
+                    quarantine.execute(params![
+                        ms(received.received_at),
+                        format!("{agent_id}: envelope"),
+                        reason,
+                        &payload[..payload.len().min(crate::store::QUARANTINE_KEEP_BYTES)],
+                        payload.len() as i64,
+                    ])?;
+                    outcome.implausible_floors += 1;
+                    continue;
+                }
+                seen_in_batch.insert(agent_id);
                 if let Some((first, last)) = state.tracker.raise_floor(env.acked_through) {
                     tracing::warn!(
                         agent_id,
@@ -512,10 +552,14 @@ impl Store {
             let state = touched
                 .remove(agent_id)
                 .expect("every touched agent has state");
-            outcome
-                .acks
-                .push((agent_id.to_owned(), state.tracker.committed_through()));
-            self.agents.insert(agent_id.to_owned(), state);
+            // Acks go only to agents with an accepted envelope: a quarantined
+            // one is not acknowledged, and changes nothing.
+            if seen_in_batch.contains(agent_id) {
+                outcome
+                    .acks
+                    .push((agent_id.to_owned(), state.tracker.committed_through()));
+                self.agents.insert(agent_id.to_owned(), state);
+            }
         }
         Ok(outcome)
     }

@@ -249,3 +249,44 @@ fn quarantine_keeps_the_first_64_kib_and_the_original_length() {
         .expect("row");
     assert_eq!((kept, len), (65_536, 200_000));
 }
+
+#[test]
+fn a_floor_above_anything_received_is_quarantined_unless_the_envelope_continues_from_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut store = Store::open(dir.path(), Durability::Full).expect("open");
+    store
+        .commit(&batch(vec![envelope("a1", 0, seqs(1..=3))]))
+        .expect("commit");
+    let out = store
+        .commit(&batch(vec![envelope(
+            "a1",
+            1_000_000,
+            seqs(1_000_005..=1_000_006),
+        )]))
+        .expect("commit");
+    assert_eq!(out.implausible_floors, 1);
+    assert!(
+        out.acks.is_empty(),
+        "nothing acknowledged that was not stored"
+    );
+    assert_eq!(
+        store.committed_through("a1"),
+        Some(3),
+        "the floor did not move"
+    );
+    let reason: String = store
+        .conn
+        .query_row("SELECT reason FROM quarantine", [], |r| r.get(0))
+        .expect("quarantined");
+    assert!(
+        reason.contains("acked_through 1000000 is above anything received"),
+        "{reason}"
+    );
+    // The shape of a real agent after this collector lost data (a restored
+    // backup): its drain starts right above the floor it was acknowledged.
+    let out = store
+        .commit(&batch(vec![envelope("a1", 500, seqs(501..=502))]))
+        .expect("commit");
+    assert_eq!(out.acks, vec![("a1".to_owned(), 502)]);
+    assert_eq!(out.floor_raises, 1);
+}
