@@ -171,7 +171,9 @@ impl Command {
             }
             Command::Run(arg) => {
                 let config = arg.load()?;
-                config.log.init();
+                config
+                    .log
+                    .init_with(Some(Box::new(crate::broker::OversizedWatch::layer())));
                 let runtime = tokio::runtime::Builder::new_multi_thread()
                     .enable_all()
                     .build()

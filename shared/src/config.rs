@@ -137,7 +137,22 @@ impl Default for LogConfig {
 impl LogConfig {
     /// Installs the global `tracing` subscriber (once per process; later calls do nothing).
     pub fn init(&self) {
+        self.init_with(None);
+    }
+
+    /// [`Self::init`] plus `watch`, a layer that sees events whatever the
+    /// level filter says (it brings its own filter), e.g. to count what a
+    /// library logs below the configured level.
+    pub fn init_with(
+        &self,
+        watch: Option<
+            Box<dyn tracing_subscriber::Layer<tracing_subscriber::Registry> + Send + Sync>,
+        >,
+    ) {
         use tracing_subscriber::EnvFilter;
+        use tracing_subscriber::Layer as _;
+        use tracing_subscriber::layer::SubscriberExt as _;
+        use tracing_subscriber::util::SubscriberInitExt as _;
         // The embedded broker logs every connection at info and ordinary
         // disconnects as errors: silent unless the level names it
         // (e.g. `level = "info,rumqttd=info"`).
@@ -149,13 +164,15 @@ impl LogConfig {
         let filter = EnvFilter::try_from_default_env()
             .or_else(|_| EnvFilter::try_new(&level))
             .unwrap_or_else(|_| EnvFilter::new("info"));
-        let builder = tracing_subscriber::fmt()
-            .with_env_filter(filter)
-            .with_writer(std::io::stderr);
-        let _already_set = match self.format {
-            LogFormat::Text => builder.try_init(),
-            LogFormat::Json => builder.json().try_init(),
+        let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+        let fmt = match self.format {
+            LogFormat::Text => fmt.boxed(),
+            LogFormat::Json => fmt.json().boxed(),
         };
+        let _already_set = tracing_subscriber::registry()
+            .with(watch)
+            .with(fmt.with_filter(filter))
+            .try_init();
     }
 
     pub fn validate(&self) -> Vec<ConfigError> {

@@ -74,6 +74,11 @@ use seq_file::SeqFile;
 
 /// How much the cap frees at once, so a full outbox does not drop on every append.
 const CAP_LOW_WATER: f64 = 0.9;
+/// Seq ranges named by one `dropped` notice at most (about 40 bytes each).
+const MAX_RANGES_PER_NOTICE: usize = 1000;
+/// Longest text kept in a fault message or transition reason: events stay
+/// small whatever an error or a status line says.
+const MAX_TEXT_BYTES: usize = 4096;
 /// How often an unavailable outbox tries to open its database again.
 const REOPEN_EVERY: Duration = Duration::from_secs(1);
 
@@ -514,7 +519,10 @@ impl Outbox {
         let records: Vec<(u64, Vec<u8>)> = events
             .into_iter()
             .zip(next..)
-            .map(|((at, kind), seq)| (seq, encode_record(&Event { seq, at, kind })))
+            .map(|((at, kind), seq)| {
+                let kind = bounded(kind);
+                (seq, encode_record(&Event { seq, at, kind }))
+            })
             .collect();
         (&trees.events, &trees.meta, &trees.files)
             .transaction(|(ev, meta, files)| {
@@ -591,15 +599,23 @@ impl Outbox {
             max_bytes = inner.settings.max_bytes,
             "outbox full: dropped events"
         );
-        let notice = EventKind::Dropped {
-            ranges: ranges_of(&dropped),
-            count,
-            reason: format!(
-                "outbox reached its cap of {} bytes",
-                inner.settings.max_bytes
-            ),
-        };
-        self.commit(state, vec![(at, notice)], None)?;
+        // Scattered drops make many ranges: several notices keep each event
+        // (and so every envelope) far below what a broker or collector takes.
+        let notices = ranges_of(&dropped)
+            .chunks(MAX_RANGES_PER_NOTICE)
+            .map(|ranges| {
+                let kind = EventKind::Dropped {
+                    count: ranges.iter().map(|r| r.last - r.first + 1).sum(),
+                    ranges: ranges.to_vec(),
+                    reason: format!(
+                        "outbox reached its cap of {} bytes",
+                        inner.settings.max_bytes
+                    ),
+                };
+                (at, kind)
+            })
+            .collect();
+        self.commit(state, notices, None)?;
         Ok(())
     }
 
@@ -1021,6 +1037,29 @@ fn looks_corrupt(e: &sled::Error) -> bool {
             matches!(io.kind(), ErrorKind::InvalidData | ErrorKind::UnexpectedEof)
         }
     }
+}
+
+/// Cuts long free text (an error message, a status line) at [`MAX_TEXT_BYTES`].
+fn bounded(mut kind: EventKind) -> EventKind {
+    let cut = |text: &mut String| {
+        if text.len() > MAX_TEXT_BYTES {
+            let mut end = MAX_TEXT_BYTES;
+            while !text.is_char_boundary(end) {
+                end -= 1;
+            }
+            text.truncate(end);
+            text.push_str(" …");
+        }
+    };
+    match &mut kind {
+        EventKind::Fault { source, message } => {
+            cut(source);
+            cut(message);
+        }
+        EventKind::Transition { reason, .. } | EventKind::Dropped { reason, .. } => cut(reason),
+        _ => {}
+    }
+    kind
 }
 
 fn encode_record(event: &Event) -> Vec<u8> {

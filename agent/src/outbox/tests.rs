@@ -524,3 +524,28 @@ fn a_pipeline_holds_what_a_full_disk_refused_and_appends_it_once_there_is_room()
         "held events keep their order and instants"
     );
 }
+
+#[test]
+fn long_fault_messages_are_cut_so_every_event_stays_small() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let outbox = open(dir.path(), 1 << 30);
+    let long = "é".repeat(100_000);
+    outbox
+        .append(
+            at(1),
+            vec![EventKind::Fault {
+                source: "meter".into(),
+                message: long,
+            }],
+        )
+        .expect("append");
+    let events = outbox.pending(0, usize::MAX, usize::MAX).expect("readable");
+    let EventKind::Fault { message, .. } = &events[0].kind else {
+        panic!("a fault");
+    };
+    assert!(
+        message.len() <= MAX_TEXT_BYTES + 4 && message.ends_with(" …"),
+        "{}",
+        message.len()
+    );
+}

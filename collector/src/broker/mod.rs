@@ -12,6 +12,10 @@
 //! `labhours-collector run` exits after shutdown, so that only matters to
 //! tests that start several collectors in one process.
 
+mod oversized;
+
+pub use oversized::{OversizedWatch, refused_payloads};
+
 use std::collections::HashMap;
 use std::net::{SocketAddr, TcpListener};
 
