@@ -18,34 +18,24 @@
 //! replays a schedule.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::sync::Arc;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use labhours_agent::clock::SystemClock;
-use labhours_agent::config::{AgentConfig, MeterModel};
-use labhours_agent::delivery::Delivery;
-use labhours_agent::outbox::{Outbox, OutboxSettings};
+use labhours_agent::config::MeterModel;
 use labhours_collector::app;
 use labhours_collector::config::CollectorConfig;
 use labhours_collector::ingest::IngestOptions;
 use labhours_tests::agent::PREFIX;
+use labhours_tests::live_agent::{self, wait_for};
 use labhours_tests::modbus_sim::{Sim, SimUnit, TcpSim};
 
 const AGENT: &str = "kill-agent";
-const CHILD_CONFIG: &str = "LABHOURS_KILL_CHILD_CONFIG";
 
 /// The child: the real agent until it is killed.
 #[test]
 #[ignore = "child process of a_live_agent_killed_at_random_loses_and_reuses_nothing"]
 fn kill_child() {
-    let path = std::env::var(CHILD_CONFIG).expect("run by the kill test");
-    let config = AgentConfig::load(Path::new(&path)).expect("config");
-    let runtime = tokio::runtime::Runtime::new().expect("runtime");
-    runtime
-        .block_on(labhours_agent::run(config, std::future::pending()))
-        .expect("the agent runs until killed");
+    live_agent::run_child();
 }
 
 /// Deterministic noise for the schedule (xorshift64).
@@ -143,18 +133,10 @@ async fn a_live_agent_killed_at_random_loses_and_reuses_nothing() {
     )
     .expect("agent config");
 
-    let exe = std::env::current_exe().expect("test binary");
     let mut files_written = BTreeSet::new();
     let mut file_no = 0u32;
     for cycle in 0..cycles {
-        let mut child = Command::new(&exe)
-            .args(["kill_child", "--exact", "--ignored", "--nocapture"])
-            .env(CHILD_CONFIG, &config_path)
-            .env_remove("RUST_LOG")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("agent starts");
+        let mut child = live_agent::spawn("kill_child", &config_path);
         let run_for = Duration::from_millis(200 + rng.below(1300));
         let until = Instant::now() + run_for;
         // Mixed traffic while it runs: power flips (transitions), a result file now and then.
@@ -179,13 +161,7 @@ async fn a_live_agent_killed_at_random_loses_and_reuses_nothing() {
 
     // One last clean run so that the files written after the last kill are
     // reported, then the outbox is drained by the same delivery code.
-    let mut child = Command::new(&exe)
-        .args(["kill_child", "--exact", "--ignored", "--nocapture"])
-        .env(CHILD_CONFIG, &config_path)
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("agent starts");
+    let mut child = live_agent::spawn("kill_child", &config_path);
     let outbox_dir = dir.path().join("agent");
     wait_for(
         Duration::from_secs(30),
@@ -195,23 +171,8 @@ async fn a_live_agent_killed_at_random_loses_and_reuses_nothing() {
     .await;
     child.kill().expect("SIGKILL");
     child.wait().expect("reaped");
-    let next_seq = drain(&outbox_dir, mqtt_port).await;
-
-    let conn = labhours_collector::store::open_read_only(&data_dir).expect("database");
-    let conflicts: i64 = conn
-        .query_row(
-            "SELECT count(*) FROM quarantine WHERE reason LIKE 'agent_id conflict%'",
-            [],
-            |r| r.get(0),
-        )
-        .expect("query");
-    let stored: Vec<u64> = conn
-        .prepare("SELECT seq FROM events WHERE agent_id = ?1 ORDER BY seq")
-        .expect("query")
-        .query_map([AGENT], |r| r.get::<_, i64>(0))
-        .expect("rows")
-        .map(|r| r.expect("seq") as u64)
-        .collect();
+    let next_seq = live_agent::drain(&outbox_dir, AGENT, "kill-nmr", mqtt_port).await;
+    let (stored, conflicts) = live_agent::stored(&data_dir, AGENT);
     let expected: Vec<u64> = (1..next_seq).collect();
     let missing: Vec<u64> = expected
         .iter()
@@ -248,65 +209,11 @@ async fn a_live_agent_killed_at_random_loses_and_reuses_nothing() {
 
 /// Result files the collector stored, by path, with how often each came.
 fn result_files(data_dir: &Path) -> BTreeMap<String, u32> {
-    let Ok(conn) = labhours_collector::store::open_read_only(data_dir) else {
-        return BTreeMap::new();
-    };
     let mut out = BTreeMap::new();
-    let Ok(mut stmt) =
-        conn.prepare("SELECT payload FROM events WHERE agent_id = ?1 AND type = 'result_file'")
-    else {
-        return out;
-    };
-    let rows: Vec<String> = stmt
-        .query_map([AGENT], |r| r.get(0))
-        .map(|rows| rows.filter_map(Result::ok).collect())
-        .unwrap_or_default();
-    for payload in rows {
-        let value: serde_json::Value = serde_json::from_str(&payload).expect("stored JSON");
+    for value in live_agent::payloads(data_dir, AGENT, "result_file") {
         if let Some(path) = value["path"].as_str() {
             *out.entry(path.to_owned()).or_insert(0) += 1;
         }
     }
     out
-}
-
-/// Delivers what is left in the outbox; returns its next seq.
-async fn drain(outbox_dir: &PathBuf, mqtt_port: u16) -> u64 {
-    let settings = OutboxSettings {
-        max_bytes: 256 * 1024 * 1024,
-        summary_flush_ms: 1000,
-        cache_bytes: 1024 * 1024,
-        min_free_bytes: 0,
-    };
-    let (outbox, _) =
-        Outbox::open(outbox_dir, settings, jiff::Timestamp::now()).expect("outbox after kills");
-    let mut mqtt = labhours_tests::agent::mqtt_config(mqtt_port);
-    mqtt.heartbeat_interval_s = 3600;
-    let delivery = Delivery::new(
-        &mqtt,
-        AGENT,
-        "kill-nmr",
-        outbox.clone(),
-        Arc::new(SystemClock),
-    )
-    .expect("delivery");
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(delivery.run(async {
-        let _ = stopped.await;
-    }));
-    wait_for(Duration::from_secs(60), "the outbox drained", || {
-        outbox.backlog() == 0
-    })
-    .await;
-    let _ = stop.send(());
-    task.await.expect("delivery stops");
-    outbox.next_seq()
-}
-
-async fn wait_for(limit: Duration, what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }

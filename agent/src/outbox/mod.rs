@@ -225,6 +225,8 @@ struct Counters {
     bytes: u64,
     count: u64,
     acked_through: u64,
+    /// An ack whose deletions wait for disk space.
+    deferred_ack: u64,
     guard: SpaceGuard,
     outage: Option<Outage>,
     last_reopen_try: Option<Instant>,
@@ -286,6 +288,7 @@ impl Outbox {
                     bytes: 0,
                     count: 0,
                     acked_through: 0,
+                    deferred_ack: 0,
                     guard: SpaceGuard::new(settings.min_free_bytes),
                     outage: None,
                     last_reopen_try: None,
@@ -324,6 +327,10 @@ impl Outbox {
         if let Err(e) = self.usable(&mut state, incoming) {
             state.refuse(last_at, &e, n, 0);
             return Err(e);
+        }
+        if state.deferred_ack > state.acked_through {
+            let through = state.deferred_ack;
+            self.apply_ack(&mut state, through)?;
         }
         if let Some(outage) = state.outage.take() {
             events.insert(0, (last_at, outage_notice(&outage, last_at)));
@@ -621,18 +628,31 @@ impl Outbox {
 
     /// Deletes every event with `seq <= through` (the collector has committed them).
     /// Returns how many were removed. Acks below the current one change nothing.
+    /// On a full disk the deletion waits (deleting writes too, and sled
+    /// cannot go on after a failed write); it is done by the next append or
+    /// ack once there is room.
     pub fn ack_through(&self, through: u64) -> Result<u64, OutboxError> {
         let mut state = self.lock();
+        let through = through.max(state.deferred_ack);
         if through <= state.acked_through {
             return Ok(0);
         }
-        if state.trees.is_none() {
-            self.try_reopen(&mut state)?;
+        if let Err(e) = self.usable(&mut state, 0) {
+            if e.nothing_written() {
+                state.deferred_ack = through;
+                return Ok(0);
+            }
+            return Err(e);
         }
-        let trees = state
-            .trees
-            .clone()
-            .ok_or_else(|| self.unavailable(&state))?;
+        self.apply_ack(&mut state, through)
+    }
+
+    fn apply_ack(&self, state: &mut Counters, through: u64) -> Result<u64, OutboxError> {
+        state.deferred_ack = 0;
+        if through <= state.acked_through {
+            return Ok(0);
+        }
+        let trees = state.trees.clone().ok_or_else(|| self.unavailable(state))?;
         let result = (|| -> Result<(u64, u64), OutboxError> {
             let mut batch = sled::Batch::default();
             let (mut removed, mut freed) = (0u64, 0u64);
@@ -648,7 +668,7 @@ impl Outbox {
         })();
         let (removed, freed) = match result {
             Ok(r) => r,
-            Err(e) => return Err(self.failed(&mut state, e, Timestamp::now(), 0)),
+            Err(e) => return Err(self.failed(state, e, Timestamp::now(), 0)),
         };
         state.bytes -= freed;
         state.count -= removed;
@@ -707,9 +727,11 @@ impl Outbox {
         self.lock().bytes
     }
 
-    /// The highest seq acknowledged so far.
+    /// The highest seq acknowledged so far (deletions waiting for disk
+    /// space included).
     pub fn acked_through(&self) -> u64 {
-        self.lock().acked_through
+        let state = self.lock();
+        state.acked_through.max(state.deferred_ack)
     }
 
     /// The seq the next event will get.

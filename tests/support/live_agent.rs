@@ -1,0 +1,123 @@
+//! A live agent in a child process (the test binary runs itself, entering
+//! a test that calls the agent's own `run()`), for tests that SIGKILL it or
+//! take its disk away, and what they check afterwards in the collector's store.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use labhours_agent::clock::SystemClock;
+use labhours_agent::config::AgentConfig;
+use labhours_agent::delivery::Delivery;
+use labhours_agent::outbox::{Outbox, OutboxSettings};
+
+/// The environment variable that carries the child's config path.
+pub const CHILD_CONFIG: &str = "LABHOURS_LIVE_AGENT_CONFIG";
+
+/// The body of the child test: runs the agent until the process is killed.
+pub fn run_child() {
+    let Ok(path) = std::env::var(CHILD_CONFIG) else {
+        eprintln!("not started by a live-agent test: nothing to do");
+        return;
+    };
+    let config = AgentConfig::load(Path::new(&path)).expect("config");
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime
+        .block_on(labhours_agent::run(config, std::future::pending()))
+        .expect("the agent runs until killed");
+}
+
+/// Starts the agent in a child process through the test named `child_test`.
+pub fn spawn(child_test: &str, config: &Path) -> Child {
+    Command::new(std::env::current_exe().expect("test binary"))
+        .args([child_test, "--exact", "--ignored", "--nocapture"])
+        .env(CHILD_CONFIG, config)
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("agent starts")
+}
+
+/// Delivers what is left in the outbox in `dir` (the agent must be
+/// stopped); returns its next seq.
+pub async fn drain(dir: &Path, agent_id: &str, instrument_id: &str, mqtt_port: u16) -> u64 {
+    let settings = OutboxSettings {
+        max_bytes: 256 * 1024 * 1024,
+        summary_flush_ms: 1000,
+        cache_bytes: 1024 * 1024,
+        min_free_bytes: 0,
+    };
+    let (outbox, _) = Outbox::open(dir, settings, jiff::Timestamp::now()).expect("outbox opens");
+    let mut mqtt = crate::agent::mqtt_config(mqtt_port);
+    mqtt.heartbeat_interval_s = 3600;
+    let delivery = Delivery::new(
+        &mqtt,
+        agent_id,
+        instrument_id,
+        outbox.clone(),
+        Arc::new(SystemClock),
+    )
+    .expect("delivery");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(delivery.run(async {
+        let _ = stopped.await;
+    }));
+    wait_for(Duration::from_secs(60), "the outbox drained", || {
+        outbox.backlog() == 0
+    })
+    .await;
+    let _ = stop.send(());
+    task.await.expect("delivery stops");
+    outbox.next_seq()
+}
+
+/// The seqs stored for `agent_id`, in order, and how many conflicts (a seq
+/// that arrived twice with different content) were quarantined.
+pub fn stored(data_dir: &Path, agent_id: &str) -> (Vec<u64>, i64) {
+    let conn = labhours_collector::store::open_read_only(data_dir).expect("database");
+    let conflicts: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM quarantine WHERE reason LIKE 'agent_id conflict%'",
+            [],
+            |r| r.get(0),
+        )
+        .expect("query");
+    let seqs = conn
+        .prepare("SELECT seq FROM events WHERE agent_id = ?1 ORDER BY seq")
+        .expect("query")
+        .query_map([agent_id], |r| r.get::<_, i64>(0))
+        .expect("rows")
+        .map(|r| r.expect("seq") as u64)
+        .collect();
+    (seqs, conflicts)
+}
+
+/// The payloads of `agent_id`'s events of one type, as JSON.
+pub fn payloads(data_dir: &Path, agent_id: &str, kind: &str) -> Vec<serde_json::Value> {
+    let Ok(conn) = labhours_collector::store::open_read_only(data_dir) else {
+        return Vec::new();
+    };
+    let Ok(mut stmt) =
+        conn.prepare("SELECT payload FROM events WHERE agent_id = ?1 AND type = ?2 ORDER BY seq")
+    else {
+        return Vec::new();
+    };
+    stmt.query_map([agent_id, kind], |r| r.get::<_, String>(0))
+        .map(|rows| {
+            rows.filter_map(Result::ok)
+                .map(|p| serde_json::from_str(&p).expect("stored JSON"))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Polls `done` every 100 ms; fails the test after `limit`.
+pub async fn wait_for(limit: Duration, what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
