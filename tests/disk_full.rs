@@ -144,10 +144,7 @@ async fn a_full_disk_stops_new_events_and_loses_nothing_accepted() {
         flip(i);
         i += 1;
         tokio::time::sleep(Duration::from_millis(300)).await;
-        assert!(
-            agent.try_wait().expect("status").is_none(),
-            "the agent exited on a full disk"
-        );
+        assert!(agent.is_running(), "the agent exited on a full disk");
     }
     assert!(
         !disk.0.join("agent").read_dir().expect("data dir").any(|e| e
@@ -199,7 +196,7 @@ async fn a_full_disk_stops_new_events_and_loses_nothing_accepted() {
     eprintln!(
         "disk full for {full_for:?}: delivery resumed {resumed_in:?} after space returned (last seq before: {before_free})"
     );
-    assert!(agent.try_wait().expect("status").is_none(), "no restart");
+    assert!(agent.is_running(), "no restart");
 
     // Files the full disk refused are reported at the next rescan.
     let names: Vec<String> = (0..6)
@@ -219,8 +216,7 @@ async fn a_full_disk_stops_new_events_and_loses_nothing_accepted() {
     .await;
 
     // 5. Everything accounted for.
-    agent.kill().expect("kill");
-    agent.wait().expect("reaped");
+    agent.kill();
     let next_seq = live_agent::drain(&disk.0.join("agent"), AGENT, "full-nmr", mqtt_port).await;
     let (stored, conflicts) = live_agent::stored(&data_dir, AGENT);
     assert_eq!(conflicts, 0, "no seq given twice");
@@ -243,5 +239,68 @@ async fn a_full_disk_stops_new_events_and_loses_nothing_accepted() {
             "{name} reported once"
         );
     }
+    collector.shutdown().await.expect("collector stops");
+}
+
+/// The collector's side: its data dir on a tmpfs filled to the last byte
+/// while an agent keeps sending. Commits may fail, but the collector does
+/// not crash, acknowledges nothing it did not store, and once space returns
+/// every event is stored exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root (tmpfs): run tests/interop/run.sh tmpfs"]
+async fn a_full_disk_under_the_collector_acknowledges_nothing_unstored() {
+    use labhours_tests::agent::{TestAgent, mqtt_config};
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let disk = Tmpfs::mount(&dir.path().join("disk"), "16m");
+    let data_dir = disk.0.join("collector");
+    let mqtt_port = free_port();
+    let mut config = CollectorConfig {
+        data_dir: data_dir.clone(),
+        ..CollectorConfig::default()
+    };
+    config.http.listen = ([127, 0, 0, 1], 0).into();
+    config.mqtt.embedded_listen = ([127, 0, 0, 1], mqtt_port).into();
+    config.mqtt.topic_prefix = PREFIX.into();
+    let collector = app::start(config, IngestOptions::default())
+        .await
+        .expect("collector starts");
+    tokio::time::timeout(Duration::from_secs(10), collector.subscribed())
+        .await
+        .expect("subscribed");
+    let mut agent = TestAgent::start(
+        &dir.path().join("agent"),
+        "full-sender",
+        &mqtt_config(mqtt_port),
+    );
+    agent.append(300);
+    agent.wait_drained(Duration::from_secs(30)).await;
+
+    fill(&disk.0.join("filler"));
+    for _ in 0..10 {
+        agent.append(300);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let stats = collector.stats();
+    eprintln!(
+        "collector on a full disk: {} commits failed, backlog {} at the agent",
+        stats.commit_failures,
+        agent.outbox.backlog()
+    );
+    // Whatever was acknowledged is in the database.
+    let acked = agent.outbox.acked_through();
+    let (stored, _) = live_agent::stored(&data_dir, "full-sender");
+    assert!(
+        (1..=acked).all(|s| stored.binary_search(&s).is_ok()),
+        "acknowledged through {acked} but not all stored"
+    );
+
+    std::fs::remove_file(disk.0.join("filler")).expect("free the disk");
+    agent.wait_drained(Duration::from_secs(60)).await;
+    let (stored, conflicts) = live_agent::stored(&data_dir, "full-sender");
+    let produced: Vec<u64> = agent.produced().into_iter().collect();
+    assert_eq!(conflicts, 0);
+    assert_eq!(stored, produced, "every event stored exactly once");
     collector.shutdown().await.expect("collector stops");
 }

@@ -28,16 +28,42 @@ pub fn run_child() {
         .expect("the agent runs until killed");
 }
 
+/// The agent's process; killed (SIGKILL) when dropped, so a failing test
+/// leaves no agent behind.
+#[derive(Debug)]
+pub struct AgentProcess(Child);
+
+impl AgentProcess {
+    /// SIGKILL, and reap.
+    pub fn kill(&mut self) {
+        self.0.kill().expect("SIGKILL");
+        self.0.wait().expect("reaped");
+    }
+
+    /// Whether it is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.0.try_wait().expect("status").is_none()
+    }
+}
+
+impl Drop for AgentProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Starts the agent in a child process through the test named `child_test`.
-pub fn spawn(child_test: &str, config: &Path) -> Child {
-    Command::new(std::env::current_exe().expect("test binary"))
+pub fn spawn(child_test: &str, config: &Path) -> AgentProcess {
+    let child = Command::new(std::env::current_exe().expect("test binary"))
         .args([child_test, "--exact", "--ignored", "--nocapture"])
         .env(CHILD_CONFIG, config)
         .env_remove("RUST_LOG")
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
-        .expect("agent starts")
+        .expect("agent starts");
+    AgentProcess(child)
 }
 
 /// Delivers what is left in the outbox in `dir` (the agent must be
