@@ -63,13 +63,14 @@ async fn a_killed_collector_keeps_everything_it_acked_and_stores_resends_once() 
         assert_backed(&db, "agent-crash", 1, acked);
     }
 
-    // Restart on the same data dir; the agent resends everything unacked.
+    // Restart on the same data dir; the agent resends everything (as if it
+    // had lost the acks: an agent never names an ack above what it sends).
     let mut child = spawn_collector(dir.path(), port);
     let mut a = TestAgent::connect("127.0.0.1", port, "agent-crash").await;
-    a.publish_until_acked(&faults("agent-crash", acked, 1..=5), 5)
+    a.publish_until_acked(&faults("agent-crash", 0, 1..=5), 5)
         .await;
     for first in (6..=LAST).step_by(10) {
-        a.publish(&faults("agent-crash", acked, first..=first + 9))
+        a.publish(&faults("agent-crash", 0, first..=first + 9))
             .await;
     }
     while a.acked < LAST + 9 {
@@ -83,4 +84,58 @@ async fn a_killed_collector_keeps_everything_it_acked_and_stores_resends_once() 
         (1..=LAST + 9).collect::<Vec<_>>()
     );
     assert_eq!(committed_through(&db, "agent-crash"), Some(LAST + 9));
+}
+
+/// A payload above the embedded broker's limit never reaches ingest (the
+/// broker drops the connection first); the collector still logs it, with
+/// the client and the size, at the default log level.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_payload_leaves_a_log_line_with_its_client_and_size() {
+    use std::io::{BufRead, BufReader};
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let config = dir.path().join("collector.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = {:?}\n[mqtt]\nembedded_listen = \"127.0.0.1:{port}\"\n[http]\nlisten = \"127.0.0.1:0\"\n",
+            dir.path().join("data")
+        ),
+    )
+    .expect("write config");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_labhours-collector"))
+        .args(["run", "--config"])
+        .arg(&config)
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("collector starts");
+    let stderr = child.stderr.take().expect("piped");
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let a = TestAgent::connect("127.0.0.1", port, "agent-big").await;
+    let payload = vec![b'x'; 5 * 1024 * 1024];
+    a.publish_raw(&a.events_topic(), payload).await;
+    let deadline = std::time::Instant::now() + WAIT;
+    let line = loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let line = rx
+            .recv_timeout(left)
+            .expect("a log line about the oversized payload");
+        if line.contains("oversized payload") {
+            break line;
+        }
+    };
+    child.kill().expect("SIGKILL");
+    child.wait().expect("reaped");
+    assert!(line.contains("agent-big"), "{line}");
+    assert!(line.contains("5242"), "the size is named: {line}");
 }
