@@ -267,6 +267,42 @@ impl Reports for Fake {
         report.applied = !options.dry_run && (report.errors.is_empty() || options.skip_invalid);
         Ok(report)
     }
+    // The API does not reach the dashboard's methods (dashboard/tests.rs
+    // tests them through the real store).
+    fn import_bookings_file(
+        &self,
+        _format: crate::bookings::Format,
+        _text: &str,
+        _source: &str,
+        _options: ImportOptions,
+        _now: Timestamp,
+    ) -> Result<ImportReport, QueryError> {
+        Ok(ImportReport::default())
+    }
+    fn power(&self, instrument: &str, _range: &Range) -> Result<PowerTrace, QueryError> {
+        Err(QueryError::UnknownInstrument(instrument.into()))
+    }
+    fn quarantine(&self, _range: &Range, _limit: usize) -> Result<Vec<QuarantineRow>, QueryError> {
+        Ok(vec![])
+    }
+    fn create_session(
+        &self,
+        _id_sha256: &str,
+        _session: &DashSession,
+        _now: Timestamp,
+    ) -> Result<(), QueryError> {
+        Ok(())
+    }
+    fn find_session(
+        &self,
+        _id_sha256: &str,
+        _now: Timestamp,
+    ) -> Result<Option<DashSession>, QueryError> {
+        Ok(None)
+    }
+    fn end_session(&self, _id_sha256: &str) -> Result<(), QueryError> {
+        Ok(())
+    }
 }
 
 fn tokens() -> Vec<TokenConfig> {

@@ -9,6 +9,7 @@
 //! - [`StoreReports`]: all of it behind the [`Reports`] trait the API uses.
 
 pub mod corrections;
+pub mod dashboard;
 pub mod hours;
 pub mod materialize;
 pub mod query;
@@ -19,10 +20,11 @@ pub mod views;
 use jiff::Timestamp;
 
 pub use corrections::{Correction, CorrectionSchema, NewCorrection};
+pub use dashboard::{DashSession, PowerPoint, PowerTrace, QuarantineRow};
 pub use query::*;
 pub use store_reports::StoreReports;
 
-use crate::bookings::Booking;
+use crate::bookings::{Booking, Format as BookingsFormat};
 use crate::bookings::store::{ImportOptions, ImportReport};
 
 /// Everything the HTTP API reads and writes, behind one trait so the API
@@ -65,6 +67,35 @@ pub trait Reports: Send + Sync + 'static {
         options: ImportOptions,
         now: Timestamp,
     ) -> Result<ImportReport, QueryError>;
+    /// Parses a bookings file (CSV or iCalendar, as `bookings import` does:
+    /// errors carry the file's line numbers) and imports it under `source`.
+    fn import_bookings_file(
+        &self,
+        format: BookingsFormat,
+        text: &str,
+        source: &str,
+        options: ImportOptions,
+        now: Timestamp,
+    ) -> Result<ImportReport, QueryError>;
+    /// An instrument's power summaries in `range`, its name and thresholds.
+    fn power(&self, instrument: &str, range: &Range) -> Result<PowerTrace, QueryError>;
+    /// Quarantined payloads received in `range`, newest first, at most `limit`.
+    fn quarantine(&self, range: &Range, limit: usize) -> Result<Vec<QuarantineRow>, QueryError>;
+    /// Records a dashboard session under the SHA-256 of its secret.
+    fn create_session(
+        &self,
+        id_sha256: &str,
+        session: &DashSession,
+        now: Timestamp,
+    ) -> Result<(), QueryError>;
+    /// The unexpired session whose secret hashes to `id_sha256`.
+    fn find_session(
+        &self,
+        id_sha256: &str,
+        now: Timestamp,
+    ) -> Result<Option<DashSession>, QueryError>;
+    /// Ends a session (logout).
+    fn end_session(&self, id_sha256: &str) -> Result<(), QueryError>;
 }
 #[cfg(test)]
 mod tests;

@@ -1,0 +1,1 @@
+//! Dashboard routes through the real store.
