@@ -15,9 +15,7 @@ use utoipa::openapi::schema::{
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
 use super::params::Params;
-use super::table::{
-    Format, HoursResponse, XLSX_CONTENT_TYPE, csv_to_xlsx, hours_body, to_csv,
-};
+use super::table::{Format, HoursResponse, XLSX_CONTENT_TYPE, csv_to_xlsx, hours_body, to_csv};
 use super::{ApiDoc, ApiError, ApiState, Caller, ErrorBody};
 use crate::bookings::Booking;
 use crate::bookings::store::ImportOptions;

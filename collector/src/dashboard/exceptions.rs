@@ -127,7 +127,11 @@ pub fn build(inputs: &Inputs, lang: Lang, zone: &TimeZone) -> Vec<Item> {
         .iter()
         .filter_map(|r| Some((r.instrument_id.as_deref()?, r.name.as_deref()?)))
         .collect();
-    let name = |id: &str| names.get(id).map_or_else(|| id.to_owned(), |n| (*n).to_owned());
+    let name = |id: &str| {
+        names
+            .get(id)
+            .map_or_else(|| id.to_owned(), |n| (*n).to_owned())
+    };
     let reviewed = |instrument: &str, start: i64, end: i64| {
         inputs
             .corrections
@@ -266,7 +270,11 @@ pub fn build(inputs: &Inputs, lang: Lang, zone: &TimeZone) -> Vec<Item> {
         if d.fault_hours > 0.0 {
             items.push(day_item(
                 Kind::Fault,
-                format!("{} {} h", lang.t("outcome.fault_time"), hours(d.fault_hours)),
+                format!(
+                    "{} {} h",
+                    lang.t("outcome.fault_time"),
+                    hours(d.fault_hours)
+                ),
                 reviewed(id, start, end),
             ));
         }
@@ -315,7 +323,12 @@ pub fn build(inputs: &Inputs, lang: Lang, zone: &TimeZone) -> Vec<Item> {
 /// A period edge of an hours row (`YYYY-MM-DD`) as the local midnight.
 fn day_ms(text: &str, zone: &TimeZone) -> Option<i64> {
     let date: Date = text.get(0..10)?.parse().ok()?;
-    Some(date.to_zoned(zone.clone()).ok()?.timestamp().as_millisecond())
+    Some(
+        date.to_zoned(zone.clone())
+            .ok()?
+            .timestamp()
+            .as_millisecond(),
+    )
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -458,7 +471,11 @@ pub async fn page(
     let current = params.page.unwrap_or(1).clamp(1, pages);
     let link = |p: usize| {
         let mut q = format!("/exceptions?from={from}&to={to_incl}");
-        for (k, v) in [("kind", &params.kind), ("q", &params.q), ("show", &params.show)] {
+        for (k, v) in [
+            ("kind", &params.kind),
+            ("q", &params.q),
+            ("show", &params.show),
+        ] {
             if let Some(v) = v.as_deref().filter(|v| !v.is_empty()) {
                 q.push_str(&format!("&{k}={}", url_encode(v)));
             }
@@ -573,7 +590,10 @@ async fn record(
     let now = state.now();
     let by = viewer.name.clone();
     blocking(state, move |r| r.add_correction(correction, &by, now)).await?;
-    Ok(Redirect::to(&safe_next(Some(back).filter(|b| b.starts_with("/exceptions")))).into_response())
+    Ok(Redirect::to(&safe_next(
+        Some(back).filter(|b| b.starts_with("/exceptions")),
+    ))
+    .into_response())
 }
 
 /// `POST /exceptions/assign` (admins).
@@ -649,7 +669,11 @@ mod tests {
             end: end.into(),
             outcome: outcome.into(),
             flags: flags.iter().map(|f| (*f).to_owned()).collect(),
-            overrun_s: if flags.contains(&"overrun") { 1800.0 } else { 0.0 },
+            overrun_s: if flags.contains(&"overrun") {
+                1800.0
+            } else {
+                0.0
+            },
             ..OutcomeRow::default()
         }
     }
@@ -748,7 +772,10 @@ mod tests {
             created_at: Timestamp::UNIX_EPOCH,
         });
         let items = build(&input, Lang::En, &zone());
-        let no_show = items.iter().find(|i| i.kind == Kind::NoShow).expect("no-show");
+        let no_show = items
+            .iter()
+            .find(|i| i.kind == Kind::NoShow)
+            .expect("no-show");
         assert_eq!(
             no_show.handled.as_deref(),
             Some("office · reviewed: student was ill")
@@ -777,7 +804,11 @@ mod tests {
         assert!(unbooked.handled.is_some());
         input.days = vec![day(1.5, 0.5, 0.0)];
         let items = build(&input, Lang::En, &zone());
-        assert!(items.iter().any(|i| i.kind == Kind::Unbooked && i.handled.is_none()));
+        assert!(
+            items
+                .iter()
+                .any(|i| i.kind == Kind::Unbooked && i.handled.is_none())
+        );
     }
 
     #[test]

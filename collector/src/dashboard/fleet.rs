@@ -64,7 +64,10 @@ pub struct FleetFilter {
 
 impl FleetFilter {
     fn unit(&self) -> Option<&str> {
-        self.unit.as_deref().map(str::trim).filter(|u| !u.is_empty())
+        self.unit
+            .as_deref()
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
     }
 
     fn query(&self) -> Option<String> {
@@ -200,11 +203,7 @@ pub fn rows(instruments: Vec<InstrumentRow>, today: &HoursRows) -> Vec<FleetRow>
                 .get(i.instrument_id.as_str())
                 .copied()
                 .unwrap_or((0.0, 0.0));
-            let last_seen = i
-                .agents
-                .iter()
-                .filter_map(|a| a.last_seen.clone())
-                .max();
+            let last_seen = i.agents.iter().filter_map(|a| a.last_seen.clone()).max();
             FleetRow {
                 unit: i.unit.unwrap_or_default(),
                 state: i.state,
@@ -273,10 +272,8 @@ async fn snapshot(state: &DashState) -> Result<Vec<FleetRow>, PageError> {
         period: None,
         group_by: GroupBy::Instrument,
     };
-    let (instruments, hours_today) = blocking(state, move |r| {
-        Ok((r.instruments(now)?, r.hours(&query)?))
-    })
-    .await?;
+    let (instruments, hours_today) =
+        blocking(state, move |r| Ok((r.instruments(now)?, r.hours(&query)?))).await?;
     Ok(rows(instruments, &hours_today))
 }
 
@@ -404,7 +401,11 @@ mod tests {
         let total: usize = page.counts.iter().map(|(_, n)| n).sum();
         assert_eq!(total, 1500, "Chem/NMR is below Chem");
         assert_eq!(page.matching, 300);
-        assert!(page.rows.iter().all(|r| r.state == InstrumentState::Running));
+        assert!(
+            page.rows
+                .iter()
+                .all(|r| r.state == InstrumentState::Running)
+        );
         assert_eq!(page.rows.len(), 50);
         assert_eq!(page.pages, 6);
     }

@@ -28,10 +28,13 @@ pub struct InstrumentParams {
 pub fn page_range(day: Date, week: bool) -> (Date, Date) {
     if week {
         let back = i64::from(day.weekday().to_monday_zero_offset());
-        let monday = day
-            .checked_sub(jiff::Span::new().days(back))
-            .unwrap_or(day);
-        (monday, monday.checked_add(jiff::Span::new().days(7)).unwrap_or(monday))
+        let monday = day.checked_sub(jiff::Span::new().days(back)).unwrap_or(day);
+        (
+            monday,
+            monday
+                .checked_add(jiff::Span::new().days(7))
+                .unwrap_or(monday),
+        )
     } else {
         (day, day.tomorrow().unwrap_or(day))
     }
@@ -83,7 +86,13 @@ struct InstrumentTemplate {
 }
 
 /// The hover text of a booking.
-fn booking_title(page: &Page, row: Option<&OutcomeRow>, user: &str, start: &str, end: &str) -> String {
+fn booking_title(
+    page: &Page,
+    row: Option<&OutcomeRow>,
+    user: &str,
+    start: &str,
+    end: &str,
+) -> String {
     let mut t = format!("{user} {}–{}", clock(start), clock(end));
     if let Some(o) = row {
         t.push_str(&format!(
@@ -96,7 +105,11 @@ fn booking_title(page: &Page, row: Option<&OutcomeRow>, user: &str, start: &str,
             duration(o.used_s)
         ));
         if o.overrun_s > 0.0 {
-            t.push_str(&format!("\n{}: {}", page.t("flag.overrun"), duration(o.overrun_s)));
+            t.push_str(&format!(
+                "\n{}: {}",
+                page.t("flag.overrun"),
+                duration(o.overrun_s)
+            ));
         }
         for f in &o.flags {
             if f != "overrun" {
@@ -144,8 +157,10 @@ pub async fn page(
         .map_or("/".to_owned(), |p| p.as_str().to_owned());
     let page = Page::new(&headers, "fleet", &path, viewer, "instrument.title");
 
-    let by_booking: HashMap<&str, &OutcomeRow> =
-        outcomes.iter().map(|o| (o.booking_id.as_str(), o)).collect();
+    let by_booking: HashMap<&str, &OutcomeRow> = outcomes
+        .iter()
+        .map(|o| (o.booking_id.as_str(), o))
+        .collect();
     let timeline = Timeline {
         from_ms: power.from_ms,
         to_ms: power.to_ms,
@@ -216,10 +231,7 @@ pub async fn page(
 
     let base = format!("/instruments/{}", url_encode(&id));
     let step = if week { 7 } else { 1 };
-    let shift = |days: i64| {
-        day.checked_add(jiff::Span::new().days(days))
-            .unwrap_or(day)
-    };
+    let shift = |days: i64| day.checked_add(jiff::Span::new().days(days)).unwrap_or(day);
     let span = if week { "&span=week" } else { "" };
     let last = to.yesterday().unwrap_or(to);
     let range_label = if week {

@@ -19,6 +19,7 @@ pub mod i18n;
 pub mod instrument;
 pub mod page;
 pub mod report;
+pub mod scenario;
 pub mod session;
 pub mod timeline_svg;
 

@@ -81,11 +81,7 @@ impl Page {
 
     /// `nav` or `nav current` for a navigation entry.
     pub fn nav_class(&self, entry: &str) -> &'static str {
-        if entry == self.active {
-            "current"
-        } else {
-            ""
-        }
+        if entry == self.active { "current" } else { "" }
     }
 }
 
@@ -132,7 +128,11 @@ pub fn clock(rfc3339: &str) -> String {
 /// Milliseconds as `YYYY-MM-DD HH:MM` in `zone`.
 pub fn local_minute(ms: i64, zone: &TimeZone) -> String {
     Timestamp::from_millisecond(ms)
-        .map(|t| t.to_zoned(zone.clone()).strftime("%Y-%m-%d %H:%M").to_string())
+        .map(|t| {
+            t.to_zoned(zone.clone())
+                .strftime("%Y-%m-%d %H:%M")
+                .to_string()
+        })
         .unwrap_or_default()
 }
 

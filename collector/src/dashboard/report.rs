@@ -49,8 +49,11 @@ impl Cell {
     }
 }
 
+/// How a row fills a column.
+pub type Fill = fn(&HoursRow) -> Cell;
+
 /// The report's columns: label key and how a row fills it.
-pub const COLUMNS: &[(&str, fn(&HoursRow) -> Cell)] = &[
+pub const COLUMNS: &[(&str, Fill)] = &[
     ("report.col.instrument", |r| {
         Cell::Text(r.instrument_id.clone().unwrap_or_default())
     }),
@@ -120,7 +123,10 @@ impl Table {
 
     /// Writes the table into a worksheet: bold header, numbers as numbers
     /// (hours `0.00`, ratios `0.0%`).
-    pub fn to_sheet(&self, sheet: &mut rust_xlsxwriter::Worksheet) -> Result<(), rust_xlsxwriter::XlsxError> {
+    pub fn to_sheet(
+        &self,
+        sheet: &mut rust_xlsxwriter::Worksheet,
+    ) -> Result<(), rust_xlsxwriter::XlsxError> {
         use rust_xlsxwriter::Format;
         let bold = Format::new().set_bold();
         let hours = Format::new().set_num_format("0.00");
@@ -307,7 +313,10 @@ pub async fn csv(
 ) -> Result<Response, PageError> {
     let (year, rows, unit_rows) = load(&state, &params).await?;
     let lang = super::i18n::negotiate(&headers);
-    let mut out = csv::Writer::from_writer(Vec::new());
+    // Flexible: a blank line separates the two tables.
+    let mut out = csv::WriterBuilder::new()
+        .flexible(true)
+        .from_writer(Vec::new());
     Table::new(&rows, lang)
         .to_csv(&mut out)
         .map_err(PageError::internal)?;
@@ -325,10 +334,20 @@ pub async fn csv(
 }
 
 /// The workbook: one sheet of instruments, one of unit totals.
-pub fn workbook(instruments: &Table, units: &Table, lang: Lang) -> Result<Vec<u8>, rust_xlsxwriter::XlsxError> {
+pub fn workbook(
+    instruments: &Table,
+    units: &Table,
+    lang: Lang,
+) -> Result<Vec<u8>, rust_xlsxwriter::XlsxError> {
     let mut book = rust_xlsxwriter::Workbook::new();
-    instruments.to_sheet(book.add_worksheet().set_name(lang.t("report.sheet_instruments"))?)?;
-    units.to_sheet(book.add_worksheet().set_name(lang.t("report.sheet_units"))?)?;
+    instruments.to_sheet(
+        book.add_worksheet()
+            .set_name(lang.t("report.sheet_instruments"))?,
+    )?;
+    units.to_sheet(
+        book.add_worksheet()
+            .set_name(lang.t("report.sheet_units"))?,
+    )?;
     book.save_to_buffer()
 }
 
@@ -341,8 +360,12 @@ pub async fn xlsx(
 ) -> Result<Response, PageError> {
     let (year, rows, unit_rows) = load(&state, &params).await?;
     let lang = super::i18n::negotiate(&headers);
-    let body = workbook(&Table::new(&rows, lang), &Table::new(&unit_rows, lang), lang)
-        .map_err(PageError::internal)?;
+    let body = workbook(
+        &Table::new(&rows, lang),
+        &Table::new(&unit_rows, lang),
+        lang,
+    )
+    .map_err(PageError::internal)?;
     Ok(download(
         crate::api::table::XLSX_CONTENT_TYPE,
         &format!("labhours-report-{year}.xlsx"),

@@ -13,12 +13,12 @@
 //!   `Sec-Fetch-Site: same-origin` header, or (browsers without it) an
 //!   `Origin` whose host is the request's `Host`. Anything else is a 403.
 
+use axum::Form;
 use axum::extract::{FromRequestParts, Query, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{Html, IntoResponse, Redirect, Response};
-use axum::Form;
 use serde::Deserialize;
 
 use super::page::Page;
@@ -181,7 +181,11 @@ pub async fn csrf(request: Request, next: Next) -> Response {
 
 /// Whether an unsafe request provably comes from a page of this site.
 pub fn same_origin(headers: &HeaderMap) -> bool {
-    let text = |name| headers.get(name).and_then(|v: &HeaderValue| v.to_str().ok());
+    let text = |name| {
+        headers
+            .get(name)
+            .and_then(|v: &HeaderValue| v.to_str().ok())
+    };
     if let Some(site) = text("sec-fetch-site") {
         return site == "same-origin";
     }
@@ -246,7 +250,12 @@ pub async fn login_page(
     if state.api.auth().is_open() {
         return Ok(Redirect::to("/").into_response());
     }
-    login_form(&headers, safe_next(q.next.as_deref()), false, StatusCode::OK)
+    login_form(
+        &headers,
+        safe_next(q.next.as_deref()),
+        false,
+        StatusCode::OK,
+    )
 }
 
 #[derive(Debug, Deserialize)]

@@ -541,7 +541,11 @@ mod tests {
             DAY + 13 * H,
             DAY + 16 * H
         )));
-        assert_eq!(svg.matches("<polyline").count(), 1, "contiguous points: one line");
+        assert_eq!(
+            svg.matches("<polyline").count(),
+            1,
+            "contiguous points: one line"
+        );
         assert_eq!(svg.matches(r#"class="file""#).count(), 1);
     }
 

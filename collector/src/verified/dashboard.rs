@@ -116,10 +116,7 @@ pub fn power(
 pub fn topic_agent(topic: &str) -> Option<String> {
     let mut parts = topic.rsplit('/');
     let _kind = parts.next()?;
-    parts
-        .next()
-        .filter(|a| !a.is_empty())
-        .map(str::to_owned)
+    parts.next().filter(|a| !a.is_empty()).map(str::to_owned)
 }
 
 /// Quarantined payloads received in `range` (site zone), newest first.

@@ -24,8 +24,8 @@ pub use dashboard::{DashSession, PowerPoint, PowerTrace, QuarantineRow};
 pub use query::*;
 pub use store_reports::StoreReports;
 
-use crate::bookings::{Booking, Format as BookingsFormat};
 use crate::bookings::store::{ImportOptions, ImportReport};
+use crate::bookings::{Booking, Format as BookingsFormat};
 
 /// Everything the HTTP API reads and writes, behind one trait so the API
 /// can be tested with a fake; [`StoreReports`] is the real one.

@@ -13,11 +13,11 @@ use std::time::Duration;
 use jiff::Timestamp;
 use rusqlite::{Connection, OpenFlags};
 
+use super::dashboard::{self, DashSession, PowerTrace, QuarantineRow};
 use super::materialize::{Pass, catch_up, reconcile_changed_policies};
 use super::query::{
     HoursQuery, HoursRows, InstrumentRow, OutcomeRow, QueryError, Range, SessionRow, TimelineView,
 };
-use super::dashboard::{self, DashSession, PowerTrace, QuarantineRow};
 use super::{Correction, NewCorrection, Reports, corrections, hours, views};
 use crate::bookings::store::{ImportOptions, ImportReport};
 use crate::bookings::{Booking, Format as BookingsFormat, ParseContext, check};
