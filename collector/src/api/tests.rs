@@ -814,7 +814,12 @@ async fn every_parameter_error_is_a_400_naming_the_parameter_and_asks_nothing() 
             "colour",
         ),
         (
-            "/api/v1/hours?from=2025-03-01&to=2025-04-01&format=xlsx",
+            "/api/v1/hours?from=2025-03-01&to=2025-04-01&format=xml",
+            "format",
+        ),
+        // Only the hours answer as a workbook.
+        (
+            "/api/v1/sessions?from=2025-03-01&to=2025-04-01&format=xlsx",
             "format",
         ),
         (

@@ -348,10 +348,12 @@ impl Timeline {
         // Thresholds.
         if let Some(t) = &self.thresholds {
             let exit = t.running_exit_below_w.unwrap_or(t.running_above_w * 0.9);
-            for (name, w, colour) in [
-                ("on_above_w", t.on_above_w, "#e0a82e"),
-                ("running_above_w", t.running_above_w, "#2e8b57"),
-                ("running_exit_below_w", exit, "#7fb59a"),
+            // The exit threshold's label goes under its line (it is
+            // usually just below running_above_w's).
+            for (name, w, colour, dy) in [
+                ("on_above_w", t.on_above_w, "#e0a82e", -3.0),
+                ("running_above_w", t.running_above_w, "#2e8b57", -3.0),
+                ("running_exit_below_w", exit, "#5f9c7f", 11.0),
             ] {
                 let y = self.y_of(w, top);
                 let label = format!("{name} = {} W", fmt_watts(w));
@@ -361,7 +363,7 @@ impl Timeline {
                     WIDTH - RIGHT,
                     escape(&label),
                     WIDTH - RIGHT - 4.0,
-                    y - 3.0,
+                    y + dy,
                     escape(&label)
                 );
             }
