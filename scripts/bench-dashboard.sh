@@ -33,13 +33,24 @@ if [ -n "$build" ]; then
 fi
 target=$(cargo metadata --format-version 1 --no-deps |
   python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
-bin=$target/release/labhours-collector
+# A copy of this build's binaries: worktrees sharing one target dir may
+# replace target/release/ while the benchmark runs.
+bins=$target/bench-dashboard-bin
+if [ -n "$build" ] || [ ! -x "$bins/labhours-collector" ]; then
+  mkdir -p "$bins"
+  cp "$target/release/labhours-collector" "$target/release/examples/verified_bench" "$bins/"
+fi
+bin=$bins/labhours-collector
 dir=$target/bench-verified
 stamp="$instruments x $days"
 if [ "$(cat "$dir/size" 2>/dev/null)" != "$stamp" ]; then
-  echo "== generating $instruments instruments × $days days into $dir"
-  rm -rf "$dir"
-  "$target/release/examples/verified_bench" --instruments "$instruments" --days "$days" --dir "$dir" --generate-only
+  if [ "$(cat "$dir/generated" 2>/dev/null)" != "$stamp" ]; then
+    echo "== generating $instruments instruments × $days days into $dir"
+    rm -rf "$dir"
+    "$bins/verified_bench" --instruments "$instruments" --days "$days" --dir "$dir" --generate-only
+    echo "$stamp" >"$dir/generated"
+  fi
+  echo "== labhours-collector rebuild"
   "$bin" rebuild --config "$dir/collector.toml" >/dev/null
   echo "$stamp" >"$dir/size"
 fi

@@ -44,8 +44,7 @@ struct BookingsTemplate {
     skip_invalid: bool,
 }
 
-fn render(page: Page, t: BookingsTemplate, status: StatusCode) -> Result<Response, PageError> {
-    let _ = &page;
+fn render(t: BookingsTemplate, status: StatusCode) -> Result<Response, PageError> {
     Ok((status, Html(askama::Template::render(&t)?)).into_response())
 }
 
@@ -64,8 +63,7 @@ fn empty(page: Page) -> BookingsTemplate {
 /// `GET /bookings`.
 pub async fn page(viewer: Viewer, headers: HeaderMap, uri: Uri) -> Result<Response, PageError> {
     let page = Page::new(&headers, "bookings", uri.path(), viewer, "bookings.title");
-    let t = empty(page.clone());
-    render(page, t, StatusCode::OK)
+    render(empty(page), StatusCode::OK)
 }
 
 async fn read(mut multipart: Multipart) -> Result<Upload, String> {
@@ -117,7 +115,7 @@ pub async fn upload(
         Ok(u) => u,
         Err(e) => {
             t.error = e;
-            return render(page, t, StatusCode::BAD_REQUEST);
+            return render(t, StatusCode::BAD_REQUEST);
         }
     };
     let Some(format) = format_of(&upload.file_name) else {
@@ -126,7 +124,7 @@ pub async fn upload(
             upload.file_name,
             page.t("bookings.unknown_format")
         );
-        return render(page, t, StatusCode::BAD_REQUEST);
+        return render(t, StatusCode::BAD_REQUEST);
     };
     let options = ImportOptions {
         dry_run: !upload.apply,
@@ -152,7 +150,7 @@ pub async fn upload(
     } else {
         StatusCode::OK
     };
-    render(page, t, status)
+    render(t, status)
 }
 
 #[cfg(test)]

@@ -241,7 +241,10 @@ pub fn build(inputs: &Inputs, lang: Lang, zone: &TimeZone) -> Vec<Item> {
             start_ms: start,
             end_ms: end,
             booking_id: None,
-            detail: format!("{} · {detail}", d.period_start),
+            detail: format!(
+                "{} · {detail}",
+                d.period_start.get(0..10).unwrap_or(&d.period_start)
+            ),
             handled,
         };
         if d.unbooked_hours > 0.0 {

@@ -272,8 +272,11 @@ async fn snapshot(state: &DashState) -> Result<Vec<FleetRow>, PageError> {
         period: None,
         group_by: GroupBy::Instrument,
     };
-    let (instruments, hours_today) =
-        blocking(state, move |r| Ok((r.instruments(now)?, r.hours(&query)?))).await?;
+    // Both reads at once (each on its own connection).
+    let (instruments, hours_today) = tokio::try_join!(
+        blocking(state, move |r| r.instruments(now)),
+        blocking(state, move |r| r.hours(&query)),
+    )?;
     Ok(rows(instruments, &hours_today))
 }
 

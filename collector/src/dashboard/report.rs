@@ -49,6 +49,27 @@ impl Cell {
     }
 }
 
+/// A period by its edges: `2025` for a whole year, `2025-03` for a whole
+/// month, else its first date.
+pub fn period_label(start: &str, end: &str) -> String {
+    let (s, e) = (
+        start.get(0..10).unwrap_or(start),
+        end.get(0..10).unwrap_or(end),
+    );
+    let year = |d: &str| d.get(0..4).and_then(|y| y.parse::<i32>().ok());
+    let first_of_month = |d: &str| d.get(7..) == Some("-01");
+    if s.get(4..) == Some("-01-01")
+        && e.get(4..) == Some("-01-01")
+        && year(s).zip(year(e)).is_some_and(|(a, b)| b == a + 1)
+    {
+        s[..4].to_owned()
+    } else if first_of_month(s) && first_of_month(e) && s != e {
+        s[..7].to_owned()
+    } else {
+        s.to_owned()
+    }
+}
+
 /// How a row fills a column.
 pub type Fill = fn(&HoursRow) -> Cell;
 
@@ -63,7 +84,9 @@ pub const COLUMNS: &[(&str, Fill)] = &[
     ("report.col.unit", |r| {
         Cell::Text(r.unit.clone().unwrap_or_default())
     }),
-    ("report.col.period", |r| Cell::Text(r.period_start.clone())),
+    ("report.col.period", |r| {
+        Cell::Text(period_label(&r.period_start, &r.period_end))
+    }),
     ("report.col.effective", |r| Cell::Hours(r.used_hours)),
     ("report.col.external", |r| Cell::Hours(r.external_hours)),
     ("report.col.external_corrected", |r| {
@@ -383,6 +406,7 @@ mod tests {
             name: Some("NMR 600 MHz".into()),
             unit: Some("Chemistry/NMR Centre".into()),
             period_start: "2025-01-01".into(),
+            period_end: "2026-01-01".into(),
             used_hours: 10.5,
             external_hours: 2.0,
             share_rate: Some(0.25),
@@ -409,6 +433,17 @@ mod tests {
     }
 
     #[test]
+    fn periods_are_named_by_year_or_month() {
+        assert_eq!(
+            period_label("2025-01-01T00:00:00+08:00", "2026-01-01T00:00:00+08:00"),
+            "2025"
+        );
+        assert_eq!(period_label("2025-01-01", "2025-02-01"), "2025-01");
+        assert_eq!(period_label("2025-12-01", "2026-01-01"), "2025-12");
+        assert_eq!(period_label("2025-03-04", "2025-03-05"), "2025-03-04");
+    }
+
+    #[test]
     fn the_csv_has_plain_numbers_and_empty_unknowns() {
         let mut r = row();
         r.share_rate = None;
@@ -416,7 +451,7 @@ mod tests {
         Table::new(&[r], Lang::En).to_csv(&mut out).expect("csv");
         let text = String::from_utf8(out.into_inner().expect("bytes")).expect("utf-8");
         let line = text.lines().nth(1).expect("a row");
-        assert!(line.starts_with("nmr-600,NMR 600 MHz,Chemistry/NMR Centre,2025-01-01,10.5,2,"));
+        assert!(line.starts_with("nmr-600,NMR 600 MHz,Chemistry/NMR Centre,2025,10.5,2,"));
         assert!(line.contains(",,"), "unknown share rate is empty: {line}");
     }
 
