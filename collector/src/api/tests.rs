@@ -279,6 +279,12 @@ impl Reports for Fake {
     ) -> Result<ImportReport, QueryError> {
         Ok(ImportReport::default())
     }
+    fn exception_outcomes(&self, _range: &Range) -> Result<Vec<OutcomeRow>, QueryError> {
+        Ok(vec![])
+    }
+    fn booking_slots(&self, _range: &Range) -> Result<Vec<BookingSlot>, QueryError> {
+        Ok(vec![])
+    }
     fn power(&self, instrument: &str, _range: &Range) -> Result<PowerTrace, QueryError> {
         Err(QueryError::UnknownInstrument(instrument.into()))
     }

@@ -29,8 +29,8 @@ use super::{DashState, PageError, blocking};
 use crate::bookings::UsageType;
 use crate::reconcile::PeriodUnit;
 use crate::verified::{
-    Correction, Edge, GroupBy, HoursQuery, HoursRow, HoursRows, NewCorrection, OutcomeRow,
-    QuarantineRow, Range,
+    BookingSlot, Correction, Edge, GroupBy, HoursQuery, HoursRow, HoursRows, NewCorrection,
+    OutcomeRow, QuarantineRow, Range,
 };
 
 /// Items per page.
@@ -107,7 +107,10 @@ impl Item {
 /// What the inbox is built from.
 #[derive(Debug, Default)]
 pub struct Inputs {
+    /// Outcomes worth a look (no-show, fault, overrun).
     pub outcomes: Vec<OutcomeRow>,
+    /// Every booking that is not cancelled (double bookings).
+    pub slots: Vec<BookingSlot>,
     /// Hours rows per instrument and local day.
     pub days: Vec<HoursRow>,
     pub corrections: Vec<Correction>,
@@ -186,43 +189,37 @@ pub fn build(inputs: &Inputs, lang: Lang, zone: &TimeZone) -> Vec<Item> {
         }
     }
     // Double bookings: overlapping bookings of one instrument.
-    let mut by_instrument: HashMap<&str, Vec<(i64, i64, &OutcomeRow)>> = HashMap::new();
-    for o in &inputs.outcomes {
-        if o.outcome == "cancelled" {
-            continue;
-        }
-        if let (Some(s), Some(e)) = (parse_ms(&o.start), parse_ms(&o.end)) {
-            by_instrument
-                .entry(o.instrument_id.as_str())
-                .or_default()
-                .push((s, e, o));
-        }
-    }
-    let mut instruments: Vec<_> = by_instrument.into_iter().collect();
-    instruments.sort_by(|a, b| a.0.cmp(b.0));
-    for (instrument, mut list) in instruments {
-        list.sort_by(|a, b| (a.0, &a.2.booking_id).cmp(&(b.0, &b.2.booking_id)));
-        for (i, a) in list.iter().enumerate() {
-            for b in list[i + 1..].iter().take_while(|b| b.0 < a.1) {
-                let (s, e) = (b.0, a.1.min(b.1));
-                items.push(Item {
-                    kind: Kind::DoubleBooking,
-                    at_ms: s,
-                    instrument_id: instrument.to_owned(),
-                    name: name(instrument),
-                    start_ms: s,
-                    end_ms: e,
-                    booking_id: None,
-                    detail: format!(
-                        "{} ↔ {} · {} · {}",
-                        a.2.booking_id,
-                        b.2.booking_id,
-                        local_minute(s, zone),
-                        duration((e - s) as f64 / 1000.0)
-                    ),
-                    handled: reviewed(instrument, s, e),
-                });
-            }
+    let mut slots: Vec<&BookingSlot> = inputs.slots.iter().collect();
+    slots.sort_by(|a, b| {
+        (&a.instrument_id, a.start_ms, &a.booking_id).cmp(&(
+            &b.instrument_id,
+            b.start_ms,
+            &b.booking_id,
+        ))
+    });
+    for (i, a) in slots.iter().enumerate() {
+        for b in slots[i + 1..]
+            .iter()
+            .take_while(|b| b.instrument_id == a.instrument_id && b.start_ms < a.end_ms)
+        {
+            let (s, e) = (b.start_ms, a.end_ms.min(b.end_ms));
+            items.push(Item {
+                kind: Kind::DoubleBooking,
+                at_ms: s,
+                instrument_id: a.instrument_id.clone(),
+                name: name(&a.instrument_id),
+                start_ms: s,
+                end_ms: e,
+                booking_id: None,
+                detail: format!(
+                    "{} ↔ {} · {} · {}",
+                    a.booking_id,
+                    b.booking_id,
+                    local_minute(s, zone),
+                    duration((e - s) as f64 / 1000.0)
+                ),
+                handled: reviewed(&a.instrument_id, s, e),
+            });
         }
     }
     for d in &inputs.days {
@@ -457,7 +454,8 @@ pub async fn page(
             HoursRows::UsageTypes(_) => Vec::new(),
         };
         Ok(Inputs {
-            outcomes: r.outcomes(&range, None)?,
+            outcomes: r.exception_outcomes(&range)?,
+            slots: r.booking_slots(&range)?,
             days,
             corrections: r.corrections(&range, None)?,
             quarantine: r.quarantine(&range, 1000)?,
@@ -724,6 +722,31 @@ mod tests {
                     &[],
                 ),
             ],
+            slots: [
+                (
+                    "b-1",
+                    "2025-03-03T09:00:00+08:00",
+                    "2025-03-03T11:00:00+08:00",
+                ),
+                (
+                    "b-2",
+                    "2025-03-03T13:00:00+08:00",
+                    "2025-03-03T15:00:00+08:00",
+                ),
+                (
+                    "b-3",
+                    "2025-03-03T14:00:00+08:00",
+                    "2025-03-03T16:00:00+08:00",
+                ),
+            ]
+            .into_iter()
+            .map(|(id, s, e)| BookingSlot {
+                instrument_id: "nmr-600".into(),
+                booking_id: id.into(),
+                start_ms: parse_ms(s).expect("time"),
+                end_ms: parse_ms(e).expect("time"),
+            })
+            .collect(),
             days: vec![day(1.5, 0.0, 2.0)],
             corrections: vec![],
             quarantine: vec![QuarantineRow {

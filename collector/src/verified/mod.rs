@@ -77,6 +77,11 @@ pub trait Reports: Send + Sync + 'static {
         options: ImportOptions,
         now: Timestamp,
     ) -> Result<ImportReport, QueryError>;
+    /// Outcomes of the bookings starting in `range` that an admin should
+    /// look at: no-show, instrument fault, overrun (the exceptions inbox).
+    fn exception_outcomes(&self, range: &Range) -> Result<Vec<OutcomeRow>, QueryError>;
+    /// Bookings starting in `range` that are not cancelled, as slots.
+    fn booking_slots(&self, range: &Range) -> Result<Vec<BookingSlot>, QueryError>;
     /// An instrument's power summaries in `range`, its name and thresholds.
     fn power(&self, instrument: &str, range: &Range) -> Result<PowerTrace, QueryError>;
     /// Quarantined payloads received in `range`, newest first, at most `limit`.

@@ -16,7 +16,8 @@ use rusqlite::{Connection, OpenFlags};
 use super::dashboard::{self, DashSession, PowerTrace, QuarantineRow};
 use super::materialize::{Pass, catch_up, reconcile_changed_policies};
 use super::query::{
-    HoursQuery, HoursRows, InstrumentRow, OutcomeRow, QueryError, Range, SessionRow, TimelineView,
+    BookingSlot, HoursQuery, HoursRows, InstrumentRow, OutcomeRow, QueryError, Range, SessionRow,
+    TimelineView,
 };
 use super::{Correction, NewCorrection, Reports, corrections, hours, views};
 use crate::bookings::store::{ImportOptions, ImportReport};
@@ -222,6 +223,14 @@ impl Reports for StoreReports {
             }
             Ok(report)
         })
+    }
+
+    fn exception_outcomes(&self, range: &Range) -> Result<Vec<OutcomeRow>, QueryError> {
+        self.read(|conn, registry| views::exception_outcomes(conn, registry, range))
+    }
+
+    fn booking_slots(&self, range: &Range) -> Result<Vec<BookingSlot>, QueryError> {
+        self.read(|conn, registry| views::booking_slots(conn, registry, range))
     }
 
     fn power(&self, instrument: &str, range: &Range) -> Result<PowerTrace, QueryError> {

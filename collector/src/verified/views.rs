@@ -45,6 +45,50 @@ pub fn outcomes(
     range: &Range,
     instrument: Option<&str>,
 ) -> Result<Vec<OutcomeRow>, QueryError> {
+    outcomes_where(conn, registry, range, instrument, false)
+}
+
+/// Only the outcomes an admin should look at (no-show, instrument fault,
+/// overrun) of the bookings whose start lies in `range`, every instrument.
+pub fn exception_outcomes(
+    conn: &Connection,
+    registry: &Registry,
+    range: &Range,
+) -> Result<Vec<OutcomeRow>, QueryError> {
+    outcomes_where(conn, registry, range, None, true)
+}
+
+/// Every booking that is not cancelled and starts in `range`, as a slot
+/// (finding double bookings needs no more).
+pub fn booking_slots(
+    conn: &Connection,
+    registry: &Registry,
+    range: &Range,
+) -> Result<Vec<super::query::BookingSlot>, QueryError> {
+    let within = range_for(registry, range, None)?;
+    let mut stmt = conn.prepare_cached(
+        "SELECT instrument_id, booking_id, start_ms, end_ms FROM bookings
+         WHERE start_ms >= ?1 AND start_ms < ?2 AND status != 'cancelled'
+         ORDER BY instrument_id, start_ms, booking_id",
+    )?;
+    let rows = stmt.query_map(params![within.start, within.end], |r| {
+        Ok(super::query::BookingSlot {
+            instrument_id: r.get(0)?,
+            booking_id: r.get(1)?,
+            start_ms: r.get(2)?,
+            end_ms: r.get(3)?,
+        })
+    })?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+fn outcomes_where(
+    conn: &Connection,
+    registry: &Registry,
+    range: &Range,
+    instrument: Option<&str>,
+    exceptions_only: bool,
+) -> Result<Vec<OutcomeRow>, QueryError> {
     let one = instrument
         .map(|id| select(conn, registry, Some(id), None).map(|mut v| v.remove(0)))
         .transpose()?;
@@ -61,6 +105,11 @@ pub fn outcomes(
     let mut stmt = match instrument {
         Some(_) => conn.prepare_cached(&format!(
             "{COLUMNS} WHERE o.instrument_id = ?3 AND o.start_ms >= ?1 AND o.start_ms < ?2
+             ORDER BY o.start_ms, o.booking_id"
+        ))?,
+        None if exceptions_only => conn.prepare_cached(&format!(
+            "{COLUMNS} WHERE o.start_ms >= ?1 AND o.start_ms < ?2 AND ?3 IS NULL
+               AND (o.outcome IN ('no_show', 'instrument_fault') OR o.flags LIKE '%overrun%')
              ORDER BY o.start_ms, o.booking_id"
         ))?,
         None => conn.prepare_cached(&format!(
