@@ -80,7 +80,7 @@ pub trait Reports: Send + Sync + 'static {
     /// Outcomes of the bookings starting in `range` that an admin should
     /// look at: no-show, instrument fault, overrun (the exceptions inbox).
     fn exception_outcomes(&self, range: &Range) -> Result<Vec<OutcomeRow>, QueryError>;
-    /// Bookings starting in `range` that are not cancelled, as slots.
+    /// Reconciled bookings starting in `range` that are not cancelled, as slots.
     fn booking_slots(&self, range: &Range) -> Result<Vec<BookingSlot>, QueryError>;
     /// An instrument's power summaries in `range`, its name and thresholds.
     fn power(&self, instrument: &str, range: &Range) -> Result<PowerTrace, QueryError>;

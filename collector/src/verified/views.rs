@@ -58,8 +58,9 @@ pub fn exception_outcomes(
     outcomes_where(conn, registry, range, None, true)
 }
 
-/// Every booking that is not cancelled and starts in `range`, as a slot
-/// (finding double bookings needs no more).
+/// Every reconciled booking that is not cancelled and starts in `range`,
+/// as a slot (finding double bookings needs no more). Read through the
+/// outcomes' by-start index: `bookings` has none on its start.
 pub fn booking_slots(
     conn: &Connection,
     registry: &Registry,
@@ -67,9 +68,10 @@ pub fn booking_slots(
 ) -> Result<Vec<super::query::BookingSlot>, QueryError> {
     let within = range_for(registry, range, None)?;
     let mut stmt = conn.prepare_cached(
-        "SELECT instrument_id, booking_id, start_ms, end_ms FROM bookings
-         WHERE start_ms >= ?1 AND start_ms < ?2 AND status != 'cancelled'
-         ORDER BY instrument_id, start_ms, booking_id",
+        "SELECT o.instrument_id, o.booking_id, b.start_ms, b.end_ms
+         FROM booking_outcomes o JOIN bookings b ON b.booking_id = o.booking_id
+         WHERE o.start_ms >= ?1 AND o.start_ms < ?2 AND o.outcome != 'cancelled'
+         ORDER BY o.instrument_id, o.start_ms, o.booking_id",
     )?;
     let rows = stmt.query_map(params![within.start, within.end], |r| {
         Ok(super::query::BookingSlot {
