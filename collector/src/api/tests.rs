@@ -500,6 +500,32 @@ async fn hours_as_csv_through_accept_flatten_maps_into_fixed_columns() {
 }
 
 #[tokio::test]
+async fn hours_as_xlsx_are_a_workbook_of_the_csv_rows() {
+    let (fake, router) = setup();
+    let a = send(
+        &router,
+        Method::GET,
+        "/api/v1/hours?from=2025-03-01&to=2025-04-01&format=xlsx",
+        Some(EVALUATOR),
+        &[("accept", "application/json")],
+        None,
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::OK);
+    assert_eq!(
+        a.content_type(),
+        "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+    );
+    assert_eq!(&a.body[..4], b"PK\x03\x04", "a zip container");
+    assert!(a.body.len() > 2000);
+    assert!(matches!(fake.calls().as_slice(), [Call::Hours(_)]));
+    let disposition = a.headers[header::CONTENT_DISPOSITION]
+        .to_str()
+        .expect("ascii");
+    assert!(disposition.contains("labhours-hours.xlsx"));
+}
+
+#[tokio::test]
 async fn format_csv_wins_over_accept_and_format_json_forces_json() {
     let (_, router) = setup();
     let a = get(
