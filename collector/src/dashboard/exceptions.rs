@@ -453,13 +453,14 @@ pub async fn page(
             HoursRows::Totals(rows) => rows,
             HoursRows::UsageTypes(_) => Vec::new(),
         };
-        Ok(Inputs {
+        let inputs = Inputs {
             outcomes: r.exception_outcomes(&range)?,
             slots: r.booking_slots(&range)?,
             days,
             corrections: r.corrections(&range, None)?,
             quarantine: r.quarantine(&range, 1000)?,
-        })
+        };
+        Ok(inputs)
     })
     .await?;
     let path = uri

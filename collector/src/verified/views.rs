@@ -45,56 +45,80 @@ pub fn outcomes(
     range: &Range,
     instrument: Option<&str>,
 ) -> Result<Vec<OutcomeRow>, QueryError> {
-    outcomes_where(conn, registry, range, instrument, false)
+    let one = instrument
+        .map(|id| select(conn, registry, Some(id), None).map(|mut v| v.remove(0)))
+        .transpose()?;
+    let within = range_for(registry, range, one.as_ref())?;
+    outcomes_where(conn, registry, within, instrument, false)
 }
 
 /// Only the outcomes an admin should look at (no-show, instrument fault,
 /// overrun) of the bookings whose start lies in `range`, every instrument.
+/// Read instrument by instrument: each is one stretch of the primary key,
+/// where the by-start index would need a lookup per booking.
 pub fn exception_outcomes(
     conn: &Connection,
     registry: &Registry,
     range: &Range,
 ) -> Result<Vec<OutcomeRow>, QueryError> {
-    outcomes_where(conn, registry, range, None, true)
+    let mut out = Vec::new();
+    for inst in select(conn, registry, None, None)? {
+        let within = resolve_range(range, &inst.zone)?;
+        out.extend(outcomes_where(
+            conn,
+            registry,
+            within,
+            Some(&inst.id),
+            true,
+        )?);
+    }
+    Ok(out)
 }
 
 /// Every reconciled booking that is not cancelled and starts in `range`,
-/// as a slot (finding double bookings needs no more). Read through the
-/// outcomes' by-start index: `bookings` has none on its start.
+/// as a slot (finding double bookings needs no more), instrument by
+/// instrument from the outcomes' primary key (`booked_s` is the slot's
+/// length, so `bookings` is not read).
 pub fn booking_slots(
     conn: &Connection,
     registry: &Registry,
     range: &Range,
 ) -> Result<Vec<super::query::BookingSlot>, QueryError> {
-    let within = range_for(registry, range, None)?;
+    let mut out = Vec::new();
     let mut stmt = conn.prepare_cached(
-        "SELECT o.instrument_id, o.booking_id, b.start_ms, b.end_ms
-         FROM booking_outcomes o JOIN bookings b ON b.booking_id = o.booking_id
-         WHERE o.start_ms >= ?1 AND o.start_ms < ?2 AND o.outcome != 'cancelled'
-         ORDER BY o.instrument_id, o.start_ms, o.booking_id",
+        "SELECT booking_id, start_ms, booked_s FROM booking_outcomes
+         WHERE instrument_id = ?1 AND start_ms >= ?2 AND start_ms < ?3
+           AND outcome != 'cancelled'
+         ORDER BY start_ms, booking_id",
     )?;
-    let rows = stmt.query_map(params![within.start, within.end], |r| {
-        Ok(super::query::BookingSlot {
-            instrument_id: r.get(0)?,
-            booking_id: r.get(1)?,
-            start_ms: r.get(2)?,
-            end_ms: r.get(3)?,
-        })
-    })?;
-    Ok(rows.collect::<rusqlite::Result<_>>()?)
+    for inst in select(conn, registry, None, None)? {
+        let within = resolve_range(range, &inst.zone)?;
+        let rows = stmt.query_map(params![inst.id, within.start, within.end], |r| {
+            let start_ms: Ms = r.get(1)?;
+            let booked_s: f64 = r.get(2)?;
+            Ok(super::query::BookingSlot {
+                instrument_id: inst.id.clone(),
+                booking_id: r.get(0)?,
+                start_ms,
+                end_ms: start_ms + (booked_s * 1000.0).round() as Ms,
+            })
+        })?;
+        for row in rows {
+            out.push(row?);
+        }
+    }
+    Ok(out)
 }
 
+/// Outcomes of bookings starting in `within` (of one instrument or all),
+/// all of them or only those worth a look.
 fn outcomes_where(
     conn: &Connection,
     registry: &Registry,
-    range: &Range,
+    within: Interval,
     instrument: Option<&str>,
     exceptions_only: bool,
 ) -> Result<Vec<OutcomeRow>, QueryError> {
-    let one = instrument
-        .map(|id| select(conn, registry, Some(id), None).map(|mut v| v.remove(0)))
-        .transpose()?;
-    let within = range_for(registry, range, one.as_ref())?;
     // Two statements, so that one instrument's bookings come from the
     // primary key (instrument_id, start_ms, …) and the fleet's from the
     // by-start index (an `?3 IS NULL OR` would make SQLite scan the range
@@ -105,13 +129,13 @@ fn outcomes_where(
                 o.sessions, o.result_files
          FROM booking_outcomes o JOIN bookings b ON b.booking_id = o.booking_id";
     let mut stmt = match instrument {
-        Some(_) => conn.prepare_cached(&format!(
+        Some(_) if exceptions_only => conn.prepare_cached(&format!(
             "{COLUMNS} WHERE o.instrument_id = ?3 AND o.start_ms >= ?1 AND o.start_ms < ?2
+               AND (o.outcome IN ('no_show', 'instrument_fault') OR o.flags LIKE '%overrun%')
              ORDER BY o.start_ms, o.booking_id"
         ))?,
-        None if exceptions_only => conn.prepare_cached(&format!(
-            "{COLUMNS} WHERE o.start_ms >= ?1 AND o.start_ms < ?2 AND ?3 IS NULL
-               AND (o.outcome IN ('no_show', 'instrument_fault') OR o.flags LIKE '%overrun%')
+        Some(_) => conn.prepare_cached(&format!(
+            "{COLUMNS} WHERE o.instrument_id = ?3 AND o.start_ms >= ?1 AND o.start_ms < ?2
              ORDER BY o.start_ms, o.booking_id"
         ))?,
         None => conn.prepare_cached(&format!(
