@@ -27,8 +27,9 @@ pub use store_reports::StoreReports;
 use crate::bookings::store::{ImportOptions, ImportReport};
 use crate::bookings::{Booking, Format as BookingsFormat};
 
-/// Everything the HTTP API reads and writes, behind one trait so the API
-/// can be tested with a fake; [`StoreReports`] is the real one.
+/// Everything the HTTP API and the dashboard read and write, behind one
+/// trait so the API can be tested with a fake; [`StoreReports`] is the
+/// real one.
 /// Methods block (SQLite): call them from `spawn_blocking`.
 pub trait Reports: Send + Sync + 'static {
     fn hours(&self, query: &HoursQuery) -> Result<HoursRows, QueryError>;
