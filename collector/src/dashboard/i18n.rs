@@ -63,14 +63,27 @@ impl Lang {
         };
         match map.get(key) {
             Some(text) => text.as_str(),
-            None => {
-                tracing::warn!(key, lang = self.tag(), "missing dashboard label");
-                // Leaked once per missing key and language: bounded by the
-                // labels the templates name.
-                Box::leak(key.to_owned().into_boxed_str())
-            }
+            None => missing(key, self),
         }
     }
+}
+
+/// A key without a label shows as itself. Each such key is kept once (so
+/// that a label computed from data, `outcome.<name>`, cannot grow memory
+/// request by request) and logged once.
+fn missing(key: &str, lang: Lang) -> &'static str {
+    static MISSING: OnceLock<std::sync::Mutex<HashMap<String, &'static str>>> = OnceLock::new();
+    let mut seen = MISSING
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(text) = seen.get(key) {
+        return text;
+    }
+    tracing::warn!(key, lang = lang.tag(), "missing dashboard label");
+    let text: &'static str = Box::leak(key.to_owned().into_boxed_str());
+    seen.insert(key.to_owned(), text);
+    text
 }
 
 type Table = HashMap<String, String>;
@@ -226,6 +239,16 @@ mod tests {
             unknown.is_empty(),
             "labels used but not defined: {unknown:?}"
         );
+    }
+
+    #[test]
+    fn a_key_without_a_label_shows_as_itself_and_is_kept_once() {
+        // Built at run time, as labels computed from data are.
+        let key = format!("outcome.{}", "never_heard_of");
+        let a = Lang::En.t(&key);
+        let b = Lang::Zh.t(&key);
+        assert_eq!(a, "outcome.never_heard_of");
+        assert!(std::ptr::eq(a, b), "the same leaked text both times");
     }
 
     #[test]
