@@ -424,3 +424,35 @@ async fn a_bookings_preview_lists_bad_rows_by_line_and_writes_nothing() {
     .text();
     assert!(!outcomes.contains("b-new"), "a preview writes nothing");
 }
+
+#[tokio::test]
+async fn every_page_answers_in_both_languages_without_a_raw_label_key() {
+    let site = site(false);
+    let pages = [
+        "/".to_owned(),
+        "/fleet/table".to_owned(),
+        format!("/instruments/{NMR}?day=2025-03-03"),
+        format!("/instruments/{NMR}?day=2025-03-03&span=week"),
+        "/exceptions?from=2025-03-03&to=2025-03-03&show=all".to_owned(),
+        "/report?year=2025".to_owned(),
+        "/report?year=2025&period=month".to_owned(),
+        "/agents".to_owned(),
+        "/bookings".to_owned(),
+    ];
+    let en = super::i18n::flatten(include_str!("../../i18n/en.toml")).expect("labels");
+    for lang in ["en", "zh-CN"] {
+        for path in &pages {
+            let answer = send(&site.router, get(path, None, lang)).await;
+            assert_eq!(answer.status, StatusCode::OK, "{path} in {lang}");
+            let html = answer.text();
+            // A key in the text, not a path such as `/report.csv`.
+            let leaked: Vec<&String> = en
+                .keys()
+                .filter(|k| {
+                    html.matches(k.as_str()).count() > html.matches(&format!("/{k}")).count()
+                })
+                .collect();
+            assert!(leaked.is_empty(), "{path} in {lang} shows keys {leaked:?}");
+        }
+    }
+}
