@@ -456,3 +456,46 @@ async fn every_page_answers_in_both_languages_without_a_raw_label_key() {
         }
     }
 }
+
+#[tokio::test]
+async fn the_previewed_file_is_applied_from_the_page_without_a_second_upload() {
+    let site = site(false);
+    let boundary = "XBOUNDARY";
+    let file = "booking_id,instrument_id,user,group,usage_type,start,end,status\n\
+                b-new,nmr-600,li,chem,research,2025-03-10 09:00,2025-03-10 10:00,confirmed\n";
+    // What the preview's "Import" form sends: the file's text and name.
+    let body = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"carried_name\"\r\n\r\nmarch.csv\r\n\
+         --{boundary}\r\nContent-Disposition: form-data; name=\"carried\"\r\n\r\n{file}\r\n\
+         --{boundary}\r\nContent-Disposition: form-data; name=\"action\"\r\n\r\napply\r\n--{boundary}--\r\n"
+    );
+    let request = Request::post("/bookings")
+        .header(
+            header::CONTENT_TYPE,
+            format!("multipart/form-data; boundary={boundary}"),
+        )
+        .header("sec-fetch-site", "same-origin")
+        .body(Body::from(body))
+        .expect("request");
+    let answer = send(&site.router, request).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text());
+    assert!(answer.text().contains("id=\"import-report\""));
+    assert!(
+        !answer.text().contains("id=\"apply\""),
+        "nothing left to apply"
+    );
+    let outcomes = send(
+        &site.router,
+        get(
+            "/api/v1/bookings/outcomes?from=2025-03-10&to=2025-03-11",
+            None,
+            "en",
+        ),
+    )
+    .await
+    .text();
+    assert!(
+        outcomes.contains("b-new"),
+        "the import was applied: {outcomes}"
+    );
+}
