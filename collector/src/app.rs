@@ -182,14 +182,19 @@ async fn serve_http(
         stop.clone(),
     ));
     let state = ApiState::new(reports, &config.http.tokens)?;
+    let site_zone = jiff::tz::TimeZone::get(&config.site.time_zone)
+        .with_context(|| format!("site.time_zone {:?}", config.site.time_zone))?;
+    let dashboard =
+        crate::dashboard::routes(crate::dashboard::DashState::new(state.clone(), site_zone));
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("http.listen: cannot listen on {listen}"))?;
     let addr = listener.local_addr()?;
     tracing::info!(%addr, tokens = config.http.tokens.len(), "HTTP API listening");
-    let server = axum::serve(listener, app(state)).with_graceful_shutdown(async move {
-        let _ = stop.wait_for(|s| *s).await;
-    });
+    let server =
+        axum::serve(listener, dashboard.merge(app(state))).with_graceful_shutdown(async move {
+            let _ = stop.wait_for(|s| *s).await;
+        });
     Ok((
         addr,
         tokio::spawn(async move {

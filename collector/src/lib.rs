@@ -11,7 +11,8 @@
 //! into sessions, booking outcomes and verified hours; [`verified`] keeps
 //! those results in the store as data arrives and answers queries
 //! (`docs/verified.md`); [`api`] serves them over HTTP (`docs/api.md`)
-//! through [`verified::Reports`]; [`registry`] holds the instruments and
+//! through [`verified::Reports`]; [`dashboard`] is the admin dashboard
+//! under `/` (`docs/dashboard.md`); [`registry`] holds the instruments and
 //! their open hours (`docs/instruments.md`).
 
 pub mod api;
@@ -20,6 +21,7 @@ pub mod bookings;
 pub mod broker;
 pub mod cli;
 pub mod config;
+pub mod dashboard;
 pub mod ingest;
 pub mod reconcile;
 pub mod registry;

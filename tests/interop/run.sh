@@ -169,8 +169,23 @@ peer_tmpfs() {
   run_rust_tests tmpfs disk_full
 }
 
+# The dashboard in Debian's chromium, driven by playwright-core from npm
+# (tests/browser/): the real collector against a seeded scenario.
+# tests/browser/run.sh installs chromium and playwright-core when missing.
+peer_chromium() {
+  local log="$work/chromium.log" status=0
+  tests/browser/run.sh 2>&1 | tee "$log" || status=$?
+  local p f
+  p=$(grep -Eo '^# pass [0-9]+' "$log" | awk '{s += $3} END {print s + 0}')
+  f=$(grep -Eo '^# fail [0-9]+' "$log" | awk '{s += $3} END {print s + 0}')
+  if [ "$status" -ne 0 ] && [ "$f" -eq 0 ]; then f=1; fi
+  passed=$((passed + p))
+  failed=$((failed + f))
+  summary+=("chromium: $p passed, $f failed")
+}
+
 peers=("$@")
-((${#peers[@]})) || peers=(mosquitto pymodbus icalendar schemathesis tmpfs)
+((${#peers[@]})) || peers=(mosquitto pymodbus icalendar schemathesis tmpfs chromium)
 for peer in "${peers[@]}"; do
   "peer_$peer" || { failed=$((failed + 1)); summary+=("$peer: could not be set up"); }
   stop_peers

@@ -66,7 +66,7 @@ impl Auth {
 
     /// The holder of `token`, comparing its hash with every configured one
     /// in full (no early exit, so timing does not tell how much matched).
-    fn identify(&self, token: &str) -> Option<Caller> {
+    pub(crate) fn identify(&self, token: &str) -> Option<Caller> {
         let Self::Tokens(holders) = self else {
             return Some(Caller::local());
         };
@@ -84,6 +84,22 @@ impl Auth {
     }
 }
 
+impl Auth {
+    /// No tokens are configured: every caller is the local admin.
+    pub(crate) fn is_open(&self) -> bool {
+        matches!(self, Self::Open)
+    }
+
+    /// Whether a token named `name` with `role` is still configured (a
+    /// dashboard session ends when its token is removed or changes role).
+    pub(crate) fn still_holds(&self, name: &str, role: TokenRole) -> bool {
+        match self {
+            Self::Open => true,
+            Self::Tokens(holders) => holders.iter().any(|h| h.name == name && h.role == role),
+        }
+    }
+}
+
 /// The authenticated caller of a request (an extractor: requests without a
 /// known token are answered 401 before any handler runs).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -94,7 +110,7 @@ pub struct Caller {
 }
 
 impl Caller {
-    fn local() -> Self {
+    pub(crate) fn local() -> Self {
         Self {
             name: LOCAL_CALLER.into(),
             role: TokenRole::Admin,

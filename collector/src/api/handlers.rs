@@ -15,7 +15,7 @@ use utoipa::openapi::schema::{
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
 use super::params::Params;
-use super::table::{Format, HoursResponse, hours_body, to_csv};
+use super::table::{Format, HoursResponse, XLSX_CONTENT_TYPE, csv_to_xlsx, hours_body, to_csv};
 use super::{ApiDoc, ApiError, ApiState, Caller, ErrorBody};
 use crate::bookings::Booking;
 use crate::bookings::store::ImportOptions;
@@ -59,7 +59,8 @@ pub struct HoursParams {
     period: Option<PeriodUnit>,
     /// Rows per instrument (default), per unit or per usage type.
     group_by: Option<GroupBy>,
-    /// `csv` or `json`; overrides the Accept header.
+    /// `csv` or `json`; overrides the Accept header. This route also
+    /// answers `xlsx`: the CSV's rows as an Excel workbook.
     format: Option<FormatName>,
 }
 
@@ -282,10 +283,27 @@ pub async fn hours(
     params: Params,
 ) -> Result<Response, ApiError> {
     let query = hours_query(&params)?;
-    let format = params.format()?;
+    // `xlsx`: the CSV answer as a workbook (only this route has it).
+    let xlsx = params.get("format") == Some("xlsx");
+    let format = if xlsx { Format::Csv } else { params.format()? };
     let asked = query.clone();
     let rows = blocking(&state, move |r| r.hours(&asked)).await?;
     let body = hours_body(&query, rows, format).map_err(ApiError::internal)?;
+    if xlsx {
+        let book = csv_to_xlsx(&body, "hours").map_err(ApiError::internal)?;
+        return Ok((
+            StatusCode::OK,
+            [
+                (header::CONTENT_TYPE, XLSX_CONTENT_TYPE),
+                (
+                    header::CONTENT_DISPOSITION,
+                    "attachment; filename=\"labhours-hours.xlsx\"",
+                ),
+            ],
+            Body::from(book),
+        )
+            .into_response());
+    }
     Ok(answer(StatusCode::OK, format, body))
 }
 

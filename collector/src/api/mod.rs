@@ -7,7 +7,7 @@
 //! called in `spawn_blocking`); [`app`] builds the router, tested with
 //! `oneshot` against a fake.
 
-mod auth;
+pub(crate) mod auth;
 mod error;
 mod handlers;
 pub mod params;
@@ -76,8 +76,18 @@ impl ApiState {
         self
     }
 
-    fn now(&self) -> Timestamp {
+    pub(crate) fn now(&self) -> Timestamp {
         (self.clock)()
+    }
+
+    /// What the handlers read and write through (the dashboard shares it).
+    pub(crate) fn reports(&self) -> &Arc<dyn Reports> {
+        &self.reports
+    }
+
+    /// The configured tokens (the dashboard exchanges them for sessions).
+    pub(crate) fn auth(&self) -> &auth::Auth {
+        &self.auth
     }
 }
 

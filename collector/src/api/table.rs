@@ -36,6 +36,8 @@ pub const USAGE_TYPE_COLUMNS: [&str; 6] = [
 
 pub const CSV_CONTENT_TYPE: &str = "text/csv; charset=utf-8";
 pub const JSON_CONTENT_TYPE: &str = "application/json";
+pub const XLSX_CONTENT_TYPE: &str =
+    "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet";
 
 /// An answer's format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -134,6 +136,34 @@ pub fn hours_body(query: &HoursQuery, rows: HoursRows, format: Format) -> anyhow
             HoursRows::UsageTypes(r) => to_csv(&r)?,
         },
     })
+}
+
+/// A CSV answer as an Excel workbook (`format=xlsx` of `GET /hours`): one
+/// sheet with the same columns, a bold frozen header, and every cell that
+/// reads as a number written as a number.
+pub fn csv_to_xlsx(csv_bytes: &[u8], sheet_name: &str) -> anyhow::Result<Vec<u8>> {
+    let mut book = rust_xlsxwriter::Workbook::new();
+    let sheet = book.add_worksheet().set_name(sheet_name)?;
+    let bold = rust_xlsxwriter::Format::new().set_bold();
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .from_reader(csv_bytes);
+    for (r, record) in reader.records().enumerate() {
+        let record = record?;
+        let row = u32::try_from(r)?;
+        for (c, cell) in record.iter().enumerate() {
+            let col = u16::try_from(c)?;
+            if r == 0 {
+                sheet.write_string_with_format(row, col, cell, &bold)?;
+            } else if let Some(n) = cell.parse::<f64>().ok().filter(|n| n.is_finite()) {
+                sheet.write_number(row, col, n)?;
+            } else if !cell.is_empty() {
+                sheet.write_string(row, col, cell)?;
+            }
+        }
+    }
+    sheet.set_freeze_panes(1, 0)?;
+    Ok(book.save_to_buffer()?)
 }
 
 /// Rows as CSV: a header, then one line per row (see the module doc).

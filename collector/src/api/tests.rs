@@ -267,6 +267,48 @@ impl Reports for Fake {
         report.applied = !options.dry_run && (report.errors.is_empty() || options.skip_invalid);
         Ok(report)
     }
+    // The API does not reach the dashboard's methods (dashboard/tests.rs
+    // tests them through the real store).
+    fn import_bookings_file(
+        &self,
+        _format: crate::bookings::Format,
+        _text: &str,
+        _source: &str,
+        _options: ImportOptions,
+        _now: Timestamp,
+    ) -> Result<ImportReport, QueryError> {
+        Ok(ImportReport::default())
+    }
+    fn exception_outcomes(&self, _range: &Range) -> Result<Vec<OutcomeRow>, QueryError> {
+        Ok(vec![])
+    }
+    fn booking_slots(&self, _range: &Range) -> Result<Vec<BookingSlot>, QueryError> {
+        Ok(vec![])
+    }
+    fn power(&self, instrument: &str, _range: &Range) -> Result<PowerTrace, QueryError> {
+        Err(QueryError::UnknownInstrument(instrument.into()))
+    }
+    fn quarantine(&self, _range: &Range, _limit: usize) -> Result<Vec<QuarantineRow>, QueryError> {
+        Ok(vec![])
+    }
+    fn create_session(
+        &self,
+        _id_sha256: &str,
+        _session: &DashSession,
+        _now: Timestamp,
+    ) -> Result<(), QueryError> {
+        Ok(())
+    }
+    fn find_session(
+        &self,
+        _id_sha256: &str,
+        _now: Timestamp,
+    ) -> Result<Option<DashSession>, QueryError> {
+        Ok(None)
+    }
+    fn end_session(&self, _id_sha256: &str) -> Result<(), QueryError> {
+        Ok(())
+    }
 }
 
 fn tokens() -> Vec<TokenConfig> {
@@ -455,6 +497,32 @@ async fn hours_as_csv_through_accept_flatten_maps_into_fixed_columns() {
         )
     );
     assert_eq!(lines.next(), None);
+}
+
+#[tokio::test]
+async fn hours_as_xlsx_are_a_workbook_of_the_csv_rows() {
+    let (fake, router) = setup();
+    let a = send(
+        &router,
+        Method::GET,
+        "/api/v1/hours?from=2025-03-01&to=2025-04-01&format=xlsx",
+        Some(EVALUATOR),
+        &[("accept", "application/json")],
+        None,
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::OK);
+    assert_eq!(
+        a.content_type(),
+        "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+    );
+    assert_eq!(&a.body[..4], b"PK\x03\x04", "a zip container");
+    assert!(a.body.len() > 2000);
+    assert!(matches!(fake.calls().as_slice(), [Call::Hours(_)]));
+    let disposition = a.headers[header::CONTENT_DISPOSITION]
+        .to_str()
+        .expect("ascii");
+    assert!(disposition.contains("labhours-hours.xlsx"));
 }
 
 #[tokio::test]
@@ -778,7 +846,12 @@ async fn every_parameter_error_is_a_400_naming_the_parameter_and_asks_nothing() 
             "colour",
         ),
         (
-            "/api/v1/hours?from=2025-03-01&to=2025-04-01&format=xlsx",
+            "/api/v1/hours?from=2025-03-01&to=2025-04-01&format=xml",
+            "format",
+        ),
+        // Only the hours answer as a workbook.
+        (
+            "/api/v1/sessions?from=2025-03-01&to=2025-04-01&format=xlsx",
             "format",
         ),
         (

@@ -28,6 +28,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0003_verified",
         include_str!("../../migrations/0003_verified.sql"),
     ),
+    (
+        "0004_dashboard",
+        include_str!("../../migrations/0004_dashboard.sql"),
+    ),
 ];
 
 /// The first version with the tables of [`super::derived`]: an older

@@ -9,6 +9,7 @@
 //! - [`StoreReports`]: all of it behind the [`Reports`] trait the API uses.
 
 pub mod corrections;
+pub mod dashboard;
 pub mod hours;
 pub mod materialize;
 pub mod query;
@@ -19,14 +20,16 @@ pub mod views;
 use jiff::Timestamp;
 
 pub use corrections::{Correction, CorrectionSchema, NewCorrection};
+pub use dashboard::{DashSession, PowerPoint, PowerTrace, QuarantineRow};
 pub use query::*;
 pub use store_reports::StoreReports;
 
-use crate::bookings::Booking;
 use crate::bookings::store::{ImportOptions, ImportReport};
+use crate::bookings::{Booking, Format as BookingsFormat};
 
-/// Everything the HTTP API reads and writes, behind one trait so the API
-/// can be tested with a fake; [`StoreReports`] is the real one.
+/// Everything the HTTP API and the dashboard read and write, behind one
+/// trait so the API can be tested with a fake; [`StoreReports`] is the
+/// real one.
 /// Methods block (SQLite): call them from `spawn_blocking`.
 pub trait Reports: Send + Sync + 'static {
     fn hours(&self, query: &HoursQuery) -> Result<HoursRows, QueryError>;
@@ -65,6 +68,40 @@ pub trait Reports: Send + Sync + 'static {
         options: ImportOptions,
         now: Timestamp,
     ) -> Result<ImportReport, QueryError>;
+    /// Parses a bookings file (CSV or iCalendar, as `bookings import` does:
+    /// errors carry the file's line numbers) and imports it under `source`.
+    fn import_bookings_file(
+        &self,
+        format: BookingsFormat,
+        text: &str,
+        source: &str,
+        options: ImportOptions,
+        now: Timestamp,
+    ) -> Result<ImportReport, QueryError>;
+    /// Outcomes of the bookings starting in `range` that an admin should
+    /// look at: no-show, instrument fault, overrun (the exceptions inbox).
+    fn exception_outcomes(&self, range: &Range) -> Result<Vec<OutcomeRow>, QueryError>;
+    /// Reconciled bookings starting in `range` that are not cancelled, as slots.
+    fn booking_slots(&self, range: &Range) -> Result<Vec<BookingSlot>, QueryError>;
+    /// An instrument's power summaries in `range`, its name and thresholds.
+    fn power(&self, instrument: &str, range: &Range) -> Result<PowerTrace, QueryError>;
+    /// Quarantined payloads received in `range`, newest first, at most `limit`.
+    fn quarantine(&self, range: &Range, limit: usize) -> Result<Vec<QuarantineRow>, QueryError>;
+    /// Records a dashboard session under the SHA-256 of its secret.
+    fn create_session(
+        &self,
+        id_sha256: &str,
+        session: &DashSession,
+        now: Timestamp,
+    ) -> Result<(), QueryError>;
+    /// The unexpired session whose secret hashes to `id_sha256`.
+    fn find_session(
+        &self,
+        id_sha256: &str,
+        now: Timestamp,
+    ) -> Result<Option<DashSession>, QueryError>;
+    /// Ends a session (logout).
+    fn end_session(&self, id_sha256: &str) -> Result<(), QueryError>;
 }
 #[cfg(test)]
 mod tests;

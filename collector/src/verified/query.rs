@@ -154,6 +154,15 @@ pub struct SegmentRow {
     pub booking_id: Option<String>,
 }
 
+/// A booking's slot: where double bookings are looked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BookingSlot {
+    pub instrument_id: String,
+    pub booking_id: String,
+    pub start_ms: i64,
+    pub end_ms: i64,
+}
+
 /// A usage session (§2).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct SessionRow {

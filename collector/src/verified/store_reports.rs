@@ -13,13 +13,15 @@ use std::time::Duration;
 use jiff::Timestamp;
 use rusqlite::{Connection, OpenFlags};
 
+use super::dashboard::{self, DashSession, PowerTrace, QuarantineRow};
 use super::materialize::{Pass, catch_up, reconcile_changed_policies};
 use super::query::{
-    HoursQuery, HoursRows, InstrumentRow, OutcomeRow, QueryError, Range, SessionRow, TimelineView,
+    BookingSlot, HoursQuery, HoursRows, InstrumentRow, OutcomeRow, QueryError, Range, SessionRow,
+    TimelineView,
 };
 use super::{Correction, NewCorrection, Reports, corrections, hours, views};
 use crate::bookings::store::{ImportOptions, ImportReport};
-use crate::bookings::{Booking, ParseContext, check};
+use crate::bookings::{Booking, Format as BookingsFormat, ParseContext, check};
 use crate::registry::Registry;
 use crate::store::DB_FILE;
 
@@ -203,5 +205,60 @@ impl Reports for StoreReports {
             }
             Ok(report)
         })
+    }
+
+    fn import_bookings_file(
+        &self,
+        format: BookingsFormat,
+        text: &str,
+        source: &str,
+        options: ImportOptions,
+        now: Timestamp,
+    ) -> Result<ImportReport, QueryError> {
+        let parsed = crate::bookings::parse(format, text, &self.parse);
+        self.write(|conn, registry| {
+            let report = crate::bookings::store::import(conn, parsed, source, options, now)?;
+            if report.applied {
+                catch_up(conn, registry, now.as_millisecond())?;
+            }
+            Ok(report)
+        })
+    }
+
+    fn exception_outcomes(&self, range: &Range) -> Result<Vec<OutcomeRow>, QueryError> {
+        self.read(|conn, registry| views::exception_outcomes(conn, registry, range))
+    }
+
+    fn booking_slots(&self, range: &Range) -> Result<Vec<BookingSlot>, QueryError> {
+        self.read(|conn, registry| views::booking_slots(conn, registry, range))
+    }
+
+    fn power(&self, instrument: &str, range: &Range) -> Result<PowerTrace, QueryError> {
+        self.read(|conn, registry| dashboard::power(conn, registry, instrument, range))
+    }
+
+    fn quarantine(&self, range: &Range, limit: usize) -> Result<Vec<QuarantineRow>, QueryError> {
+        self.read(|conn, registry| dashboard::quarantine(conn, registry, range, limit))
+    }
+
+    fn create_session(
+        &self,
+        id_sha256: &str,
+        session: &DashSession,
+        now: Timestamp,
+    ) -> Result<(), QueryError> {
+        self.write(|conn, _| dashboard::create_session(conn, id_sha256, session, now))
+    }
+
+    fn find_session(
+        &self,
+        id_sha256: &str,
+        now: Timestamp,
+    ) -> Result<Option<DashSession>, QueryError> {
+        self.read(|conn, _| dashboard::find_session(conn, id_sha256, now))
+    }
+
+    fn end_session(&self, id_sha256: &str) -> Result<(), QueryError> {
+        self.write(|conn, _| dashboard::end_session(conn, id_sha256))
     }
 }

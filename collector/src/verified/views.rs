@@ -49,14 +49,100 @@ pub fn outcomes(
         .map(|id| select(conn, registry, Some(id), None).map(|mut v| v.remove(0)))
         .transpose()?;
     let within = range_for(registry, range, one.as_ref())?;
+    outcomes_where(conn, registry, within, instrument, false)
+}
+
+/// Only the outcomes an admin should look at (no-show, instrument fault,
+/// overrun) of the bookings whose start lies in `range`, every instrument.
+/// Read instrument by instrument: each is one stretch of the primary key,
+/// where the by-start index would need a lookup per booking.
+pub fn exception_outcomes(
+    conn: &Connection,
+    registry: &Registry,
+    range: &Range,
+) -> Result<Vec<OutcomeRow>, QueryError> {
+    let mut out = Vec::new();
+    for inst in select(conn, registry, None, None)? {
+        let within = resolve_range(range, &inst.zone)?;
+        out.extend(outcomes_where(
+            conn,
+            registry,
+            within,
+            Some(&inst.id),
+            true,
+        )?);
+    }
+    Ok(out)
+}
+
+/// Every reconciled booking that is not cancelled and starts in `range`,
+/// as a slot (finding double bookings needs no more), instrument by
+/// instrument from the outcomes' primary key (`booked_s` is the slot's
+/// length, so `bookings` is not read).
+pub fn booking_slots(
+    conn: &Connection,
+    registry: &Registry,
+    range: &Range,
+) -> Result<Vec<super::query::BookingSlot>, QueryError> {
+    let mut out = Vec::new();
     let mut stmt = conn.prepare_cached(
-        "SELECT o.booking_id, o.instrument_id, b.user, b.group_name, b.usage_type, b.start_ms,
-                b.end_ms, o.outcome, o.flags, o.booked_s, o.used_s, o.early_s, o.overrun_s,
-                o.first_use_ms, o.last_use_ms, o.unknown_s, o.fault_s, o.sessions, o.result_files
-         FROM booking_outcomes o JOIN bookings b ON b.booking_id = o.booking_id
-         WHERE o.start_ms >= ?1 AND o.start_ms < ?2 AND (?3 IS NULL OR o.instrument_id = ?3)
-         ORDER BY o.start_ms, o.booking_id",
+        "SELECT booking_id, start_ms, booked_s FROM booking_outcomes
+         WHERE instrument_id = ?1 AND start_ms >= ?2 AND start_ms < ?3
+           AND outcome != 'cancelled'
+         ORDER BY start_ms, booking_id",
     )?;
+    for inst in select(conn, registry, None, None)? {
+        let within = resolve_range(range, &inst.zone)?;
+        let rows = stmt.query_map(params![inst.id, within.start, within.end], |r| {
+            let start_ms: Ms = r.get(1)?;
+            let booked_s: f64 = r.get(2)?;
+            Ok(super::query::BookingSlot {
+                instrument_id: inst.id.clone(),
+                booking_id: r.get(0)?,
+                start_ms,
+                end_ms: start_ms + (booked_s * 1000.0).round() as Ms,
+            })
+        })?;
+        for row in rows {
+            out.push(row?);
+        }
+    }
+    Ok(out)
+}
+
+/// Outcomes of bookings starting in `within` (of one instrument or all),
+/// all of them or only those worth a look.
+fn outcomes_where(
+    conn: &Connection,
+    registry: &Registry,
+    within: Interval,
+    instrument: Option<&str>,
+    exceptions_only: bool,
+) -> Result<Vec<OutcomeRow>, QueryError> {
+    // Two statements, so that one instrument's bookings come from the
+    // primary key (instrument_id, start_ms, …) and the fleet's from the
+    // by-start index (an `?3 IS NULL OR` would make SQLite scan the range
+    // of every instrument).
+    const COLUMNS: &str = "SELECT o.booking_id, o.instrument_id, b.user, b.group_name,
+                b.usage_type, b.start_ms, b.end_ms, o.outcome, o.flags, o.booked_s, o.used_s,
+                o.early_s, o.overrun_s, o.first_use_ms, o.last_use_ms, o.unknown_s, o.fault_s,
+                o.sessions, o.result_files
+         FROM booking_outcomes o JOIN bookings b ON b.booking_id = o.booking_id";
+    let mut stmt = match instrument {
+        Some(_) if exceptions_only => conn.prepare_cached(&format!(
+            "{COLUMNS} WHERE o.instrument_id = ?3 AND o.start_ms >= ?1 AND o.start_ms < ?2
+               AND (o.outcome IN ('no_show', 'instrument_fault') OR o.flags LIKE '%overrun%')
+             ORDER BY o.start_ms, o.booking_id"
+        ))?,
+        Some(_) => conn.prepare_cached(&format!(
+            "{COLUMNS} WHERE o.instrument_id = ?3 AND o.start_ms >= ?1 AND o.start_ms < ?2
+             ORDER BY o.start_ms, o.booking_id"
+        ))?,
+        None => conn.prepare_cached(&format!(
+            "{COLUMNS} WHERE o.start_ms >= ?1 AND o.start_ms < ?2 AND ?3 IS NULL
+             ORDER BY o.start_ms, o.booking_id"
+        ))?,
+    };
     let rows = stmt.query_map(params![within.start, within.end, instrument], |r| {
         let instrument_id: String = r.get(1)?;
         let zone = registry.instrument(&instrument_id).zone;
@@ -245,6 +331,39 @@ pub fn instruments(
     now: Timestamp,
 ) -> Result<Vec<InstrumentRow>, QueryError> {
     let now = now.as_millisecond();
+    // Every agent in one read, by instrument (one query per instrument
+    // would be thousands at fleet scale).
+    let mut agents_of: std::collections::HashMap<String, Vec<AgentView>> =
+        std::collections::HashMap::new();
+    {
+        let mut stmt = conn.prepare_cached(
+            "SELECT instrument_id, agent_id, presence, last_seen_ms, backlog, clock_skew_ms, version
+             FROM agents WHERE instrument_id IS NOT NULL ORDER BY instrument_id, agent_id",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, Option<String>>(2)?,
+                r.get::<_, Option<Ms>>(3)?,
+                r.get::<_, Option<i64>>(4)?,
+                r.get::<_, Option<i64>>(5)?,
+                r.get::<_, Option<String>>(6)?,
+            ))
+        })?;
+        for row in rows {
+            let (instrument_id, agent_id, presence, last_seen, backlog, skew, version) = row?;
+            let zone = registry.instrument(&instrument_id).zone;
+            agents_of.entry(instrument_id).or_default().push(AgentView {
+                agent_id,
+                online: presence.as_deref() == Some("online"),
+                last_seen: last_seen.map(|t| local(t, &zone)),
+                backlog: backlog.map(|b| b.max(0) as u64),
+                clock_skew_ms: skew,
+                version,
+            });
+        }
+    }
     let mut out = Vec::new();
     for inst in select(conn, registry, None, None)? {
         let last: Option<(Ms, String)> = conn
@@ -255,8 +374,12 @@ pub fn instruments(
             .query_row([&inst.id], |r| Ok((r.get(0)?, r.get(1)?)))
             .optional()?;
         let alive_until: Option<Ms> = conn
-            .prepare_cached("SELECT MAX(end_ms) FROM alive_spans WHERE instrument_id = ?1")?
-            .query_row([&inst.id], |r| r.get(0))?;
+            .prepare_cached(
+                "SELECT end_ms FROM alive_spans WHERE instrument_id = ?1
+                 ORDER BY start_ms DESC LIMIT 1",
+            )?
+            .query_row([&inst.id], |r| r.get(0))
+            .optional()?;
         let silence = crate::reconcile::secs(inst.rules.silence_after_s);
         let silent_since = alive_until.filter(|&t| now - t >= silence);
         let (state, since) = match (last, silent_since) {
@@ -264,22 +387,7 @@ pub fn instruments(
             (Some((at, s)), None) => (super::materialize::parse_state(&s), Some(at)),
             (None, None) => (State::Unknown, None),
         };
-        let agents: Vec<AgentView> = conn
-            .prepare_cached(
-                "SELECT agent_id, presence, last_seen_ms, backlog, clock_skew_ms, version
-                 FROM agents WHERE instrument_id = ?1 ORDER BY agent_id",
-            )?
-            .query_map([&inst.id], |r| {
-                Ok(AgentView {
-                    agent_id: r.get(0)?,
-                    online: r.get::<_, Option<String>>(1)?.as_deref() == Some("online"),
-                    last_seen: r.get::<_, Option<Ms>>(2)?.map(|t| local(t, &inst.zone)),
-                    backlog: r.get::<_, Option<i64>>(3)?.map(|b| b.max(0) as u64),
-                    clock_skew_ms: r.get(4)?,
-                    version: r.get(5)?,
-                })
-            })?
-            .collect::<rusqlite::Result<_>>()?;
+        let agents = agents_of.remove(&inst.id).unwrap_or_default();
         out.push(InstrumentRow {
             agent_online: agents.iter().any(|a| a.online),
             since: since.map(|t| local(t, &inst.zone)),

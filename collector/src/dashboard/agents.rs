@@ -1,0 +1,161 @@
+//! The agents page (`/agents`): every agent with its instrument, version,
+//! presence, last seen, clock skew, backlog, and the payloads quarantined
+//! from it in the last 30 days.
+
+use std::collections::HashMap;
+
+use axum::extract::State;
+use axum::http::{HeaderMap, Uri};
+use axum::response::{Html, IntoResponse, Response};
+use serde::Serialize;
+
+use super::page::{Page, short_time};
+use super::session::{Viewer, url_encode};
+use super::{DashState, PageError, blocking};
+use crate::verified::{Edge, InstrumentRow, QuarantineRow, Range};
+
+/// How far back quarantined payloads are counted.
+pub const QUARANTINE_DAYS: i64 = 30;
+
+/// One agent as the page shows it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct AgentLine {
+    pub agent_id: String,
+    pub instrument_id: String,
+    pub instrument_href: String,
+    pub instrument_name: String,
+    pub version: String,
+    pub online: bool,
+    pub last_seen: String,
+    pub clock_skew: String,
+    pub backlog: String,
+    pub quarantined: usize,
+}
+
+/// Agents sorted by id, with their quarantine counts; agents known only
+/// from quarantined payloads are listed too.
+pub fn lines(instruments: &[InstrumentRow], quarantine: &[QuarantineRow]) -> Vec<AgentLine> {
+    let mut counts: HashMap<&str, usize> = HashMap::new();
+    for q in quarantine {
+        if let Some(a) = q.agent_id.as_deref() {
+            *counts.entry(a).or_default() += 1;
+        }
+    }
+    let mut out: Vec<AgentLine> = Vec::new();
+    for i in instruments {
+        for a in &i.agents {
+            out.push(AgentLine {
+                agent_id: a.agent_id.clone(),
+                instrument_id: i.instrument_id.clone(),
+                instrument_href: format!("/instruments/{}", url_encode(&i.instrument_id)),
+                instrument_name: i.name.clone(),
+                version: a.version.clone().unwrap_or_default(),
+                online: a.online,
+                last_seen: a.last_seen.as_deref().map(short_time).unwrap_or_default(),
+                clock_skew: a
+                    .clock_skew_ms
+                    .map(|ms| format!("{:+.1} s", ms as f64 / 1000.0))
+                    .unwrap_or_default(),
+                backlog: a.backlog.map(|b| b.to_string()).unwrap_or_default(),
+                quarantined: counts.remove(a.agent_id.as_str()).unwrap_or(0),
+            });
+        }
+    }
+    for (agent, n) in counts {
+        out.push(AgentLine {
+            agent_id: agent.to_owned(),
+            quarantined: n,
+            ..AgentLine::default()
+        });
+    }
+    out.sort_by(|a, b| a.agent_id.cmp(&b.agent_id));
+    out
+}
+
+#[derive(askama::Template)]
+#[template(path = "agents.html")]
+struct AgentsTemplate {
+    page: Page,
+    agents: Vec<AgentLine>,
+    quarantine: Vec<(String, String, String, String)>,
+}
+
+/// `GET /agents`.
+pub async fn page(
+    State(state): State<DashState>,
+    viewer: Viewer,
+    headers: HeaderMap,
+    uri: Uri,
+) -> Result<Response, PageError> {
+    let now = state.now();
+    let today = state.today();
+    let range = Range {
+        from: Edge::Date(
+            today
+                .checked_sub(jiff::Span::new().days(QUARANTINE_DAYS))
+                .unwrap_or(today),
+        ),
+        to: Edge::Date(today.tomorrow().unwrap_or(today)),
+    };
+    let (instruments, quarantine) = blocking(&state, move |r| {
+        Ok((r.instruments(now)?, r.quarantine(&range, 10_000)?))
+    })
+    .await?;
+    let path = uri.path().to_owned();
+    let page = Page::new(&headers, "agents", &path, viewer, "agents.title");
+    let zone = state.site_zone.clone();
+    let html = askama::Template::render(&AgentsTemplate {
+        agents: lines(&instruments, &quarantine),
+        quarantine: quarantine
+            .iter()
+            .take(50)
+            .map(|q| {
+                (
+                    super::page::local_minute(q.received_at_ms, &zone),
+                    q.agent_id.clone().unwrap_or_default(),
+                    q.reason.clone(),
+                    q.payload_len.to_string(),
+                )
+            })
+            .collect(),
+        page,
+    })?;
+    Ok(Html(html).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::verified::AgentView;
+
+    #[test]
+    fn quarantined_payloads_are_counted_per_agent_and_strangers_are_listed() {
+        let instruments = vec![InstrumentRow {
+            instrument_id: "nmr-600".into(),
+            name: "NMR".into(),
+            agents: vec![AgentView {
+                agent_id: "a-1".into(),
+                online: true,
+                last_seen: Some("2025-03-03T09:00:00+08:00".into()),
+                backlog: Some(4),
+                clock_skew_ms: Some(-1500),
+                version: Some("0.1.0".into()),
+            }],
+            ..InstrumentRow::default()
+        }];
+        let q = |agent: &str| QuarantineRow {
+            id: 1,
+            received_at_ms: 0,
+            topic: format!("labhours/v1/{agent}/events"),
+            agent_id: Some(agent.into()),
+            reason: "bad".into(),
+            payload_len: 3,
+        };
+        let out = lines(&instruments, &[q("a-1"), q("a-1"), q("ghost")]);
+        assert_eq!(out.len(), 2);
+        assert_eq!((out[0].agent_id.as_str(), out[0].quarantined), ("a-1", 2));
+        assert_eq!(out[0].clock_skew, "-1.5 s");
+        assert_eq!(out[0].backlog, "4");
+        assert_eq!((out[1].agent_id.as_str(), out[1].quarantined), ("ghost", 1));
+    }
+}

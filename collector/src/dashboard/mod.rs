@@ -1,0 +1,169 @@
+//! The admin dashboard under `/` (docs/dashboard.md): server-rendered pages
+//! over the same [`Reports`] the API uses.
+//!
+//! - [`session`]: login (an API token exchanged for a session cookie),
+//!   logout, who is looking ([`session::Viewer`]) and the CSRF check;
+//! - [`i18n`]: labels in English and Simplified Chinese;
+//! - [`assets`]: embedded CSS and the vendored htmx, with cache headers;
+//! - one file per page: [`fleet`], [`instrument`], [`exceptions`],
+//!   [`report`], [`agents`], [`bookings`];
+//! - pure parts, unit-tested: [`fleet::filter_page`], [`timeline_svg`],
+//!   [`exceptions::build`], [`report::Table`].
+
+pub mod agents;
+pub mod assets;
+pub mod bookings;
+pub mod exceptions;
+pub mod fleet;
+pub mod i18n;
+pub mod instrument;
+pub mod page;
+pub mod report;
+pub mod scenario;
+pub mod session;
+pub mod timeline_svg;
+
+#[cfg(test)]
+mod tests;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use jiff::Timestamp;
+use jiff::tz::TimeZone;
+use tower_http::compression::CompressionLayer;
+
+use crate::api::ApiState;
+use crate::verified::{QueryError, Reports};
+
+/// The largest bookings file accepted from the browser (16 MiB, as the API).
+pub const MAX_UPLOAD_BYTES: usize = crate::api::MAX_BOOKINGS_BODY_BYTES;
+
+/// What the pages share.
+#[derive(Clone, Debug)]
+pub struct DashState {
+    api: ApiState,
+    site_zone: TimeZone,
+}
+
+impl DashState {
+    /// The dashboard over the API's state (its reports, tokens and clock);
+    /// dates are shown in `site_zone`.
+    pub fn new(api: ApiState, site_zone: TimeZone) -> Self {
+        Self { api, site_zone }
+    }
+
+    fn reports(&self) -> Arc<dyn Reports> {
+        self.api.reports().clone()
+    }
+
+    fn now(&self) -> Timestamp {
+        self.api.now()
+    }
+
+    /// Today's date in the site's zone.
+    fn today(&self) -> jiff::civil::Date {
+        self.now().to_zoned(self.site_zone.clone()).date()
+    }
+}
+
+/// A failure shown as a page.
+#[derive(Debug)]
+pub struct PageError {
+    status: StatusCode,
+    message: String,
+}
+
+impl PageError {
+    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            message: message.into(),
+        }
+    }
+
+    fn internal(e: impl std::fmt::Display) -> Self {
+        tracing::error!(error = %e, "dashboard page failed");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal error; the collector's log has the detail",
+        )
+    }
+}
+
+impl From<QueryError> for PageError {
+    fn from(e: QueryError) -> Self {
+        match e {
+            QueryError::BadParameter { parameter, message } => {
+                Self::new(StatusCode::BAD_REQUEST, format!("{parameter}: {message}"))
+            }
+            QueryError::UnknownInstrument(id) => {
+                Self::new(StatusCode::NOT_FOUND, format!("no instrument {id:?}"))
+            }
+            QueryError::Db(e) => Self::internal(e),
+        }
+    }
+}
+
+impl From<askama::Error> for PageError {
+    fn from(e: askama::Error) -> Self {
+        Self::internal(e)
+    }
+}
+
+impl IntoResponse for PageError {
+    fn into_response(self) -> Response {
+        let body = format!(
+            "<!doctype html><meta charset=utf-8><title>{status}</title>\
+             <p>{status}: {message}</p><p><a href=\"/\">labhours</a></p>",
+            status = self.status,
+            message = page::escape(&self.message),
+        );
+        (self.status, Html(body)).into_response()
+    }
+}
+
+/// Runs a blocking `Reports` call off the async threads.
+async fn blocking<T: Send + 'static>(
+    state: &DashState,
+    call: impl FnOnce(&dyn Reports) -> Result<T, QueryError> + Send + 'static,
+) -> Result<T, PageError> {
+    let reports = state.reports();
+    tokio::task::spawn_blocking(move || call(&*reports))
+        .await
+        .map_err(PageError::internal)?
+        .map_err(PageError::from)
+}
+
+/// The dashboard's routes (everything but `/api/v1`), gzip-compressed when
+/// the browser accepts it, every unsafe method behind the CSRF check.
+pub fn routes(state: DashState) -> Router {
+    Router::new()
+        .route("/", get(fleet::page))
+        .route("/fleet/table", get(fleet::table_fragment))
+        .route("/instruments/{id}", get(instrument::page))
+        .route("/exceptions", get(exceptions::page))
+        .route("/exceptions/assign", post(exceptions::assign))
+        .route("/exceptions/review", post(exceptions::review))
+        .route("/report", get(report::page))
+        .route("/report.csv", get(report::csv))
+        .route("/report.xlsx", get(report::xlsx))
+        .route("/agents", get(agents::page))
+        .route(
+            "/bookings",
+            get(bookings::page)
+                .post(bookings::upload)
+                .layer(DefaultBodyLimit::max(MAX_UPLOAD_BYTES)),
+        )
+        .route("/login", get(session::login_page).post(session::login))
+        .route("/logout", post(session::logout))
+        .route("/lang/{code}", get(i18n::switch))
+        .route("/assets/{version}/{name}", get(assets::serve))
+        .layer(axum::middleware::from_fn(session::csrf))
+        .layer(CompressionLayer::new())
+        .with_state(state)
+}
