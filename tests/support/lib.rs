@@ -5,6 +5,8 @@ pub mod brokers;
 pub mod delivery_scenarios;
 pub mod fake_collector;
 pub mod http;
-pub mod modbus_sim;
 pub mod proxy;
 pub mod tls;
+
+/// The Modbus power-meter simulator, from the agent crate (feature `sim`).
+pub use labhours_agent::modbus_sim;

@@ -1,4 +1,5 @@
-//! A Modbus power-meter simulator on tokio-modbus's server side.
+//! A Modbus power-meter simulator on tokio-modbus's server side, for tests
+//! and for `labhours-collector demo` (compiled with the `sim` feature only).
 //!
 //! One [`Sim`] holds the state of several units (by unit id): the register
 //! layout each serves, the values behind it and an injectable [`Fault`]. Serve
@@ -6,7 +7,7 @@
 //! ([`RtuSim`]), several units on one bus.
 //!
 //! The preset layouts here are written out again from the vendors' manuals
-//! rather than taken from `labhours_agent::meter::presets`, so a wrong
+//! rather than taken from `crate::meter::presets`, so a wrong
 //! address in the agent shows up as a failing test instead of agreeing with
 //! itself.
 
@@ -18,10 +19,8 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use labhours_agent::config::{
-    DataType, MeterModel, Register, RegisterKind, RegisterMap, WordOrder,
-};
-use labhours_agent::meter::bus::{SerialOpener, serial_builder};
+use crate::config::{DataType, MeterModel, Register, RegisterKind, RegisterMap, WordOrder};
+use crate::meter::bus::{SerialOpener, serial_builder};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 use tokio_modbus::prelude::{ExceptionCode, Request, Response, SlaveRequest};
@@ -415,7 +414,7 @@ impl RtuSim {
     /// reopen would find the pty still marked exclusive (only root may then
     /// open it), so use this for tests that never drop the connection.
     ///
-    /// [`Bus::plan`]: labhours_agent::meter::Bus::plan
+    /// [`Bus::plan`]: crate::meter::Bus::plan
     pub fn start_for_one_exclusive_open(sim: Sim) -> io::Result<Self> {
         Self::start_inner(sim, false)
     }
