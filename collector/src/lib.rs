@@ -12,7 +12,8 @@
 //! those results in the store as data arrives and answers queries
 //! (`docs/verified.md`); [`api`] serves them over HTTP (`docs/api.md`)
 //! through [`verified::Reports`]; [`registry`] holds the instruments and
-//! their open hours (`docs/instruments.md`).
+//! their open hours (`docs/instruments.md`); [`demo`] runs the whole system
+//! on simulated instruments (`docs/demo.md`).
 
 pub mod api;
 pub mod app;
@@ -20,6 +21,7 @@ pub mod bookings;
 pub mod broker;
 pub mod cli;
 pub mod config;
+pub mod demo;
 pub mod ingest;
 pub mod reconcile;
 pub mod registry;
