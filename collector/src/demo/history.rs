@@ -40,7 +40,9 @@ pub fn noise(t: Timestamp, number: usize) -> u64 {
 
 /// Whole seconds of `t` after `day_start`.
 fn secs_after(day_start: Timestamp, t: Timestamp) -> Secs {
-    t.duration_since(day_start).as_secs().clamp(0, i64::from(u32::MAX)) as Secs
+    t.duration_since(day_start)
+        .as_secs()
+        .clamp(0, i64::from(u32::MAX)) as Secs
 }
 
 /// Writes the readings log of `[from, to)` (and the result files) for one
@@ -60,7 +62,8 @@ pub fn write_history(
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    let file = std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
+    let file =
+        std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
     let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
     out.write_all(b"timestamp,watts,status_line\n")?;
     let mut rows = 0u64;
@@ -79,11 +82,14 @@ pub fn write_history(
         let rem = t.as_second().rem_euclid(i64::from(HISTORY_STEP_S));
         if rem != 0 {
             t = t
-                .checked_add(jiff::SignedDuration::from_secs(i64::from(HISTORY_STEP_S) - rem))
+                .checked_add(jiff::SignedDuration::from_secs(
+                    i64::from(HISTORY_STEP_S) - rem,
+                ))
                 .unwrap_or(t);
         }
         while t < day_end {
-            let reading = plan.reading_at(&inst.profile, secs_after(day_start, t), noise(t, number));
+            let reading =
+                plan.reading_at(&inst.profile, secs_after(day_start, t), noise(t, number));
             let watts = reading.watts.map(|w| w.to_string()).unwrap_or_default();
             // A status line when it changes and once a minute otherwise.
             let status = match reading.status {
@@ -160,8 +166,9 @@ pub fn backfill(
 ) -> anyhow::Result<Backfilled> {
     for stale in [config.data_dir.clone(), layout.results(inst.id)] {
         if stale.exists() {
-            std::fs::remove_dir_all(&stale)
-                .with_context(|| format!("removing the interrupted backfill {}", stale.display()))?;
+            std::fs::remove_dir_all(&stale).with_context(|| {
+                format!("removing the interrupted backfill {}", stale.display())
+            })?;
         }
     }
     let (rows, result_files) = write_history(inst, number, seed, zone, showcase, from, to, layout)?;
@@ -202,9 +209,16 @@ mod tests {
         let text = std::fs::read_to_string(layout.history_log("nmr-600")).expect("log");
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines[0], "timestamp,watts,status_line");
-        assert!(lines[1].starts_with("2026-11-23T16:00:00Z,18"), "{}", lines[1]);
+        assert!(
+            lines[1].starts_with("2026-11-23T16:00:00Z,18"),
+            "{}",
+            lines[1]
+        );
         assert!(lines[1].ends_with(",IDLE"), "{}", lines[1]);
-        assert!(text.contains(",FAULT E-17 probe tuning failed"), "the showcase fault");
+        assert!(
+            text.contains(",FAULT E-17 probe tuning failed"),
+            "the showcase fault"
+        );
         assert!(text.contains(",ACQUISITION RUNNING sample=S"));
         // Once a minute while nothing changes.
         assert!(lines[2].ends_with(','), "{}", lines[2]);
@@ -229,7 +243,9 @@ mod tests {
         let found: Vec<_> = walk(&layout.results("qtof-01"));
         assert_eq!(found.len() as u64, files);
         for path in found {
-            let mtime = std::fs::metadata(&path).and_then(|m| m.modified()).expect("mtime");
+            let mtime = std::fs::metadata(&path)
+                .and_then(|m| m.modified())
+                .expect("mtime");
             let mtime = Timestamp::try_from(mtime).expect("ts");
             assert!(mtime >= from && mtime < to, "{} {mtime}", path.display());
             assert!(path.to_string_lossy().contains("/2026/11/24/S"));

@@ -117,10 +117,9 @@ impl Saved {
     fn load(root: &Path) -> anyhow::Result<Option<Self>> {
         let path = Self::path(root);
         match std::fs::read(&path) {
-            Ok(bytes) => Ok(Some(
-                serde_json::from_slice(&bytes)
-                    .with_context(|| format!("{} is damaged; use --reset", path.display()))?,
-            )),
+            Ok(bytes) => Ok(Some(serde_json::from_slice(&bytes).with_context(|| {
+                format!("{} is damaged; use --reset", path.display())
+            })?)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
         }
@@ -474,7 +473,10 @@ impl Demo {
 }
 
 /// Runs the demo until `shutdown` (Ctrl-C).
-pub async fn run(args: DemoArgs, shutdown: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
+pub async fn run(
+    args: DemoArgs,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
     let demo = Demo::start(args).await?;
     shutdown.await;
     demo.stop().await
@@ -500,9 +502,10 @@ fn import_bookings(config: &CollectorConfig, path: &Path, csv: &str) -> anyhow::
     let ctx = crate::bookings::ParseContext::from_config(config)?;
     let parsed = crate::bookings::parse(crate::bookings::Format::Csv, csv, &ctx);
     let mut store = crate::store::Store::open(&config.data_dir, crate::store::Durability::Full)?;
-    let name = path
-        .file_name()
-        .map_or_else(|| "bookings.csv".into(), |n| n.to_string_lossy().into_owned());
+    let name = path.file_name().map_or_else(
+        || "bookings.csv".into(),
+        |n| n.to_string_lossy().into_owned(),
+    );
     let report = store.import_bookings(
         parsed,
         &name,

@@ -402,7 +402,10 @@ fn random_intent(rng: &mut Rng, profile: &Profile) -> Intent {
         (0.05, Intent::Overrun),
         (0.03, Intent::Cancelled),
         (if profile.can_fault { 0.04 } else { 0.0 }, Intent::Fault),
-        (if profile.can_drop_out { 0.02 } else { 0.0 }, Intent::NoData),
+        (
+            if profile.can_drop_out { 0.02 } else { 0.0 },
+            Intent::NoData,
+        ),
     ];
     let mut acc = 0.0;
     for (p, intent) in table {
@@ -636,7 +639,11 @@ mod tests {
     fn a_showcase_day_books_every_slot_with_the_forced_intents_and_a_walk_up() {
         let p = profile(Signal::StatusLine);
         let forced = Forced {
-            slots: vec![(0, Intent::Overrun), (2, Intent::LateStart), (3, Intent::Fault)],
+            slots: vec![
+                (0, Intent::Overrun),
+                (2, Intent::LateStart),
+                (3, Intent::Fault),
+            ],
             walk_up: true,
         };
         let plan = plan_day(&p, 1, 1, date("2026-11-24"), Some(&forced));
@@ -716,7 +723,10 @@ mod tests {
             panic!("a run first: {plan:#?}")
         };
         let at_run = plan.reading_at(&p, run.span.start, 0);
-        assert_eq!(at_run.status, Some(format!("ACQUISITION RUNNING sample={sample}")));
+        assert_eq!(
+            at_run.status,
+            Some(format!("ACQUISITION RUNNING sample={sample}"))
+        );
         // Power stays at standby while the NMR runs: only the status line tells.
         assert!(at_run.watts.is_some_and(|w| w < 400.0));
         let fault = plan
@@ -773,7 +783,10 @@ mod tests {
             assert!((0.0..1.0).contains(&u));
             buckets[(u * 10.0) as usize] += 1;
         }
-        assert!(buckets.iter().all(|&b| (850..1150).contains(&b)), "{buckets:?}");
+        assert!(
+            buckets.iter().all(|&b| (850..1150).contains(&b)),
+            "{buckets:?}"
+        );
         for _ in 0..1000 {
             assert!((3..=7).contains(&rng.between(3, 7)));
         }

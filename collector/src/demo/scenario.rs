@@ -365,7 +365,12 @@ pub fn bookings_csv(
             let day_start = midnight(date, zone);
             for b in &plan.bookings {
                 let (user, group) = person(b);
-                let stamp = |s| at(day_start, s).to_zoned(zone.clone()).strftime("%Y-%m-%dT%H:%M:%S%:z").to_string();
+                let stamp = |s| {
+                    at(day_start, s)
+                        .to_zoned(zone.clone())
+                        .strftime("%Y-%m-%dT%H:%M:%S%:z")
+                        .to_string()
+                };
                 let _ = writeln!(
                     csv,
                     "{},{},{user},{group},{},{},{},{}",
@@ -523,7 +528,11 @@ pub fn agent_toml(
         meter.port(),
     );
     if let Some(port) = status_port {
-        let _ = writeln!(t, "[status]\nserial = {{ serial_port = {} }}\n{STATUS_RULES}", quoted(port));
+        let _ = writeln!(
+            t,
+            "[status]\nserial = {{ serial_port = {} }}\n{STATUS_RULES}",
+            quoted(port)
+        );
     }
     if inst.file_run_s.is_some() {
         let _ = writeln!(
@@ -571,7 +580,11 @@ mod tests {
         for (n, inst) in instruments().iter().enumerate() {
             let plan = inst.plan(1, n, day, day);
             intents.extend(plan.bookings.iter().map(|b| b.intent.as_str()));
-            walk_ups += plan.activities.iter().filter(|a| a.booking.is_none()).count();
+            walk_ups += plan
+                .activities
+                .iter()
+                .filter(|a| a.booking.is_none())
+                .count();
             if inst.id == "nmr-600" {
                 assert!(
                     plan.activities
@@ -608,8 +621,8 @@ mod tests {
             "127.0.0.1:8080".parse().expect("addr"),
             &[("demo-evaluator", "evaluator", "a".repeat(64))],
         );
-        let config = crate::config::CollectorConfig::parse(&text)
-            .unwrap_or_else(|e| panic!("{e}\n{text}"));
+        let config =
+            crate::config::CollectorConfig::parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
         assert_eq!(config.instruments.len(), 6);
         crate::registry::Registry::from_config(&config).expect("a registry");
         for inst in instruments() {
@@ -632,7 +645,11 @@ mod tests {
     #[test]
     fn bookings_import_cleanly_with_local_offsets() {
         let zone = TimeZone::get("Asia/Shanghai").expect("zone");
-        let days = (0..7).map(|i| date("2026-11-23").checked_add(jiff::Span::new().days(i)).expect("date"));
+        let days = (0..7).map(|i| {
+            date("2026-11-23")
+                .checked_add(jiff::Span::new().days(i))
+                .expect("date")
+        });
         let (csv, rows) = bookings_csv(3, &zone, days, date("2026-11-27"));
         assert!(rows > 40, "{rows}");
         let parsed = crate::bookings::parse(

@@ -136,7 +136,9 @@ pub fn ready(lang: Lang, secs: f64) -> String {
 
 pub fn stopping(lang: Lang) -> &'static str {
     match lang {
-        Lang::En => "Stopping: agents flush their outboxes, the collector commits what it received…",
+        Lang::En => {
+            "Stopping: agents flush their outboxes, the collector commits what it received…"
+        }
         Lang::Zh => "正在停止：采集代理保存发件箱，采集服务提交已收到的数据……",
     }
 }
@@ -197,7 +199,10 @@ mod tests {
         for lang in [Lang::En, Lang::Zh] {
             let text = banner(lang, &b);
             assert!(text.contains("http://127.0.0.1:8081/"), "{text}");
-            assert!(text.contains("lh_eval") && text.contains("lh_admin"), "{text}");
+            assert!(
+                text.contains("lh_eval") && text.contains("lh_admin"),
+                "{text}"
+            );
             assert!(text.contains(
                 "curl -H \"Authorization: Bearer lh_eval\" \"http://127.0.0.1:8081/api/v1/hours?from=2026-11-03&to=2026-12-04&period=month\""
             ), "{text}");
