@@ -477,7 +477,13 @@ pub async fn run(
     args: DemoArgs,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    let demo = Demo::start(args).await?;
+    tokio::pin!(shutdown);
+    // Ctrl-C while starting (during the backfill): leave. A backfill not
+    // recorded as finished is done again at the next start.
+    let demo = tokio::select! {
+        demo = Demo::start(args) => demo?,
+        () = &mut shutdown => return Ok(()),
+    };
     shutdown.await;
     demo.stop().await
 }

@@ -771,7 +771,10 @@ mod tests {
         let files = plan.result_files(1800);
         let at: Vec<Secs> = files.iter().map(|f| f.0).collect();
         // 100 min: three full files and the last 10 min (a third of a run) in a fourth.
-        assert_eq!(at, [hm(9, 30), hm(10, 0), hm(10, 30), hm(10, 40), hm(12, 20)]);
+        assert_eq!(
+            at,
+            [hm(9, 30), hm(10, 0), hm(10, 30), hm(10, 40), hm(12, 20)]
+        );
         assert_eq!(files[4].1, "S0002");
     }
 
