@@ -14,12 +14,13 @@
 #      second backfill), then stops it again.
 # Prints one line per run, and the median of the runs when there are several.
 #
-# Usage: scripts/measure-demo.sh [-d SECONDS] [-w SECONDS] [-r RUNS] [--days N] [--no-build] [--keep]
+# Usage: scripts/measure-demo.sh [-d SECONDS] [-w SECONDS] [-r RUNS] [--days N] [--no-build] [--bin PATH] [--keep]
 #   -d SECONDS   measured window for CPU (default 60)
 #   -w SECONDS   warm-up after "Ready:" before measuring (default 10)
 #   -r RUNS      runs (default 1)
 #   --days N     days of history (default 30)
 #   --no-build   use the release binary as it is
+#   --bin PATH   measure this labhours-collector binary (implies --no-build)
 #   --keep       keep the work directories
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,6 +30,7 @@ warmup=10
 runs=1
 days=30
 build=1
+given=
 keep=
 while (($#)); do
   case $1 in
@@ -37,8 +39,9 @@ while (($#)); do
     -r) runs=$2; shift 2 ;;
     --days) days=$2; shift 2 ;;
     --no-build) build=; shift ;;
+    --bin) given=$2; build=; shift 2 ;;
     --keep) keep=1; shift ;;
-    *) sed -n '2,24p' "$0" >&2; exit 2 ;;
+    *) sed -n '2,25p' "$0" >&2; exit 2 ;;
   esac
 done
 
@@ -46,13 +49,14 @@ target=${CARGO_TARGET_DIR:-target}
 if [ -n "$build" ]; then
   cargo build --release -p labhours-collector
 fi
-[ -x "$target/release/labhours-collector" ] || { echo "no $target/release/labhours-collector: build it or drop --no-build" >&2; exit 1; }
+source=${given:-$target/release/labhours-collector}
+[ -x "$source" ] || { echo "no $source: build it or drop --no-build" >&2; exit 1; }
 # A copy: with a target dir shared between worktrees, another build may
 # replace the binary while this runs.
 mkdir -p target/measure-demo
 bin=target/measure-demo/labhours-collector
-cp "$target/release/labhours-collector" "$bin"
-"$bin" demo --help >/dev/null 2>&1 || { echo "$target/release/labhours-collector has no demo command: rebuild it" >&2; exit 1; }
+[ "$source" -ef "$bin" ] || cp "$source" "$bin"
+"$bin" demo --help >/dev/null 2>&1 || { echo "$source has no demo command: rebuild it" >&2; exit 1; }
 pid=
 cleanup() {
   if [ -n "$pid" ]; then kill -INT "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; fi

@@ -593,3 +593,61 @@ fn history_reconciled(
     )?;
     Ok(pending == 0)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reset_removes_a_demo_folder_and_a_foreign_folder_is_refused() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let root = dir.path().join("demo");
+        prepare_folder(&root, false).expect("a new folder");
+        std::fs::write(Saved::path(&root), "{}").expect("state");
+        std::fs::write(root.join("labhours.sqlite3"), "db").expect("db");
+        prepare_folder(&root, false).expect("a demo's folder is reused");
+        assert!(root.join("labhours.sqlite3").exists());
+        prepare_folder(&root, true).expect("reset");
+        assert!(root.exists() && !root.join("labhours.sqlite3").exists());
+
+        let foreign = dir.path().join("thesis");
+        std::fs::create_dir(&foreign).expect("dir");
+        std::fs::write(foreign.join("chapter1.tex"), "…").expect("file");
+        for reset in [false, true] {
+            let err = prepare_folder(&foreign, reset).unwrap_err();
+            assert!(err.to_string().contains("is not a demo's data folder"), "{err}");
+            assert!(foreign.join("chapter1.tex").exists());
+        }
+    }
+
+    #[test]
+    fn the_state_file_round_trips_and_a_damaged_one_says_reset() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let saved = Saved {
+            seed: 1,
+            time_zone: "Asia/Shanghai".into(),
+            history_days: 30,
+            history_from: "2026-11-03T00:00:00+08:00".parse().expect("ts"),
+            history_to: "2026-12-03T21:00:00+08:00".parse().expect("ts"),
+            evaluator_token: "lh_e".into(),
+            admin_token: "lh_a".into(),
+            backfilled: BTreeMap::new(),
+        };
+        saved.save(dir.path()).expect("saved");
+        let back = Saved::load(dir.path()).expect("loads").expect("present");
+        assert_eq!(back.evaluator_token, "lh_e");
+        assert_eq!(back.history_to, saved.history_to);
+        std::fs::write(Saved::path(dir.path()), "{").expect("damage");
+        let err = Saved::load(dir.path()).unwrap_err();
+        assert!(format!("{err:#}").contains("use --reset"), "{err:#}");
+    }
+
+    #[test]
+    fn a_taken_port_moves_to_the_next_free_one() {
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = taken.local_addr().expect("addr").port();
+        let picked = pick_port(port, 20);
+        assert_ne!(picked, port);
+        assert_eq!(pick_port(0, 20), 0);
+    }
+}
