@@ -615,7 +615,10 @@ mod tests {
         std::fs::write(foreign.join("chapter1.tex"), "…").expect("file");
         for reset in [false, true] {
             let err = prepare_folder(&foreign, reset).unwrap_err();
-            assert!(err.to_string().contains("is not a demo's data folder"), "{err}");
+            assert!(
+                err.to_string().contains("is not a demo's data folder"),
+                "{err}"
+            );
             assert!(foreign.join("chapter1.tex").exists());
         }
     }
