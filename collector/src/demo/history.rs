@@ -45,19 +45,31 @@ fn secs_after(day_start: Timestamp, t: Timestamp) -> Secs {
         .clamp(0, i64::from(u32::MAX)) as Secs
 }
 
+/// One instrument's history to backfill: `[from, to)` of its plans.
+#[derive(Debug, Clone)]
+pub struct History<'a> {
+    pub inst: &'a DemoInstrument,
+    /// Its place in [`super::scenario::instruments`] (seeds its days).
+    pub number: usize,
+    pub seed: u64,
+    pub zone: &'a TimeZone,
+    pub showcase: jiff::civil::Date,
+    pub from: Timestamp,
+    pub to: Timestamp,
+}
+
 /// Writes the readings log of `[from, to)` (and the result files) for one
 /// instrument. Returns the rows and the files written.
-#[allow(clippy::too_many_arguments)]
-pub fn write_history(
-    inst: &DemoInstrument,
-    number: usize,
-    seed: u64,
-    zone: &TimeZone,
-    showcase: jiff::civil::Date,
-    from: Timestamp,
-    to: Timestamp,
-    layout: &Layout,
-) -> anyhow::Result<(u64, u64)> {
+pub fn write_history(h: &History<'_>, layout: &Layout) -> anyhow::Result<(u64, u64)> {
+    let History {
+        inst,
+        number,
+        seed,
+        zone,
+        showcase,
+        from,
+        to,
+    } = *h;
     let path = layout.history_log(inst.id);
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -152,18 +164,12 @@ pub fn write_result_file(
 /// replay --no-wait` does). A data folder left by an interrupted backfill is
 /// removed first: nothing in it was delivered, since the agent only starts
 /// once every backfill is recorded.
-#[allow(clippy::too_many_arguments)]
 pub fn backfill(
-    inst: &DemoInstrument,
-    number: usize,
-    seed: u64,
-    zone: &TimeZone,
-    showcase: jiff::civil::Date,
-    from: Timestamp,
-    to: Timestamp,
+    h: &History<'_>,
     layout: &Layout,
     config: &AgentConfig,
 ) -> anyhow::Result<Backfilled> {
+    let inst = h.inst;
     for stale in [config.data_dir.clone(), layout.results(inst.id)] {
         if stale.exists() {
             std::fs::remove_dir_all(&stale).with_context(|| {
@@ -171,7 +177,7 @@ pub fn backfill(
             })?;
         }
     }
-    let (rows, result_files) = write_history(inst, number, seed, zone, showcase, from, to, layout)?;
+    let (rows, result_files) = write_history(h, layout)?;
     let (outbox, _) = Outbox::open(&config.data_dir, (&config.outbox).into(), Timestamp::now())
         .with_context(|| format!("opening the outbox in {}", config.data_dir.display()))?;
     let stats = labhours_agent::replay::replay(config, &layout.history_log(inst.id), &outbox)
@@ -201,9 +207,8 @@ mod tests {
         let nmr = all.iter().position(|i| i.id == "nmr-600").expect("nmr");
         let from: Timestamp = "2026-11-24T00:00:00+08:00".parse().expect("ts");
         let to: Timestamp = "2026-11-24T12:00:05+08:00".parse().expect("ts");
-        let showcase = "2026-11-24".parse().expect("date");
         let (rows, files) =
-            write_history(&all[nmr], nmr, 1, &zone, showcase, from, to, &layout).expect("written");
+            write_history(&history(&all[nmr], nmr, &zone, from, to), &layout).expect("written");
         assert_eq!(rows, 12 * 3600 / 10 + 1);
         assert_eq!(files, 0);
         let text = std::fs::read_to_string(layout.history_log("nmr-600")).expect("log");
@@ -236,9 +241,8 @@ mod tests {
         let q = all.iter().position(|i| i.id == "qtof-01").expect("qtof");
         let from: Timestamp = "2026-11-24T00:00:00+08:00".parse().expect("ts");
         let to: Timestamp = "2026-11-25T00:00:00+08:00".parse().expect("ts");
-        let showcase = "2026-11-24".parse().expect("date");
         let (_, files) =
-            write_history(&all[q], q, 1, &zone, showcase, from, to, &layout).expect("written");
+            write_history(&history(&all[q], q, &zone, from, to), &layout).expect("written");
         assert!(files >= 6, "{files}");
         let found: Vec<_> = walk(&layout.results("qtof-01"));
         assert_eq!(found.len() as u64, files);
@@ -249,6 +253,25 @@ mod tests {
             let mtime = Timestamp::try_from(mtime).expect("ts");
             assert!(mtime >= from && mtime < to, "{} {mtime}", path.display());
             assert!(path.to_string_lossy().contains("/2026/11/24/S"));
+        }
+    }
+
+    /// Seed 1, the showcase on 2026-11-24.
+    fn history<'a>(
+        inst: &'a DemoInstrument,
+        number: usize,
+        zone: &'a TimeZone,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> History<'a> {
+        History {
+            inst,
+            number,
+            seed: 1,
+            zone,
+            showcase: "2026-11-24".parse().expect("date"),
+            from,
+            to,
         }
     }
 

@@ -361,9 +361,16 @@ impl Demo {
                 );
                 let (seed, from, to) = (saved.seed, saved.history_from, saved.history_to);
                 jobs.spawn_blocking(move || {
-                    let done = history::backfill(
-                        &inst, n, seed, &zone, showcase, from, to, &layout, &config,
-                    );
+                    let history = history::History {
+                        inst: &inst,
+                        number: n,
+                        seed,
+                        zone: &zone,
+                        showcase,
+                        from,
+                        to,
+                    };
+                    let done = history::backfill(&history, &layout, &config);
                     (inst.id, done)
                 });
             }
