@@ -48,6 +48,7 @@ fn help_describes_every_subcommand() {
         "report",
         "token",
         "rebuild",
+        "demo",
     ] {
         assert!(help.contains(sub), "{sub} missing from:\n{help}");
     }
