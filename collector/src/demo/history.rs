@@ -56,6 +56,8 @@ pub struct History<'a> {
     pub showcase: jiff::civil::Date,
     pub from: Timestamp,
     pub to: Timestamp,
+    /// Its agent has a status port (and rules for the log's status lines).
+    pub status_lines: bool,
 }
 
 /// Writes the readings log of `[from, to)` (and the result files) for one
@@ -69,6 +71,7 @@ pub fn write_history(h: &History<'_>, layout: &Layout) -> anyhow::Result<(u64, u
         showcase,
         from,
         to,
+        status_lines,
     } = *h;
     let path = layout.history_log(inst.id);
     if let Some(dir) = path.parent() {
@@ -104,7 +107,7 @@ pub fn write_history(h: &History<'_>, layout: &Layout) -> anyhow::Result<(u64, u
                 plan.reading_at(&inst.profile, secs_after(day_start, t), noise(t, number));
             let watts = reading.watts.map(|w| w.to_string()).unwrap_or_default();
             // A status line when it changes and once a minute otherwise.
-            let status = match reading.status {
+            let status = match reading.status.filter(|_| status_lines) {
                 Some(s) if last_status.as_ref() != Some(&s) || t.as_second() - status_at >= 60 => {
                     status_at = t.as_second();
                     last_status = Some(s.clone());
@@ -272,6 +275,7 @@ mod tests {
             showcase: "2026-11-24".parse().expect("date"),
             from,
             to,
+            status_lines: true,
         }
     }
 

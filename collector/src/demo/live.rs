@@ -16,7 +16,7 @@ use jiff::tz::TimeZone;
 use labhours_agent::config::MeterModel;
 use labhours_agent::modbus_sim::{Sim, SimUnit, TcpSim};
 use tokio::io::AsyncWriteExt as _;
-use tokio_serial::{SerialPort as _, SerialStream};
+use tokio_serial::SerialStream;
 use tokio_util::sync::CancellationToken;
 
 use super::history::{noise, write_result_file};
@@ -58,13 +58,7 @@ impl SimInstrument {
         );
         let meter = TcpSim::start(sim.clone()).await?;
         let status = if inst.profile.signal == Signal::StatusLine {
-            let (instrument, port) = SerialStream::pair()?;
-            let path = port
-                .name()
-                .ok_or_else(|| anyhow::anyhow!("the status pty has no path"))?;
-            // The agent opens the port by its path, exclusively, as on a real PC.
-            drop(port);
-            Some((instrument, path))
+            status_pty()?
         } else {
             None
         };
@@ -78,6 +72,27 @@ impl SimInstrument {
     pub fn status_path(&self) -> Option<&str> {
         self.status.as_ref().map(|(_, p)| p.as_str())
     }
+}
+
+/// A pty pair for a status line: the instrument's side, and the path the
+/// agent opens.
+#[cfg(unix)]
+fn status_pty() -> anyhow::Result<Option<(SerialStream, String)>> {
+    use tokio_serial::SerialPort as _;
+    let (instrument, port) = SerialStream::pair()?;
+    let path = port
+        .name()
+        .ok_or_else(|| anyhow::anyhow!("the status pty has no path"))?;
+    // The agent opens the port by its path, exclusively, as on a real PC.
+    drop(port);
+    Ok(Some((instrument, path)))
+}
+
+/// No pty pairs off Unix: the NMR's agent then has no status port, and its
+/// history no status lines.
+#[cfg(not(unix))]
+fn status_pty() -> anyhow::Result<Option<(SerialStream, String)>> {
+    Ok(None)
 }
 
 /// What a driver needs about its instrument.

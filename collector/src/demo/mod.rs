@@ -369,6 +369,7 @@ impl Demo {
                         showcase,
                         from,
                         to,
+                        status_lines: config.status.is_some(),
                     };
                     let done = history::backfill(&history, &layout, &config);
                     (inst.id, done)
