@@ -15,6 +15,8 @@ pub mod config;
 pub mod delivery;
 pub mod events;
 pub mod meter;
+#[cfg(feature = "sim")]
+pub mod modbus_sim;
 pub mod outbox;
 pub mod pipeline;
 pub mod probe;

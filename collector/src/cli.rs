@@ -36,6 +36,10 @@ pub enum Command {
     /// Reconcile every instrument again from the stored evidence, bookings and
     /// corrections (safe beside a running collector).
     Rebuild(ConfigArg),
+    /// Run the whole system on simulated instruments: the collector, six
+    /// real agents on simulated meters, bookings and a month of history
+    /// (docs/demo.md). Ctrl-C stops it; run again to continue.
+    Demo(crate::demo::DemoArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -236,6 +240,14 @@ impl Command {
                 println!("role = \"{}\"", role.as_str());
                 println!("sha256 = \"{}\"", crate::api::hash_token(&token));
                 Ok(())
+            }
+            Command::Demo(args) => {
+                let runtime = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .enable_all()
+                    .build()
+                    .context("cannot start the async runtime")?;
+                runtime.block_on(crate::demo::run(args, crate::app::shutdown_signal()))
             }
             Command::Rebuild(args) => {
                 let config = args.load()?;

@@ -13,7 +13,8 @@
 //! (`docs/verified.md`); [`api`] serves them over HTTP (`docs/api.md`)
 //! through [`verified::Reports`]; [`dashboard`] is the admin dashboard
 //! under `/` (`docs/dashboard.md`); [`registry`] holds the instruments and
-//! their open hours (`docs/instruments.md`).
+//! their open hours (`docs/instruments.md`); [`demo`] runs the whole system
+//! on simulated instruments (`docs/demo.md`).
 
 pub mod api;
 pub mod app;
@@ -22,6 +23,7 @@ pub mod broker;
 pub mod cli;
 pub mod config;
 pub mod dashboard;
+pub mod demo;
 pub mod ingest;
 pub mod reconcile;
 pub mod registry;

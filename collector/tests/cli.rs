@@ -48,6 +48,7 @@ fn help_describes_every_subcommand() {
         "report",
         "token",
         "rebuild",
+        "demo",
     ] {
         assert!(help.contains(sub), "{sub} missing from:\n{help}");
     }
@@ -329,4 +330,86 @@ fn an_unknown_extension_needs_format() {
     assert!(text(&out.stderr).contains("--format csv|ics"));
     let out = import(&config, &file, &["--format", "csv"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
+}
+
+/// `labhours-collector demo` as a user runs it: it prints the banner in the
+/// terminal's language, gets ready, and Ctrl-C (SIGINT) stops it cleanly
+/// with exit status 0.
+#[cfg(unix)]
+#[test]
+fn the_demo_prints_its_banner_and_ctrl_c_stops_it_cleanly() {
+    use std::io::BufRead;
+    use std::process::Stdio;
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().join("demo");
+    let data_arg = data.to_str().expect("a UTF-8 path");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_labhours-collector"))
+        .args(["demo", "--data-dir", data_arg, "--history-days", "1"])
+        .args(["--http-port", "0", "--mqtt-port", "0"])
+        .env("LANG", "zh_CN.UTF-8")
+        .env_remove("LC_ALL")
+        .env_remove("LC_MESSAGES")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the binary runs");
+    let (tx, lines) = mpsc::channel();
+    let stdout = child.stdout.take().expect("stdout");
+    let reader = std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    /// Reads lines (bounded) until one starts with `prefix`.
+    fn wait_for(
+        lines: &mpsc::Receiver<String>,
+        seen: &mut Vec<String>,
+        prefix: &str,
+        within: Duration,
+    ) {
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match lines.recv_timeout(left) {
+                Ok(line) => {
+                    let found = line.starts_with(prefix);
+                    seen.push(line);
+                    if found {
+                        return;
+                    }
+                }
+                Err(_) => panic!(
+                    "no line starting {prefix:?} within {within:?}; printed:\n{}",
+                    seen.join("\n")
+                ),
+            }
+        }
+    }
+    let mut seen = Vec::new();
+    wait_for(&lines, &mut seen, "就绪", Duration::from_secs(60));
+    let printed = seen.join("\n");
+    for want in [
+        "仪表盘：       http://127.0.0.1:",
+        "评估方令牌：   lh_",
+        "管理员令牌：   lh_",
+        "curl -H \"Authorization: Bearer lh_",
+    ] {
+        assert!(printed.contains(want), "{want:?} missing from:\n{printed}");
+    }
+    let kill = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(kill.success());
+    wait_for(&lines, &mut seen, "已停止", Duration::from_secs(30));
+    let status = child.wait().expect("the demo ends");
+    assert!(status.success(), "{status}");
+    reader.join().expect("the reader ends");
+    assert!(data.join("demo.json").exists() && data.join("collector.toml").exists());
 }

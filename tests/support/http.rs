@@ -63,6 +63,15 @@ pub async fn post_json(
     request(addr, "POST", target, Some(("application/json", &body))).await
 }
 
+/// `GET target` with `Authorization: Bearer <token>`.
+pub async fn get_with_token(
+    addr: SocketAddr,
+    target: &str,
+    token: &str,
+) -> anyhow::Result<Response> {
+    request_with(addr, "GET", target, None, Some(token)).await
+}
+
 /// One request on a new connection, the answer read until the server closes.
 pub async fn request(
     addr: SocketAddr,
@@ -70,9 +79,23 @@ pub async fn request(
     target: &str,
     body: Option<(&str, &[u8])>,
 ) -> anyhow::Result<Response> {
+    request_with(addr, method, target, body, None).await
+}
+
+/// [`request`], with a bearer token when given.
+pub async fn request_with(
+    addr: SocketAddr,
+    method: &str,
+    target: &str,
+    body: Option<(&str, &[u8])>,
+    token: Option<&str>,
+) -> anyhow::Result<Response> {
     let exchange = async {
         let mut head =
             format!("{method} {target} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+        if let Some(token) = token {
+            head.push_str(&format!("Authorization: Bearer {token}\r\n"));
+        }
         if let Some((content_type, bytes)) = body {
             head.push_str(&format!(
                 "Content-Type: {content_type}\r\nContent-Length: {}\r\n",

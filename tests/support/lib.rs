@@ -6,6 +6,8 @@ pub mod delivery_scenarios;
 pub mod fake_collector;
 pub mod http;
 pub mod live_agent;
-pub mod modbus_sim;
 pub mod proxy;
 pub mod tls;
+
+/// The Modbus power-meter simulator, from the agent crate (feature `sim`).
+pub use labhours_agent::modbus_sim;

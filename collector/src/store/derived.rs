@@ -69,6 +69,9 @@ impl Deriver {
                     f.sha256,
                     f.sample_id,
                 ])?;
+                // A file reported late (an agent that was down, a backfill)
+                // is evidence of a run before the event's own instant.
+                mark_dirty(conn, instrument_id, f.mtime.as_millisecond().min(at))?;
             }
             EventKind::Summary(s) => {
                 alive.push(s.end.as_millisecond());

@@ -251,6 +251,34 @@ fn quarantine_keeps_the_first_64_kib_and_the_original_length() {
 }
 
 #[test]
+fn a_result_file_reported_late_marks_its_instrument_dirty_from_its_mtime() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut store = Store::open(dir.path(), Durability::Full).expect("open");
+    // Reported at 08:00 (the event's instant), completed two days before.
+    let file = Event {
+        seq: 1,
+        at: at("2026-11-22T08:00:00Z"),
+        kind: EventKind::ResultFile(labhours_shared::wire::ResultFile {
+            path: "2026/11/20/S0042.raw".into(),
+            size_bytes: 10,
+            sha256: "0".repeat(64),
+            mtime: at("2026-11-20T09:30:00Z"),
+            sample_id: Some("S0042".into()),
+        }),
+    };
+    store
+        .commit(&batch(vec![envelope("a1", 0, vec![file])]))
+        .expect("commit");
+    assert_eq!(
+        count(
+            &store,
+            "SELECT from_ms FROM dirty WHERE instrument_id = 'nmr-600'"
+        ),
+        at("2026-11-20T09:30:00Z").as_millisecond()
+    );
+}
+
+#[test]
 fn a_floor_above_anything_received_is_quarantined_unless_the_envelope_continues_from_it() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut store = Store::open(dir.path(), Durability::Full).expect("open");

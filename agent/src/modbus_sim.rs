@@ -1,12 +1,13 @@
-//! A Modbus power-meter simulator on tokio-modbus's server side.
+//! A Modbus power-meter simulator on tokio-modbus's server side, for tests
+//! and for `labhours-collector demo` (compiled with the `sim` feature only).
 //!
 //! One [`Sim`] holds the state of several units (by unit id): the register
 //! layout each serves, the values behind it and an injectable [`Fault`]. Serve
 //! it over TCP ([`TcpSim`], 127.0.0.1, a free port) or RTU over a pty pair
-//! ([`RtuSim`]), several units on one bus.
+//! ([`RtuSim`], Unix only), several units on one bus.
 //!
 //! The preset layouts here are written out again from the vendors' manuals
-//! rather than taken from `labhours_agent::meter::presets`, so a wrong
+//! rather than taken from `crate::meter::presets`, so a wrong
 //! address in the agent shows up as a failing test instead of agreeing with
 //! itself.
 
@@ -18,14 +19,14 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use labhours_agent::config::{
-    DataType, MeterModel, Register, RegisterKind, RegisterMap, WordOrder,
-};
-use labhours_agent::meter::bus::{SerialOpener, serial_builder};
+use crate::config::{DataType, MeterModel, Register, RegisterKind, RegisterMap, WordOrder};
+#[cfg(unix)]
+use crate::meter::bus::{SerialOpener, serial_builder};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 use tokio_modbus::prelude::{ExceptionCode, Request, Response, SlaveRequest};
 use tokio_modbus::server::Service;
+#[cfg(unix)]
 use tokio_serial::{SerialPort, SerialPortBuilderExt, SerialStream};
 
 /// What a register carries.
@@ -395,6 +396,7 @@ impl Drop for TcpSim {
 /// The simulator served over Modbus RTU on a pty pair: the server owns the
 /// master side, the agent opens the slave side by its path.
 #[derive(Debug)]
+#[cfg(unix)]
 pub struct RtuSim {
     path: String,
     /// Holding the slave side open keeps the pty alive while the agent has
@@ -404,6 +406,7 @@ pub struct RtuSim {
     server: JoinHandle<()>,
 }
 
+#[cfg(unix)]
 impl RtuSim {
     /// Serves `sim`; open the pty with [`RtuSim::opener`], as often as needed.
     pub fn start(sim: Sim) -> io::Result<Self> {
@@ -415,7 +418,7 @@ impl RtuSim {
     /// reopen would find the pty still marked exclusive (only root may then
     /// open it), so use this for tests that never drop the connection.
     ///
-    /// [`Bus::plan`]: labhours_agent::meter::Bus::plan
+    /// [`Bus::plan`]: crate::meter::Bus::plan
     pub fn start_for_one_exclusive_open(sim: Sim) -> io::Result<Self> {
         Self::start_inner(sim, false)
     }
@@ -454,6 +457,7 @@ impl RtuSim {
     }
 }
 
+#[cfg(unix)]
 impl Drop for RtuSim {
     fn drop(&mut self) {
         self.server.abort();
