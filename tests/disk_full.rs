@@ -129,7 +129,11 @@ async fn a_full_disk_stops_new_events_and_loses_nothing_accepted() {
 
     // 1. No collector yet: the outbox fills with a few seconds of events.
     let mut agent = live_agent::spawn("disk_full_child", &config_path);
-    let flip = |i: u32| sim.update(1, |u| u.watts = if i % 2 == 0 { 500.0 } else { 50.0 });
+    let flip = |i: u32| {
+        sim.update(1, |u| {
+            u.watts = if i.is_multiple_of(2) { 500.0 } else { 50.0 }
+        })
+    };
     for i in 0..6 {
         flip(i);
         std::fs::write(results.join(format!("before-{i}.dat")), b"x").expect("file");

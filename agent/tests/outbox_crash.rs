@@ -61,7 +61,7 @@ fn crash_child() {
         let offset = rng.below(3) as usize;
         let kinds: Vec<EventKind> = (0..n)
             .map(|i| {
-                if (i + offset) % 3 == 0 {
+                if (i + offset).is_multiple_of(3) {
                     EventKind::Transition {
                         from: State::Standby,
                         to: State::Running,
