@@ -23,9 +23,7 @@ use std::time::{Duration, Instant};
 
 use labhours_agent::config::MeterModel;
 use labhours_collector::app;
-use labhours_collector::config::CollectorConfig;
 use labhours_collector::ingest::IngestOptions;
-use labhours_tests::agent::PREFIX;
 use labhours_tests::live_agent::{self, wait_for};
 use labhours_tests::modbus_sim::{Sim, SimUnit, TcpSim};
 
@@ -49,47 +47,6 @@ impl Rng {
     }
 }
 
-fn agent_config(dir: &Path, meter: std::net::SocketAddr, mqtt_port: u16) -> String {
-    format!(
-        r#"
-        agent_id = "{AGENT}"
-        instrument_id = "kill-nmr"
-        data_dir = "{data}"
-        poll_interval_ms = 100
-        [mqtt]
-        host = "127.0.0.1"
-        port = {mqtt_port}
-        topic_prefix = "{PREFIX}"
-        keep_alive_s = 5
-        heartbeat_interval_s = 1
-        ack_timeout_s = 2
-        [state]
-        on_above_w = 10
-        running_above_w = 100
-        min_dwell_s = 0
-        summary_interval_s = 1
-        [[meters]]
-        name = "mains"
-        model = "sdm120"
-        timeout_ms = 80
-        tcp = {{ host = "{host}", port = {port} }}
-        [[results]]
-        folder = "{results}"
-        include = ["*.dat"]
-        min_age_s = 0
-        rescan_interval_s = 1
-        [outbox]
-        summary_flush_ms = 5000
-        [log]
-        level = "warn"
-        "#,
-        data = dir.join("agent").display(),
-        results = dir.join("results").display(),
-        host = meter.ip(),
-        port = meter.port(),
-    )
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_live_agent_killed_at_random_loses_and_reuses_nothing() {
     let cycles: u32 = std::env::var("LABHOURS_KILL_CYCLES")
@@ -106,16 +63,12 @@ async fn a_live_agent_killed_at_random_loses_and_reuses_nothing() {
     let data_dir = dir.path().join("collector");
     std::fs::create_dir_all(dir.path().join("results")).expect("results folder");
 
-    let mut config = CollectorConfig {
-        data_dir: data_dir.clone(),
-        ..CollectorConfig::default()
-    };
-    config.http.listen = ([127, 0, 0, 1], 0).into();
-    config.mqtt.embedded_listen = ([127, 0, 0, 1], 0).into();
-    config.mqtt.topic_prefix = PREFIX.into();
-    let collector = app::start(config, IngestOptions::default())
-        .await
-        .expect("collector starts");
+    let collector = app::start(
+        live_agent::collector_config(&data_dir, 0),
+        IngestOptions::default(),
+    )
+    .await
+    .expect("collector starts");
     tokio::time::timeout(Duration::from_secs(10), collector.subscribed())
         .await
         .expect("collector subscribed");
@@ -127,11 +80,17 @@ async fn a_live_agent_killed_at_random_loses_and_reuses_nothing() {
     );
     let meter = TcpSim::start(sim.clone()).await.expect("simulator");
     let config_path = dir.path().join("agent.toml");
-    std::fs::write(
-        &config_path,
-        agent_config(dir.path(), meter.addr(), mqtt_port),
-    )
-    .expect("agent config");
+    let toml = live_agent::agent_toml(
+        (AGENT, "kill-nmr"),
+        &dir.path().join("agent"),
+        &dir.path().join("results"),
+        meter.addr(),
+        mqtt_port,
+        // Widens the window the old outbox left open (summaries published
+        // before they were flushed): the old code fails this test at once.
+        "[outbox]\n        summary_flush_ms = 5000",
+    );
+    std::fs::write(&config_path, toml).expect("agent config");
 
     let mut files_written = BTreeSet::new();
     let mut file_no = 0u32;

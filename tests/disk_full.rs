@@ -19,9 +19,7 @@ use std::time::{Duration, Instant};
 
 use labhours_agent::config::MeterModel;
 use labhours_collector::app;
-use labhours_collector::config::CollectorConfig;
 use labhours_collector::ingest::IngestOptions;
-use labhours_tests::agent::PREFIX;
 use labhours_tests::brokers::free_port;
 use labhours_tests::live_agent::{self, wait_for};
 use labhours_tests::modbus_sim::{Sim, SimUnit, TcpSim};
@@ -89,43 +87,15 @@ async fn a_full_disk_stops_new_events_and_loses_nothing_accepted() {
     let meter = TcpSim::start(sim.clone()).await.expect("simulator");
     let mqtt_port = free_port();
     let config_path = dir.path().join("agent.toml");
-    std::fs::write(
-        &config_path,
-        format!(
-            r#"
-            agent_id = "{AGENT}"
-            instrument_id = "full-nmr"
-            data_dir = "{data}"
-            poll_interval_ms = 100
-            [mqtt]
-            host = "127.0.0.1"
-            port = {mqtt_port}
-            topic_prefix = "{PREFIX}"
-            heartbeat_interval_s = 1
-            ack_timeout_s = 2
-            [state]
-            on_above_w = 10
-            running_above_w = 100
-            min_dwell_s = 0
-            summary_interval_s = 1
-            [[meters]]
-            name = "mains"
-            model = "sdm120"
-            timeout_ms = 80
-            tcp = {{ host = "{host}", port = {port} }}
-            [[results]]
-            folder = "{results}"
-            include = ["*.dat"]
-            min_age_s = 0
-            rescan_interval_s = 1
-            "#,
-            data = disk.0.join("agent").display(),
-            results = results.display(),
-            host = meter.addr().ip(),
-            port = meter.addr().port(),
-        ),
-    )
-    .expect("agent config");
+    let toml = live_agent::agent_toml(
+        (AGENT, "full-nmr"),
+        &disk.0.join("agent"),
+        &results,
+        meter.addr(),
+        mqtt_port,
+        "",
+    );
+    std::fs::write(&config_path, toml).expect("agent config");
 
     // 1. No collector yet: the outbox fills with a few seconds of events.
     let mut agent = live_agent::spawn("disk_full_child", &config_path);
@@ -161,18 +131,15 @@ async fn a_full_disk_stops_new_events_and_loses_nothing_accepted() {
 
     // 3. The collector appears while the disk is still full: what was
     //    accepted before is delivered.
-    let mut config = CollectorConfig {
-        data_dir: data_dir.clone(),
-        ..CollectorConfig::default()
-    };
-    config.http.listen = ([127, 0, 0, 1], 0).into();
-    config.mqtt.embedded_listen = ([127, 0, 0, 1], mqtt_port).into();
-    config.mqtt.topic_prefix = PREFIX.into();
-    let collector = app::start(config, IngestOptions::default())
-        .await
-        .expect("collector starts");
+    let collector = app::start(
+        live_agent::collector_config(&data_dir, mqtt_port),
+        IngestOptions::default(),
+    )
+    .await
+    .expect("collector starts");
     wait_for(
-        Duration::from_secs(30),
+        // The agent's reconnect backoff may have grown to 30 s (± 20 %) by now.
+        Duration::from_secs(60),
         "events accepted before the disk filled arrive",
         || !live_agent::stored(&data_dir, AGENT).0.is_empty(),
     )
@@ -259,16 +226,12 @@ async fn a_full_disk_under_the_collector_acknowledges_nothing_unstored() {
     let disk = Tmpfs::mount(&dir.path().join("disk"), "16m");
     let data_dir = disk.0.join("collector");
     let mqtt_port = free_port();
-    let mut config = CollectorConfig {
-        data_dir: data_dir.clone(),
-        ..CollectorConfig::default()
-    };
-    config.http.listen = ([127, 0, 0, 1], 0).into();
-    config.mqtt.embedded_listen = ([127, 0, 0, 1], mqtt_port).into();
-    config.mqtt.topic_prefix = PREFIX.into();
-    let collector = app::start(config, IngestOptions::default())
-        .await
-        .expect("collector starts");
+    let collector = app::start(
+        live_agent::collector_config(&data_dir, mqtt_port),
+        IngestOptions::default(),
+    )
+    .await
+    .expect("collector starts");
     tokio::time::timeout(Duration::from_secs(10), collector.subscribed())
         .await
         .expect("subscribed");

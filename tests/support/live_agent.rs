@@ -12,6 +12,73 @@ use labhours_agent::config::AgentConfig;
 use labhours_agent::delivery::Delivery;
 use labhours_agent::outbox::{Outbox, OutboxSettings};
 
+/// A live agent's config: one-second summaries and heartbeats, power read
+/// every 100 ms from the Modbus simulator at `meter` (10 W on, 100 W
+/// running, no dwell), result files `*.dat` in `results`, published to the
+/// broker on `mqtt_port`. `extra` is appended (more TOML sections).
+pub fn agent_toml(
+    ids: (&str, &str),
+    data_dir: &Path,
+    results: &Path,
+    meter: std::net::SocketAddr,
+    mqtt_port: u16,
+    extra: &str,
+) -> String {
+    let (agent_id, instrument_id) = ids;
+    format!(
+        r#"
+        agent_id = "{agent_id}"
+        instrument_id = "{instrument_id}"
+        data_dir = "{data}"
+        poll_interval_ms = 100
+        [mqtt]
+        host = "127.0.0.1"
+        port = {mqtt_port}
+        topic_prefix = "{prefix}"
+        keep_alive_s = 5
+        heartbeat_interval_s = 1
+        ack_timeout_s = 2
+        [state]
+        on_above_w = 10
+        running_above_w = 100
+        min_dwell_s = 0
+        summary_interval_s = 1
+        [[meters]]
+        name = "mains"
+        model = "sdm120"
+        timeout_ms = 80
+        tcp = {{ host = "{host}", port = {port} }}
+        [[results]]
+        folder = "{results}"
+        include = ["*.dat"]
+        min_age_s = 0
+        rescan_interval_s = 1
+        {extra}
+        "#,
+        prefix = crate::agent::PREFIX,
+        data = data_dir.display(),
+        results = results.display(),
+        host = meter.ip(),
+        port = meter.port(),
+    )
+}
+
+/// The real collector's config for these tests: its own data dir, the
+/// embedded broker on `mqtt_port` (0: any), HTTP on any loopback port.
+pub fn collector_config(
+    data_dir: &Path,
+    mqtt_port: u16,
+) -> labhours_collector::config::CollectorConfig {
+    let mut config = labhours_collector::config::CollectorConfig {
+        data_dir: data_dir.to_owned(),
+        ..Default::default()
+    };
+    config.http.listen = ([127, 0, 0, 1], 0).into();
+    config.mqtt.embedded_listen = ([127, 0, 0, 1], mqtt_port).into();
+    config.mqtt.topic_prefix = crate::agent::PREFIX.into();
+    config
+}
+
 /// The environment variable that carries the child's config path.
 pub const CHILD_CONFIG: &str = "LABHOURS_LIVE_AGENT_CONFIG";
 
