@@ -9,12 +9,35 @@ use std::process::{Child, Command, Stdio};
 
 use support::*;
 
-fn spawn_collector(dir: &Path, port: u16) -> Child {
+/// The collector's process; SIGKILLed when dropped, so a failing test leaves
+/// no collector behind.
+struct Collector(Child);
+
+impl Collector {
+    fn kill(&mut self) {
+        self.0.kill().expect("SIGKILL");
+        self.0.wait().expect("reaped");
+    }
+}
+
+impl Drop for Collector {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn_collector(dir: &Path, port: u16) -> Collector {
+    spawn_collector_with(dir, port, "warn", Stdio::inherit())
+}
+
+/// The collector binary on the embedded broker at `port`, logging at `level`.
+fn spawn_collector_with(dir: &Path, port: u16, level: &str, stderr: Stdio) -> Collector {
     let config = dir.join("collector.toml");
     std::fs::write(
         &config,
         format!(
-            "data_dir = {:?}\n[mqtt]\nembedded_listen = \"127.0.0.1:{port}\"\n[http]\nlisten = \"127.0.0.1:0\"\n[log]\nlevel = \"warn\"\n",
+            "data_dir = {:?}\n[mqtt]\nembedded_listen = \"127.0.0.1:{port}\"\n[http]\nlisten = \"127.0.0.1:0\"\n[log]\nlevel = \"{level}\"\n",
             dir.join("data")
         ),
     )
@@ -24,8 +47,9 @@ fn spawn_collector(dir: &Path, port: u16) -> Child {
         .arg(&config)
         .env_remove("RUST_LOG")
         .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
+        .stderr(stderr)
         .spawn()
+        .map(Collector)
         .expect("collector starts")
 }
 
@@ -49,8 +73,7 @@ async fn a_killed_collector_keeps_everything_it_acked_and_stores_resends_once() 
     while a.acked < 100 {
         a.next_ack().await;
     }
-    child.kill().expect("SIGKILL");
-    child.wait().expect("reaped");
+    child.kill();
     let acked = a.acked;
     drop(a);
 
@@ -76,8 +99,7 @@ async fn a_killed_collector_keeps_everything_it_acked_and_stores_resends_once() 
     while a.acked < LAST + 9 {
         a.next_ack().await;
     }
-    child.kill().expect("SIGKILL");
-    child.wait().expect("reaped");
+    child.kill();
     let db = db(&data);
     assert_eq!(
         stored_seqs(&db, "agent-crash"),
@@ -95,24 +117,9 @@ async fn an_oversized_payload_leaves_a_log_line_with_its_client_and_size() {
 
     let dir = tempfile::tempdir().expect("tempdir");
     let port = free_port();
-    let config = dir.path().join("collector.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "data_dir = {:?}\n[mqtt]\nembedded_listen = \"127.0.0.1:{port}\"\n[http]\nlisten = \"127.0.0.1:0\"\n",
-            dir.path().join("data")
-        ),
-    )
-    .expect("write config");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_labhours-collector"))
-        .args(["run", "--config"])
-        .arg(&config)
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("collector starts");
-    let stderr = child.stderr.take().expect("piped");
+    // The default level: rumqttd's own log is off there.
+    let mut child = spawn_collector_with(dir.path(), port, "info", Stdio::piped());
+    let stderr = child.0.stderr.take().expect("piped");
     let (tx, rx) = std::sync::mpsc::channel::<String>();
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
@@ -134,8 +141,7 @@ async fn an_oversized_payload_leaves_a_log_line_with_its_client_and_size() {
             break line;
         }
     };
-    child.kill().expect("SIGKILL");
-    child.wait().expect("reaped");
+    child.kill();
     assert!(line.contains("agent-big"), "{line}");
     assert!(line.contains("5242"), "the size is named: {line}");
 }

@@ -69,7 +69,7 @@ use sled::transaction::{ConflictableTransactionError, TransactionError, Transact
 
 use crate::results::Fingerprint;
 pub use disk::free_bytes;
-use disk::{LowSpace, SpaceGuard, is_disk_full, sled_disk_full};
+use disk::{SpaceGuard, is_disk_full, sled_disk_full};
 use seq_file::SeqFile;
 
 /// How much the cap frees at once, so a full outbox does not drop on every append.
@@ -352,23 +352,30 @@ impl Outbox {
 
     /// Makes everything up to `head` durable; a failure closes the database.
     fn flush_through(&self, head: u64, at: Timestamp, events: u64) -> Result<(), OutboxError> {
-        let db = {
-            let state = self.lock();
-            if state.durable_through >= head {
-                return Ok(());
-            }
-            match &state.trees {
-                Some(t) => t.db.clone(),
-                None => return Err(self.unavailable(&state)),
-            }
+        if self.lock().durable_through >= head {
+            return Ok(());
+        }
+        if self.sync(head, at, events)? {
+            Ok(())
+        } else {
+            Err(self.unavailable(&self.lock()))
+        }
+    }
+
+    /// Flushes sled now and moves `durable_through` up to `head`; false when
+    /// the database is closed. A failure closes it ([`Self::failed`]).
+    fn sync(&self, head: u64, at: Timestamp, events: u64) -> Result<bool, OutboxError> {
+        let Some(db) = self.lock().trees.as_ref().map(|t| t.db.clone()) else {
+            return Ok(false);
         };
+        // Outside the lock: appends go on while the disk syncs.
         let flushed = db.flush();
         drop(db);
         let mut state = self.lock();
         match flushed {
             Ok(_) => {
                 state.durable_through = state.durable_through.max(head);
-                Ok(())
+                Ok(true)
             }
             Err(e) => Err(self.failed(&mut state, e.into(), at, events)),
         }
@@ -377,23 +384,28 @@ impl Outbox {
     /// Ok when the database is open (reopening it if it is time) and the
     /// disk has room for `incoming` more bytes.
     fn usable(&self, state: &mut Counters, incoming: u64) -> Result<(), OutboxError> {
-        let inner = &self.inner;
         if state.trees.is_none() {
             self.try_reopen(state)?;
         }
+        self.check_space(state, incoming, Instant::now())
+    }
+
+    /// [`OutboxError::DiskFull`] unless the disk keeps the reserve after
+    /// `incoming` more bytes.
+    fn check_space(
+        &self,
+        state: &mut Counters,
+        incoming: u64,
+        now: Instant,
+    ) -> Result<(), OutboxError> {
         state
             .guard
-            .check(&inner.data_dir, incoming, Instant::now())
-            .map_err(
-                |LowSpace {
-                     free_bytes,
-                     min_free_bytes,
-                 }| OutboxError::DiskFull {
-                    path: inner.data_dir.clone(),
-                    free_bytes,
-                    min_free_bytes,
-                },
-            )
+            .check(&self.inner.data_dir, incoming, now)
+            .map_err(|low| OutboxError::DiskFull {
+                path: self.inner.data_dir.clone(),
+                free_bytes: low.free_bytes,
+                min_free_bytes: low.min_free_bytes,
+            })
     }
 
     /// Opens the database again after a failed write, at most once a second
@@ -408,17 +420,7 @@ impl Outbox {
             return Err(self.unavailable(state));
         }
         state.last_reopen_try = Some(now);
-        if let Err(LowSpace {
-            free_bytes,
-            min_free_bytes,
-        }) = state.guard.check(&inner.data_dir, 0, now)
-        {
-            return Err(OutboxError::DiskFull {
-                path: inner.data_dir.clone(),
-                free_bytes,
-                min_free_bytes,
-            });
-        }
+        self.check_space(state, 0, now)?;
         let at = state
             .outage
             .as_ref()
@@ -769,24 +771,10 @@ impl Outbox {
         }
     }
 
-    /// Makes everything appended so far durable now.
+    /// Makes everything appended so far (and every ack) durable now.
     pub fn flush(&self) -> Result<(), OutboxError> {
         let head = self.next_seq().saturating_sub(1);
-        let Some(trees) = self.lock().trees.clone() else {
-            return Ok(());
-        };
-        match trees.db.flush() {
-            Ok(_) => {
-                let mut state = self.lock();
-                state.durable_through = state.durable_through.max(head);
-                Ok(())
-            }
-            Err(e) => {
-                drop(trees);
-                let mut state = self.lock();
-                Err(self.failed(&mut state, e.into(), Timestamp::now(), 0))
-            }
-        }
+        self.sync(head, Timestamp::now(), 0).map(|_| ())
     }
 
     /// Size of the database on disk (sled reclaims space lazily).
