@@ -135,9 +135,17 @@ pub fn build(inputs: &Inputs, lang: Lang, zone: &TimeZone) -> Vec<Item> {
             .get(id)
             .map_or_else(|| id.to_owned(), |n| (*n).to_owned())
     };
+    // Indexed once: every item looks only at its own instrument's corrections.
+    let mut corrections_of: HashMap<&str, Vec<&Correction>> = HashMap::new();
+    for c in &inputs.corrections {
+        corrections_of
+            .entry(c.correction.instrument_id.as_str())
+            .or_default()
+            .push(c);
+    }
     let reviewed = |instrument: &str, start: i64, end: i64| {
-        inputs
-            .corrections
+        corrections_of
+            .get(instrument)?
             .iter()
             .rev()
             .find(|c| covers(c, instrument, start, end))
@@ -166,13 +174,17 @@ pub fn build(inputs: &Inputs, lang: Lang, zone: &TimeZone) -> Vec<Item> {
         match o.outcome.as_str() {
             "no_show" => push(
                 Kind::NoShow,
-                format!("{} {}", lang.t("col.used"), duration(o.used_s)),
+                format!("{} {}", lang.t("col.used"), duration(o.used_s, lang)),
                 start,
                 end,
             ),
             "instrument_fault" => push(
                 Kind::Fault,
-                format!("{} {}", lang.t("outcome.fault_time"), duration(o.fault_s)),
+                format!(
+                    "{} {}",
+                    lang.t("outcome.fault_time"),
+                    duration(o.fault_s, lang)
+                ),
                 start,
                 end,
             ),
@@ -182,7 +194,7 @@ pub fn build(inputs: &Inputs, lang: Lang, zone: &TimeZone) -> Vec<Item> {
             let over_end = parse_ms(o.last_use.as_deref().unwrap_or(&o.end)).unwrap_or(end);
             push(
                 Kind::Overrun,
-                format!("{} {}", lang.t("flag.overrun"), duration(o.overrun_s)),
+                format!("{} {}", lang.t("flag.overrun"), duration(o.overrun_s, lang)),
                 start,
                 over_end.max(end),
             );
@@ -216,7 +228,7 @@ pub fn build(inputs: &Inputs, lang: Lang, zone: &TimeZone) -> Vec<Item> {
                     a.booking_id,
                     b.booking_id,
                     local_minute(s, zone),
-                    duration((e - s) as f64 / 1000.0)
+                    duration((e - s) as f64 / 1000.0, lang)
                 ),
                 handled: reviewed(&a.instrument_id, s, e),
             });

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, Uri};
 use axum::response::{Html, IntoResponse, Response};
-use jiff::civil::{Date, Weekday};
+use jiff::civil::Date;
 use serde::Deserialize;
 
 use super::page::{Page, clock, duration, parse_ms, short_time};
@@ -100,15 +100,15 @@ fn booking_title(
             page.t("outcome.label"),
             page.lang.t(&format!("outcome.{}", o.outcome)),
             page.t("col.booked"),
-            duration(o.booked_s),
+            duration(o.booked_s, page.lang),
             page.t("col.used"),
-            duration(o.used_s)
+            duration(o.used_s, page.lang)
         ));
         if o.overrun_s > 0.0 {
             t.push_str(&format!(
                 "\n{}: {}",
                 page.t("flag.overrun"),
-                duration(o.overrun_s)
+                duration(o.overrun_s, page.lang)
             ));
         }
         for f in &o.flags {
@@ -237,7 +237,7 @@ pub async fn page(
     let range_label = if week {
         format!("{from} – {last}")
     } else {
-        format!("{from} {}", weekday(page.lang, from.weekday()))
+        format!("{from} {}", super::page::weekday(page.lang, from.weekday()))
     };
     let thresholds = power.thresholds.as_ref().map_or_else(
         || page.t("timeline.no_thresholds").to_owned(),
@@ -275,10 +275,10 @@ pub async fn page(
                     .map(|f| page.lang.t(&format!("flag.{f}")))
                     .collect::<Vec<_>>()
                     .join(", "),
-                booked: duration(o.booked_s),
-                used: duration(o.used_s),
+                booked: duration(o.booked_s, page.lang),
+                used: duration(o.used_s, page.lang),
                 overrun: if o.overrun_s > 0.0 {
-                    duration(o.overrun_s)
+                    duration(o.overrun_s, page.lang)
                 } else {
                     String::new()
                 },
@@ -289,7 +289,7 @@ pub async fn page(
             .iter()
             .map(|s| SessionView {
                 when: format!("{}–{}", short_time(&s.start), clock(&s.end)),
-                duration: duration(s.duration_s),
+                duration: duration(s.duration_s, page.lang),
                 dropped: s.dropped,
                 segments: s
                     .segments
@@ -309,19 +309,6 @@ pub async fn page(
         page,
     })?;
     Ok(Html(html).into_response())
-}
-
-fn weekday(lang: super::i18n::Lang, day: Weekday) -> &'static str {
-    let key = match day {
-        Weekday::Monday => "weekday.mon",
-        Weekday::Tuesday => "weekday.tue",
-        Weekday::Wednesday => "weekday.wed",
-        Weekday::Thursday => "weekday.thu",
-        Weekday::Friday => "weekday.fri",
-        Weekday::Saturday => "weekday.sat",
-        Weekday::Sunday => "weekday.sun",
-    };
-    lang.t(key)
 }
 
 #[cfg(test)]

@@ -144,15 +144,30 @@ pub fn parse_ms(rfc3339: &str) -> Option<i64> {
         .map(Timestamp::as_millisecond)
 }
 
-/// Seconds as `1 h 05 min` / `12 min` / `40 s`.
-pub fn duration(seconds: f64) -> String {
+/// The short name of a weekday.
+pub fn weekday(lang: Lang, day: jiff::civil::Weekday) -> &'static str {
+    let key = match day {
+        jiff::civil::Weekday::Monday => "weekday.mon",
+        jiff::civil::Weekday::Tuesday => "weekday.tue",
+        jiff::civil::Weekday::Wednesday => "weekday.wed",
+        jiff::civil::Weekday::Thursday => "weekday.thu",
+        jiff::civil::Weekday::Friday => "weekday.fri",
+        jiff::civil::Weekday::Saturday => "weekday.sat",
+        jiff::civil::Weekday::Sunday => "weekday.sun",
+    };
+    lang.t(key)
+}
+
+/// Seconds as `1 h 05 min` / `12 min` / `40 s` (`1 小时 05 分` … in Chinese).
+pub fn duration(seconds: f64, lang: Lang) -> String {
     let s = seconds.max(0.0).round() as i64;
+    let (h, min, sec) = (lang.t("unit.h"), lang.t("unit.min"), lang.t("unit.s"));
     if s >= 3600 {
-        format!("{} h {:02} min", s / 3600, (s % 3600) / 60)
+        format!("{} {h} {:02} {min}", s / 3600, (s % 3600) / 60)
     } else if s >= 60 {
-        format!("{} min", s / 60)
+        format!("{} {min}", s / 60)
     } else {
-        format!("{s} s")
+        format!("{s} {sec}")
     }
 }
 
@@ -177,9 +192,10 @@ mod tests {
 
     #[test]
     fn durations_read_like_a_person_would_say_them() {
-        assert_eq!(duration(3900.0), "1 h 05 min");
-        assert_eq!(duration(720.0), "12 min");
-        assert_eq!(duration(40.2), "40 s");
+        assert_eq!(duration(3900.0, Lang::En), "1 h 05 min");
+        assert_eq!(duration(720.0, Lang::En), "12 min");
+        assert_eq!(duration(40.2, Lang::En), "40 s");
+        assert_eq!(duration(3900.0, Lang::Zh), "1 小时 05 分钟");
         assert_eq!(percent(Some(0.4567)), "45.7%");
         assert_eq!(percent(None), "—");
     }

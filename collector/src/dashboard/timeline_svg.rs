@@ -115,7 +115,7 @@ impl Timeline {
     }
 
     /// Local instants of the axis ticks and their labels.
-    pub fn ticks(&self) -> Vec<(i64, String)> {
+    pub fn ticks(&self, lang: Lang) -> Vec<(i64, String)> {
         let Ok(start) = Timestamp::from_millisecond(self.from_ms) else {
             return Vec::new();
         };
@@ -129,7 +129,11 @@ impl Timeline {
                 break;
             }
             let label = if by_day {
-                at.strftime("%m-%d %a").to_string()
+                format!(
+                    "{} {}",
+                    at.strftime("%m-%d"),
+                    super::page::weekday(lang, at.weekday())
+                )
             } else {
                 at.strftime("%H:%M").to_string()
             };
@@ -194,7 +198,7 @@ impl Timeline {
             );
         }
         // Axis and grid.
-        for (ms, label) in self.ticks() {
+        for (ms, label) in self.ticks(lang) {
             let x = self.x(ms);
             let _ = write!(
                 s,
@@ -237,7 +241,7 @@ impl Timeline {
                 lang.t(&format!("state.{}", band.state.as_str())),
                 self.clock(band.start_ms),
                 self.clock(band.end_ms),
-                super::page::duration((band.end_ms - band.start_ms) as f64 / 1000.0)
+                super::page::duration((band.end_ms - band.start_ms) as f64 / 1000.0, lang)
             );
             let _ = write!(
                 s,
@@ -501,7 +505,7 @@ mod tests {
     #[test]
     fn a_day_has_ticks_every_three_local_hours_and_a_week_one_per_day() {
         let t = day();
-        let ticks = t.ticks();
+        let ticks = t.ticks(Lang::En);
         assert_eq!(ticks.len(), 8);
         assert_eq!(ticks[0].1, "00:00");
         assert_eq!(ticks[3].1, "09:00");
@@ -509,9 +513,13 @@ mod tests {
             to_ms: DAY + 7 * 24 * H,
             ..day()
         };
-        let ticks = week.ticks();
+        let ticks = week.ticks(Lang::En);
         assert_eq!(ticks.len(), 7);
         assert_eq!(ticks[0].1, "03-03 Mon");
+        assert_eq!(
+            week.ticks(Lang::Zh)[0].1,
+            format!("03-03 {}", Lang::Zh.t("weekday.mon"))
+        );
     }
 
     #[test]
