@@ -90,12 +90,17 @@ impl Auth {
         matches!(self, Self::Open)
     }
 
-    /// Whether a token named `name` with `role` is still configured (a
-    /// dashboard session ends when its token is removed or changes role).
-    pub(crate) fn still_holds(&self, name: &str, role: TokenRole) -> bool {
+    /// Whether the token whose SHA-256 (hex) is `token_sha256` is still
+    /// configured with `role` (a dashboard session ends when its token is
+    /// removed, replaced by a new secret, or changes role).
+    pub(crate) fn still_holds(&self, token_sha256: &str, role: TokenRole) -> bool {
         match self {
             Self::Open => true,
-            Self::Tokens(holders) => holders.iter().any(|h| h.name == name && h.role == role),
+            Self::Tokens(holders) => parse_hex32(token_sha256).is_some_and(|presented| {
+                holders
+                    .iter()
+                    .any(|h| constant_time_eq(&presented, &h.sha256) && h.role == role)
+            }),
         }
     }
 }
@@ -208,6 +213,24 @@ pub fn new_token() -> anyhow::Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_session_token_holds_only_while_its_secret_and_role_are_configured() {
+        let config = |secret: &str, role| {
+            Auth::new(&[crate::config::TokenConfig {
+                name: "office".into(),
+                role,
+                sha256: hash_token(secret),
+            }])
+            .expect("valid table")
+        };
+        let old = hash_token("old-secret");
+        assert!(config("old-secret", TokenRole::Admin).still_holds(&old, TokenRole::Admin));
+        // The same name with a new secret (a leaked token replaced).
+        assert!(!config("new-secret", TokenRole::Admin).still_holds(&old, TokenRole::Admin));
+        assert!(!config("old-secret", TokenRole::Evaluator).still_holds(&old, TokenRole::Admin));
+        assert!(!config("old-secret", TokenRole::Admin).still_holds("not hex", TokenRole::Admin));
+    }
 
     #[test]
     fn a_hash_is_the_lower_case_hex_sha256_of_the_token_text() {

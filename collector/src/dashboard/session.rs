@@ -160,7 +160,7 @@ impl FromRequestParts<DashState> for Viewer {
             .await
             .map_err(IntoResponse::into_response)?;
         match found {
-            Some(s) if auth.still_holds(&s.token_name, s.role) => Ok(Viewer {
+            Some(s) if auth.still_holds(&s.token_sha256, s.role) => Ok(Viewer {
                 name: s.token_name,
                 role: s.role,
                 open: false,
@@ -291,6 +291,7 @@ pub async fn login(
     let now = state.now();
     let session = DashSession {
         token_name: caller.name,
+        token_sha256: hash_token(form.token.trim()),
         role: caller.role,
         expires_at_ms: now.as_millisecond() + SESSION_TTL_MS,
     };

@@ -54,6 +54,8 @@ pub struct QuarantineRow {
 pub struct DashSession {
     /// The API token exchanged for it (its name).
     pub token_name: String,
+    /// Its SHA-256 (hex): the session ends when the token's secret changes.
+    pub token_sha256: String,
     pub role: TokenRole,
     pub expires_at_ms: Ms,
 }
@@ -159,11 +161,13 @@ pub fn create_session(
         [now],
     )?;
     conn.execute(
-        "INSERT INTO dashboard_sessions (id_sha256, token_name, role, created_at_ms, expires_at_ms)
-         VALUES (?1, ?2, ?3, ?4, ?5)",
+        "INSERT INTO dashboard_sessions
+             (id_sha256, token_name, token_sha256, role, created_at_ms, expires_at_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         params![
             id_sha256,
             session.token_name,
+            session.token_sha256,
             session.role.as_str(),
             now,
             session.expires_at_ms
@@ -180,26 +184,30 @@ pub fn find_session(
 ) -> Result<Option<DashSession>, QueryError> {
     let found = conn
         .prepare_cached(
-            "SELECT token_name, role, expires_at_ms FROM dashboard_sessions
+            "SELECT token_name, token_sha256, role, expires_at_ms FROM dashboard_sessions
              WHERE id_sha256 = ?1 AND expires_at_ms > ?2",
         )?
         .query_row(params![id_sha256, now.as_millisecond()], |r| {
             Ok((
                 r.get::<_, String>(0)?,
                 r.get::<_, String>(1)?,
-                r.get::<_, Ms>(2)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, Ms>(3)?,
             ))
         })
         .optional()?;
-    Ok(found.map(|(token_name, role, expires_at_ms)| DashSession {
-        token_name,
-        role: if role == "admin" {
-            TokenRole::Admin
-        } else {
-            TokenRole::Evaluator
+    Ok(found.map(
+        |(token_name, token_sha256, role, expires_at_ms)| DashSession {
+            token_name,
+            token_sha256,
+            role: if role == "admin" {
+                TokenRole::Admin
+            } else {
+                TokenRole::Evaluator
+            },
+            expires_at_ms,
         },
-        expires_at_ms,
-    }))
+    ))
 }
 
 /// Ends a session (logout); ending an unknown one is not an error.
