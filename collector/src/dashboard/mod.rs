@@ -79,7 +79,7 @@ pub struct PageError {
 }
 
 impl PageError {
-    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+    pub(crate) fn new(status: StatusCode, message: impl Into<String>) -> Self {
         Self {
             status,
             message: message.into(),
@@ -117,10 +117,21 @@ impl From<askama::Error> for PageError {
 
 impl IntoResponse for PageError {
     fn into_response(self) -> Response {
+        // The request's language is not known here: the heading says what
+        // went wrong in both languages; the detail names the parameter.
+        let key = match self.status {
+            StatusCode::BAD_REQUEST | StatusCode::UNPROCESSABLE_ENTITY => "error.bad_request",
+            StatusCode::UNAUTHORIZED => "error.unauthorized",
+            StatusCode::FORBIDDEN => "error.forbidden",
+            StatusCode::NOT_FOUND => "error.not_found",
+            _ => "error.internal",
+        };
         let body = format!(
-            "<!doctype html><meta charset=utf-8><title>{status}</title>\
-             <p>{status}: {message}</p><p><a href=\"/\">labhours</a></p>",
-            status = self.status,
+            "<!doctype html><meta charset=utf-8><title>{code}</title>\
+             <h1>{code} · {zh} / {en}</h1><p>{message}</p><p><a href=\"/\">labhours</a></p>",
+            code = self.status.as_u16(),
+            zh = page::escape(i18n::Lang::Zh.t(key)),
+            en = page::escape(i18n::Lang::En.t(key)),
             message = page::escape(&self.message),
         );
         (self.status, Html(body)).into_response()

@@ -179,11 +179,12 @@ pub async fn csrf(request: Request, next: Next) -> Response {
     if safe || same_origin(request.headers()) {
         return next.run(request).await;
     }
-    (
+    super::PageError::new(
         StatusCode::FORBIDDEN,
-        Html("<!doctype html><meta charset=utf-8><title>403</title><p>403: this form was not sent from this site (Origin / Sec-Fetch-Site); reload the page and try again.</p>"),
+        "Origin / Sec-Fetch-Site: 表单不是从本站页面提交的，请刷新页面后重试。 \
+         This form was not sent from this site; reload the page and try again.",
     )
-        .into_response()
+    .into_response()
 }
 
 /// Whether an unsafe request provably comes from a page of this site.
