@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use labhours_agent::config::MeterModel;
 use labhours_collector::app;
 use labhours_collector::ingest::IngestOptions;
-use labhours_tests::live_agent::{self, wait_for};
+use labhours_tests::live_agent::{self, wait_until};
 use labhours_tests::modbus_sim::{Sim, SimUnit, TcpSim};
 
 const AGENT: &str = "kill-agent";
@@ -121,7 +121,7 @@ async fn a_live_agent_killed_at_random_loses_and_reuses_nothing() {
     // reported, then the outbox is drained by the same delivery code.
     let mut child = live_agent::spawn("kill_child", &config_path);
     let outbox_dir = dir.path().join("agent");
-    wait_for(
+    wait_until(
         Duration::from_secs(30),
         "every result file reported",
         || result_files(&data_dir).len() >= files_written.len(),

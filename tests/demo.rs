@@ -180,7 +180,8 @@ async fn the_demo_comes_alive_stops_cleanly_and_continues_without_duplicating_hi
             .any(|r| r["instrument_id"] == "qtof-01" && r["outcome"] == "used"),
         "the Q-TOF's result files count as use: {outcomes:#}"
     );
-    let (h0, _, _, _) = history(&demo).await;
+    let before = history(&demo).await;
+    let h0 = &before.0;
     let unbooked: f64 = h0
         .as_array()
         .expect("rows")
@@ -189,7 +190,6 @@ async fn the_demo_comes_alive_stops_cleanly_and_continues_without_duplicating_hi
         .sum();
     assert!(unbooked > 0.0, "walk-ups are unbooked use: {h0:#}");
 
-    let before = history(&demo).await;
     assert!(!before.2.is_empty() && before.3 > 0, "{before:?}");
     let tokens = (demo.evaluator_token.clone(), demo.admin_token.clone());
     tokio::time::timeout(Duration::from_secs(30), demo.stop())
@@ -228,5 +228,14 @@ async fn the_demo_comes_alive_stops_cleanly_and_continues_without_duplicating_hi
     );
     assert_eq!(after.0, before.0, "hours per day of the past days");
     assert_eq!(after.1, before.1, "outcomes of the past days' bookings");
+    let conn = labhours_collector::store::open_read_only(&demo.data_dir).expect("database");
+    let conflicts: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM quarantine WHERE reason LIKE 'agent_id conflict%'",
+            [],
+            |r| r.get(0),
+        )
+        .expect("count");
+    assert_eq!(conflicts, 0, "no seq given twice across the restart");
     demo.stop().await.expect("stops cleanly");
 }

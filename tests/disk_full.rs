@@ -21,7 +21,7 @@ use labhours_agent::config::MeterModel;
 use labhours_collector::app;
 use labhours_collector::ingest::IngestOptions;
 use labhours_tests::brokers::free_port;
-use labhours_tests::live_agent::{self, wait_for};
+use labhours_tests::live_agent::{self, wait_until};
 use labhours_tests::modbus_sim::{Sim, SimUnit, TcpSim};
 
 const AGENT: &str = "full-agent";
@@ -137,7 +137,7 @@ async fn a_full_disk_stops_new_events_and_loses_nothing_accepted() {
     )
     .await
     .expect("collector starts");
-    wait_for(
+    wait_until(
         // The agent's reconnect backoff may have grown to 30 s (± 20 %) by now.
         Duration::from_secs(60),
         "events accepted before the disk filled arrive",
@@ -150,7 +150,7 @@ async fn a_full_disk_stops_new_events_and_loses_nothing_accepted() {
     std::fs::remove_file(disk.0.join("filler")).expect("free the disk");
     let freed = Instant::now();
     std::fs::write(results.join("after.dat"), b"y").expect("file");
-    wait_for(
+    wait_until(
         Duration::from_secs(10),
         "the outbox's notice after the outage",
         || {
@@ -174,7 +174,7 @@ async fn a_full_disk_stops_new_events_and_loses_nothing_accepted() {
         .map(|i| format!("before-{i}.dat"))
         .chain(["after.dat".into()])
         .collect();
-    wait_for(
+    wait_until(
         Duration::from_secs(15),
         "every result file reported",
         || {

@@ -5,12 +5,14 @@
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use labhours_agent::clock::SystemClock;
 use labhours_agent::config::AgentConfig;
 use labhours_agent::delivery::Delivery;
 use labhours_agent::outbox::{Outbox, OutboxSettings};
+
+pub use crate::delivery_scenarios::wait_until;
 
 /// A live agent's config: one-second summaries and heartbeats, power read
 /// every 100 ms from the Modbus simulator at `meter` (10 W on, 100 W
@@ -157,7 +159,7 @@ pub async fn drain(dir: &Path, agent_id: &str, instrument_id: &str, mqtt_port: u
     let task = tokio::spawn(delivery.run(async {
         let _ = stopped.await;
     }));
-    wait_for(Duration::from_secs(60), "the outbox drained", || {
+    wait_until(Duration::from_secs(60), "the outbox drained", || {
         outbox.backlog() == 0
     })
     .await;
@@ -204,13 +206,4 @@ pub fn payloads(data_dir: &Path, agent_id: &str, kind: &str) -> Vec<serde_json::
                 .collect()
         })
         .unwrap_or_default()
-}
-
-/// Polls `done` every 100 ms; fails the test after `limit`.
-pub async fn wait_for(limit: Duration, what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }

@@ -357,7 +357,24 @@ pub fn bookings_csv(
     days: impl Iterator<Item = Date> + Clone,
     showcase: Date,
 ) -> (String, usize) {
-    let mut csv = String::from("booking_id,instrument_id,user,group,usage_type,start,end,status\n");
+    // The csv crate quotes a name or group that holds a comma or a quote.
+    let mut out = csv::Writer::from_writer(Vec::new());
+    let record = |out: &mut csv::Writer<Vec<u8>>, fields: [&str; 8]| {
+        out.write_record(fields).expect("writing to memory");
+    };
+    record(
+        &mut out,
+        [
+            "booking_id",
+            "instrument_id",
+            "user",
+            "group",
+            "usage_type",
+            "start",
+            "end",
+            "status",
+        ],
+    );
     let mut rows = 0;
     for (number, inst) in instruments().iter().enumerate() {
         for date in days.clone() {
@@ -371,25 +388,32 @@ pub fn bookings_csv(
                         .strftime("%Y-%m-%dT%H:%M:%S%:z")
                         .to_string()
                 };
-                let _ = writeln!(
-                    csv,
-                    "{},{},{user},{group},{},{},{},{}",
-                    booking_id(inst.id, date, b.index),
-                    inst.id,
-                    b.usage.as_str(),
-                    stamp(b.slot.start),
-                    stamp(b.slot.end),
-                    if b.intent == Intent::Cancelled {
-                        "cancelled"
-                    } else {
-                        "confirmed"
-                    },
+                record(
+                    &mut out,
+                    [
+                        &booking_id(inst.id, date, b.index),
+                        inst.id,
+                        user,
+                        group,
+                        b.usage.as_str(),
+                        &stamp(b.slot.start),
+                        &stamp(b.slot.end),
+                        if b.intent == Intent::Cancelled {
+                            "cancelled"
+                        } else {
+                            "confirmed"
+                        },
+                    ],
                 );
                 rows += 1;
             }
         }
     }
-    (csv, rows)
+    let bytes = out.into_inner().expect("flushing to memory");
+    (
+        String::from_utf8(bytes).expect("the fields are UTF-8"),
+        rows,
+    )
 }
 
 pub fn booking_id(instrument: &str, date: Date, index: usize) -> String {
