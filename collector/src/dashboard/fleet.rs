@@ -119,14 +119,6 @@ pub struct FleetPage {
     pub rows: Vec<FleetRow>,
 }
 
-/// Whether `unit` is `wanted` or below it.
-pub fn in_unit(unit: &str, wanted: &str) -> bool {
-    unit == wanted
-        || unit
-            .strip_prefix(wanted)
-            .is_some_and(|rest| rest.starts_with('/'))
-}
-
 /// Filters, counts and cuts out one page (sorted by unit, then name).
 pub fn filter_page(all: &[FleetRow], filter: &FleetFilter, per_page: usize) -> FleetPage {
     let unit = filter.unit();
@@ -134,7 +126,7 @@ pub fn filter_page(all: &[FleetRow], filter: &FleetFilter, per_page: usize) -> F
     let state = filter.state();
     let base: Vec<&FleetRow> = all
         .iter()
-        .filter(|r| unit.is_none_or(|u| in_unit(&r.unit, u)))
+        .filter(|r| unit.is_none_or(|u| crate::registry::unit_within(&r.unit, u)))
         .filter(|r| {
             query.as_deref().is_none_or(|q| {
                 r.name.to_lowercase().contains(q) || r.id.to_lowercase().contains(q)
@@ -415,9 +407,9 @@ mod tests {
 
     #[test]
     fn a_unit_matches_itself_and_below_but_not_a_longer_name() {
-        assert!(in_unit("Chem/NMR", "Chem"));
-        assert!(in_unit("Chem", "Chem"));
-        assert!(!in_unit("Chemistry", "Chem"));
+        assert!(crate::registry::unit_within("Chem/NMR", "Chem"));
+        assert!(crate::registry::unit_within("Chem", "Chem"));
+        assert!(!crate::registry::unit_within("Chemistry", "Chem"));
     }
 
     #[test]

@@ -246,7 +246,7 @@ pub async fn page(
                 "on_above_w = {} W · running_above_w = {} W · running_exit_below_w = {} W",
                 t.on_above_w,
                 t.running_above_w,
-                t.running_exit_below_w.unwrap_or(t.running_above_w * 0.9)
+                t.to_state_rules().exit_w()
             )
         },
     );

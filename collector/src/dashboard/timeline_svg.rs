@@ -351,7 +351,7 @@ impl Timeline {
         }
         // Thresholds.
         if let Some(t) = &self.thresholds {
-            let exit = t.running_exit_below_w.unwrap_or(t.running_above_w * 0.9);
+            let exit = t.to_state_rules().exit_w();
             // The exit threshold's label goes under its line (it is
             // usually just below running_above_w's).
             for (name, w, colour, dy) in [

@@ -144,7 +144,7 @@ impl Saved {
 
 /// Prepares the data folder: `--reset` removes it (only if it is a demo's);
 /// a folder holding something else is refused.
-fn prepare_folder(root: &Path, reset: bool) -> anyhow::Result<()> {
+fn prepare_folder(root: &Path, reset: bool, lang: Lang) -> anyhow::Result<()> {
     if root.exists() {
         let is_demo = Saved::path(root).exists();
         let empty = std::fs::read_dir(root)
@@ -152,10 +152,7 @@ fn prepare_folder(root: &Path, reset: bool) -> anyhow::Result<()> {
             .next()
             .is_none();
         if !is_demo && !empty {
-            bail!(
-                "{} exists and is not a demo's data folder (no {STATE_FILE}); pass another --data-dir",
-                root.display()
-            );
+            bail!(text::not_a_demo_folder(lang, root, STATE_FILE));
         }
         if reset && is_demo {
             std::fs::remove_dir_all(root)
@@ -211,12 +208,13 @@ impl Demo {
     pub async fn start(args: DemoArgs) -> anyhow::Result<Self> {
         let started = Instant::now();
         let lang = match &args.lang {
-            Some(l) => Lang::parse(l).with_context(|| format!("--lang {l:?}: use en or zh"))?,
+            Some(l) => Lang::parse(l)
+                .with_context(|| format!("--lang {l:?}: use en or zh（可选 en 或 zh）"))?,
             None => Lang::from_env(|k| std::env::var(k).ok()),
         };
         let root = std::path::absolute(&args.data_dir)
             .with_context(|| format!("--data-dir {}", args.data_dir.display()))?;
-        prepare_folder(&root, args.reset)?;
+        prepare_folder(&root, args.reset, lang)?;
         let layout = Layout { root: root.clone() };
 
         let now = Timestamp::now();
@@ -225,7 +223,7 @@ impl Demo {
             None => {
                 let time_zone = args.time_zone.clone().unwrap_or_else(default_zone);
                 let zone = TimeZone::get(&time_zone)
-                    .with_context(|| format!("--time-zone {time_zone:?} is not an IANA zone"))?;
+                    .with_context(|| text::not_a_zone(lang, &time_zone))?;
                 let today = now.to_zoned(zone.clone()).date();
                 let first = today
                     .checked_sub(jiff::Span::new().days(i64::from(args.history_days)))
@@ -610,25 +608,27 @@ mod tests {
     fn reset_removes_a_demo_folder_and_a_foreign_folder_is_refused() {
         let dir = tempfile::tempdir().expect("temp dir");
         let root = dir.path().join("demo");
-        prepare_folder(&root, false).expect("a new folder");
+        prepare_folder(&root, false, Lang::En).expect("a new folder");
         std::fs::write(Saved::path(&root), "{}").expect("state");
         std::fs::write(root.join("labhours.sqlite3"), "db").expect("db");
-        prepare_folder(&root, false).expect("a demo's folder is reused");
+        prepare_folder(&root, false, Lang::En).expect("a demo's folder is reused");
         assert!(root.join("labhours.sqlite3").exists());
-        prepare_folder(&root, true).expect("reset");
+        prepare_folder(&root, true, Lang::En).expect("reset");
         assert!(root.exists() && !root.join("labhours.sqlite3").exists());
 
         let foreign = dir.path().join("thesis");
         std::fs::create_dir(&foreign).expect("dir");
         std::fs::write(foreign.join("chapter1.tex"), "…").expect("file");
         for reset in [false, true] {
-            let err = prepare_folder(&foreign, reset).unwrap_err();
+            let err = prepare_folder(&foreign, reset, Lang::En).unwrap_err();
             assert!(
                 err.to_string().contains("is not a demo's data folder"),
                 "{err}"
             );
             assert!(foreign.join("chapter1.tex").exists());
         }
+        let err = prepare_folder(&foreign, false, Lang::Zh).unwrap_err();
+        assert!(err.to_string().contains("不是演示数据目录"), "{err}");
     }
 
     #[test]

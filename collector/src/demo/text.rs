@@ -134,6 +134,25 @@ pub fn ready(lang: Lang, secs: f64) -> String {
     }
 }
 
+pub fn not_a_demo_folder(lang: Lang, root: &std::path::Path, state_file: &str) -> String {
+    let root = root.display();
+    match lang {
+        Lang::En => format!(
+            "{root} exists and is not a demo's data folder (no {state_file}); pass another --data-dir"
+        ),
+        Lang::Zh => format!(
+            "{root} 已存在，且不是演示数据目录（没有 {state_file}）；请用 --data-dir 指定另一个目录"
+        ),
+    }
+}
+
+pub fn not_a_zone(lang: Lang, zone: &str) -> String {
+    match lang {
+        Lang::En => format!("--time-zone {zone:?} is not an IANA zone (e.g. Asia/Shanghai)"),
+        Lang::Zh => format!("--time-zone {zone:?} 不是 IANA 时区名（例如 Asia/Shanghai）"),
+    }
+}
+
 pub fn stopping(lang: Lang) -> &'static str {
     match lang {
         Lang::En => {

@@ -164,8 +164,7 @@ impl Instrument {
     /// kept; an empty `unit` (the root) matches every instrument, one without
     /// a unit included.
     pub fn in_unit(&self, unit: &str) -> bool {
-        let mut own = unit_segments(self.unit.as_deref().unwrap_or(""));
-        unit_segments(unit).all(|wanted| own.next() == Some(wanted))
+        unit_within(self.unit.as_deref().unwrap_or(""), unit)
     }
 
     /// A stable fingerprint of everything reconciliation depends on: zone
@@ -188,6 +187,13 @@ impl Instrument {
         }
         hex
     }
+}
+
+/// Whether the unit path `own` is `wanted` or below it, segment by segment
+/// (see [`Instrument::in_unit`]).
+pub fn unit_within(own: &str, wanted: &str) -> bool {
+    let mut own = unit_segments(own);
+    unit_segments(wanted).all(|w| own.next() == Some(w))
 }
 
 fn unit_segments(unit: &str) -> impl Iterator<Item = &str> {

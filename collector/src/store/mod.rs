@@ -402,7 +402,7 @@ impl Store {
                     let payload = env.encode();
                     quarantine.execute(params![
                         ms(received.received_at),
-                        format!("{agent_id}: envelope"),
+                        refused_topic(agent_id),
                         reason,
                         &payload[..payload.len().min(crate::store::QUARANTINE_KEEP_BYTES)],
                         payload.len() as i64,
@@ -461,7 +461,7 @@ impl Store {
                             );
                             quarantine.execute(params![
                                 received_ms,
-                                agent_id,
+                                refused_topic(agent_id),
                                 format!(
                                     "agent_id conflict: seq {} of {agent_id} is already stored with \
                                      other content (two agents with one id?)",
@@ -563,6 +563,13 @@ impl Store {
         }
         Ok(outcome)
     }
+}
+
+/// The `topic` recorded for what ingest refuses after decoding (an agent_id
+/// conflict, an implausible floor): `<agent_id>/events`, the events topic
+/// without its prefix, so the agent is read back from it like from any topic.
+fn refused_topic(agent_id: &str) -> String {
+    format!("{agent_id}/events")
 }
 
 /// Opens the database read-only (for tools and tests); never migrates.

@@ -302,10 +302,16 @@ fn a_floor_above_anything_received_is_quarantined_unless_the_envelope_continues_
         Some(3),
         "the floor did not move"
     );
-    let reason: String = store
+    let (topic, reason): (String, String) = store
         .conn
-        .query_row("SELECT reason FROM quarantine", [], |r| r.get(0))
+        .query_row("SELECT topic, reason FROM quarantine", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
         .expect("quarantined");
+    assert_eq!(
+        topic, "a1/events",
+        "the agent can be read back from the topic"
+    );
     assert!(
         reason.contains("acked_through 1000000 is above anything received"),
         "{reason}"

@@ -125,7 +125,8 @@ impl StateRules {
         errors
     }
 
-    fn exit_w(&self) -> f64 {
+    /// Where `running` is left: `running_exit_below_w`, or 90 % of `running_above_w`.
+    pub fn exit_w(&self) -> f64 {
         self.running_exit_below_w
             .unwrap_or(self.running_above_w * DEFAULT_EXIT_RATIO)
     }
