@@ -83,11 +83,9 @@ impl Kind {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Item {
     pub kind: Kind,
-    /// Where it sorts (newest first).
-    pub at_ms: i64,
     pub instrument_id: String,
     pub name: String,
-    /// The interval an action applies to.
+    /// The interval an action applies to (items sort by its start, newest first).
     pub start_ms: i64,
     pub end_ms: i64,
     pub booking_id: Option<String>,
@@ -161,7 +159,6 @@ pub fn build(inputs: &Inputs, lang: Lang, zone: &TimeZone) -> Vec<Item> {
         let mut push = |kind: Kind, figures: String, s: i64, e: i64| {
             items.push(Item {
                 kind,
-                at_ms: s,
                 instrument_id: o.instrument_id.clone(),
                 name: name(&o.instrument_id),
                 start_ms: s,
@@ -217,7 +214,6 @@ pub fn build(inputs: &Inputs, lang: Lang, zone: &TimeZone) -> Vec<Item> {
             let (s, e) = (b.start_ms, a.end_ms.min(b.end_ms));
             items.push(Item {
                 kind: Kind::DoubleBooking,
-                at_ms: s,
                 instrument_id: a.instrument_id.clone(),
                 name: name(&a.instrument_id),
                 start_ms: s,
@@ -244,7 +240,6 @@ pub fn build(inputs: &Inputs, lang: Lang, zone: &TimeZone) -> Vec<Item> {
         };
         let day_item = |kind: Kind, detail: String, handled: Option<String>| Item {
             kind,
-            at_ms: start,
             instrument_id: id.to_owned(),
             name: name(id),
             start_ms: start,
@@ -307,7 +302,6 @@ pub fn build(inputs: &Inputs, lang: Lang, zone: &TimeZone) -> Vec<Item> {
     for q in &inputs.quarantine {
         items.push(Item {
             kind: Kind::Quarantined,
-            at_ms: q.received_at_ms,
             instrument_id: String::new(),
             name: q.agent_id.clone().unwrap_or_else(|| q.topic.clone()),
             start_ms: q.received_at_ms,
@@ -324,8 +318,8 @@ pub fn build(inputs: &Inputs, lang: Lang, zone: &TimeZone) -> Vec<Item> {
         });
     }
     items.sort_by(|a, b| {
-        b.at_ms
-            .cmp(&a.at_ms)
+        b.start_ms
+            .cmp(&a.start_ms)
             .then(a.kind.cmp(&b.kind))
             .then(a.instrument_id.cmp(&b.instrument_id))
     });
@@ -788,7 +782,7 @@ mod tests {
                 Kind::DataGap,
             ]
         );
-        assert!(items.windows(2).all(|w| w[0].at_ms >= w[1].at_ms));
+        assert!(items.windows(2).all(|w| w[0].start_ms >= w[1].start_ms));
         let double = &items[1];
         assert!(double.detail.starts_with("b-2 ↔ b-3"));
         assert_eq!(double.end_ms - double.start_ms, 3_600_000);

@@ -327,6 +327,22 @@ fn download(content_type: &str, name: &str, body: Vec<u8>) -> Response {
         .into_response()
 }
 
+/// The report's two tables (instruments, unit totals) in the request's language.
+async fn tables(
+    state: &DashState,
+    headers: &HeaderMap,
+    params: &ReportParams,
+) -> Result<(i16, Lang, Table, Table), PageError> {
+    let (year, rows, unit_rows) = load(state, params).await?;
+    let lang = super::i18n::negotiate(headers);
+    Ok((
+        year,
+        lang,
+        Table::new(&rows, lang),
+        Table::new(&unit_rows, lang),
+    ))
+}
+
 /// `GET /report.csv`: the instrument rows, then the unit totals.
 pub async fn csv(
     State(state): State<DashState>,
@@ -334,19 +350,14 @@ pub async fn csv(
     headers: HeaderMap,
     Query(params): Query<ReportParams>,
 ) -> Result<Response, PageError> {
-    let (year, rows, unit_rows) = load(&state, &params).await?;
-    let lang = super::i18n::negotiate(&headers);
+    let (year, _, instruments, units) = tables(&state, &headers, &params).await?;
     // Flexible: a blank line separates the two tables.
     let mut out = csv::WriterBuilder::new()
         .flexible(true)
         .from_writer(Vec::new());
-    Table::new(&rows, lang)
-        .to_csv(&mut out)
-        .map_err(PageError::internal)?;
+    instruments.to_csv(&mut out).map_err(PageError::internal)?;
     out.write_record([""]).map_err(PageError::internal)?;
-    Table::new(&unit_rows, lang)
-        .to_csv(&mut out)
-        .map_err(PageError::internal)?;
+    units.to_csv(&mut out).map_err(PageError::internal)?;
     let mut body = vec![0xEF, 0xBB, 0xBF]; // BOM: Excel reads the Chinese headers as UTF-8.
     body.extend(out.into_inner().map_err(PageError::internal)?);
     Ok(download(
@@ -381,14 +392,8 @@ pub async fn xlsx(
     headers: HeaderMap,
     Query(params): Query<ReportParams>,
 ) -> Result<Response, PageError> {
-    let (year, rows, unit_rows) = load(&state, &params).await?;
-    let lang = super::i18n::negotiate(&headers);
-    let body = workbook(
-        &Table::new(&rows, lang),
-        &Table::new(&unit_rows, lang),
-        lang,
-    )
-    .map_err(PageError::internal)?;
+    let (year, lang, instruments, units) = tables(&state, &headers, &params).await?;
+    let body = workbook(&instruments, &units, lang).map_err(PageError::internal)?;
     Ok(download(
         crate::api::table::XLSX_CONTENT_TYPE,
         &format!("labhours-report-{year}.xlsx"),
