@@ -118,7 +118,10 @@ impl Saved {
         let path = Self::path(root);
         match std::fs::read(&path) {
             Ok(bytes) => Ok(Some(serde_json::from_slice(&bytes).with_context(|| {
-                format!("{} is damaged; use --reset", path.display())
+                format!(
+                    "{} is damaged; use --reset（文件已损坏，请加 --reset 重新开始）",
+                    path.display()
+                )
             })?)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
