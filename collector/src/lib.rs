@@ -25,6 +25,7 @@ pub mod config;
 pub mod dashboard;
 pub mod demo;
 pub mod ingest;
+pub mod quarantine;
 pub mod reconcile;
 pub mod registry;
 pub mod store;

@@ -148,6 +148,7 @@ mod tests {
             received_at_ms: 0,
             topic: format!("labhours/v1/{agent}/events"),
             agent_id: Some(agent.into()),
+            kind: crate::quarantine::Kind::Undecodable,
             reason: "bad".into(),
             payload_len: 3,
         };

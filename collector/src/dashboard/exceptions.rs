@@ -761,6 +761,7 @@ mod tests {
                 received_at_ms: 1_741_000_000_000,
                 topic: "labhours/v1/agent-9/events".into(),
                 agent_id: Some("agent-9".into()),
+                kind: crate::quarantine::Kind::Undecodable,
                 reason: "malformed".into(),
                 payload_len: 12,
             }],

@@ -207,6 +207,7 @@ pub fn seed(data_dir: &Path, day: Date) -> anyhow::Result<()> {
     let batch = Batch {
         envelopes: vec![Received {
             received_at: received,
+            topic: format!("labhours/v1/{agent}/events"),
             message: Envelope {
                 v: SCHEMA_VERSION,
                 agent_id: agent.clone(),
@@ -220,6 +221,7 @@ pub fn seed(data_dir: &Path, day: Date) -> anyhow::Result<()> {
             .into_iter()
             .map(|a| Received {
                 received_at: Timestamp::now(),
+                topic: format!("labhours/v1/{a}/status"),
                 message: AgentStatus {
                     v: SCHEMA_VERSION,
                     agent_id: a.into(),
@@ -233,6 +235,8 @@ pub fn seed(data_dir: &Path, day: Date) -> anyhow::Result<()> {
         quarantined: vec![Quarantined::new(
             local(day, 12, 0),
             &format!("labhours/v1/{agent}/events"),
+            Some(&agent),
+            crate::quarantine::Kind::Undecodable,
             "payload is not valid JSON".into(),
             b"{not json",
         )],

@@ -32,7 +32,8 @@ use labhours_shared::wire::{
 };
 use tokio::sync::mpsc;
 
-use crate::store::{Batch, Durability, Quarantined, Received, Store};
+use crate::quarantine::{Kind, Quarantined};
+use crate::store::{Batch, Durability, Received, Store};
 
 /// One publish as the MQTT client received it.
 #[derive(Debug, Clone)]
@@ -156,54 +157,76 @@ pub enum Classified {
 
 /// Decodes and checks one publish. Pure: every refusal carries its reason.
 pub fn classify(topics: &Topics, max_payload_bytes: usize, msg: &Inbound) -> Classified {
-    let quarantine = |reason: String| {
+    let quarantine = |agent_id: Option<&str>, kind: Kind, reason: String| {
         Classified::Quarantine(Quarantined::new(
             msg.received_at,
             &msg.topic,
+            agent_id,
+            kind,
             reason,
             &msg.payload,
         ))
     };
-    let Some((topic_agent, kind)) = topics.parse(&msg.topic) else {
-        return quarantine(format!(
-            "topic {:?} is not <prefix>/<agent_id>/<events|status> with a valid agent id",
-            msg.topic
-        ));
+    let Some((topic_agent, topic_kind)) = topics.parse(&msg.topic) else {
+        return quarantine(
+            None,
+            Kind::BadTopic,
+            format!(
+                "topic {:?} is not <prefix>/<agent_id>/<events|status> with a valid agent id",
+                msg.topic
+            ),
+        );
     };
+    let refuse = |kind: Kind, reason: String| quarantine(Some(topic_agent), kind, reason);
     if msg.payload.len() > max_payload_bytes {
-        return quarantine(format!(
-            "oversized: {} bytes, the limit is {max_payload_bytes}",
-            msg.payload.len()
-        ));
+        return refuse(
+            Kind::Oversized,
+            format!(
+                "oversized: {} bytes, the limit is {max_payload_bytes}",
+                msg.payload.len()
+            ),
+        );
     }
-    match kind {
+    match topic_kind {
         TopicKind::Events => match Envelope::decode(&msg.payload) {
-            Err(err) => quarantine(format!("undecodable envelope: {err}")),
-            Ok(env) if env.agent_id != topic_agent => quarantine(format!(
-                "agent_id {:?} in the envelope differs from {topic_agent:?} in the topic",
-                env.agent_id
-            )),
-            Ok(env) => match unstorable_seq(&env).or_else(|| inconsistent_seqs(&env)) {
-                Some(reason) => quarantine(reason),
-                None => Classified::Envelope(Received {
-                    received_at: msg.received_at,
-                    message: env,
-                }),
+            Err(err) => refuse(Kind::Undecodable, format!("undecodable envelope: {err}")),
+            Ok(env) if env.agent_id != topic_agent => refuse(
+                Kind::AgentMismatch,
+                format!(
+                    "agent_id {:?} in the envelope differs from {topic_agent:?} in the topic",
+                    env.agent_id
+                ),
+            ),
+            Ok(env) => match unstorable_seq(&env) {
+                Some(reason) => refuse(Kind::UnstorableSeq, reason),
+                None => match inconsistent_seqs(&env) {
+                    Some(reason) => refuse(Kind::InconsistentSeqs, reason),
+                    None => Classified::Envelope(received(msg, env)),
+                },
             },
         },
         TopicKind::Status if msg.payload.is_empty() => Classified::Ignore,
         TopicKind::Status => match AgentStatus::decode(&msg.payload) {
-            Err(err) => quarantine(format!("undecodable status: {err}")),
-            Ok(s) if s.agent_id != topic_agent => quarantine(format!(
-                "agent_id {:?} in the status differs from {topic_agent:?} in the topic",
-                s.agent_id
-            )),
-            Ok(s) => Classified::Status(Received {
-                received_at: msg.received_at,
-                message: s,
-            }),
+            Err(err) => refuse(Kind::Undecodable, format!("undecodable status: {err}")),
+            Ok(s) if s.agent_id != topic_agent => refuse(
+                Kind::AgentMismatch,
+                format!(
+                    "agent_id {:?} in the status differs from {topic_agent:?} in the topic",
+                    s.agent_id
+                ),
+            ),
+            Ok(s) => Classified::Status(received(msg, s)),
         },
         TopicKind::Ack => Classified::Ignore,
+    }
+}
+
+/// `message` as it came in `msg`.
+fn received<T>(msg: &Inbound, message: T) -> Received<T> {
+    Received {
+        received_at: msg.received_at,
+        topic: msg.topic.clone(),
+        message,
     }
 }
 
@@ -275,7 +298,7 @@ fn add_to_batch(batch: &mut Batch, msg: Classified) -> usize {
             0
         }
         Classified::Quarantine(q) => {
-            tracing::warn!(topic = %q.topic, reason = %q.reason, bytes = q.payload_len, "quarantined");
+            tracing::warn!(topic = %q.topic, kind = %q.kind, reason = %q.reason, bytes = q.payload_len, "quarantined");
             batch.quarantined.push(q);
             0
         }

@@ -1,6 +1,6 @@
 //! Tables derived from events in the same transaction that stores them
 //! (migration 0003): the state timeline (`transitions`), `result_files`,
-//! `energy_hours`, `alive_spans`, and the `dirty` marks that tell the
+//! `energy_hours` (with `energy_coverage`), `alive_spans`, and the `dirty` marks that tell the
 //! reconciler which instruments changed from when. Reconciliation reads
 //! these small tables instead of parsing every event's JSON again.
 //!
@@ -74,8 +74,16 @@ impl Deriver {
                 mark_dirty(conn, instrument_id, f.mtime.as_millisecond().min(at))?;
             }
             EventKind::Summary(s) => {
-                alive.push(s.end.as_millisecond());
-                if s.energy_wh > 0.0 && s.energy_wh.is_finite() {
+                let end = s.end.as_millisecond();
+                alive.push(end);
+                // Only the part of the interval whose energy is not counted
+                // yet: a replayed or repeated log under new seqs adds nothing.
+                let fresh = if end > at {
+                    ENERGY_COVERAGE.uncovered_share(conn, instrument_id, at, end)?
+                } else {
+                    1.0
+                };
+                if s.energy_wh > 0.0 && s.energy_wh.is_finite() && fresh > 0.0 {
                     conn.prepare_cached(
                         "INSERT INTO energy_hours (instrument_id, hour_ms, wh) VALUES (?1, ?2, ?3)
                          ON CONFLICT (instrument_id, hour_ms) DO UPDATE SET wh = wh + excluded.wh",
@@ -83,8 +91,11 @@ impl Deriver {
                     .execute(params![
                         instrument_id,
                         at.div_euclid(HOUR_MS) * HOUR_MS,
-                        s.energy_wh
+                        s.energy_wh * fresh
                     ])?;
+                }
+                if end > at {
+                    ENERGY_COVERAGE.merge(conn, instrument_id, at, end)?;
                 }
             }
             EventKind::Fault { .. } | EventKind::Heartbeat(_) | EventKind::Dropped { .. } => {}
@@ -99,7 +110,7 @@ impl Deriver {
             instants.sort_unstable();
             mark_dirty(conn, &instrument_id, instants[0])?;
             for (start, end) in join(&instants) {
-                merge_span(conn, &instrument_id, start, end)?;
+                ALIVE_SPANS.merge(conn, &instrument_id, start, end)?;
             }
         }
         Ok(())
@@ -118,43 +129,96 @@ fn join(sorted: &[i64]) -> Vec<(i64, i64)> {
     spans
 }
 
-/// Inserts `[start, end]`, absorbing every stored span it joins.
-fn merge_span(
-    conn: &Connection,
-    instrument_id: &str,
-    start: i64,
-    end: i64,
-) -> rusqlite::Result<()> {
-    let (mut lo, mut hi) = (start, end);
-    let mut absorbed = Vec::new();
-    {
-        // Spans are disjoint and sorted, so their ends are too: walk back
-        // from the last span that could join until one ends too early.
-        let mut stmt = conn.prepare_cached(
-            "SELECT start_ms, end_ms FROM alive_spans
+/// A table of disjoint spans per instrument, sorted by start, that absorbs
+/// every stored span a new one comes closer than `join_ms` to.
+struct SpanTable {
+    /// Spans starting before `?2`, latest first.
+    select: &'static str,
+    delete: &'static str,
+    insert: &'static str,
+    join_ms: i64,
+}
+
+/// Signs of life (instants, joined while less than [`SPAN_JOIN_MS`] apart).
+const ALIVE_SPANS: SpanTable = SpanTable {
+    select: "SELECT start_ms, end_ms FROM alive_spans
              WHERE instrument_id = ?1 AND start_ms < ?2 ORDER BY start_ms DESC",
-        )?;
-        let mut rows = stmt.query(params![instrument_id, end + SPAN_JOIN_MS])?;
+    delete: "DELETE FROM alive_spans WHERE instrument_id = ?1 AND start_ms = ?2",
+    insert: "INSERT INTO alive_spans (instrument_id, start_ms, end_ms) VALUES (?1, ?2, ?3)",
+    join_ms: SPAN_JOIN_MS,
+};
+
+/// Time whose energy is counted (`[start, end)`, merged where they touch).
+const ENERGY_COVERAGE: SpanTable = SpanTable {
+    select: "SELECT start_ms, end_ms FROM energy_coverage
+             WHERE instrument_id = ?1 AND start_ms < ?2 ORDER BY start_ms DESC",
+    delete: "DELETE FROM energy_coverage WHERE instrument_id = ?1 AND start_ms = ?2",
+    insert: "INSERT INTO energy_coverage (instrument_id, start_ms, end_ms) VALUES (?1, ?2, ?3)",
+    join_ms: 1,
+};
+
+impl SpanTable {
+    /// Calls `each` with the stored spans that come closer than `join_ms`
+    /// to `[start, end]`, latest first. Spans are disjoint and sorted, so
+    /// their ends are too: the walk back stops at the first that ends too early.
+    fn near(
+        &self,
+        conn: &Connection,
+        instrument_id: &str,
+        start: i64,
+        end: i64,
+        mut each: impl FnMut(i64, i64),
+    ) -> rusqlite::Result<()> {
+        let mut stmt = conn.prepare_cached(self.select)?;
+        let mut rows = stmt.query(params![instrument_id, end + self.join_ms])?;
         while let Some(row) = rows.next()? {
             let (s, e): (i64, i64) = (row.get(0)?, row.get(1)?);
-            if e <= start - SPAN_JOIN_MS {
+            if e <= start - self.join_ms {
                 break;
             }
+            each(s, e);
+        }
+        Ok(())
+    }
+
+    /// Inserts `[start, end]`, absorbing every stored span it joins.
+    fn merge(
+        &self,
+        conn: &Connection,
+        instrument_id: &str,
+        start: i64,
+        end: i64,
+    ) -> rusqlite::Result<()> {
+        let (mut lo, mut hi) = (start, end);
+        let mut absorbed = Vec::new();
+        self.near(conn, instrument_id, start, end, |s, e| {
             lo = lo.min(s);
             hi = hi.max(e);
             absorbed.push(s);
+        })?;
+        let mut delete = conn.prepare_cached(self.delete)?;
+        for s in absorbed {
+            delete.execute(params![instrument_id, s])?;
         }
+        conn.prepare_cached(self.insert)?
+            .execute(params![instrument_id, lo, hi])?;
+        Ok(())
     }
-    let mut delete =
-        conn.prepare_cached("DELETE FROM alive_spans WHERE instrument_id = ?1 AND start_ms = ?2")?;
-    for s in absorbed {
-        delete.execute(params![instrument_id, s])?;
+
+    /// The share (0 to 1) of `[start, end)` (`end > start`) no stored span covers.
+    fn uncovered_share(
+        &self,
+        conn: &Connection,
+        instrument_id: &str,
+        start: i64,
+        end: i64,
+    ) -> rusqlite::Result<f64> {
+        let mut covered = 0;
+        self.near(conn, instrument_id, start, end, |s, e| {
+            covered += (e.min(end) - s.max(start)).max(0);
+        })?;
+        Ok((end - start - covered) as f64 / (end - start) as f64)
     }
-    conn.prepare_cached(
-        "INSERT INTO alive_spans (instrument_id, start_ms, end_ms) VALUES (?1, ?2, ?3)",
-    )?
-    .execute(params![instrument_id, lo, hi])?;
-    Ok(())
 }
 
 /// Marks `instrument_id`'s results stale from `from_ms` on (the earliest mark wins).
@@ -174,12 +238,13 @@ pub fn rebuild(conn: &mut Connection) -> rusqlite::Result<u64> {
     let tx = conn.transaction()?;
     tx.execute_batch(
         "DELETE FROM transitions; DELETE FROM result_files; DELETE FROM energy_hours;
-         DELETE FROM alive_spans;",
+         DELETE FROM energy_coverage; DELETE FROM alive_spans;",
     )?;
     let mut count = 0;
     {
         let mut stmt = tx.prepare(
-            "SELECT instrument_id, agent_id, payload FROM events ORDER BY instrument_id, at_ms",
+            "SELECT instrument_id, agent_id, payload FROM events
+             ORDER BY instrument_id, at_ms, received_at_ms, agent_id, seq",
         )?;
         let mut rows = stmt.query([])?;
         let mut deriver = Deriver::default();

@@ -32,11 +32,20 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0004_dashboard",
         include_str!("../../migrations/0004_dashboard.sql"),
     ),
+    (
+        "0005_energy_once_quarantine_columns",
+        include_str!("../../migrations/0005_energy_once_quarantine_columns.sql"),
+    ),
 ];
 
-/// The first version with the tables of [`super::derived`]: an older
-/// database gets them filled from its events when it is upgraded.
-pub const DERIVED_SINCE: i64 = 3;
+/// The version that last changed how [`super::derived`] fills its tables
+/// (0005: energy counted once per instant): an older database gets them
+/// derived again from its events when it is upgraded.
+pub const DERIVED_SINCE: i64 = 5;
+
+/// The first version whose quarantine rows carry `agent_id` and `kind`:
+/// older rows are classified from their topic and reason at upgrade.
+pub const QUARANTINE_COLUMNS_SINCE: i64 = 5;
 
 /// The schema version this build creates.
 pub fn latest() -> i64 {

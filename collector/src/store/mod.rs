@@ -41,13 +41,13 @@ use jiff::Timestamp;
 use labhours_shared::wire::{AgentStatus, Envelope, EventKind, Presence};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
+pub use crate::quarantine::Quarantined;
 pub use gaps::SeqTracker;
+
+use crate::quarantine::Kind as QuarantineKind;
 
 /// The database file inside `data_dir`.
 pub const DB_FILE: &str = "labhours.sqlite3";
-
-/// How much of a quarantined payload is kept.
-pub const QUARANTINE_KEEP_BYTES: usize = 64 * 1024;
 
 /// How hard a commit is pushed to disk before it returns (and is acked).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -85,36 +85,14 @@ pub enum StoreError {
     Sql(#[from] rusqlite::Error),
 }
 
-/// An envelope that passed every check, with when it arrived.
+/// A message that passed every check, with when and on which topic it arrived.
 #[derive(Debug, Clone)]
 pub struct Received<T> {
     pub received_at: Timestamp,
-    pub message: T,
-}
-
-/// A payload that was refused, kept for inspection.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Quarantined {
-    pub received_at: Timestamp,
+    /// Where a refusal found only at commit (a seq conflict, an
+    /// implausible floor) is recorded as coming from.
     pub topic: String,
-    pub reason: String,
-    /// At most [`QUARANTINE_KEEP_BYTES`] of the payload.
-    pub payload: Vec<u8>,
-    /// The original payload length.
-    pub payload_len: usize,
-}
-
-impl Quarantined {
-    /// Keeps at most the first [`QUARANTINE_KEEP_BYTES`] of `payload`.
-    pub fn new(received_at: Timestamp, topic: &str, reason: String, payload: &[u8]) -> Self {
-        Self {
-            received_at,
-            topic: topic.to_owned(),
-            reason,
-            payload: payload[..payload.len().min(QUARANTINE_KEEP_BYTES)].to_vec(),
-            payload_len: payload.len(),
-        }
-    }
+    pub message: T,
 }
 
 /// Everything that arrived since the last commit; committed in one transaction.
@@ -229,6 +207,10 @@ impl Store {
                 "derived the reconciliation tables from the stored events"
             );
         }
+        if found > 0 && found < migrations::QUARANTINE_COLUMNS_SINCE {
+            let rows = crate::quarantine::classify_legacy_rows(&mut conn)?;
+            tracing::info!(rows, "classified the quarantined payloads by agent and kind");
+        }
         let mut store = Self {
             conn,
             path,
@@ -338,11 +320,6 @@ impl Store {
             )?;
             let mut stored_payload =
                 tx.prepare_cached("SELECT payload FROM events WHERE agent_id = ?1 AND seq = ?2")?;
-            // Refused payloads and agent_id conflicts alike.
-            let mut quarantine = tx.prepare_cached(
-                "INSERT INTO quarantine (received_at_ms, topic, reason, payload, payload_len)
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
-            )?;
             let mut insert_raise = tx.prepare_cached(
                 "INSERT INTO floor_raises (agent_id, received_at_ms, skipped_first, skipped_last)
                  VALUES (?1, ?2, ?3, ?4)",
@@ -399,14 +376,15 @@ impl Store {
                         highest,
                         "implausible envelope quarantined"
                     );
-                    let payload = env.encode();
-                    quarantine.execute(params![
-                        ms(received.received_at),
-                        refused_topic(agent_id),
+                    Quarantined::new(
+                        received.received_at,
+                        &received.topic,
+                        Some(agent_id),
+                        QuarantineKind::ImplausibleFloor,
                         reason,
-                        &payload[..payload.len().min(crate::store::QUARANTINE_KEEP_BYTES)],
-                        payload.len() as i64,
-                    ])?;
+                        &env.encode(),
+                    )
+                    .insert(&tx)?;
                     outcome.implausible_floors += 1;
                     continue;
                 }
@@ -459,17 +437,19 @@ impl Store {
                                 "an event arrived with a seq already stored with other content: \
                                  two agents may share this agent_id; quarantined"
                             );
-                            quarantine.execute(params![
-                                received_ms,
-                                refused_topic(agent_id),
+                            Quarantined::new(
+                                received.received_at,
+                                &received.topic,
+                                Some(agent_id),
+                                QuarantineKind::SeqConflict,
                                 format!(
                                     "agent_id conflict: seq {} of {agent_id} is already stored with \
                                      other content (two agents with one id?)",
                                     event.seq
                                 ),
                                 payload.as_bytes(),
-                                payload.len() as i64,
-                            ])?;
+                            )
+                            .insert(&tx)?;
                             outcome.conflicts += 1;
                         }
                     }
@@ -536,13 +516,7 @@ impl Store {
             }
 
             for q in &batch.quarantined {
-                quarantine.execute(params![
-                    ms(q.received_at),
-                    q.topic,
-                    q.reason,
-                    q.payload,
-                    i64::try_from(q.payload_len).unwrap_or(i64::MAX),
-                ])?;
+                q.insert(&tx)?;
             }
         }
         deriver.finish(&tx)?;
@@ -565,12 +539,6 @@ impl Store {
     }
 }
 
-/// The `topic` recorded for what ingest refuses after decoding (an agent_id
-/// conflict, an implausible floor): `<agent_id>/events`, the events topic
-/// without its prefix, so the agent is read back from it like from any topic.
-fn refused_topic(agent_id: &str) -> String {
-    format!("{agent_id}/events")
-}
 
 /// Opens the database read-only (for tools and tests); never migrates.
 pub fn open_read_only(data_dir: &Path) -> Result<Connection, StoreError> {

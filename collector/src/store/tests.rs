@@ -23,6 +23,7 @@ fn fault(seq: u64) -> Event {
 fn envelope(agent: &str, acked_through: u64, events: Vec<Event>) -> Received<Envelope> {
     Received {
         received_at: at("2026-11-22T08:00:07Z"),
+        topic: format!("labhours/v1/{agent}/events"),
         message: Envelope {
             v: SCHEMA_VERSION,
             agent_id: agent.into(),
@@ -200,6 +201,7 @@ fn heartbeats_and_status_fill_the_agent_registry() {
     let mut b = batch(vec![envelope("a1", 0, vec![hb])]);
     b.statuses.push(Received {
         received_at: at("2026-11-22T08:00:08Z"),
+        topic: "labhours/v1/a1/status".into(),
         message: AgentStatus {
             v: SCHEMA_VERSION,
             agent_id: "a1".into(),
@@ -230,6 +232,8 @@ fn quarantine_keeps_the_first_64_kib_and_the_original_length() {
     let q = Quarantined::new(
         at("2026-11-22T08:00:00Z"),
         "t/a/events",
+        Some("a"),
+        crate::quarantine::Kind::Oversized,
         "too big".into(),
         &payload,
     );
@@ -302,15 +306,18 @@ fn a_floor_above_anything_received_is_quarantined_unless_the_envelope_continues_
         Some(3),
         "the floor did not move"
     );
-    let (topic, reason): (String, String) = store
+    let (topic, agent, kind, reason): (String, String, String, String) = store
         .conn
-        .query_row("SELECT topic, reason FROM quarantine", [], |r| {
-            Ok((r.get(0)?, r.get(1)?))
-        })
+        .query_row(
+            "SELECT topic, agent_id, kind, reason FROM quarantine",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+        )
         .expect("quarantined");
     assert_eq!(
-        topic, "a1/events",
-        "the agent can be read back from the topic"
+        (topic.as_str(), agent.as_str(), kind.as_str()),
+        ("labhours/v1/a1/events", "a1", "implausible_floor"),
+        "the row names the real topic, its agent and the kind of refusal"
     );
     assert!(
         reason.contains("acked_through 1000000 is above anything received"),
@@ -323,4 +330,76 @@ fn a_floor_above_anything_received_is_quarantined_unless_the_envelope_continues_
         .expect("commit");
     assert_eq!(out.acks, vec![("a1".to_owned(), 502)]);
     assert_eq!(out.floor_raises, 1);
+}
+
+fn summary(seq: u64, start: &str, minutes: i64, energy_wh: f64) -> Event {
+    let start = at(start);
+    Event {
+        seq,
+        at: start,
+        kind: EventKind::Summary(labhours_shared::wire::Summary {
+            end: start + jiff::SignedDuration::from_mins(minutes),
+            samples: 60,
+            failed_reads: 0,
+            min_w: Some(100.0),
+            avg_w: Some(100.0),
+            max_w: Some(100.0),
+            energy_wh,
+            covered_s: (minutes * 60) as f64,
+            avg_v: None,
+            avg_a: None,
+        }),
+    }
+}
+
+fn energy_wh(store: &Store) -> f64 {
+    store
+        .conn
+        .query_row("SELECT COALESCE(SUM(wh), 0) FROM energy_hours", [], |r| {
+            r.get(0)
+        })
+        .expect("energy")
+}
+
+#[test]
+fn energy_of_an_interval_counts_once_whichever_seqs_or_agents_carry_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut store = Store::open(dir.path(), Durability::Normal).expect("open");
+    let day = |seq0: u64| {
+        vec![
+            summary(seq0, "2026-11-22T08:00:00Z", 1, 10.0),
+            summary(seq0 + 1, "2026-11-22T08:01:00Z", 1, 10.0),
+            summary(seq0 + 2, "2026-11-22T08:02:00Z", 1, 10.0),
+        ]
+    };
+    store
+        .commit(&batch(vec![envelope("a1", 0, day(1))]))
+        .expect("first");
+    assert_eq!(energy_wh(&store), 30.0);
+    // The same log replayed under new seqs, and by a second agent.
+    store
+        .commit(&batch(vec![
+            envelope("a1", 3, day(4)),
+            envelope("a2", 0, day(1)),
+        ]))
+        .expect("replay");
+    assert_eq!(energy_wh(&store), 30.0, "a replay adds nothing");
+    assert_eq!(count(&store, "SELECT COUNT(*) FROM events"), 9);
+    // Half of this one is new: half its energy counts.
+    store
+        .commit(&batch(vec![envelope(
+            "a1",
+            6,
+            vec![summary(7, "2026-11-22T08:02:00Z", 2, 8.0)],
+        )]))
+        .expect("overlap");
+    assert_eq!(energy_wh(&store), 34.0);
+    assert_eq!(
+        count(&store, "SELECT COUNT(*) FROM energy_coverage"),
+        1,
+        "touching intervals merge into one covered stretch"
+    );
+    // Deriving again from the events gives the same figure.
+    derived::rebuild(&mut store.conn).expect("rebuild");
+    assert_eq!(energy_wh(&store), 34.0);
 }

@@ -43,8 +43,9 @@ pub struct QuarantineRow {
     pub id: i64,
     pub received_at_ms: Ms,
     pub topic: String,
-    /// The agent named in the topic, when the topic has the usual shape.
+    /// The agent the payload came from, when one can be told.
     pub agent_id: Option<String>,
+    pub kind: crate::quarantine::Kind,
     pub reason: String,
     pub payload_len: i64,
 }
@@ -114,13 +115,6 @@ pub fn power(
     })
 }
 
-/// The agent id in an events or status topic (`{prefix}/{agent_id}/events`).
-pub fn topic_agent(topic: &str) -> Option<String> {
-    let mut parts = topic.rsplit('/');
-    let _kind = parts.next()?;
-    parts.next().filter(|a| !a.is_empty()).map(str::to_owned)
-}
-
 /// Quarantined payloads received in `range` (site zone), newest first.
 pub fn quarantine(
     conn: &Connection,
@@ -129,23 +123,24 @@ pub fn quarantine(
     limit: usize,
 ) -> Result<Vec<QuarantineRow>, QueryError> {
     let within = resolve_range(range, registry.site_zone())?;
-    let mut stmt = conn.prepare_cached(
-        "SELECT id, received_at_ms, topic, reason, payload_len FROM quarantine
-         WHERE received_at_ms >= ?1 AND received_at_ms < ?2
-         ORDER BY received_at_ms DESC, id DESC LIMIT ?3",
-    )?;
-    let rows = stmt.query_map(params![within.start, within.end, limit as i64], |r| {
-        let topic: String = r.get(2)?;
-        Ok(QuarantineRow {
-            id: r.get(0)?,
-            received_at_ms: r.get(1)?,
-            agent_id: topic_agent(&topic),
-            topic,
-            reason: r.get(3)?,
-            payload_len: r.get(4)?,
+    let filter = crate::quarantine::Filter {
+        from_ms: Some(within.start),
+        to_ms: Some(within.end),
+        limit,
+        ..Default::default()
+    };
+    Ok(crate::quarantine::list(conn, &filter)?
+        .into_iter()
+        .map(|e| QuarantineRow {
+            id: e.id,
+            received_at_ms: e.received_at.as_millisecond(),
+            topic: e.topic,
+            agent_id: e.agent_id,
+            kind: e.kind,
+            reason: e.reason,
+            payload_len: i64::try_from(e.payload_len).unwrap_or(i64::MAX),
         })
-    })?;
-    Ok(rows.collect::<rusqlite::Result<_>>()?)
+        .collect())
 }
 
 /// Records a session (and forgets expired ones).
@@ -217,18 +212,4 @@ pub fn end_session(conn: &Connection, id_sha256: &str) -> Result<(), QueryError>
         [id_sha256],
     )?;
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_agent_of_a_topic_is_the_segment_before_the_kind() {
-        assert_eq!(
-            topic_agent("labhours/v1/agents/nmr-agent/events").as_deref(),
-            Some("nmr-agent")
-        );
-        assert_eq!(topic_agent("events"), None);
-    }
 }

@@ -79,6 +79,7 @@ impl Site {
         let batch = Batch {
             envelopes: vec![Received {
                 received_at: at("2026-11-22T00:00:00Z"),
+                topic: format!("labhours/v1/agent-{instrument}/events"),
                 message: Envelope {
                     v: SCHEMA_VERSION,
                     agent_id: format!("agent-{instrument}"),
