@@ -435,6 +435,20 @@ pub fn hours(ms: Ms) -> f64 {
     (ms as f64 / 36_000.0).round() / 100.0
 }
 
+/// A ratio as reported (share rate, utilization, coverage): `part / whole`
+/// rounded to 4 decimals (0.01 %), so a day whose first sample came 57 ms
+/// after midnight has coverage 1, not 0.9999993. `whole` must not be 0.
+/// Sums and further ratios are computed from the unrounded milliseconds.
+pub fn ratio(part: f64, whole: f64) -> f64 {
+    (part / whole * 10_000.0).round() / 10_000.0
+}
+
+/// Energy as reported: kWh rounded to the watt-hour (3 decimals), so sums
+/// of many summaries do not print binary noise.
+pub fn round_kwh(kwh: f64) -> f64 {
+    (kwh * 1000.0).round() / 1000.0
+}
+
 impl PeriodTotals {
     /// Adds `other` (another instrument, or the next day of a month): every
     /// ms field and count, the usage-type maps key by key; `open_ms` only
@@ -495,9 +509,9 @@ impl PeriodTotals {
         };
         let len = self.period.len() * Ms::from(instruments.max(1));
         let utilization = match self.open_ms {
-            Some(open) if open > 0 => Some(self.used_ms as f64 / open as f64),
+            Some(open) if open > 0 => Some(ratio(self.used_ms as f64, open as f64)),
             Some(_) => None,
-            None if len > 0 => Some(self.used_ms as f64 / len as f64),
+            None if len > 0 => Some(ratio(self.used_ms as f64, len as f64)),
             None => None,
         };
         HoursRow {
@@ -514,19 +528,20 @@ impl PeriodTotals {
                 .map(|(k, &v)| (k.clone(), hours(v)))
                 .collect(),
             external_hours: hours(self.external_ms),
-            share_rate: (self.used_ms > 0).then(|| self.external_ms as f64 / self.used_ms as f64),
+            share_rate: (self.used_ms > 0)
+                .then(|| ratio(self.external_ms as f64, self.used_ms as f64)),
             open_hours: self.open_ms.map(hours),
             utilization,
             no_show_count: self.no_show_count,
             fault_hours: hours(self.fault_ms),
             unknown_hours: hours(self.unknown_ms),
             coverage: if len > 0 {
-                1.0 - self.unknown_ms as f64 / len as f64
+                ratio((len - self.unknown_ms) as f64, len as f64)
             } else {
                 0.0
             },
             result_files: self.result_files,
-            energy_kwh: self.energy_kwh,
+            energy_kwh: self.energy_kwh.map(round_kwh),
         }
     }
 }

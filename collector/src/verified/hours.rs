@@ -16,7 +16,8 @@ use super::materialize::{TYPE_KEYS, load, local_day_start, restart_point};
 use super::query::{
     CorrectedHours, Edge, GroupBy, HoursQuery, HoursRow, HoursRows, QueryError, Range, UsageTypeRow,
 };
-use crate::reconcile::{Interval, Ms, PeriodTotals, PeriodUnit, hours::hours, split_periods};
+use crate::reconcile::hours::{hours, ratio};
+use crate::reconcile::{Interval, Ms, PeriodTotals, PeriodUnit, split_periods};
 use crate::registry::{Instrument, Registry};
 
 /// The instruments a query selects: configured or known to the store.
@@ -334,7 +335,7 @@ fn corrected(t: &PeriodTotals) -> CorrectedHours {
             .map(|(k, &v)| (k.clone(), hours(v)))
             .collect(),
         external_hours: hours(external),
-        share_rate: (t.used_ms > 0).then(|| external as f64 / t.used_ms as f64),
+        share_rate: (t.used_ms > 0).then(|| ratio(external as f64, t.used_ms as f64)),
     }
 }
 

@@ -262,8 +262,8 @@ fn a_day_of_hand_computed_usage_is_reported_with_the_section_6_fields() {
     assert_eq!(nmr.by_usage_type["research"], 2.0);
     // Alive 08:00–18:00: 14 h unknown, coverage 10/24.
     assert_eq!(nmr.unknown_hours, 14.0);
-    assert!((nmr.coverage - 10.0 / 24.0).abs() < 1e-9);
-    assert_eq!(nmr.utilization, Some(2.0 / 24.0));
+    assert_eq!(nmr.coverage, 0.4167);
+    assert_eq!(nmr.utilization, Some(0.0833));
     assert_eq!(nmr.instruments, 1);
     assert_eq!(nmr.unit.as_deref(), Some("Chemistry/NMR Centre"));
     // The other instrument has no data: all unknown, no usage.
@@ -396,8 +396,9 @@ fn a_unit_of_two_instruments_is_measured_against_both_of_their_days() {
         (2, 2.0, 38.0)
     );
     // 2 h used of 2 × 24 h; 10 h of evidence of 48 h.
-    assert_eq!(u.utilization, Some(2.0 / 48.0));
-    assert_eq!(u.coverage, 1.0 - 38.0 / 48.0);
+    // Ratios are reported to 4 decimals.
+    assert_eq!(u.utilization, Some(0.0417));
+    assert_eq!(u.coverage, 0.2083);
 }
 
 #[test]
@@ -780,12 +781,12 @@ fn golden_day_hours() {
     assert_eq!(r.by_usage_type["unassigned"], 0.5);
     assert_eq!(r.by_usage_type["teaching"], 0.0);
     assert_eq!(r.external_hours, 0.83);
-    assert_eq!(r.share_rate, Some(50.0 / 210.0));
+    assert_eq!(r.share_rate, Some(0.2381), "50 of 210 min, to 4 decimals");
     assert_eq!(r.no_show_count, 1);
     assert_eq!(r.fault_hours, 0.5);
     assert_eq!(r.unknown_hours, 2.5, "the agent was silent 19:30–22:00");
-    assert_eq!(r.coverage, 1.0 - 2.5 / 24.0);
-    assert_eq!(r.utilization, Some(3.5 / 24.0));
+    assert_eq!(r.coverage, 0.8958);
+    assert_eq!(r.utilization, Some(0.1458));
     assert_eq!(r.open_hours, None);
     assert_eq!(r.corrected.assigned_hours, 0.0);
 

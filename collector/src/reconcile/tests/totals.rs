@@ -434,3 +434,14 @@ fn a_session_id_is_the_instrument_and_its_start_in_ms() {
         );
     }
 }
+
+#[test]
+fn reported_ratios_have_four_decimals_and_energy_three() {
+    use crate::reconcile::hours::{ratio, round_kwh};
+    // A complete day whose first sample came 57 ms after midnight.
+    assert_eq!(ratio((86_400_000 - 57) as f64, 86_400_000.0), 1.0);
+    assert_eq!(ratio(1.0, 3.0), 0.3333);
+    assert_eq!(ratio(2.0, 3.0), 0.6667);
+    assert_eq!(round_kwh(160.200_000_000_02), 160.2);
+    assert_eq!(round_kwh(0.000_4), 0.0);
+}
