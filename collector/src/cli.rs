@@ -30,6 +30,9 @@ pub enum Command {
     /// Print verified hours for a period (CSV or JSON), for offline
     /// evaluation: exactly what GET /api/v1/hours answers.
     Report(ReportArgs),
+    /// Look at or purge the payloads the collector refused.
+    #[command(subcommand)]
+    Quarantine(crate::quarantine::cli::QuarantineCommand),
     /// Make API tokens and their hashes for [[http.tokens]].
     #[command(subcommand)]
     Token(TokenCommand),
@@ -209,6 +212,7 @@ impl Command {
                 }
             }
             Command::Report(args) => report(&args),
+            Command::Quarantine(command) => command.execute(),
             Command::Token(TokenCommand::Hash) => {
                 let mut line = String::new();
                 std::io::stdin()
@@ -295,7 +299,8 @@ fn report(args: &ReportArgs) -> anyhow::Result<()> {
     };
     let reports = crate::verified::open_reports(&config)?;
     let rows = reports.hours(&query)?;
-    let mut body = hours_body(&query, rows, format)?;
+    let settled = reports.settled_through(&query)?;
+    let mut body = hours_body(&query, rows, settled, format)?;
     match &args.output {
         Some(path) => std::fs::write(path, &body)
             .with_context(|| format!("cannot write {}", path.display()))?,

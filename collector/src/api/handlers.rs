@@ -14,15 +14,16 @@ use utoipa::openapi::schema::{
 };
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
-use super::params::Params;
+use super::params::{Params, parse_edge};
 use super::table::{Format, HoursResponse, XLSX_CONTENT_TYPE, csv_to_xlsx, hours_body, to_csv};
 use super::{ApiDoc, ApiError, ApiState, Caller, ErrorBody};
 use crate::bookings::Booking;
 use crate::bookings::store::ImportOptions;
+use crate::quarantine::{Detail, Entry, Kind};
 use crate::reconcile::PeriodUnit;
 use crate::verified::{
-    CorrectionSchema, GroupBy, HoursQuery, InstrumentRow, NewCorrection, OutcomeRow, QueryError,
-    Range, Reports, SessionRow, TimelineView,
+    CorrectionSchema, Edge, GroupBy, Health, HoursQuery, InstrumentRow, NewCorrection, OutcomeRow,
+    QueryError, Range, Reports, SessionRow, TimelineView,
 };
 
 const HOURS_PARAMS: &[&str] = &[
@@ -287,8 +288,11 @@ pub async fn hours(
     let xlsx = params.get("format") == Some("xlsx");
     let format = if xlsx { Format::Csv } else { params.format()? };
     let asked = query.clone();
-    let rows = blocking(&state, move |r| r.hours(&asked)).await?;
-    let body = hours_body(&query, rows, format).map_err(ApiError::internal)?;
+    let (rows, settled) = blocking(&state, move |r| {
+        Ok((r.hours(&asked)?, r.settled_through(&asked)?))
+    })
+    .await?;
+    let body = hours_body(&query, rows, settled, format).map_err(ApiError::internal)?;
     if xlsx {
         let book = csv_to_xlsx(&body, "hours").map_err(ApiError::internal)?;
         return Ok((
@@ -566,16 +570,148 @@ pub async fn openapi_json() -> Response {
     ([(header::CONTENT_TYPE, "application/json")], doc.as_str()).into_response()
 }
 
-/// Liveness (no token needed): `ok`.
+/// Liveness and progress (no token needed): whether the figures are final
+/// and what the quarantine holds.
 #[utoipa::path(
     get,
     path = "/api/v1/healthz",
     tag = "meta",
     security(()),
-    responses((status = 200, description = "The collector is serving", content_type = "text/plain", body = String, example = "ok"))
+    responses(
+        (status = 200, description = "The collector is serving", body = Health),
+        (status = 500, description = "The database cannot be read (details in the log)", body = ErrorBody),
+    )
 )]
-pub async fn healthz() -> &'static str {
-    "ok"
+pub async fn healthz(State(state): State<ApiState>) -> Result<Json<Health>, ApiError> {
+    let now = state.now();
+    Ok(Json(blocking(&state, move |r| r.health(now)).await?))
+}
+
+/// Query parameters of `GET /api/v1/quarantine`.
+#[derive(Debug, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub struct QuarantineParams {
+    /// Only payloads from this agent.
+    #[param(pattern = r"\S")]
+    agent: Option<String>,
+    /// Only this kind of refusal.
+    kind: Option<Kind>,
+    /// Received at or after: `YYYY-MM-DD` (site zone) or an RFC 3339 instant.
+    from: Option<String>,
+    /// Received before, same forms.
+    to: Option<String>,
+    /// At most this many rows, newest first (default 100, at most 10000).
+    #[param(minimum = 1, maximum = 10000)]
+    limit: Option<u32>,
+    /// `csv` or `json`; overrides the Accept header.
+    format: Option<FormatName>,
+}
+
+/// The default and the largest `limit` of `GET /api/v1/quarantine`.
+const QUARANTINE_LIMITS: (usize, usize) = (100, 10_000);
+
+/// Refused payloads, newest first (admin).
+#[utoipa::path(
+    get,
+    path = "/api/v1/quarantine",
+    tag = "meta",
+    params(QuarantineParams),
+    responses(
+        (status = 200, description = "One row per refused payload (without its bytes)", content((Rows<Entry> = "application/json"), (String = "text/csv"))),
+        (status = 400, description = "A parameter is malformed or unknown", body = ErrorBody),
+        (status = 401, description = "No or an unknown bearer token", body = ErrorBody),
+        (status = 403, description = "Not an admin token", body = ErrorBody),
+        (status = 500, description = "Internal error (details in the log)", body = ErrorBody),
+    )
+)]
+pub async fn quarantine(
+    State(state): State<ApiState>,
+    caller: Caller,
+    params: Params,
+) -> Result<Response, ApiError> {
+    caller.require_admin()?;
+    params.only(&["agent", "kind", "from", "to", "limit", "format"])?;
+    let kind = match params.text("kind")? {
+        None => None,
+        Some(k) => Some(Kind::parse(&k).ok_or_else(|| {
+            ApiError::bad_parameter(
+                "kind",
+                format!("kind {k:?} is not one of {}", Kind::names()),
+            )
+        })?),
+    };
+    let edge = |name: &'static str| -> Result<Option<Edge>, ApiError> {
+        params
+            .text(name)?
+            .map(|t| {
+                parse_edge(&t).ok_or_else(|| {
+                    ApiError::bad_parameter(
+                        name,
+                        format!("{name} {t:?} is not a date (2025-03-01) or an RFC 3339 instant"),
+                    )
+                })
+            })
+            .transpose()
+    };
+    let (from, to) = (edge("from")?, edge("to")?);
+    let (default_limit, max_limit) = QUARANTINE_LIMITS;
+    let limit = match params.text("limit")? {
+        None => default_limit,
+        Some(l) => l
+            .trim()
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=max_limit).contains(n))
+            .ok_or_else(|| {
+                ApiError::bad_parameter(
+                    "limit",
+                    format!("limit {l:?} is not a whole number from 1 to {max_limit}"),
+                )
+            })?,
+    };
+    let filter = crate::quarantine::Filter {
+        agent_id: params.text("agent")?,
+        kind,
+        limit,
+        ..Default::default()
+    };
+    let format = params.format()?;
+    let rows = blocking(&state, move |r| r.quarantine_list(&filter, from, to)).await?;
+    rows_answer(rows, format)
+}
+
+/// One refused payload with the bytes kept of it (admin).
+#[utoipa::path(
+    get,
+    path = "/api/v1/quarantine/{id}",
+    tag = "meta",
+    params(("id" = i64, Path, description = "The row's id")),
+    responses(
+        (status = 200, description = "The row and its payload", body = Detail),
+        (status = 401, description = "No or an unknown bearer token", body = ErrorBody),
+        (status = 403, description = "Not an admin token", body = ErrorBody),
+        (status = 404, description = "No such row (purged?)", body = ErrorBody),
+        (status = 500, description = "Internal error (details in the log)", body = ErrorBody),
+    )
+)]
+pub async fn quarantine_entry(
+    State(state): State<ApiState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Detail>, ApiError> {
+    caller.require_admin()?;
+    let no_row = || {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("no quarantined payload {id:?}; GET /api/v1/quarantine lists them"),
+        )
+    };
+    let number: i64 = id.parse().map_err(|_| no_row())?;
+    blocking(&state, move |r| r.quarantine_entry(number))
+        .await?
+        .map(Json)
+        .ok_or_else(no_row)
 }
 
 /// Any other path.

@@ -103,6 +103,8 @@ pub fn app(state: ApiState) -> Router {
             post(handlers::import_bookings).layer(DefaultBodyLimit::max(MAX_BOOKINGS_BODY_BYTES)),
         )
         .route("/api/v1/instruments", get(handlers::instruments))
+        .route("/api/v1/quarantine", get(handlers::quarantine))
+        .route("/api/v1/quarantine/{id}", get(handlers::quarantine_entry))
         .route("/api/v1/instruments/{id}/timeline", get(handlers::timeline))
         .route("/api/v1/sessions", get(handlers::sessions))
         .route(
@@ -118,7 +120,7 @@ pub fn app(state: ApiState) -> Router {
 #[openapi(
     info(
         title = "labhours collector API",
-        description = "Verified usage hours of shared instruments. Every route but healthz and openapi.json needs `Authorization: Bearer <token>`; writes need an admin token. See docs/api.md."
+        description = "Verified usage hours of shared instruments. Every route but healthz and openapi.json needs `Authorization: Bearer <token>`; writes and the quarantine need an admin token. See docs/api.md."
     ),
     paths(
         handlers::hours,
@@ -129,6 +131,8 @@ pub fn app(state: ApiState) -> Router {
         handlers::corrections,
         handlers::add_correction,
         handlers::import_bookings,
+        handlers::quarantine,
+        handlers::quarantine_entry,
         handlers::openapi_json,
         handlers::healthz,
     ),
@@ -141,7 +145,7 @@ pub fn app(state: ApiState) -> Router {
         (name = "bookings", description = "Booking outcomes and booking imports"),
         (name = "instruments", description = "Instruments, their state and timelines"),
         (name = "corrections", description = "Admin corrections of unbooked usage (§7)"),
-        (name = "meta", description = "Health and this document"),
+        (name = "meta", description = "Health, the quarantine of refused payloads, and this document"),
     )
 )]
 pub struct ApiDoc;

@@ -12,6 +12,7 @@
 use std::collections::HashMap;
 use std::fmt;
 
+use jiff::Timestamp;
 use serde::Serialize;
 use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use std::borrow::Cow;
@@ -73,6 +74,11 @@ pub struct HoursResponse {
     /// `null`: the whole range is one period.
     pub period: Option<PeriodUnit>,
     pub group_by: GroupBy,
+    /// The figures of the selected instruments are final before this
+    /// instant (UTC); a row whose period ends later is `provisional`.
+    /// `null`: some instrument has settled nothing yet (docs/verified.md).
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub settled_through: Option<Timestamp>,
     /// `HoursRow`s, or `UsageTypeRow`s when grouped by usage type.
     pub rows: HoursRowsBody,
 }
@@ -112,8 +118,9 @@ impl ToSchema for HoursRowsBody {
 }
 
 impl HoursResponse {
-    pub fn new(query: &HoursQuery, rows: HoursRows) -> Self {
+    pub fn new(query: &HoursQuery, rows: HoursRows, settled_through: Option<Timestamp>) -> Self {
         Self {
+            settled_through,
             from: edge_text(&query.range.from),
             to: edge_text(&query.range.to),
             period: query.period,
@@ -128,9 +135,14 @@ impl HoursResponse {
 
 /// The body of an hours answer in `format`: what the API sends and what
 /// `labhours-collector report` prints.
-pub fn hours_body(query: &HoursQuery, rows: HoursRows, format: Format) -> anyhow::Result<Vec<u8>> {
+pub fn hours_body(
+    query: &HoursQuery,
+    rows: HoursRows,
+    settled_through: Option<Timestamp>,
+    format: Format,
+) -> anyhow::Result<Vec<u8>> {
     Ok(match format {
-        Format::Json => serde_json::to_vec(&HoursResponse::new(query, rows))?,
+        Format::Json => serde_json::to_vec(&HoursResponse::new(query, rows, settled_through))?,
         Format::Csv => match rows {
             HoursRows::Totals(r) => to_csv(&r)?,
             HoursRows::UsageTypes(r) => to_csv(&r)?,

@@ -16,7 +16,9 @@ use super::{ApiState, app, hash_token};
 use crate::bookings::store::{ImportOptions, ImportReport, Updated};
 use crate::bookings::{Booking, BookingStatus, RowError, UsageType};
 use crate::config::{TokenConfig, TokenRole};
+use crate::quarantine::{Detail, Entry, Filter, Kind};
 use crate::reconcile::PeriodUnit;
+use crate::verified::health::{QuarantineHealth, ReconciliationHealth};
 use crate::verified::*;
 
 const ADMIN: &str = "lh_admin-secret";
@@ -36,6 +38,8 @@ enum Call {
     AddCorrection(NewCorrection, String, Timestamp),
     Corrections(Range, Option<String>),
     Import(Vec<(u64, Booking)>, ImportOptions, Timestamp),
+    Health(Timestamp),
+    QuarantineList(Filter, Option<Edge>, Option<Edge>),
 }
 
 /// Records every call; answers fixed rows. Instrument `nope` is unknown;
@@ -93,6 +97,7 @@ fn hours_row() -> HoursRow {
             external_hours: 0.0,
             share_rate: None,
         },
+        provisional: false,
     }
 }
 
@@ -154,9 +159,57 @@ impl Reports for Fake {
                 instruments: 2,
                 used_hours: 3.25,
                 corrected_used_hours: 1.25,
+                provisional: false,
             }]),
             _ => HoursRows::Totals(vec![hours_row()]),
         })
+    }
+    fn settled_through(&self, _query: &HoursQuery) -> Result<Option<Timestamp>, QueryError> {
+        Ok(Some("2025-03-31T16:00:00Z".parse().unwrap()))
+    }
+    fn health(&self, now: Timestamp) -> Result<Health, QueryError> {
+        self.record(Call::Health(now));
+        Ok(Health {
+            status: "ok",
+            reconciliation: ReconciliationHealth {
+                settled_through: Some("2025-03-31T16:00:00Z".parse().unwrap()),
+                pending_instruments: 1,
+                pending_instrument_days: 2,
+                pending_since: Some("2025-03-30T00:00:00Z".parse().unwrap()),
+            },
+            quarantine: QuarantineHealth {
+                total: 3,
+                by_kind: [(Kind::SeqConflict, 1), (Kind::Undecodable, 2)].into(),
+            },
+        })
+    }
+    fn quarantine_list(
+        &self,
+        filter: &Filter,
+        from: Option<Edge>,
+        to: Option<Edge>,
+    ) -> Result<Vec<Entry>, QueryError> {
+        self.record(Call::QuarantineList(filter.clone(), from, to));
+        Ok(vec![Entry {
+            id: 7,
+            received_at: "2025-03-03T01:00:00Z".parse().unwrap(),
+            topic: "labhours/v1/agent-1/events".into(),
+            agent_id: Some("agent-1".into()),
+            kind: Kind::Undecodable,
+            reason: "undecodable envelope: eof".into(),
+            payload_len: 3,
+        }])
+    }
+    fn quarantine_entry(&self, id: i64) -> Result<Option<Detail>, QueryError> {
+        Ok((id == 7).then(|| Detail {
+            entry: Entry {
+                id: 7,
+                ..Entry::default()
+            },
+            payload_text: Some("{no".into()),
+            payload_hex: "7b6e6f".into(),
+            truncated: false,
+        }))
     }
     fn outcomes(
         &self,
@@ -410,7 +463,7 @@ fn march() -> Range {
     }
 }
 
-const HOURS_CSV_HEADER: &str = "instrument_id,name,unit,instruments,period_start,period_end,used_hours,booked_hours,booked_used_hours,unbooked_hours,by_usage_type.teaching,by_usage_type.research,by_usage_type.external,by_usage_type.training,by_usage_type.maintenance,by_usage_type.unassigned,external_hours,share_rate,open_hours,utilization,no_show_count,fault_hours,unknown_hours,coverage,result_files,energy_kwh,corrected.assigned_hours,corrected.unbooked_hours,corrected.by_usage_type.teaching,corrected.by_usage_type.research,corrected.by_usage_type.external,corrected.by_usage_type.training,corrected.by_usage_type.maintenance,corrected.by_usage_type.unassigned,corrected.external_hours,corrected.share_rate";
+const HOURS_CSV_HEADER: &str = "instrument_id,name,unit,instruments,period_start,period_end,used_hours,booked_hours,booked_used_hours,unbooked_hours,by_usage_type.teaching,by_usage_type.research,by_usage_type.external,by_usage_type.training,by_usage_type.maintenance,by_usage_type.unassigned,external_hours,share_rate,open_hours,utilization,no_show_count,fault_hours,unknown_hours,coverage,result_files,energy_kwh,corrected.assigned_hours,corrected.unbooked_hours,corrected.by_usage_type.teaching,corrected.by_usage_type.research,corrected.by_usage_type.external,corrected.by_usage_type.training,corrected.by_usage_type.maintenance,corrected.by_usage_type.unassigned,corrected.external_hours,corrected.share_rate,provisional";
 
 // --- happy paths ---
 
@@ -493,7 +546,7 @@ async fn hours_as_csv_through_accept_flatten_maps_into_fixed_columns() {
     assert_eq!(
         lines.next(),
         Some(
-            "nmr-600,600 MHz NMR,Chemistry/NMR Centre,1,2025-03-01T00:00:00+08:00,2025-04-01T00:00:00+08:00,12.5,10.0,9.25,3.25,,9.25,,,,3.25,0.0,0.0,,0.02,1,0.5,2.0,0.99,7,,0.0,1.25,2.0,9.25,,,,,0.0,"
+            "nmr-600,600 MHz NMR,Chemistry/NMR Centre,1,2025-03-01T00:00:00+08:00,2025-04-01T00:00:00+08:00,12.5,10.0,9.25,3.25,,9.25,,,,3.25,0.0,0.0,,0.02,1,0.5,2.0,0.99,7,,0.0,1.25,2.0,9.25,,,,,0.0,,false"
         )
     );
     assert_eq!(lines.next(), None);
@@ -1056,11 +1109,95 @@ async fn a_database_error_is_a_500_that_leaks_nothing() {
 // --- meta ---
 
 #[tokio::test]
-async fn healthz_needs_no_token() {
-    let (_, router) = setup();
+async fn healthz_needs_no_token_and_says_how_far_figures_are_final() {
+    let (fake, router) = setup();
     let a = send(&router, Method::GET, "/api/v1/healthz", None, &[], None).await;
     assert_eq!(a.status, StatusCode::OK);
-    assert_eq!(a.text(), "ok");
+    assert_eq!(
+        a.json(),
+        json!({
+            "status": "ok",
+            "reconciliation": {
+                "settled_through": "2025-03-31T16:00:00Z",
+                "pending_instruments": 1,
+                "pending_instrument_days": 2,
+                "pending_since": "2025-03-30T00:00:00Z",
+            },
+            "quarantine": {"total": 3, "by_kind": {"undecodable": 2, "seq_conflict": 1}},
+        })
+    );
+    assert_eq!(fake.calls(), [Call::Health(now())]);
+}
+
+#[tokio::test]
+async fn hours_answers_say_through_when_figures_are_final() {
+    let (_, router) = setup();
+    let a = get(&router, "/api/v1/hours?from=2025-03-01&to=2025-04-01").await;
+    assert_eq!(a.status, StatusCode::OK);
+    assert_eq!(a.json()["settled_through"], "2025-03-31T16:00:00Z");
+    assert_eq!(a.json()["rows"][0]["provisional"], false);
+}
+
+#[tokio::test]
+async fn the_quarantine_is_for_admins_and_its_filters_reach_the_store() {
+    let (fake, router) = setup();
+    let evaluator = get(&router, "/api/v1/quarantine").await;
+    assert_eq!(evaluator.status, StatusCode::FORBIDDEN);
+    let admin = |uri: &str| {
+        let uri = uri.to_owned();
+        let router = router.clone();
+        async move { send(&router, Method::GET, &uri, Some(ADMIN), &[], None).await }
+    };
+    let a = admin("/api/v1/quarantine?agent=agent-1&kind=undecodable&from=2025-03-01&to=2025-03-05T00:00:00Z&limit=5").await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text());
+    assert_eq!(a.json()["rows"][0]["kind"], "undecodable");
+    assert_eq!(a.json()["rows"][0]["agent_id"], "agent-1");
+    assert_eq!(
+        fake.calls(),
+        [Call::QuarantineList(
+            Filter {
+                agent_id: Some("agent-1".into()),
+                kind: Some(Kind::Undecodable),
+                limit: 5,
+                ..Filter::default()
+            },
+            Some(Edge::Date(date(2025, 3, 1))),
+            Some(Edge::Instant("2025-03-05T00:00:00Z".parse().unwrap())),
+        )]
+    );
+    let csv = admin("/api/v1/quarantine?format=csv").await;
+    assert_eq!(csv.status, StatusCode::OK);
+    assert!(
+        csv.text()
+            .starts_with("id,received_at,topic,agent_id,kind,reason,payload_len"),
+        "{}",
+        csv.text()
+    );
+    for (query, parameter) in [
+        ("kind=nope", "kind"),
+        ("limit=0", "limit"),
+        ("limit=10001", "limit"),
+        ("from=yesterday", "from"),
+        ("agent=", "agent"),
+        ("colour=red", "colour"),
+    ] {
+        let a = admin(&format!("/api/v1/quarantine?{query}")).await;
+        assert_eq!(a.status, StatusCode::BAD_REQUEST, "{query}");
+        assert_eq!(a.json()["parameter"], parameter, "{query}");
+    }
+    let one = admin("/api/v1/quarantine/7").await;
+    assert_eq!(one.status, StatusCode::OK);
+    assert_eq!(one.json()["payload_text"], "{no");
+    assert_eq!(one.json()["id"], 7);
+    for missing in ["/api/v1/quarantine/8", "/api/v1/quarantine/x"] {
+        assert_eq!(
+            admin(missing).await.status,
+            StatusCode::NOT_FOUND,
+            "{missing}"
+        );
+    }
+    let evaluator = get(&router, "/api/v1/quarantine/7").await;
+    assert_eq!(evaluator.status, StatusCode::FORBIDDEN);
 }
 
 #[tokio::test]
@@ -1097,6 +1234,8 @@ async fn the_openapi_document_lists_every_route_its_statuses_and_the_bearer_sche
             "/api/v1/instruments",
             "/api/v1/instruments/{id}/timeline",
             "/api/v1/openapi.json",
+            "/api/v1/quarantine",
+            "/api/v1/quarantine/{id}",
             "/api/v1/sessions",
         ]
     );

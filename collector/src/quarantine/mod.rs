@@ -13,6 +13,8 @@ use jiff::Timestamp;
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 
+pub mod cli;
+
 /// How much of a quarantined payload is kept.
 pub const KEEP_BYTES: usize = 64 * 1024;
 
@@ -21,6 +23,7 @@ pub const KEEP_BYTES: usize = 64 * 1024;
     Debug,
     Clone,
     Copy,
+    Default,
     PartialEq,
     Eq,
     PartialOrd,
@@ -50,6 +53,7 @@ pub enum Kind {
     /// An `acked_through` above anything received that does not continue from it.
     ImplausibleFloor,
     /// Stored by a version that did not classify, and not recognised.
+    #[default]
     Other,
 }
 
@@ -191,7 +195,7 @@ pub struct Filter {
 }
 
 /// One stored row, without its payload.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Entry {
     pub id: i64,
     #[schema(value_type = String, format = DateTime)]
@@ -291,7 +295,9 @@ pub fn counts(conn: &Connection) -> rusqlite::Result<BTreeMap<Kind, u64>> {
     let mut counts = BTreeMap::new();
     for row in rows {
         let (kind, n) = row?;
-        *counts.entry(Kind::parse(&kind).unwrap_or(Kind::Other)).or_default() += n;
+        *counts
+            .entry(Kind::parse(&kind).unwrap_or(Kind::Other))
+            .or_default() += n;
     }
     Ok(counts)
 }
@@ -316,7 +322,9 @@ pub fn classify_legacy_rows(conn: &mut Connection) -> rusqlite::Result<usize> {
             tx.prepare("UPDATE quarantine SET agent_id = ?2, kind = ?3 WHERE id = ?1")?;
         for (id, topic, reason) in &rows {
             let kind = Kind::of_legacy_reason(reason);
-            let agent = (kind != Kind::BadTopic).then(|| topic_agent(topic)).flatten();
+            let agent = (kind != Kind::BadTopic)
+                .then(|| topic_agent(topic))
+                .flatten();
             update.execute(params![id, agent, kind.as_str()])?;
         }
     }

@@ -41,15 +41,26 @@ fn rows_are_listed_newest_first_and_every_filter_narrows() {
     ]);
     let conn = store.connection();
     let ids = |filter: Filter| -> Vec<String> {
-        list(conn, &Filter { limit: 10, ..filter })
-            .expect("list")
-            .into_iter()
-            .map(|e| format!("{}:{}", e.agent_id.unwrap_or_default(), e.kind))
-            .collect()
+        list(
+            conn,
+            &Filter {
+                limit: 10,
+                ..filter
+            },
+        )
+        .expect("list")
+        .into_iter()
+        .map(|e| format!("{}:{}", e.agent_id.unwrap_or_default(), e.kind))
+        .collect()
     };
     assert_eq!(
         ids(Filter::default()),
-        [":bad_topic", "a1:seq_conflict", "a2:seq_conflict", "a1:undecodable"]
+        [
+            ":bad_topic",
+            "a1:seq_conflict",
+            "a2:seq_conflict",
+            "a1:undecodable"
+        ]
     );
     assert_eq!(
         ids(Filter {
@@ -98,8 +109,18 @@ fn rows_are_listed_newest_first_and_every_filter_narrows() {
 fn a_row_shows_its_payload_as_text_or_hex_and_says_when_it_was_cut() {
     let big = vec![b'{'; KEEP_BYTES + 10];
     let (_dir, store) = store_with(vec![
-        row("2026-11-22T08:00:00Z", Some("a1"), Kind::Undecodable, b"{no"),
-        row("2026-11-22T08:00:01Z", Some("a1"), Kind::Undecodable, &[0xff, 0x00]),
+        row(
+            "2026-11-22T08:00:00Z",
+            Some("a1"),
+            Kind::Undecodable,
+            b"{no",
+        ),
+        row(
+            "2026-11-22T08:00:01Z",
+            Some("a1"),
+            Kind::Undecodable,
+            &[0xff, 0x00],
+        ),
         row("2026-11-22T08:00:02Z", Some("a1"), Kind::Oversized, &big),
     ]);
     let conn = store.connection();
@@ -120,8 +141,18 @@ fn a_row_shows_its_payload_as_text_or_hex_and_says_when_it_was_cut() {
 #[test]
 fn purge_deletes_only_rows_received_before_the_cut() {
     let (_dir, store) = store_with(vec![
-        row("2026-11-01T00:00:00Z", Some("a1"), Kind::Undecodable, b"old"),
-        row("2026-11-22T00:00:00Z", Some("a1"), Kind::Undecodable, b"new"),
+        row(
+            "2026-11-01T00:00:00Z",
+            Some("a1"),
+            Kind::Undecodable,
+            b"old",
+        ),
+        row(
+            "2026-11-22T00:00:00Z",
+            Some("a1"),
+            Kind::Undecodable,
+            b"new",
+        ),
     ]);
     let conn = store.connection();
     assert_eq!(purge(conn, at("2026-11-22T00:00:00Z")).expect("purge"), 1);
@@ -145,7 +176,8 @@ fn rows_from_before_the_columns_get_their_agent_and_kind_at_upgrade() {
         for (_, sql) in &migrations::MIGRATIONS[..4] {
             conn.execute_batch(sql).expect("old schema");
         }
-        conn.pragma_update(None, "user_version", 4).expect("version");
+        conn.pragma_update(None, "user_version", 4)
+            .expect("version");
         let old = [
             ("labhours/v1/a1/events", "undecodable envelope: eof"),
             (
@@ -156,7 +188,10 @@ fn rows_from_before_the_columns_get_their_agent_and_kind_at_upgrade() {
                 "a3/events",
                 "acked_through 9 is above anything received from a3 (highest seq 2)",
             ),
-            ("x/y", "topic \"x/y\" is not <prefix>/<agent_id>/<events|status>"),
+            (
+                "x/y",
+                "topic \"x/y\" is not <prefix>/<agent_id>/<events|status>",
+            ),
             ("labhours/v1/a4/events", "something new"),
         ];
         for (topic, reason) in old {

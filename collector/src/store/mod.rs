@@ -209,7 +209,10 @@ impl Store {
         }
         if found > 0 && found < migrations::QUARANTINE_COLUMNS_SINCE {
             let rows = crate::quarantine::classify_legacy_rows(&mut conn)?;
-            tracing::info!(rows, "classified the quarantined payloads by agent and kind");
+            tracing::info!(
+                rows,
+                "classified the quarantined payloads by agent and kind"
+            );
         }
         let mut store = Self {
             conn,
@@ -538,7 +541,6 @@ impl Store {
         Ok(outcome)
     }
 }
-
 
 /// Opens the database read-only (for tools and tests); never migrates.
 pub fn open_read_only(data_dir: &Path) -> Result<Connection, StoreError> {

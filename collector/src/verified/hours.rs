@@ -16,6 +16,7 @@ use super::materialize::{TYPE_KEYS, load, local_day_start, restart_point};
 use super::query::{
     CorrectedHours, Edge, GroupBy, HoursQuery, HoursRow, HoursRows, QueryError, Range, UsageTypeRow,
 };
+use super::settled;
 use crate::reconcile::hours::{hours, ratio};
 use crate::reconcile::{Interval, Ms, PeriodTotals, PeriodUnit, split_periods};
 use crate::registry::{Instrument, Registry};
@@ -365,6 +366,7 @@ fn row(t: &PeriodTotals, zone: &TimeZone, n: u32) -> HoursRow {
         result_files: r.result_files,
         energy_kwh: r.energy_kwh,
         corrected: corrected(t),
+        provisional: true,
     }
 }
 
@@ -381,6 +383,10 @@ pub fn query(
     }
     let totals = totals(conn, &instruments, &q.range, q.period)?;
     let site = registry.site_zone();
+    let settled = settled::per_instrument(conn)?;
+    let provisional = |i: usize, t: &PeriodTotals| {
+        settled::provisional(&settled, &instruments[i].id, t.period.end)
+    };
     match q.group_by {
         GroupBy::Instrument => Ok(HoursRows::Totals(
             totals
@@ -391,45 +397,52 @@ pub fn query(
                         instrument_id: Some(inst.id.clone()),
                         name: Some(inst.name.clone()),
                         unit: inst.unit.clone(),
+                        provisional: provisional(*i, t),
                         ..row(t, &inst.zone, 1)
                     })
                 })
                 .collect(),
         )),
         GroupBy::Unit => {
-            // (unit, period index) → sum and instrument count.
-            let mut groups: BTreeMap<(String, usize), (PeriodTotals, u32)> = BTreeMap::new();
+            // (unit, period index) → sum, instrument count, any provisional.
+            let mut groups: BTreeMap<(String, usize), (PeriodTotals, u32, bool)> = BTreeMap::new();
             for (i, ts) in &totals {
                 let unit = instruments[*i].unit.clone().unwrap_or_default();
                 for (k, t) in ts.iter().enumerate() {
+                    let p = provisional(*i, t);
                     groups
                         .entry((unit.clone(), k))
-                        .and_modify(|(sum, n)| {
+                        .and_modify(|(sum, n, any)| {
                             sum.add(t);
                             *n += 1;
+                            *any |= p;
                         })
-                        .or_insert_with(|| (t.clone(), 1));
+                        .or_insert_with(|| (t.clone(), 1, p));
                 }
             }
             Ok(HoursRows::Totals(
                 groups
                     .into_iter()
-                    .map(|((unit, _), (t, n))| HoursRow {
+                    .map(|((unit, _), (t, n, provisional))| HoursRow {
                         unit: Some(unit),
+                        provisional,
                         ..row(&t, site, n)
                     })
                     .collect(),
             ))
         }
         GroupBy::UsageType => {
-            let mut groups: BTreeMap<(usize, &str), (Ms, Ms, u32, Interval)> = BTreeMap::new();
-            for (_, ts) in &totals {
+            let mut groups: BTreeMap<(usize, &str), (Ms, Ms, u32, Interval, bool)> =
+                BTreeMap::new();
+            for (i, ts) in &totals {
                 for (k, t) in ts.iter().enumerate() {
+                    let p = provisional(*i, t);
                     for key in TYPE_KEYS {
-                        let e = groups.entry((k, key)).or_insert((0, 0, 0, t.period));
+                        let e = groups.entry((k, key)).or_insert((0, 0, 0, t.period, false));
                         e.0 += t.by_usage_type_ms.get(key).copied().unwrap_or(0);
                         e.1 += t.corrected_by_usage_type_ms.get(key).copied().unwrap_or(0);
                         e.2 += 1;
+                        e.4 |= p;
                     }
                 }
             }
@@ -437,18 +450,36 @@ pub fn query(
             Ok(HoursRows::UsageTypes(
                 groups
                     .into_iter()
-                    .map(|((_, key), (used, corrected, n, p))| UsageTypeRow {
-                        period_start: local(p.start),
-                        period_end: local(p.end),
-                        usage_type: key.to_owned(),
-                        instruments: n,
-                        used_hours: hours(used),
-                        corrected_used_hours: hours(corrected),
-                    })
+                    .map(
+                        |((_, key), (used, corrected, n, p, provisional))| UsageTypeRow {
+                            period_start: local(p.start),
+                            period_end: local(p.end),
+                            usage_type: key.to_owned(),
+                            instruments: n,
+                            used_hours: hours(used),
+                            corrected_used_hours: hours(corrected),
+                            provisional,
+                        },
+                    )
                     .collect(),
             ))
         }
     }
+}
+
+/// The instant the figures of the instruments `q` selects are settled
+/// through (see [`settled`]).
+pub fn settled_through(
+    conn: &Connection,
+    registry: &Registry,
+    q: &HoursQuery,
+) -> Result<Option<Ms>, QueryError> {
+    let instruments = select(conn, registry, q.instrument.as_deref(), q.unit.as_deref())?;
+    let settled = settled::per_instrument(conn)?;
+    Ok(settled::overall(
+        &settled,
+        instruments.iter().map(|i| i.id.as_str()),
+    ))
 }
 
 #[cfg(test)]

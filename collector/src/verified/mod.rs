@@ -10,10 +10,12 @@
 
 pub mod corrections;
 pub mod dashboard;
+pub mod health;
 pub mod hours;
 pub mod materialize;
 pub mod query;
 pub mod reconciler;
+pub mod settled;
 pub mod store_reports;
 pub mod views;
 
@@ -21,6 +23,7 @@ use jiff::Timestamp;
 
 pub use corrections::{Correction, CorrectionSchema, NewCorrection};
 pub use dashboard::{DashSession, PowerPoint, PowerTrace, QuarantineRow};
+pub use health::Health;
 pub use query::*;
 pub use store_reports::StoreReports;
 
@@ -33,6 +36,21 @@ use crate::bookings::{Booking, Format as BookingsFormat};
 /// Methods block (SQLite): call them from `spawn_blocking`.
 pub trait Reports: Send + Sync + 'static {
     fn hours(&self, query: &HoursQuery) -> Result<HoursRows, QueryError>;
+    /// The instant the figures of the instruments `query` selects are
+    /// final through (`None`: some has settled nothing).
+    fn settled_through(&self, query: &HoursQuery) -> Result<Option<Timestamp>, QueryError>;
+    /// Reconciliation progress and quarantine counts at `now`.
+    fn health(&self, now: Timestamp) -> Result<Health, QueryError>;
+    /// Quarantined payloads `filter` selects, newest first, received in
+    /// `[from, to)` (dates in the site zone) when given.
+    fn quarantine_list(
+        &self,
+        filter: &crate::quarantine::Filter,
+        from: Option<Edge>,
+        to: Option<Edge>,
+    ) -> Result<Vec<crate::quarantine::Entry>, QueryError>;
+    /// One quarantined payload with its bytes.
+    fn quarantine_entry(&self, id: i64) -> Result<Option<crate::quarantine::Detail>, QueryError>;
     /// Bookings whose start lies in `range`.
     fn outcomes(
         &self,

@@ -95,6 +95,9 @@ pub struct HoursRow {
     pub result_files: u64,
     pub energy_kwh: Option<f64>,
     pub corrected: CorrectedHours,
+    /// The figures may still change: the period ends after the instant its
+    /// instruments are settled through (docs/verified.md).
+    pub provisional: bool,
 }
 
 /// Usage of one type in one period over the selected instruments.
@@ -107,6 +110,8 @@ pub struct UsageTypeRow {
     pub instruments: u32,
     pub used_hours: f64,
     pub corrected_used_hours: f64,
+    /// Some instrument's figures for the period may still change.
+    pub provisional: bool,
 }
 
 /// The answer to an [`HoursQuery`].

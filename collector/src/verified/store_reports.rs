@@ -16,12 +16,13 @@ use rusqlite::{Connection, OpenFlags};
 use super::dashboard::{self, DashSession, PowerTrace, QuarantineRow};
 use super::materialize::{Pass, catch_up, reconcile_changed_policies};
 use super::query::{
-    BookingSlot, HoursQuery, HoursRows, InstrumentRow, OutcomeRow, QueryError, Range, SessionRow,
-    TimelineView,
+    BookingSlot, Edge, HoursQuery, HoursRows, InstrumentRow, OutcomeRow, QueryError, Range,
+    SessionRow, TimelineView,
 };
-use super::{Correction, NewCorrection, Reports, corrections, hours, views};
+use super::{Correction, Health, NewCorrection, Reports, corrections, hours, views};
 use crate::bookings::store::{ImportOptions, ImportReport};
 use crate::bookings::{Booking, Format as BookingsFormat, ParseContext, check};
+use crate::quarantine;
 use crate::registry::Registry;
 use crate::store::DB_FILE;
 
@@ -127,6 +128,36 @@ impl StoreReports {
 impl Reports for StoreReports {
     fn hours(&self, query: &HoursQuery) -> Result<HoursRows, QueryError> {
         self.read(|conn, registry| hours::query(conn, registry, query))
+    }
+
+    fn settled_through(&self, query: &HoursQuery) -> Result<Option<Timestamp>, QueryError> {
+        let ms = self.read(|conn, registry| hours::settled_through(conn, registry, query))?;
+        Ok(ms.and_then(|ms| Timestamp::from_millisecond(ms).ok()))
+    }
+
+    fn health(&self, now: Timestamp) -> Result<Health, QueryError> {
+        self.read(|conn, _| Ok(super::health::health(conn, now)?))
+    }
+
+    fn quarantine_list(
+        &self,
+        filter: &quarantine::Filter,
+        from: Option<Edge>,
+        to: Option<Edge>,
+    ) -> Result<Vec<quarantine::Entry>, QueryError> {
+        self.read(|conn, registry| {
+            let zone = registry.site_zone();
+            let filter = quarantine::Filter {
+                from_ms: from.map(|e| hours::resolve(e, zone, "from")).transpose()?,
+                to_ms: to.map(|e| hours::resolve(e, zone, "to")).transpose()?,
+                ..filter.clone()
+            };
+            Ok(quarantine::list(conn, &filter)?)
+        })
+    }
+
+    fn quarantine_entry(&self, id: i64) -> Result<Option<quarantine::Detail>, QueryError> {
+        self.read(|conn, _| Ok(quarantine::get(conn, id)?))
     }
 
     fn outcomes(
