@@ -370,6 +370,27 @@ async fn metered_use_inside_a_booking_becomes_verified_hours_over_http() {
     assert_eq!(agents.len(), 1, "{instrument:#}");
     assert_eq!(agents[0]["agent_id"], AGENT);
     assert_eq!(agents[0]["online"], json!(true));
+    // The agent reported the thresholds it applies; they agree with the registry.
+    assert_eq!(
+        agents[0]["applied_thresholds"],
+        json!({
+            "on_above_w": 10.0,
+            "running_above_w": 100.0,
+            "running_exit_below_w": 90.0,
+            "min_dwell_s": 0,
+            "status_stale_after_s": 300,
+        }),
+        "{instrument:#}"
+    );
+    assert_eq!(agents[0]["threshold_mismatch"], json!([]), "{instrument:#}");
+
+    // Reconciliation has caught up and the agent's heartbeats settle the past.
+    let health = get_json(api, "/api/v1/healthz").await;
+    assert_eq!(health["status"], "ok", "{health:#}");
+    assert!(
+        health["reconciliation"]["settled_through"].is_string(),
+        "{health:#}"
+    );
 
     // The same hours as CSV: the documented header, one row with the same figure.
     let csv = http::get(api, &format!("/api/v1/hours?{range}&format=csv"))

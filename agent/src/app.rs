@@ -103,6 +103,12 @@ impl Agent {
             outbox.clone(),
             clock.clone(),
         )?;
+        // Only an agent that measures power applies thresholds.
+        let delivery = if config.meters.is_empty() && config.status.is_none() {
+            delivery
+        } else {
+            delivery.with_state_rules(config.state.effective(config.poll_interval_ms))
+        };
         let notifier = delivery.notifier();
         let link = delivery.status();
         let stop_delivery = CancellationToken::new();

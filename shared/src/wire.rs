@@ -12,7 +12,7 @@
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
-use crate::state::State;
+use crate::state::{State, StateRules};
 
 /// The schema version this build speaks.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -154,7 +154,7 @@ pub struct Ack {
 }
 
 /// Retained presence message; the agent's last will is the `Offline` form.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AgentStatus {
     pub v: u32,
     pub agent_id: String,
@@ -164,6 +164,11 @@ pub struct AgentStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub at: Option<Timestamp>,
     pub version: String,
+    /// The state rules the agent applies (its `[state]`, defaults resolved),
+    /// on `online`, so the collector can check them against its registry.
+    /// Absent from older agents and from a meterless agent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_rules: Option<StateRules>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -591,8 +596,22 @@ mod tests {
             status: Presence::Offline,
             at: None,
             version: "0.1.0".into(),
+            state_rules: None,
         };
-        assert_eq!(AgentStatus::decode(&will.encode()), Ok(will));
+        assert_eq!(AgentStatus::decode(&will.encode()), Ok(will.clone()));
+        assert!(
+            !String::from_utf8(will.encode())
+                .unwrap()
+                .contains("state_rules"),
+            "absent, as older collectors expect"
+        );
+        let online = AgentStatus {
+            status: Presence::Online,
+            at: Some("2026-11-22T08:00:00Z".parse().unwrap()),
+            state_rules: Some(StateRules::with_thresholds(5.0, 800.0)),
+            ..will
+        };
+        assert_eq!(AgentStatus::decode(&online.encode()), Ok(online));
     }
 
     #[test]

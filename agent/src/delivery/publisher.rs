@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use labhours_shared::config::TlsConfig;
+use labhours_shared::state::StateRules;
 use labhours_shared::wire::{
     Ack, AgentStatus, Envelope, EventKind, Heartbeat, Presence, SCHEMA_VERSION, TopicKind, Topics,
     check_id,
@@ -122,6 +123,8 @@ pub struct Delivery {
     notifier: Notifier,
     tuning: DeliveryTuning,
     status: watch::Sender<LinkStatus>,
+    /// Reported in the online status.
+    state_rules: Option<StateRules>,
 }
 
 impl std::fmt::Debug for Delivery {
@@ -191,7 +194,14 @@ impl Delivery {
             notifier: Notifier::default(),
             tuning,
             status,
+            state_rules: None,
         })
+    }
+
+    /// Reports `rules` (the effective state rules) in every online status.
+    pub fn with_state_rules(mut self, rules: StateRules) -> Self {
+        self.state_rules = Some(rules);
+        self
     }
 
     /// Replaces the limits (tests use short ones).
@@ -384,6 +394,7 @@ struct Publisher {
     paused_until: Option<Instant>,
     /// The outbox's [`Outbox::generation`] the tracker was built for.
     outbox_generation: u64,
+    state_rules: Option<StateRules>,
 }
 
 impl Publisher {
@@ -396,6 +407,7 @@ impl Publisher {
             clock,
             tuning,
             status,
+            state_rules,
             ..
         } = delivery;
         let head = outbox.next_seq().saturating_sub(1);
@@ -415,6 +427,7 @@ impl Publisher {
             started,
             paused_until: None,
             outbox_generation,
+            state_rules,
         }
     }
 
@@ -565,12 +578,15 @@ impl Publisher {
         if let Err(e) = self.client.try_subscribe(&self.ack_topic, QoS::AtLeastOnce) {
             tracing::warn!(error = %e, "cannot subscribe to acks");
         }
-        let online = presence(
-            &self.agent_id,
-            &self.instrument_id,
-            Presence::Online,
-            Some(self.clock.now()),
-        );
+        let online = AgentStatus {
+            state_rules: self.state_rules.clone(),
+            ..presence(
+                &self.agent_id,
+                &self.instrument_id,
+                Presence::Online,
+                Some(self.clock.now()),
+            )
+        };
         if let Err(e) =
             self.client
                 .try_publish(&self.status_topic, QoS::AtLeastOnce, true, online.encode())
@@ -676,6 +692,7 @@ fn presence(
         status,
         at,
         version: VERSION.into(),
+        state_rules: None,
     }
 }
 

@@ -9,10 +9,12 @@ use axum::http::{HeaderMap, Uri};
 use axum::response::{Html, IntoResponse, Response};
 use serde::Serialize;
 
+use super::i18n::Lang;
 use super::page::{Page, short_time};
 use super::session::{Viewer, url_encode};
 use super::{DashState, PageError, blocking};
-use crate::verified::{Edge, InstrumentRow, QuarantineRow, Range};
+use crate::registry::thresholds_check::ThresholdDifference;
+use crate::verified::{AgentView, Edge, InstrumentRow, QuarantineRow, Range};
 
 /// How far back quarantined payloads are counted.
 pub const QUARANTINE_DAYS: i64 = 30;
@@ -30,11 +32,58 @@ pub struct AgentLine {
     pub clock_skew: String,
     pub backlog: String,
     pub quarantined: usize,
+    /// The agent's thresholds against the registry's, in the page's language.
+    pub thresholds: String,
+    /// They differ from the registry's.
+    pub thresholds_differ: bool,
+}
+
+/// `running_above_w registry 800 W, agent 500 W; …` (seconds for the dwell settings).
+pub fn mismatch_text(differences: &[ThresholdDifference], lang: Lang) -> String {
+    differences
+        .iter()
+        .map(|d| {
+            let unit = if d.field.ends_with("_s") { "s" } else { "W" };
+            format!(
+                "{} {} {} {unit}, {} {} {unit}",
+                d.field,
+                lang.t("agents.registry"),
+                d.registry,
+                lang.t("agents.agent_value"),
+                d.agent
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// What the thresholds column says about one agent.
+fn thresholds_text(agent: &AgentView, lang: Lang) -> String {
+    match &agent.applied_thresholds {
+        None => lang.t("agents.thresholds_unreported").to_owned(),
+        Some(_) if !agent.threshold_mismatch.is_empty() => {
+            mismatch_text(&agent.threshold_mismatch, lang)
+        }
+        Some(t) => format!(
+            "{} / {} W{}",
+            t.on_above_w,
+            t.running_above_w,
+            if agent.registry_thresholds.is_some() {
+                format!(" · {}", lang.t("agents.thresholds_agree"))
+            } else {
+                String::new()
+            }
+        ),
+    }
 }
 
 /// Agents sorted by id, with their quarantine counts; agents known only
 /// from quarantined payloads are listed too.
-pub fn lines(instruments: &[InstrumentRow], quarantine: &[QuarantineRow]) -> Vec<AgentLine> {
+pub fn lines(
+    instruments: &[InstrumentRow],
+    quarantine: &[QuarantineRow],
+    lang: Lang,
+) -> Vec<AgentLine> {
     let mut counts: HashMap<&str, usize> = HashMap::new();
     for q in quarantine {
         if let Some(a) = q.agent_id.as_deref() {
@@ -58,6 +107,8 @@ pub fn lines(instruments: &[InstrumentRow], quarantine: &[QuarantineRow]) -> Vec
                     .unwrap_or_default(),
                 backlog: a.backlog.map(|b| b.to_string()).unwrap_or_default(),
                 quarantined: counts.remove(a.agent_id.as_str()).unwrap_or(0),
+                thresholds: thresholds_text(a, lang),
+                thresholds_differ: !a.threshold_mismatch.is_empty(),
             });
         }
     }
@@ -77,7 +128,8 @@ pub fn lines(instruments: &[InstrumentRow], quarantine: &[QuarantineRow]) -> Vec
 struct AgentsTemplate {
     page: Page,
     agents: Vec<AgentLine>,
-    quarantine: Vec<(String, String, String, String)>,
+    /// Received, agent, kind (translated), reason, bytes.
+    quarantine: Vec<(String, String, String, String, String)>,
 }
 
 /// `GET /agents`.
@@ -104,8 +156,9 @@ pub async fn page(
     let path = uri.path().to_owned();
     let page = Page::new(&headers, "agents", &path, viewer, "agents.title");
     let zone = state.site_zone.clone();
+    let lang = page.lang;
     let html = askama::Template::render(&AgentsTemplate {
-        agents: lines(&instruments, &quarantine),
+        agents: lines(&instruments, &quarantine, lang),
         quarantine: quarantine
             .iter()
             .take(50)
@@ -113,6 +166,7 @@ pub async fn page(
                 (
                     super::page::local_minute(q.received_at_ms, &zone),
                     q.agent_id.clone().unwrap_or_default(),
+                    lang.t(&format!("quarantine.kind.{}", q.kind)).to_owned(),
                     q.reason.clone(),
                     q.payload_len.to_string(),
                 )
@@ -140,6 +194,9 @@ mod tests {
                 backlog: Some(4),
                 clock_skew_ms: Some(-1500),
                 version: Some("0.1.0".into()),
+                applied_thresholds: None,
+                registry_thresholds: None,
+                threshold_mismatch: vec![],
             }],
             ..InstrumentRow::default()
         }];
@@ -152,11 +209,56 @@ mod tests {
             reason: "bad".into(),
             payload_len: 3,
         };
-        let out = lines(&instruments, &[q("a-1"), q("a-1"), q("ghost")]);
+        let out = lines(&instruments, &[q("a-1"), q("a-1"), q("ghost")], Lang::En);
         assert_eq!(out.len(), 2);
         assert_eq!((out[0].agent_id.as_str(), out[0].quarantined), ("a-1", 2));
         assert_eq!(out[0].clock_skew, "-1.5 s");
         assert_eq!(out[0].backlog, "4");
         assert_eq!((out[1].agent_id.as_str(), out[1].quarantined), ("ghost", 1));
+        assert_eq!(out[0].thresholds, "not reported");
+    }
+
+    #[test]
+    fn thresholds_show_what_the_agent_applies_and_how_it_differs_in_both_languages() {
+        use crate::registry::thresholds_check::AppliedThresholds;
+        let applied = AppliedThresholds {
+            on_above_w: 5.0,
+            running_above_w: 500.0,
+            running_exit_below_w: 450.0,
+            min_dwell_s: 30,
+            status_stale_after_s: 300,
+        };
+        let agent = |mismatch: Vec<ThresholdDifference>| AgentView {
+            agent_id: "a-1".into(),
+            online: true,
+            last_seen: None,
+            backlog: None,
+            clock_skew_ms: None,
+            version: None,
+            applied_thresholds: Some(applied.clone()),
+            registry_thresholds: Some(applied.clone()),
+            threshold_mismatch: mismatch,
+        };
+        assert_eq!(
+            thresholds_text(&agent(vec![]), Lang::En),
+            "5 / 500 W · as registered"
+        );
+        assert_eq!(
+            thresholds_text(&agent(vec![]), Lang::Zh),
+            "5 / 500 W · 与登记一致"
+        );
+        let differ = agent(vec![ThresholdDifference {
+            field: "min_dwell_s".into(),
+            registry: 30.0,
+            agent: 10.0,
+        }]);
+        assert_eq!(
+            thresholds_text(&differ, Lang::En),
+            "min_dwell_s registry 30 s, agent 10 s"
+        );
+        assert_eq!(
+            thresholds_text(&differ, Lang::Zh),
+            "min_dwell_s 登记 30 s, 代理 10 s"
+        );
     }
 }

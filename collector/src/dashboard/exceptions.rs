@@ -29,8 +29,8 @@ use super::{DashState, PageError, blocking};
 use crate::bookings::UsageType;
 use crate::reconcile::PeriodUnit;
 use crate::verified::{
-    BookingSlot, Correction, Edge, GroupBy, HoursQuery, HoursRow, HoursRows, NewCorrection,
-    OutcomeRow, QuarantineRow, Range,
+    BookingSlot, Correction, Edge, GroupBy, HoursQuery, HoursRow, HoursRows, InstrumentRow,
+    NewCorrection, OutcomeRow, QuarantineRow, Range,
 };
 
 /// Items per page.
@@ -49,10 +49,11 @@ pub enum Kind {
     DoubleBooking,
     DataGap,
     Quarantined,
+    ThresholdMismatch,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 7] = [
+    pub const ALL: [Kind; 8] = [
         Kind::NoShow,
         Kind::Overrun,
         Kind::Unbooked,
@@ -60,6 +61,7 @@ impl Kind {
         Kind::DoubleBooking,
         Kind::DataGap,
         Kind::Quarantined,
+        Kind::ThresholdMismatch,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -71,6 +73,7 @@ impl Kind {
             Kind::DoubleBooking => "double_booking",
             Kind::DataGap => "data_gap",
             Kind::Quarantined => "quarantined",
+            Kind::ThresholdMismatch => "threshold_mismatch",
         }
     }
 
@@ -96,9 +99,10 @@ pub struct Item {
 }
 
 impl Item {
-    /// Admins may act on it (quarantined payloads have no instrument).
+    /// Admins may act on it with a correction (quarantined payloads have
+    /// no instrument; a threshold mismatch is fixed in a config file).
     pub fn actionable(&self) -> bool {
-        self.kind != Kind::Quarantined
+        !matches!(self.kind, Kind::Quarantined | Kind::ThresholdMismatch)
     }
 }
 
@@ -113,6 +117,10 @@ pub struct Inputs {
     pub days: Vec<HoursRow>,
     pub corrections: Vec<Correction>,
     pub quarantine: Vec<QuarantineRow>,
+    /// The instruments with their agents (threshold mismatches).
+    pub instruments: Vec<InstrumentRow>,
+    /// When the page is made: a mismatch is a current condition.
+    pub now_ms: i64,
 }
 
 fn covers(c: &Correction, instrument: &str, start: i64, end: i64) -> bool {
@@ -317,6 +325,25 @@ pub fn build(inputs: &Inputs, lang: Lang, zone: &TimeZone) -> Vec<Item> {
             handled: None,
         });
     }
+    for i in &inputs.instruments {
+        for a in i.agents.iter().filter(|a| !a.threshold_mismatch.is_empty()) {
+            items.push(Item {
+                kind: Kind::ThresholdMismatch,
+                instrument_id: i.instrument_id.clone(),
+                name: i.name.clone(),
+                start_ms: inputs.now_ms,
+                end_ms: inputs.now_ms,
+                booking_id: None,
+                detail: format!(
+                    "{} {}: {}",
+                    lang.t("agents.agent"),
+                    a.agent_id,
+                    super::agents::mismatch_text(&a.threshold_mismatch, lang)
+                ),
+                handled: None,
+            });
+        }
+    }
     items.sort_by(|a, b| {
         b.start_ms
             .cmp(&a.start_ms)
@@ -448,6 +475,7 @@ pub async fn page(
         from: Edge::Date(from),
         to: Edge::Date(to),
     };
+    let now = state.now();
     let inputs = blocking(&state, move |r| {
         let days = match r.hours(&HoursQuery {
             range,
@@ -465,6 +493,8 @@ pub async fn page(
             days,
             corrections: r.corrections(&range, None)?,
             quarantine: r.quarantine(&range, 1000)?,
+            instruments: r.instruments(now)?,
+            now_ms: now.as_millisecond(),
         };
         Ok(inputs)
     })
@@ -660,7 +690,8 @@ pub async fn review(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::verified::CorrectedHours;
+    use crate::registry::thresholds_check::ThresholdDifference;
+    use crate::verified::{AgentView, CorrectedHours};
 
     fn zone() -> TimeZone {
         TimeZone::get("Asia/Shanghai").expect("zone")
@@ -765,6 +796,32 @@ mod tests {
                 reason: "malformed".into(),
                 payload_len: 12,
             }],
+            instruments: vec![InstrumentRow {
+                instrument_id: "nmr-600".into(),
+                name: "NMR 600 MHz".into(),
+                unit: None,
+                time_zone: "Asia/Shanghai".into(),
+                configured: true,
+                state: labhours_shared::state::State::Off,
+                since: None,
+                agent_online: true,
+                agents: vec![AgentView {
+                    agent_id: "agent-nmr".into(),
+                    online: true,
+                    last_seen: None,
+                    backlog: None,
+                    clock_skew_ms: None,
+                    version: None,
+                    applied_thresholds: None,
+                    registry_thresholds: None,
+                    threshold_mismatch: vec![ThresholdDifference {
+                        field: "running_above_w".into(),
+                        registry: 800.0,
+                        agent: 500.0,
+                    }],
+                }],
+            }],
+            now_ms: 1_742_000_000_000,
         }
     }
 
@@ -775,6 +832,7 @@ mod tests {
         assert_eq!(
             kinds,
             vec![
+                Kind::ThresholdMismatch,
                 Kind::Quarantined,
                 Kind::DoubleBooking,
                 Kind::Overrun,
@@ -784,10 +842,18 @@ mod tests {
             ]
         );
         assert!(items.windows(2).all(|w| w[0].start_ms >= w[1].start_ms));
-        let double = &items[1];
+        assert_eq!(
+            items[0].detail,
+            "Agent agent-nmr: running_above_w registry 800 W, agent 500 W"
+        );
+        assert!(
+            !items[0].actionable(),
+            "fixed in a config file, not by a correction"
+        );
+        let double = &items[2];
         assert!(double.detail.starts_with("b-2 ↔ b-3"));
         assert_eq!(double.end_ms - double.start_ms, 3_600_000);
-        assert_eq!(items[4].name, "NMR 600 MHz");
+        assert_eq!(items[5].name, "NMR 600 MHz");
     }
 
     #[test]

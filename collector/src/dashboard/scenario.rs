@@ -229,6 +229,7 @@ pub fn seed(data_dir: &Path, day: Date) -> anyhow::Result<()> {
                     status: Presence::Online,
                     at: Some(Timestamp::now()),
                     version: "0.1.0".into(),
+                    state_rules: None,
                 },
             })
             .collect(),

@@ -559,6 +559,7 @@ mod tests {
             status: Presence::Online,
             at: None,
             version: "0.1.0".into(),
+            state_rules: None,
         };
         let msg = inbound("labhours/v1/a1/status", status.encode());
         assert!(matches!(

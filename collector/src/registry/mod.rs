@@ -8,6 +8,7 @@
 //! [`Instrument::policy_hash`] fingerprints what reconciliation depends on.
 
 mod open_hours;
+pub mod thresholds_check;
 
 #[cfg(test)]
 mod tests;

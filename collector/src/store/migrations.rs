@@ -33,8 +33,8 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         include_str!("../../migrations/0004_dashboard.sql"),
     ),
     (
-        "0005_energy_once_quarantine_columns",
-        include_str!("../../migrations/0005_energy_once_quarantine_columns.sql"),
+        "0005_energy_quarantine_agent_rules",
+        include_str!("../../migrations/0005_energy_quarantine_agent_rules.sql"),
     ),
 ];
 

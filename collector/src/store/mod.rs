@@ -491,16 +491,18 @@ impl Store {
                 }
             }
 
+            // An offline will carries no rules: the last reported stay.
             let mut status = tx.prepare_cached(
                 "INSERT INTO agents (agent_id, instrument_id, first_seen_ms, last_seen_ms,
-                     presence, presence_at_ms, version)
-                 VALUES (?1, ?2, ?3, ?3, ?4, ?5, ?6)
+                     presence, presence_at_ms, version, state_rules)
+                 VALUES (?1, ?2, ?3, ?3, ?4, ?5, ?6, ?7)
                  ON CONFLICT (agent_id) DO UPDATE SET
                      instrument_id = excluded.instrument_id,
                      last_seen_ms = max(last_seen_ms, excluded.last_seen_ms),
                      presence = excluded.presence,
                      presence_at_ms = excluded.presence_at_ms,
-                     version = excluded.version",
+                     version = excluded.version,
+                     state_rules = COALESCE(excluded.state_rules, state_rules)",
             )?;
             for received in &batch.statuses {
                 let s = &received.message;
@@ -515,6 +517,11 @@ impl Store {
                     presence,
                     ms(s.at.unwrap_or(received.received_at)),
                     s.version,
+                    s.state_rules
+                        .as_ref()
+                        .map(serde_json::to_string)
+                        .transpose()
+                        .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?,
                 ])?;
             }
 

@@ -209,6 +209,7 @@ fn heartbeats_and_status_fill_the_agent_registry() {
             status: Presence::Offline,
             at: None,
             version: "0.1.0".into(),
+            state_rules: None,
         },
     });
     store.commit(&b).expect("commit");

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::reconcile::PeriodUnit;
+use crate::registry::thresholds_check::{AppliedThresholds, ThresholdDifference};
 
 /// One edge of a requested range: a local date (midnight in each
 /// instrument's zone) or an exact instant.
@@ -236,6 +237,14 @@ pub struct AgentView {
     pub backlog: Option<u64>,
     pub clock_skew_ms: Option<i64>,
     pub version: Option<String>,
+    /// The thresholds the agent said it applies (newest online status);
+    /// `null` for an agent that did not say (older, or without a meter).
+    pub applied_thresholds: Option<AppliedThresholds>,
+    /// What the registry expects (its `thresholds` for the instrument, defaults resolved).
+    pub registry_thresholds: Option<AppliedThresholds>,
+    /// Where those differ from the registry's `thresholds` for the
+    /// instrument (empty when they agree or the registry has none).
+    pub threshold_mismatch: Vec<ThresholdDifference>,
 }
 
 /// `GET /api/v1/instruments`.

@@ -838,3 +838,71 @@ fn a_query_that_would_build_an_unbounded_answer_is_refused_naming_period() {
         "{huge:?}"
     );
 }
+
+#[test]
+fn the_instrument_list_shows_the_thresholds_agents_apply_and_where_they_differ() {
+    use labhours_shared::state::StateRules;
+    use labhours_shared::wire::{AgentStatus, Presence};
+    let config =
+        format!("{CONFIG}\n[instruments.thresholds]\non_above_w = 5.0\nrunning_above_w = 800.0\n");
+    let mut site = Site::new(&config);
+    let status = |agent: &str, instrument: &str, running: f64, presence: Presence| Received {
+        received_at: at("2026-11-22T00:00:00Z"),
+        topic: format!("labhours/v1/{agent}/status"),
+        message: AgentStatus {
+            v: SCHEMA_VERSION,
+            agent_id: agent.into(),
+            instrument_id: instrument.into(),
+            status: presence,
+            at: Some(at("2026-11-22T00:00:00Z")),
+            version: "test".into(),
+            state_rules: (presence == Presence::Online)
+                .then(|| StateRules::with_thresholds(5.0, running).effective(1000)),
+        },
+    };
+    // ms-1 (the last [[instruments]], which the thresholds table belongs
+    // to) applies 500 W where the registry says 800 W; nmr-600 has no
+    // registered thresholds, so nothing can differ.
+    site.store
+        .commit(&Batch {
+            statuses: vec![
+                status("agent-ms", "ms-1", 500.0, Presence::Online),
+                status("agent-nmr", "nmr-600", 500.0, Presence::Online),
+            ],
+            ..Batch::default()
+        })
+        .expect("online");
+    // The offline will carries no rules: the reported ones stay.
+    site.store
+        .commit(&Batch {
+            statuses: vec![status("agent-ms", "ms-1", 0.0, Presence::Offline)],
+            ..Batch::default()
+        })
+        .expect("offline");
+    let list = site
+        .reports
+        .instruments(at("2026-11-22T00:01:00Z"))
+        .expect("list");
+    let agent = |id: &str| {
+        list.iter()
+            .flat_map(|i| &i.agents)
+            .find(|a| a.agent_id == id)
+            .expect("agent listed")
+            .clone()
+    };
+    let ms = agent("agent-ms");
+    assert_eq!(
+        ms.applied_thresholds.as_ref().map(|t| t.running_above_w),
+        Some(500.0)
+    );
+    let fields: Vec<&str> = ms
+        .threshold_mismatch
+        .iter()
+        .map(|d| d.field.as_str())
+        .collect();
+    assert_eq!(fields, ["running_above_w", "running_exit_below_w"]);
+    let nmr = agent("agent-nmr");
+    assert!(nmr.applied_thresholds.is_some());
+    assert!(nmr.registry_thresholds.is_none());
+    assert!(nmr.threshold_mismatch.is_empty());
+}

@@ -3,7 +3,7 @@
 
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
-use labhours_shared::state::State;
+use labhours_shared::state::{State, StateRules};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::hours::{resolve_range, select};
@@ -13,6 +13,7 @@ use super::query::{
     SegmentRow, SessionRow, StatePiece, TimelineView,
 };
 use crate::reconcile::{Interval, Ms, Reconciliation};
+use crate::registry::thresholds_check::{AppliedThresholds, differences};
 use crate::registry::{Instrument, Registry};
 
 /// Sessions over more than this many days need an instrument.
@@ -337,30 +338,52 @@ pub fn instruments(
         std::collections::HashMap::new();
     {
         let mut stmt = conn.prepare_cached(
-            "SELECT instrument_id, agent_id, presence, last_seen_ms, backlog, clock_skew_ms, version
+            "SELECT instrument_id, agent_id, presence, last_seen_ms, backlog, clock_skew_ms, version,
+                    state_rules
              FROM agents WHERE instrument_id IS NOT NULL ORDER BY instrument_id, agent_id",
         )?;
         let rows = stmt.query_map([], |r| {
             Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, Option<String>>(2)?,
-                r.get::<_, Option<Ms>>(3)?,
-                r.get::<_, Option<i64>>(4)?,
-                r.get::<_, Option<i64>>(5)?,
-                r.get::<_, Option<String>>(6)?,
+                (
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, Option<String>>(2)?,
+                    r.get::<_, Option<Ms>>(3)?,
+                ),
+                (
+                    r.get::<_, Option<i64>>(4)?,
+                    r.get::<_, Option<i64>>(5)?,
+                    r.get::<_, Option<String>>(6)?,
+                    r.get::<_, Option<String>>(7)?,
+                ),
             ))
         })?;
         for row in rows {
-            let (instrument_id, agent_id, presence, last_seen, backlog, skew, version) = row?;
-            let zone = registry.instrument(&instrument_id).zone;
+            let ((instrument_id, agent_id, presence, last_seen), (backlog, skew, version, rules)) =
+                row?;
+            let inst = registry.instrument(&instrument_id);
+            // Stored by this collector from a decoded status: unreadable only
+            // if written by a future version, then treated as not reported.
+            let applied: Option<AppliedThresholds> = rules
+                .and_then(|json| serde_json::from_str::<StateRules>(&json).ok())
+                .map(|rules| (&rules).into());
+            let threshold_mismatch = match (&inst.thresholds, &applied) {
+                (Some(expected), Some(applied)) => differences(expected, applied),
+                _ => Vec::new(),
+            };
             agents_of.entry(instrument_id).or_default().push(AgentView {
                 agent_id,
                 online: presence.as_deref() == Some("online"),
-                last_seen: last_seen.map(|t| local(t, &zone)),
+                last_seen: last_seen.map(|t| local(t, &inst.zone)),
                 backlog: backlog.map(|b| b.max(0) as u64),
                 clock_skew_ms: skew,
                 version,
+                applied_thresholds: applied,
+                registry_thresholds: inst
+                    .thresholds
+                    .as_ref()
+                    .map(|t| (&t.to_state_rules()).into()),
+                threshold_mismatch,
             });
         }
     }

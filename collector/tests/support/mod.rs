@@ -70,6 +70,7 @@ pub fn status(agent_id: &str, presence: Presence) -> AgentStatus {
         status: presence,
         at: Some(Timestamp::now()),
         version: "0.1.0".into(),
+        state_rules: None,
     }
 }
 

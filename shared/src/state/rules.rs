@@ -125,6 +125,18 @@ impl StateRules {
         errors
     }
 
+    /// The same rules with every default a field can leave open filled in
+    /// (the exit threshold, the sample gap for `poll_interval_ms`): what an
+    /// agent reports it applies.
+    pub fn effective(&self, poll_interval_ms: u64) -> Self {
+        let settings = EngineSettings::new(self, poll_interval_ms);
+        Self {
+            running_exit_below_w: Some(settings.running_exit_below_w),
+            max_sample_gap_s: Some(settings.max_sample_gap_ms as f64 / 1000.0),
+            ..self.clone()
+        }
+    }
+
     /// Where `running` is left: `running_exit_below_w`, or 90 % of `running_above_w`.
     pub fn exit_w(&self) -> f64 {
         self.running_exit_below_w

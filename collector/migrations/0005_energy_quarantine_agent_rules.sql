@@ -1,5 +1,5 @@
--- 0005: energy counted once per instant, and quarantine rows that name
--- their agent and the kind of refusal.
+-- 0005: energy counted once per instant, quarantine rows that name their
+-- agent and the kind of refusal, and the state rules agents report.
 
 -- The stretches of time whose energy is already in `energy_hours`, per
 -- instrument, merged where they touch. A summary adds only the energy of
@@ -21,3 +21,7 @@ ALTER TABLE quarantine ADD COLUMN kind TEXT NOT NULL DEFAULT 'other';
 CREATE INDEX quarantine_by_time ON quarantine (received_at_ms);
 CREATE INDEX quarantine_by_agent ON quarantine (agent_id, received_at_ms);
 CREATE INDEX quarantine_by_kind ON quarantine (kind, received_at_ms);
+
+-- The state rules (JSON, defaults resolved) the agent said it applies in
+-- its newest online status; checked against the registry's thresholds.
+ALTER TABLE agents ADD COLUMN state_rules TEXT;
