@@ -264,6 +264,8 @@ struct ReportTemplate {
     instruments: Table,
     units: Table,
     total_rows: usize,
+    /// Rows whose figures may still change (their period is not settled).
+    provisional_rows: usize,
     current: usize,
     pages: usize,
     prev: Option<String>,
@@ -302,6 +304,7 @@ pub async fn page(
         instruments: Table::new(&shown, page.lang),
         units: Table::new(&unit_rows, page.lang),
         total_rows: rows.len(),
+        provisional_rows: rows.iter().filter(|r| r.provisional).count(),
         current,
         pages,
         prev: (current > 1).then(|| link(current - 1)),

@@ -136,6 +136,8 @@ struct SpanTable {
     select: &'static str,
     delete: &'static str,
     insert: &'static str,
+    /// Sets the end (`?3`) of the span starting at `?2`.
+    extend: &'static str,
     join_ms: i64,
 }
 
@@ -145,6 +147,7 @@ const ALIVE_SPANS: SpanTable = SpanTable {
              WHERE instrument_id = ?1 AND start_ms < ?2 ORDER BY start_ms DESC",
     delete: "DELETE FROM alive_spans WHERE instrument_id = ?1 AND start_ms = ?2",
     insert: "INSERT INTO alive_spans (instrument_id, start_ms, end_ms) VALUES (?1, ?2, ?3)",
+    extend: "UPDATE alive_spans SET end_ms = ?3 WHERE instrument_id = ?1 AND start_ms = ?2",
     join_ms: SPAN_JOIN_MS,
 };
 
@@ -154,6 +157,7 @@ const ENERGY_COVERAGE: SpanTable = SpanTable {
              WHERE instrument_id = ?1 AND start_ms < ?2 ORDER BY start_ms DESC",
     delete: "DELETE FROM energy_coverage WHERE instrument_id = ?1 AND start_ms = ?2",
     insert: "INSERT INTO energy_coverage (instrument_id, start_ms, end_ms) VALUES (?1, ?2, ?3)",
+    extend: "UPDATE energy_coverage SET end_ms = ?3 WHERE instrument_id = ?1 AND start_ms = ?2",
     join_ms: 1,
 };
 
@@ -196,6 +200,12 @@ impl SpanTable {
             hi = hi.max(e);
             absorbed.push(s);
         })?;
+        // The usual case, live data: the new span continues the latest one.
+        if absorbed == [lo] {
+            conn.prepare_cached(self.extend)?
+                .execute(params![instrument_id, lo, hi])?;
+            return Ok(());
+        }
         let mut delete = conn.prepare_cached(self.delete)?;
         for s in absorbed {
             delete.execute(params![instrument_id, s])?;

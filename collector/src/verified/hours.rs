@@ -432,17 +432,30 @@ pub fn query(
             ))
         }
         GroupBy::UsageType => {
-            let mut groups: BTreeMap<(usize, &str), (Ms, Ms, u32, Interval, bool)> =
-                BTreeMap::new();
+            /// One usage type in one period, over the instruments.
+            struct TypeSum {
+                used: Ms,
+                corrected: Ms,
+                instruments: u32,
+                period: Interval,
+                provisional: bool,
+            }
+            let mut groups: BTreeMap<(usize, &str), TypeSum> = BTreeMap::new();
             for (i, ts) in &totals {
                 for (k, t) in ts.iter().enumerate() {
                     let p = provisional(*i, t);
                     for key in TYPE_KEYS {
-                        let e = groups.entry((k, key)).or_insert((0, 0, 0, t.period, false));
-                        e.0 += t.by_usage_type_ms.get(key).copied().unwrap_or(0);
-                        e.1 += t.corrected_by_usage_type_ms.get(key).copied().unwrap_or(0);
-                        e.2 += 1;
-                        e.4 |= p;
+                        let e = groups.entry((k, key)).or_insert(TypeSum {
+                            used: 0,
+                            corrected: 0,
+                            instruments: 0,
+                            period: t.period,
+                            provisional: false,
+                        });
+                        e.used += t.by_usage_type_ms.get(key).copied().unwrap_or(0);
+                        e.corrected += t.corrected_by_usage_type_ms.get(key).copied().unwrap_or(0);
+                        e.instruments += 1;
+                        e.provisional |= p;
                     }
                 }
             }
@@ -450,17 +463,15 @@ pub fn query(
             Ok(HoursRows::UsageTypes(
                 groups
                     .into_iter()
-                    .map(
-                        |((_, key), (used, corrected, n, p, provisional))| UsageTypeRow {
-                            period_start: local(p.start),
-                            period_end: local(p.end),
-                            usage_type: key.to_owned(),
-                            instruments: n,
-                            used_hours: hours(used),
-                            corrected_used_hours: hours(corrected),
-                            provisional,
-                        },
-                    )
+                    .map(|((_, key), sum)| UsageTypeRow {
+                        period_start: local(sum.period.start),
+                        period_end: local(sum.period.end),
+                        usage_type: key.to_owned(),
+                        instruments: sum.instruments,
+                        used_hours: hours(sum.used),
+                        corrected_used_hours: hours(sum.corrected),
+                        provisional: sum.provisional,
+                    })
                     .collect(),
             ))
         }
