@@ -181,7 +181,15 @@ async fn serve_http(
         reports.clone(),
         stop.clone(),
     ));
-    let state = ApiState::new(reports, &config.http.tokens)?;
+    let registry = std::sync::Arc::new(
+        crate::registry::Registry::from_config(config)
+            .map_err(|errors| anyhow::anyhow!("invalid config: {errors}"))?,
+    );
+    let (sink_stats, sink) = match crate::influx::start(config, registry, stop.clone())? {
+        Some((stats, task)) => (Some(stats), Some(task)),
+        None => (None, None),
+    };
+    let state = ApiState::new(reports, &config.http.tokens)?.with_sink(sink_stats);
     let site_zone = jiff::tz::TimeZone::get(&config.site.time_zone)
         .with_context(|| format!("site.time_zone {:?}", config.site.time_zone))?;
     let dashboard =
@@ -200,6 +208,9 @@ async fn serve_http(
         tokio::spawn(async move {
             let served = server.await;
             let _ = reconciler.await;
+            if let Some(sink) = sink {
+                let _ = sink.await;
+            }
             served
         }),
     ))

@@ -156,13 +156,57 @@ pub struct TokenConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct InfluxConfig {
-    /// Base URL of an InfluxDB v2 write API, e.g. `http://127.0.0.1:8086`.
+    /// Base URL of the server, e.g. `http://127.0.0.1:8086`.
     pub url: String,
+    /// The organisation (`api = "v2"`; ignored by VictoriaMetrics).
+    #[serde(default)]
     pub org: String,
+    /// The bucket (`v2`), or the database (`v1`).
     pub bucket: String,
     /// File holding the API token.
     #[serde(default)]
     pub token_file: Option<PathBuf>,
+    /// Which write API: `v2` (`/api/v2/write`, InfluxDB 2 and 3,
+    /// VictoriaMetrics) or `v1` (`/write`, InfluxDB 1.x).
+    #[serde(default)]
+    pub api: InfluxApi,
+}
+
+impl InfluxConfig {
+    fn validate(&self) -> Vec<ConfigError> {
+        let mut errors = Vec::new();
+        if !(self.url.starts_with("http://") || self.url.starts_with("https://")) {
+            errors.push(ConfigError::new(
+                "influxdb.url",
+                format!("{:?} is not an http(s) URL", self.url),
+                "use the base URL of the server, e.g. \"http://127.0.0.1:8086\"",
+            ));
+        }
+        if self.bucket.trim().is_empty() {
+            errors.push(ConfigError::new(
+                "influxdb.bucket",
+                "is empty",
+                "name the bucket (api = \"v2\") or the database (api = \"v1\") to write to",
+            ));
+        }
+        if self.api == InfluxApi::V2 && self.org.trim().is_empty() {
+            errors.push(ConfigError::new(
+                "influxdb.org",
+                "is empty, and InfluxDB 2 needs the organisation",
+                "set org = \"your-org\" (VictoriaMetrics ignores it: any name will do), or api = \"v1\"",
+            ));
+        }
+        errors
+    }
+}
+
+/// The InfluxDB write API the sink uses.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InfluxApi {
+    #[default]
+    V2,
+    V1,
 }
 
 /// The §2–§5 parameters of reconciliation.md, with its defaults.
@@ -612,14 +656,8 @@ impl CollectorConfig {
                 );
             }
         }
-        if let Some(influx) = &self.influxdb
-            && !(influx.url.starts_with("http://") || influx.url.starts_with("https://"))
-        {
-            errors.push(ConfigError::new(
-                "influxdb.url",
-                format!("{:?} is not an http(s) URL", influx.url),
-                "use the base URL of the server, e.g. \"http://127.0.0.1:8086\"",
-            ));
+        if let Some(influx) = &self.influxdb {
+            errors.extend(influx.validate());
         }
         errors.extend(validate_http(&self.http));
         errors.extend(

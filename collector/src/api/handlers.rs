@@ -584,7 +584,9 @@ pub async fn openapi_json() -> Response {
 )]
 pub async fn healthz(State(state): State<ApiState>) -> Result<Json<Health>, ApiError> {
     let now = state.now();
-    Ok(Json(blocking(&state, move |r| r.health(now)).await?))
+    let mut health = blocking(&state, move |r| r.health(now)).await?;
+    health.influxdb = state.sink.as_ref().map(|s| s.health(now.as_millisecond()));
+    Ok(Json(health))
 }
 
 /// Query parameters of `GET /api/v1/quarantine`.

@@ -47,6 +47,8 @@ pub struct ApiState {
     reports: Arc<dyn Reports>,
     auth: Arc<auth::Auth>,
     clock: Clock,
+    /// The InfluxDB sink's figures, when it runs (for `healthz`).
+    sink: Option<Arc<crate::influx::SinkStats>>,
 }
 
 impl std::fmt::Debug for ApiState {
@@ -67,7 +69,14 @@ impl ApiState {
             reports,
             auth: Arc::new(auth::Auth::new(tokens)?),
             clock: Arc::new(Timestamp::now),
+            sink: None,
         })
+    }
+
+    /// The same state reporting the InfluxDB sink's figures in `healthz`.
+    pub fn with_sink(mut self, sink: Option<Arc<crate::influx::SinkStats>>) -> Self {
+        self.sink = sink;
+        self
     }
 
     /// The same state with another clock (tests).

@@ -181,6 +181,7 @@ impl Reports for Fake {
                 total: 3,
                 by_kind: [(Kind::SeqConflict, 1), (Kind::Undecodable, 2)].into(),
             },
+            influxdb: None,
         })
     }
     fn quarantine_list(
@@ -1124,6 +1125,7 @@ async fn healthz_needs_no_token_and_says_how_far_figures_are_final() {
                 "pending_since": "2025-03-30T00:00:00Z",
             },
             "quarantine": {"total": 3, "by_kind": {"undecodable": 2, "seq_conflict": 1}},
+            "influxdb": null,
         })
     );
     assert_eq!(fake.calls(), [Call::Health(now())]);

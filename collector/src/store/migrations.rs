@@ -36,6 +36,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0005_energy_quarantine_agent_rules",
         include_str!("../../migrations/0005_energy_quarantine_agent_rules.sql"),
     ),
+    (
+        "0006_influx_export",
+        include_str!("../../migrations/0006_influx_export.sql"),
+    ),
 ];
 
 /// The version that last changed how [`super::derived`] fills its tables

@@ -19,6 +19,8 @@ pub struct Health {
     pub status: &'static str,
     pub reconciliation: ReconciliationHealth,
     pub quarantine: QuarantineHealth,
+    /// The InfluxDB sink, when `[influxdb]` is configured (docs/influxdb.md).
+    pub influxdb: Option<crate::influx::SinkHealth>,
 }
 
 /// How far the figures are final (docs/verified.md).
@@ -67,5 +69,6 @@ pub fn health(conn: &Connection, now: Timestamp) -> rusqlite::Result<Health> {
             total: by_kind.values().sum(),
             by_kind,
         },
+        influxdb: None,
     })
 }
