@@ -904,6 +904,29 @@ mod tests {
         );
     }
 
+    #[test]
+    fn missing_keys_are_all_named_and_the_rest_still_checked() {
+        let err = AgentConfig::parse("poll_interval_ms = \"1000\"\n").unwrap_err();
+        let fields: Vec<_> = err.0.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            ["poll_interval_ms", "agent_id", "instrument_id", "state"],
+            "{err}"
+        );
+        assert_eq!(
+            err.0[1].fix,
+            "add it, e.g. `agent_id = \"nmr600-pc\"` (see config/agent.example.toml)"
+        );
+        assert_eq!(
+            err.0[3].fix,
+            "add a [state] table as in config/agent.example.toml"
+        );
+        // With the table there, a semantic problem shows beside the missing ids.
+        let err = AgentConfig::parse("[state]\non_above_w = 1\nrunning_above_w = 5\n").unwrap_err();
+        let fields: Vec<_> = err.0.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(fields, ["agent_id", "instrument_id", "meters"], "{err}");
+    }
+
     const REPLAY_ONLY: &str = r#"
         agent_id = "nmr-pc"
         instrument_id = "nmr-600"

@@ -72,8 +72,9 @@ pub fn parse_toml<T: DeserializeOwned>(
             let mut full = path.clone();
             full.push(Seg::Key(key.to_owned()));
             // Missing because an earlier error removed it: said already.
+            // (At the top level toml's span is the whole file: no line.)
             if !removed.contains(&full) {
-                errors.push(missing(&full, example).at(at));
+                errors.push(missing(&full, example).at(at.filter(|_| !path.is_empty())));
             }
             // The example's value stands in, so that the rest is checked.
             // (Once: a stand-in that does not fit is removed like any other.)
@@ -93,7 +94,10 @@ pub fn parse_toml<T: DeserializeOwned>(
             {
                 path.push(Seg::Key(key.to_owned()));
             }
-            errors.push(wrong(&path, message, example).at(at));
+            // A stand-in that does not fit is not the user's problem.
+            if !stood_in.iter().any(|s| path.starts_with(s)) {
+                errors.push(wrong(&path, message, example).at(at));
+            }
         }
         // An array element cannot go without renumbering the rest: the whole
         // array goes. A missing key without a stand-in takes its table along.
@@ -207,7 +211,7 @@ fn expected_names(message: &str) -> Vec<&str> {
 fn missing(path: &[Seg], example: &Example) -> ConfigError {
     let fix = match example_line(example, path) {
         Some(line) => format!("add it, e.g. `{line}` (see {})", example.path),
-        None => format!("add it (see {})", example.path),
+        None => format!("add a [{}] table as in {}", render(path), example.path),
     };
     ConfigError::new(render(path), "is required but missing", fix)
 }
@@ -239,6 +243,9 @@ fn wrong(path: &[Seg], message: &str, example: &Example) -> ConfigError {
 
 /// What the value should be, in words, from serde's "expected …".
 fn wanted(message: &str) -> String {
+    if message.contains("socket address") {
+        return "an address and port in double quotes".into();
+    }
     let expected = message.rsplit_once("expected ").map_or("", |(_, e)| e);
     let whole = |max: u64| format!("a whole number from 0 to {max}, without quotes");
     match expected {
@@ -251,7 +258,6 @@ fn wanted(message: &str) -> String {
         "a boolean" => "true or false, without quotes".into(),
         "a string" | "path string" => "text in double quotes".into(),
         "a sequence" => "a list in square brackets".into(),
-        "socket address" => "an address and port in double quotes".into(),
         e if e.starts_with("struct ") || e.starts_with("a map") => "a table".into(),
         e if e.contains('`') => format!("one of {}", expected_names(message).join(", ")),
         _ => "a value like the example's".into(),
@@ -317,6 +323,9 @@ fn example_value(example: &Example, path: &[Seg]) -> Option<&'static str> {
                 .next()
                 .unwrap_or("");
             current = name.split('.').map(str::trim).collect();
+            if current == keys {
+                return None; // a table, not a value
+            }
             continue;
         }
         let Some((key, value)) = line.split_once('=') else {
