@@ -115,6 +115,9 @@ pub fn parse_toml<T: DeserializeOwned>(
         }
         removed.push(path);
     };
+    // In the file's order (deserialization visits keys sorted); those
+    // without a line (missing keys) after.
+    errors.sort_by_key(|e| e.at.map_or((usize::MAX, 0), |p| (p.line, p.column)));
     let Some(value) = value else {
         return Err(ConfigErrors(errors));
     };
