@@ -1,7 +1,9 @@
 //! The agent's config file (`config/agent.example.toml` documents every key).
 //!
-//! Defaults live in the `defaults` module and nowhere else. [`AgentConfig::validate`]
-//! reports every problem at once, each naming the field and the fix.
+//! Defaults live in the `defaults` module and nowhere else. Loading reports
+//! every problem at once, each naming the key and the fix (shared with the
+//! collector: `labhours_shared::config`, docs/configuration.md); what a
+//! config must hold depends on the command ([`Purpose`]).
 
 use std::path::{Path, PathBuf};
 

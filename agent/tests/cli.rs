@@ -62,6 +62,19 @@ fn a_missing_config_file_is_named() {
 }
 
 #[test]
+fn the_replay_only_example_is_valid_for_replay_and_not_for_run() {
+    let example = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../config/agent.replay-only.example.toml"
+    );
+    let out = agent(&["check-config", "--config", example, "--for", "replay"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = agent(&["check-config", "--config", example]);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("`status.serial`"));
+}
+
+#[test]
 fn a_missing_config_file_is_explained_once() {
     let out = agent(&["check-config", "--config", "/nonexistent/agent.toml"]);
     let err = text(&out.stderr);

@@ -2,7 +2,9 @@
 //!
 //! Every key has a default, so the collector runs with no file at all:
 //! embedded broker on 127.0.0.1:1883, HTTP on 127.0.0.1:8080, data in
-//! `./labhours-collector-data`, site time zone UTC.
+//! `./labhours-collector-data`, site time zone UTC (with a warning:
+//! [`CollectorConfig::warnings`]). Loading and error reporting are shared
+//! with the agent (`labhours_shared::config`, docs/configuration.md).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
