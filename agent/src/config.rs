@@ -874,11 +874,7 @@ mod tests {
             )
             + "[mqtt]\nport = 70000\nkeep_alive_s = 1\n";
         let err = AgentConfig::parse(&text).unwrap_err();
-        let mut got: Vec<_> = err
-            .0
-            .iter()
-            .map(|e| (e.field.as_str(), e.at.map(|p| p.line)))
-            .collect();
+        let mut got = err.keys_and_lines();
         got.sort();
         assert_eq!(
             got,
@@ -949,19 +945,13 @@ mod tests {
         let config = AgentConfig::load_to_start(&path, Purpose::Replay).expect("valid for replay");
         assert!(config.meters.is_empty() && config.status.unwrap().serial.is_none());
         let err = AgentConfig::load_to_start(&path, Purpose::Run).unwrap_err();
-        let fields: Vec<_> = err
-            .errors()
-            .unwrap()
-            .0
-            .iter()
-            .map(|e| e.field.as_str())
-            .collect();
+        let fields = err.fields();
         assert_eq!(fields, ["status.serial"]);
         let no_status = REPLAY_ONLY.split("[status]").next().unwrap();
         std::fs::write(&path, no_status).unwrap();
         AgentConfig::load_to_start(&path, Purpose::Replay).expect("no status rules either");
         let err = AgentConfig::load_to_start(&path, Purpose::Run).unwrap_err();
-        assert_eq!(err.errors().unwrap().0[0].field, "meters");
+        assert_eq!(err.fields()[0], "meters");
     }
 
     #[test]
@@ -981,13 +971,7 @@ mod tests {
         )
         .unwrap();
         let err = AgentConfig::load_to_start(&path, Purpose::Run).unwrap_err();
-        let fields: Vec<_> = err
-            .errors()
-            .unwrap()
-            .0
-            .iter()
-            .map(|e| e.field.as_str())
-            .collect();
+        let fields = err.fields();
         assert_eq!(
             fields,
             ["mqtt.password_file", "mqtt.tls.ca_file", "data_dir"],

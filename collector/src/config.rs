@@ -881,11 +881,7 @@ mod tests {
     fn every_type_range_and_key_problem_comes_back_with_its_key_path() {
         let text = "data_dir = 5\n[site]\ntime_zon = \"Asia/Shanghai\"\n[http]\nlisten = \"localhost\"\n[reconciliation]\nmerge_gap_s = -1\nsilence_after_s = 0\n[[instruments]]\nid = \"nmr 600\"\nname = \"NMR\"\nusage_source = \"filez\"\n[instruments.thresholds]\non_above_w = \"50\"\nrunning_above_w = 800.0\n";
         let err = CollectorConfig::parse(text).unwrap_err();
-        let mut got: Vec<_> = err
-            .0
-            .iter()
-            .map(|e| (e.field.as_str(), e.at.map(|p| p.line)))
-            .collect();
+        let mut got = err.keys_and_lines();
         got.sort();
         assert_eq!(
             got,
@@ -941,13 +937,7 @@ mod tests {
         )
         .unwrap();
         let err = CollectorConfig::load_to_start(&path).unwrap_err();
-        let fields: Vec<_> = err
-            .errors()
-            .unwrap()
-            .0
-            .iter()
-            .map(|e| e.field.as_str())
-            .collect();
+        let fields = err.fields();
         assert_eq!(
             fields,
             [

@@ -92,8 +92,9 @@ fn check_config_names_the_bad_field_and_fails() {
     assert!(err.contains("this table takes listen, tokens"), "{err}");
 }
 
-#[test]
-fn run_fails_with_a_clear_message_when_the_broker_port_is_taken() {
+/// `run` with a config (no time zone) whose broker port is taken: it starts,
+/// logs, and fails. Returns the port and what it printed.
+fn run_with_the_broker_port_taken() -> (u16, Output) {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = taken.local_addr().expect("addr").port();
     let dir = tempfile::tempdir().expect("temp dir");
@@ -107,6 +108,12 @@ fn run_fails_with_a_clear_message_when_the_broker_port_is_taken() {
     )
     .expect("write");
     let out = collector(&["run", "--config", path.to_str().expect("utf-8 path")]);
+    (port, out)
+}
+
+#[test]
+fn run_fails_with_a_clear_message_when_the_broker_port_is_taken() {
+    let (port, out) = run_with_the_broker_port_taken();
     assert!(!out.status.success());
     let err = text(&out.stderr);
     assert!(
@@ -505,18 +512,7 @@ fn a_site_without_a_time_zone_is_warned_about_by_check_config_and_at_start() {
 
     // At start (here one that then fails: its broker port is taken), in the
     // log, which goes to a pipe: plain text without colour codes.
-    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let port = taken.local_addr().expect("addr").port();
-    let path = dir.path().join("collector.toml");
-    std::fs::write(
-        &path,
-        format!(
-            "data_dir = {:?}\n[mqtt]\nembedded_listen = \"127.0.0.1:{port}\"\n",
-            dir.path().join("data")
-        ),
-    )
-    .expect("write");
-    let out = collector(&["run", "--config", path.to_str().expect("utf-8")]);
+    let (_, out) = run_with_the_broker_port_taken();
     assert!(!out.status.success());
     let logs = text(&out.stderr);
     assert!(logs.contains("WARN"), "{logs}");

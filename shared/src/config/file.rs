@@ -37,6 +37,11 @@ impl fmt::Display for ConfigFileError {
 impl std::error::Error for ConfigFileError {}
 
 impl ConfigFileError {
+    /// The keys of the problems (none when the file could not be read).
+    pub fn fields(&self) -> Vec<&str> {
+        self.errors().map(ConfigErrors::fields).unwrap_or_default()
+    }
+
     /// The problems, when the file was read but is wrong.
     pub fn errors(&self) -> Option<&ConfigErrors> {
         match self {

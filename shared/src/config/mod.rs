@@ -104,6 +104,19 @@ impl ConfigErrors {
         if self.0.is_empty() { Ok(()) } else { Err(self) }
     }
 
+    /// The keys of the problems, in order.
+    pub fn fields(&self) -> Vec<&str> {
+        self.0.iter().map(|e| e.field.as_str()).collect()
+    }
+
+    /// Each problem's key and line (when it has one), in order.
+    pub fn keys_and_lines(&self) -> Vec<(&str, Option<usize>)> {
+        self.0
+            .iter()
+            .map(|e| (e.field.as_str(), e.at.map(|p| p.line)))
+            .collect()
+    }
+
     /// The problems of a `validate()` result (none for `Ok`).
     pub fn of(result: Result<(), ConfigErrors>) -> Vec<ConfigError> {
         result.err().map(|e| e.0).unwrap_or_default()
