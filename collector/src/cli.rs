@@ -196,7 +196,7 @@ impl Command {
                     .log
                     .init_with(Some(Box::new(crate::broker::OversizedWatch::layer())));
                 for warning in config.warnings() {
-                    tracing::warn!(key = %warning.field, "{}. Fix: {}", warning.problem, warning.fix);
+                    tracing::warn!("{warning}");
                 }
                 let runtime = tokio::runtime::Builder::new_multi_thread()
                     .enable_all()
