@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use labhours_agent::config::AgentConfig;
+use labhours_agent::config::{AgentConfig, Purpose};
 use labhours_collector::config::CollectorConfig;
 
 fn config_dir() -> PathBuf {
@@ -22,13 +22,15 @@ fn every_file_in_config_parses_and_validates() {
         if !name.ends_with(".toml") {
             continue;
         }
-        if name.starts_with("agent") {
+        if name.starts_with("agent.replay-only") {
+            AgentConfig::load_to_start(&path, Purpose::Replay).unwrap_or_else(|e| panic!("{e}"));
+        } else if name.starts_with("agent") {
             AgentConfig::load(&path).unwrap_or_else(|e| panic!("{e}"));
         } else if name.starts_with("collector") {
             CollectorConfig::load(&path).unwrap_or_else(|e| panic!("{e}"));
         } else {
             panic!(
-                "{name}: name config files agent*.toml or collector*.toml so this test knows which program reads them"
+                "{name}: name config files agent*.toml (agent.replay-only*.toml for replay) or collector*.toml so this test knows which program reads them"
             );
         }
         checked.push(name);

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::config::AgentConfig;
+use crate::config::{AgentConfig, Purpose};
 use crate::delivery::{Delivery, wait_until_drained};
 use crate::outbox::Outbox;
 
@@ -23,8 +23,15 @@ pub enum Command {
     /// Run as a service: poll the meters, read the status line, watch the
     /// result folders, and deliver events until stopped (Ctrl-C / SIGTERM).
     Run(ConfigArg),
-    /// Check a config file and print a summary; every error names the field and the fix.
-    CheckConfig(ConfigArg),
+    /// Check a config file and every file it names, as a start would, and
+    /// print a summary; every problem is listed with its key and the fix.
+    CheckConfig {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The command the config is for: `replay` needs no meter or port.
+        #[arg(long = "for", value_enum, default_value = "run")]
+        purpose: Purpose,
+    },
     /// Read every configured meter and status port once and print what came
     /// back, with a clear message per failure (for wiring a meter).
     Probe(ConfigArg),
@@ -66,14 +73,14 @@ impl Cli {
 impl Command {
     fn execute(self) -> anyhow::Result<()> {
         match self {
-            Command::CheckConfig(arg) => check_config(&arg.config),
+            Command::CheckConfig { config, purpose } => check_config(&config.config, purpose),
             Command::Run(arg) => {
-                let config = AgentConfig::load(&arg.config)?;
+                let config = AgentConfig::load_to_start(&arg.config, Purpose::Run)?;
                 config.log.init();
                 runtime()?.block_on(crate::run(config, crate::app::shutdown_signal()))
             }
             Command::Probe(arg) => {
-                let config = AgentConfig::load(&arg.config)?;
+                let config = AgentConfig::load_to_start(&arg.config, Purpose::Run)?;
                 let (report, all_ok) = runtime()?.block_on(crate::probe::probe(&config));
                 print!("{report}");
                 anyhow::ensure!(all_ok, "some sources did not answer (see above)");
@@ -84,7 +91,7 @@ impl Command {
                 samples,
                 no_wait,
             } => {
-                let config = AgentConfig::load(&config.config)?;
+                let config = AgentConfig::load_to_start(&config.config, Purpose::Replay)?;
                 config.log.init();
                 let (outbox, _) = Outbox::open(
                     &config.data_dir,
@@ -146,15 +153,23 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .build()?)
 }
 
-fn check_config(path: &Path) -> anyhow::Result<()> {
-    let c = AgentConfig::load(path)?;
+fn check_config(path: &Path, purpose: Purpose) -> anyhow::Result<()> {
+    let c = AgentConfig::load_to_start(path, purpose)?;
+    let only = match purpose {
+        Purpose::Run => "",
+        Purpose::Replay => " (for replay)",
+    };
     println!(
-        "{}: OK. Agent {} watches instrument {} with {} meter(s), {} status port and {} result folder(s); broker {}:{}.",
+        "{}: OK{only}. Agent {} watches instrument {} with {} meter(s), {} status port and {} result folder(s); broker {}:{}.",
         path.display(),
         c.agent_id,
         c.instrument_id,
         c.meters.len(),
-        if c.status.is_some() { "a" } else { "no" },
+        if c.status.as_ref().is_some_and(|s| s.serial.is_some()) {
+            "a"
+        } else {
+            "no"
+        },
         c.results.len(),
         c.mqtt.host,
         c.mqtt.port,

@@ -1,16 +1,25 @@
 //! The agent's config file (`config/agent.example.toml` documents every key).
 //!
-//! Defaults live in the `defaults` module and nowhere else. [`AgentConfig::validate`]
-//! reports every problem at once, each naming the field and the fix.
+//! Defaults live in the `defaults` module and nowhere else. Loading reports
+//! every problem at once, each naming the key and the fix (shared with the
+//! collector: `labhours_shared::config`, docs/configuration.md); what a
+//! config must hold depends on the command ([`Purpose`]).
 
 use std::path::{Path, PathBuf};
 
-use labhours_shared::config::{ConfigError, ConfigErrors, LogConfig, TlsConfig, parse_toml};
+pub use labhours_shared::config::ConfigFileError;
+use labhours_shared::config::file::{check_dir, read_secret};
+use labhours_shared::config::{
+    ConfigError, ConfigErrors, Example, LogConfig, TlsConfig, load_file, parse_toml,
+};
 use labhours_shared::state::StateRules;
 use labhours_shared::wire::{DEFAULT_TOPIC_PREFIX, check_id};
 use serde::{Deserialize, Serialize};
 
-pub const EXAMPLE: &str = "config/agent.example.toml";
+pub const EXAMPLE: Example = Example {
+    path: "config/agent.example.toml",
+    text: include_str!("../../config/agent.example.toml"),
+};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -189,8 +198,9 @@ pub enum WordOrder {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StatusConfig {
-    /// The serial port the status lines come from.
-    pub serial: SerialLink,
+    /// The serial port the status lines come from; only `replay` does without.
+    #[serde(default)]
+    pub serial: Option<SerialLink>,
     /// Longer lines are dropped (and reported as a fault).
     #[serde(default = "defaults::max_line_bytes")]
     pub max_line_bytes: usize,
@@ -367,40 +377,59 @@ impl Default for OutboxConfig {
     }
 }
 
-/// Why a config file could not be used.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigFileError {
-    #[error("cannot read config file {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("config file {path}: {errors}")]
-    Invalid { path: PathBuf, errors: ConfigErrors },
+/// What the config is for: `replay` reads no hardware, so a replay-only
+/// config needs no meter, port or folder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Purpose {
+    /// `run` and `probe`: at least one source, and a status table needs its port.
+    Run,
+    /// `replay`: recorded samples instead of sources.
+    Replay,
 }
 
 impl AgentConfig {
-    /// Reads, parses and validates a config file.
+    /// Reads, parses and validates a config file for `run`.
     pub fn load(path: &Path) -> Result<Self, ConfigFileError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigFileError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        Self::parse(&text).map_err(|errors| ConfigFileError::Invalid {
-            path: path.to_owned(),
-            errors,
+        load_file(path, Self::parse)
+    }
+
+    /// What every command calls before it starts, and `check-config` too, so
+    /// that it refuses exactly what a start would: the file parsed and
+    /// validated for `purpose`, and every file it names (MQTT password, TLS
+    /// certificates and key) read. All problems come back together.
+    pub fn load_to_start(path: &Path, purpose: Purpose) -> Result<Self, ConfigFileError> {
+        load_file(path, |text| {
+            let config = parse_toml(text, &EXAMPLE, |c: &Self| c.problems(purpose))?;
+            ConfigErrors(config.unreadable_files()).into_result()?;
+            Ok(config)
         })
     }
 
-    /// Parses and validates config text.
+    /// Parses and validates config text for `run`.
     pub fn parse(text: &str) -> Result<Self, ConfigErrors> {
-        let config: Self = parse_toml(text, EXAMPLE)?;
-        config.validate()?;
-        Ok(config)
+        parse_toml(text, &EXAMPLE, |c: &Self| c.problems(Purpose::Run))
     }
 
-    /// Checks everything serde cannot; reports every problem found.
+    /// The files this config names that a start would refuse.
+    pub fn unreadable_files(&self) -> Vec<ConfigError> {
+        let mut errors = Vec::new();
+        if let Some(path) = &self.mqtt.password_file {
+            errors.extend(read_secret("mqtt.password_file", path).err());
+        }
+        if let Some(tls) = &self.mqtt.tls {
+            errors.extend(tls.client_config("mqtt.tls").err().into_iter().flatten());
+        }
+        errors.extend(check_dir("data_dir", &self.data_dir));
+        errors
+    }
+
+    /// Checks everything serde cannot for `run`; reports every problem found.
     pub fn validate(&self) -> Result<(), ConfigErrors> {
+        ConfigErrors(self.problems(Purpose::Run)).into_result()
+    }
+
+    /// Every problem serde cannot see, for `purpose`.
+    pub fn problems(&self, purpose: Purpose) -> Vec<ConfigError> {
         let mut errors = Vec::new();
         for (field, id) in [
             ("agent_id", &self.agent_id),
@@ -446,6 +475,13 @@ impl AgentConfig {
         }
         if let Some(status) = &self.status {
             errors.extend(status.validate().into_iter().map(|e| e.under("status")));
+            if status.serial.is_none() && purpose == Purpose::Run {
+                errors.push(ConfigError::new(
+                    "status.serial",
+                    "is missing, so no status line can be read",
+                    "add serial = { serial_port = \"/dev/ttyUSB1\" } to [status] (only `replay` does without)",
+                ));
+            }
         }
         for (i, results) in self.results.iter().enumerate() {
             errors.extend(
@@ -455,11 +491,15 @@ impl AgentConfig {
                     .map(|e| e.under(&format!("results[{i}]"))),
             );
         }
-        if self.meters.is_empty() && self.status.is_none() && self.results.is_empty() {
+        if purpose == Purpose::Run
+            && self.meters.is_empty()
+            && self.status.is_none()
+            && self.results.is_empty()
+        {
             errors.push(ConfigError::new(
                 "meters",
                 "no source is configured, so the agent would measure nothing".to_owned(),
-                "add at least one [[meters]], a [status] port or a [[results]] folder",
+                "add at least one [[meters]], a [status] port or a [[results]] folder (a config only for `replay` needs none)",
             ));
         }
         if self.outbox.max_bytes < 1024 * 1024 {
@@ -490,7 +530,7 @@ impl AgentConfig {
             ));
         }
         errors.extend(self.log.validate());
-        ConfigErrors(errors).into_result()
+        errors
     }
 
     fn validate_mqtt(&self, errors: &mut Vec<ConfigError>) {
@@ -629,11 +669,18 @@ impl SerialLink {
 }
 
 impl StatusConfig {
+    /// The port's name for messages ("(none)" in a replay-only config).
+    pub fn port_name(&self) -> &str {
+        self.serial
+            .as_ref()
+            .map_or("(none)", |s| s.serial_port.as_str())
+    }
+
     fn validate(&self) -> Vec<ConfigError> {
         let mut errors: Vec<_> = self
             .serial
-            .validate()
-            .into_iter()
+            .iter()
+            .flat_map(SerialLink::validate)
             .map(|e| e.under("serial"))
             .collect();
         if !(16..=65_536).contains(&self.max_line_bytes) {
@@ -806,6 +853,131 @@ mod tests {
             "agent_id",
             "poll_interval_ms = 1000\nagnet_id = \"x\"\nagent_id",
         );
-        assert_eq!(fields(&text)[0], "agnet_id (line 3, column 1)");
+        let err = AgentConfig::parse(&text).unwrap_err();
+        assert_eq!(err.0[0].field, "agnet_id");
+        assert_eq!(err.0[0].at.map(|p| p.line), Some(3));
+        assert!(
+            err.0[0].fix.contains("did you mean `agent_id`?"),
+            "{}",
+            err.0[0]
+        );
+    }
+
+    #[test]
+    fn type_range_and_semantic_errors_come_together_with_their_keys() {
+        let text = MINIMAL
+            .replace("nmr-pc", "nmr pc")
+            .replace("on_above_w = 20", "on_above_w = \"20\"")
+            .replace(
+                "model = \"sdm120\"",
+                "model = \"sdm12\"\nunit_id = 300\ntimeout_ms = \"300\"",
+            )
+            + "[mqtt]\nport = 70000\nkeep_alive_s = 1\n";
+        let err = AgentConfig::parse(&text).unwrap_err();
+        let mut got = err.keys_and_lines();
+        got.sort();
+        assert_eq!(
+            got,
+            [
+                ("agent_id", None),
+                ("meters[0].model", Some(9)),
+                ("meters[0].timeout_ms", Some(11)),
+                ("meters[0].unit_id", Some(10)),
+                ("mqtt.keep_alive_s", None),
+                ("mqtt.port", Some(14)),
+                ("state.on_above_w", Some(5)),
+            ],
+            "{err}"
+        );
+        let port = err.0.iter().find(|e| e.field == "mqtt.port").unwrap();
+        assert!(
+            port.fix.starts_with("write a whole number from 0 to 65535"),
+            "{port}"
+        );
+        assert!(port.fix.contains("`port = 1883`"), "{port}");
+        let model = err.0.iter().find(|e| e.field == "meters[0].model").unwrap();
+        assert!(
+            model.fix.contains("sdm120, sdm630, ddsu666, custom"),
+            "{model}"
+        );
+    }
+
+    #[test]
+    fn missing_keys_are_all_named_and_the_rest_still_checked() {
+        let err = AgentConfig::parse("poll_interval_ms = \"1000\"\n").unwrap_err();
+        let fields: Vec<_> = err.0.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            ["poll_interval_ms", "agent_id", "instrument_id", "state"],
+            "{err}"
+        );
+        assert_eq!(
+            err.0[1].fix,
+            "add it, e.g. `agent_id = \"nmr600-pc\"` (see config/agent.example.toml)"
+        );
+        assert_eq!(
+            err.0[3].fix,
+            "add a [state] table as in config/agent.example.toml"
+        );
+        // With the table there, a semantic problem shows beside the missing ids.
+        let err = AgentConfig::parse("[state]\non_above_w = 1\nrunning_above_w = 5\n").unwrap_err();
+        let fields: Vec<_> = err.0.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(fields, ["agent_id", "instrument_id", "meters"], "{err}");
+    }
+
+    const REPLAY_ONLY: &str = r#"
+        agent_id = "nmr-pc"
+        instrument_id = "nmr-600"
+        [state]
+        on_above_w = 20
+        running_above_w = 400
+        [status]
+        [[status.rules]]
+        pattern = "^RUN"
+        state = "running"
+    "#;
+
+    #[test]
+    fn a_replay_only_config_needs_no_hardware_but_run_refuses_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agent.toml");
+        std::fs::write(&path, REPLAY_ONLY).unwrap();
+        let config = AgentConfig::load_to_start(&path, Purpose::Replay).expect("valid for replay");
+        assert!(config.meters.is_empty() && config.status.unwrap().serial.is_none());
+        let err = AgentConfig::load_to_start(&path, Purpose::Run).unwrap_err();
+        let fields = err.fields();
+        assert_eq!(fields, ["status.serial"]);
+        let no_status = REPLAY_ONLY.split("[status]").next().unwrap();
+        std::fs::write(&path, no_status).unwrap();
+        AgentConfig::load_to_start(&path, Purpose::Replay).expect("no status rules either");
+        let err = AgentConfig::load_to_start(&path, Purpose::Run).unwrap_err();
+        assert_eq!(err.fields()[0], "meters");
+    }
+
+    #[test]
+    fn every_file_the_config_names_is_checked_before_a_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agent.toml");
+        let missing = dir.path().join("missing");
+        std::fs::write(dir.path().join("data"), "a file").unwrap();
+        std::fs::write(
+            &path,
+            format!(
+                "data_dir = {data:?}\n{MINIMAL}\n[mqtt]\nusername = \"u\"\npassword_file = {pw:?}\n[mqtt.tls]\nca_file = {ca:?}\n",
+                data = dir.path().join("data"),
+                pw = missing.join("pw"),
+                ca = missing.join("ca.pem"),
+            ),
+        )
+        .unwrap();
+        let err = AgentConfig::load_to_start(&path, Purpose::Run).unwrap_err();
+        let fields = err.fields();
+        assert_eq!(
+            fields,
+            ["mqtt.password_file", "mqtt.tls.ca_file", "data_dir"],
+            "{err}"
+        );
+        // `load` alone (tests, the demo) does not read them.
+        AgentConfig::load(&path).expect("valid without the files");
     }
 }

@@ -56,7 +56,7 @@ pub async fn probe(config: &AgentConfig) -> (String, bool) {
 }
 
 async fn probe_status(cfg: &StatusConfig) -> (String, bool) {
-    let mut out = format!("Status port {}:\n", cfg.serial.serial_port);
+    let mut out = format!("Status port {}:\n", cfg.port_name());
     let rules = match StatusRules::new(&cfg.rules) {
         Ok(r) => r,
         Err(e) => return (format!("{out}  the rules do not compile: {e}\n"), false),

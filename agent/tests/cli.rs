@@ -60,3 +60,125 @@ fn a_missing_config_file_is_named() {
     assert!(!out.status.success());
     assert!(text(&out.stderr).contains("cannot read config file /nonexistent/agent.toml"));
 }
+
+#[test]
+fn the_replay_only_example_is_valid_for_replay_and_not_for_run() {
+    let example = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../config/agent.replay-only.example.toml"
+    );
+    let out = agent(&["check-config", "--config", example, "--for", "replay"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = agent(&["check-config", "--config", example]);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("`status.serial`"));
+}
+
+#[test]
+fn a_missing_config_file_is_explained_once() {
+    let out = agent(&["check-config", "--config", "/nonexistent/agent.toml"]);
+    let err = text(&out.stderr);
+    assert_eq!(err.matches("No such file").count(), 1, "{err}");
+    assert!(err.contains("Fix: create the file"), "{err}");
+}
+
+#[test]
+fn every_bad_key_is_reported_at_once_with_its_path_and_line() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("agent.toml");
+    std::fs::write(
+        &path,
+        "agent_id = \"a\"\ninstrument_id = \"i\"\npoll_interval_ms = \"1000\"\n[state]\non_above_w = 1\nrunning_above_w = 100\n[[meters]]\nname = \"m\"\nmodel = \"sdm120\"\nunit_id = 300\ntcp = { host = \"h\", prot = 502 }\n",
+    )
+    .expect("write config");
+    let out = agent(&["check-config", "--config", path.to_str().expect("utf-8")]);
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(err.contains("3 problems"), "{err}");
+    for expected in [
+        "`poll_interval_ms` (line 3, column 20): invalid type: string \"1000\", expected u64. Fix: write a whole number",
+        "`meters[0].unit_id` (line 10, column 11)",
+        "`meters[0].tcp.prot` (line 11, column 21)",
+        "did you mean `port`?",
+    ] {
+        assert!(err.contains(expected), "{expected} missing from:\n{err}");
+    }
+}
+
+/// A config naming a password file and a CA that do not exist.
+fn config_with_missing_files(dir: &std::path::Path) -> std::path::PathBuf {
+    let path = dir.join("agent.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "agent_id = \"a\"\ninstrument_id = \"i\"\ndata_dir = {data:?}\n[mqtt]\nusername = \"a\"\npassword_file = {pw:?}\n[mqtt.tls]\nca_file = {ca:?}\n[state]\non_above_w = 1\nrunning_above_w = 100\n[[meters]]\nname = \"m\"\nmodel = \"sdm120\"\ntcp = {{ host = \"127.0.0.1\", port = 1 }}\n",
+            data = dir.join("data"),
+            pw = dir.join("missing-password"),
+            ca = dir.join("missing-ca.pem"),
+        ),
+    )
+    .expect("write config");
+    path
+}
+
+#[test]
+fn check_config_refuses_the_missing_files_that_run_refuses() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = config_with_missing_files(dir.path());
+    let path = path.to_str().expect("utf-8");
+    let check = agent(&["check-config", "--config", path]);
+    let run = agent(&["run", "--config", path]);
+    for out in [&check, &run] {
+        assert!(!out.status.success());
+        let err = text(&out.stderr);
+        assert!(err.contains("`mqtt.password_file`: cannot read"), "{err}");
+        assert!(err.contains("`mqtt.tls.ca_file`: cannot read"), "{err}");
+    }
+    assert_eq!(text(&check.stderr), text(&run.stderr));
+}
+
+const REPLAY_ONLY: &str = "agent_id = \"nmr-pc\"\ninstrument_id = \"nmr-600\"\n[state]\non_above_w = 20\nrunning_above_w = 400\n[status]\n[[status.rules]]\npattern = \"^RUN\"\nstate = \"running\"\n[log]\nlevel = \"debug\"\n";
+
+#[test]
+fn a_replay_only_config_replays_without_hardware_and_logs_without_colour() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("agent.toml");
+    std::fs::write(
+        &path,
+        format!("data_dir = {:?}\n{REPLAY_ONLY}", dir.path().join("data")),
+    )
+    .expect("write config");
+    let samples = dir.path().join("samples.csv");
+    std::fs::write(
+        &samples,
+        "timestamp,watts,status_line\n2026-11-22T08:00:00Z,5,\n2026-11-22T08:00:01Z,500,RUN S-1\n2026-11-22T08:10:01Z,500,\n",
+    )
+    .expect("write samples");
+    let config = path.to_str().expect("utf-8");
+
+    let out = agent(&["check-config", "--config", config, "--for", "replay"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("OK (for replay)"));
+    let out = agent(&["check-config", "--config", config]);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("`status.serial`"));
+
+    let out = agent(&[
+        "replay",
+        "--config",
+        config,
+        "--samples",
+        samples.to_str().expect("utf-8"),
+        "--no-wait",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("3 samples (1 status lines matched)"),
+        "{}",
+        text(&out.stdout)
+    );
+    // Debug logs went to a pipe: plain text, no colour codes.
+    let logs = text(&out.stderr);
+    assert!(logs.contains("DEBUG"), "{logs}");
+    assert!(!logs.contains('\u{1b}'), "{logs:?}");
+}

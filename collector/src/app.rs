@@ -7,6 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use labhours_shared::config::ConfigErrors;
+use labhours_shared::config::file::read_secret;
 use labhours_shared::wire::{TopicKind, Topics};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -15,7 +17,6 @@ use crate::api::{ApiState, app};
 use crate::broker;
 use crate::config::CollectorConfig;
 use crate::ingest::mqtt::{ClientSettings, run_client};
-use crate::ingest::tls;
 use crate::ingest::{Inbound, IngestCounts, IngestOptions, IngestStats, classify, ingest_loop};
 use crate::store::Store;
 
@@ -88,20 +89,17 @@ pub async fn start(config: CollectorConfig, options: IngestOptions) -> anyhow::R
             (settings, Some(addr))
         }
         Some(ext) => {
-            let tls = ext.tls.as_ref().map(tls::client_config).transpose()?;
+            let tls = ext
+                .tls
+                .as_ref()
+                .map(|tls| tls.client_config("mqtt.external.tls"))
+                .transpose()
+                .map_err(ConfigErrors)?;
             let credentials = match (&ext.username, &ext.password_file) {
-                (Some(user), Some(file)) => {
-                    let password = std::fs::read_to_string(file).with_context(|| {
-                        format!(
-                            "mqtt.external.password_file: cannot read {}",
-                            file.display()
-                        )
-                    })?;
-                    Some((
-                        user.clone(),
-                        password.trim_end_matches(['\r', '\n']).to_owned(),
-                    ))
-                }
+                (Some(user), Some(file)) => Some((
+                    user.clone(),
+                    read_secret("mqtt.external.password_file", file)?,
+                )),
                 (Some(user), None) => Some((user.clone(), String::new())),
                 _ => None,
             };
@@ -190,8 +188,8 @@ async fn serve_http(
         None => (None, None),
     };
     let state = ApiState::new(reports, &config.http.tokens)?.with_sink(sink_stats);
-    let site_zone = jiff::tz::TimeZone::get(&config.site.time_zone)
-        .with_context(|| format!("site.time_zone {:?}", config.site.time_zone))?;
+    let site_zone = jiff::tz::TimeZone::get(config.site.time_zone())
+        .with_context(|| format!("site.time_zone {:?}", config.site.time_zone()))?;
     let dashboard =
         crate::dashboard::routes(crate::dashboard::DashState::new(state.clone(), site_zone));
     let listener = tokio::net::TcpListener::bind(listen)

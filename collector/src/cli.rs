@@ -22,7 +22,8 @@ pub enum Command {
     /// Run the collector: embedded MQTT broker (unless an external one is
     /// configured), ingest, reconciliation and the HTTP API, until stopped.
     Run(ConfigArg),
-    /// Check a config file and print a summary; every error names the field and the fix.
+    /// Check a config file and every file it names, as `run` would at start,
+    /// and print a summary; every problem is listed with its key and the fix.
     CheckConfig(ConfigArg),
     /// Manage bookings.
     #[command(subcommand)]
@@ -135,6 +136,19 @@ impl ConfigArg {
             None => CollectorConfig::default(),
         })
     }
+
+    /// [`Self::load`] plus every file the config names, read as a start
+    /// reads them: what `run` and `check-config` both call.
+    pub fn load_to_start(&self) -> anyhow::Result<CollectorConfig> {
+        Ok(match &self.config {
+            Some(path) => CollectorConfig::load_to_start(path)?,
+            None => {
+                let config = CollectorConfig::default();
+                labhours_shared::config::ConfigErrors(config.unreadable_files()).into_result()?;
+                config
+            }
+        })
+    }
 }
 
 impl Cli {
@@ -154,7 +168,10 @@ impl Command {
     fn execute(self) -> anyhow::Result<()> {
         match self {
             Command::CheckConfig(arg) => {
-                let c = arg.load()?;
+                let c = arg.load_to_start()?;
+                for warning in c.warnings() {
+                    eprintln!("warning: {warning}");
+                }
                 let tokens = match c.http.tokens.len() {
                     0 => "no API tokens: local callers are admins".to_owned(),
                     1 => "1 API token".to_owned(),
@@ -166,7 +183,7 @@ impl Command {
                         .as_deref()
                         .map_or("defaults".into(), |p| p.display().to_string()),
                     c.site.name,
-                    c.site.time_zone,
+                    c.site.time_zone(),
                     c.instruments.len(),
                     match &c.mqtt.external {
                         Some(ext) => format!("external broker {}:{}", ext.host, ext.port),
@@ -177,10 +194,13 @@ impl Command {
                 Ok(())
             }
             Command::Run(arg) => {
-                let config = arg.load()?;
+                let config = arg.load_to_start()?;
                 config
                     .log
                     .init_with(Some(Box::new(crate::broker::OversizedWatch::layer())));
+                for warning in config.warnings() {
+                    tracing::warn!("{warning}");
+                }
                 let runtime = tokio::runtime::Builder::new_multi_thread()
                     .enable_all()
                     .build()
@@ -342,7 +362,7 @@ fn import_bookings(
         )
     })?;
     let ctx = ParseContext::from_config(config)
-        .with_context(|| format!("site.time_zone {:?}", config.site.time_zone))?;
+        .with_context(|| format!("site.time_zone {:?}", config.site.time_zone()))?;
     let parsed = bookings::parse(format, &text, &ctx);
     let name = file.file_name().map_or_else(
         || file.display().to_string(),

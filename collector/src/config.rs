@@ -2,17 +2,26 @@
 //!
 //! Every key has a default, so the collector runs with no file at all:
 //! embedded broker on 127.0.0.1:1883, HTTP on 127.0.0.1:8080, data in
-//! `./labhours-collector-data`, site time zone UTC.
+//! `./labhours-collector-data`, site time zone UTC (with a warning:
+//! [`CollectorConfig::warnings`]). Loading and error reporting are shared
+//! with the agent (`labhours_shared::config`, docs/configuration.md).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use labhours_shared::config::{ConfigError, ConfigErrors, LogConfig, TlsConfig, parse_toml};
+pub use labhours_shared::config::ConfigFileError;
+use labhours_shared::config::file::{check_dir, read_secret};
+use labhours_shared::config::{
+    ConfigError, ConfigErrors, Example, LogConfig, TlsConfig, load_file, parse_toml,
+};
 use labhours_shared::state::{State, StateRules};
 use labhours_shared::wire::{DEFAULT_TOPIC_PREFIX, check_id};
 use serde::{Deserialize, Serialize};
 
-pub const EXAMPLE: &str = "config/collector.example.toml";
+pub const EXAMPLE: Example = Example {
+    path: "config/collector.example.toml",
+    text: include_str!("../../config/collector.example.toml"),
+};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -74,8 +83,17 @@ pub struct SiteConfig {
     #[serde(default = "defaults::site_name")]
     pub name: String,
     /// IANA zone: local booking times and report periods are read in it.
-    #[serde(default = "defaults::time_zone")]
-    pub time_zone: String,
+    /// Absent: UTC, with a warning ([`CollectorConfig::warnings`]); read it
+    /// through [`SiteConfig::time_zone`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_zone: Option<String>,
+}
+
+impl SiteConfig {
+    /// The site's zone, UTC when none is set.
+    pub fn time_zone(&self) -> &str {
+        self.time_zone.as_deref().unwrap_or("UTC")
+    }
 }
 
 /// The broker: embedded (default) or an external one the collector joins as a client.
@@ -473,9 +491,6 @@ mod defaults {
     pub fn site_name() -> String {
         "labhours".into()
     }
-    pub fn time_zone() -> String {
-        "UTC".into()
-    }
 
     pub fn ical_instrument_property() -> String {
         "X-LABHOURS-INSTRUMENT".into()
@@ -523,7 +538,7 @@ impl Default for SiteConfig {
     fn default() -> Self {
         Self {
             name: defaults::site_name(),
-            time_zone: defaults::time_zone(),
+            time_zone: None,
         }
     }
 }
@@ -580,42 +595,70 @@ impl Default for CollectorConfig {
     }
 }
 
-/// Why a config file could not be used.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigFileError {
-    #[error("cannot read config file {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("config file {path}: {errors}")]
-    Invalid { path: PathBuf, errors: ConfigErrors },
-}
-
 impl CollectorConfig {
     /// Reads, parses and validates a config file.
     pub fn load(path: &Path) -> Result<Self, ConfigFileError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigFileError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        Self::parse(&text).map_err(|errors| ConfigFileError::Invalid {
-            path: path.to_owned(),
-            errors,
+        load_file(path, Self::parse)
+    }
+
+    /// What `run` calls before it starts, and `check-config` too, so that it
+    /// refuses exactly what a start would: the file parsed and validated, and
+    /// every file it names (broker password, TLS certificates and key,
+    /// InfluxDB token) read. All problems come back together.
+    pub fn load_to_start(path: &Path) -> Result<Self, ConfigFileError> {
+        load_file(path, |text| {
+            let config = Self::parse(text)?;
+            ConfigErrors(config.unreadable_files()).into_result()?;
+            Ok(config)
         })
     }
 
     /// Parses and validates config text.
     pub fn parse(text: &str) -> Result<Self, ConfigErrors> {
-        let config: Self = parse_toml(text, EXAMPLE)?;
-        config.validate()?;
-        Ok(config)
+        parse_toml(text, &EXAMPLE, |c: &Self| ConfigErrors::of(c.validate()))
+    }
+
+    /// The files this config names that a start would refuse.
+    pub fn unreadable_files(&self) -> Vec<ConfigError> {
+        let mut errors = Vec::new();
+        if let Some(ext) = &self.mqtt.external {
+            if let Some(path) = &ext.password_file {
+                errors.extend(read_secret("mqtt.external.password_file", path).err());
+            }
+            if let Some(tls) = &ext.tls {
+                errors.extend(
+                    tls.client_config("mqtt.external.tls")
+                        .err()
+                        .into_iter()
+                        .flatten(),
+                );
+            }
+        }
+        if let Some(path) = self.influxdb.as_ref().and_then(|i| i.token_file.as_ref()) {
+            errors.extend(read_secret("influxdb.token_file", path).err());
+        }
+        errors.extend(check_dir("data_dir", &self.data_dir));
+        errors
+    }
+
+    /// What is allowed but probably not meant; `check-config` and `run`
+    /// print these.
+    pub fn warnings(&self) -> Vec<ConfigError> {
+        let mut warnings = Vec::new();
+        if self.site.time_zone.is_none() {
+            warnings.push(ConfigError::new(
+                "site.time_zone",
+                "is not set, so days, months and local booking times are read in UTC",
+                "name the site's zone, e.g. [site] time_zone = \"Asia/Shanghai\" (time_zone = \"UTC\" if the site really is on UTC)",
+            ));
+        }
+        warnings
     }
 
     /// Checks everything serde cannot; reports every problem found.
     pub fn validate(&self) -> Result<(), ConfigErrors> {
         let mut errors = Vec::new();
-        check_zone("site.time_zone", &self.site.time_zone, &mut errors);
+        check_zone("site.time_zone", self.site.time_zone(), &mut errors);
         let prefix = &self.mqtt.topic_prefix;
         if prefix.is_empty() || prefix.contains(['+', '#']) {
             errors.push(ConfigError::new(
@@ -870,5 +913,78 @@ mod tests {
         let text = "[reconciliation]\nin_use_states = [\"running\", \"unknown\"]\n";
         let err = CollectorConfig::parse(text).unwrap_err();
         assert_eq!(err.0[0].field, "reconciliation.in_use_states");
+    }
+
+    #[test]
+    fn every_type_range_and_key_problem_comes_back_with_its_key_path() {
+        let text = "data_dir = 5\n[site]\ntime_zon = \"Asia/Shanghai\"\n[http]\nlisten = \"localhost\"\n[reconciliation]\nmerge_gap_s = -1\nsilence_after_s = 0\n[[instruments]]\nid = \"nmr 600\"\nname = \"NMR\"\nusage_source = \"filez\"\n[instruments.thresholds]\non_above_w = \"50\"\nrunning_above_w = 800.0\n";
+        let err = CollectorConfig::parse(text).unwrap_err();
+        let mut got = err.keys_and_lines();
+        got.sort();
+        assert_eq!(
+            got,
+            [
+                ("data_dir", Some(1)),
+                ("http.listen", Some(5)),
+                ("instruments[0].id", None),
+                ("instruments[0].thresholds.on_above_w", Some(14)),
+                ("instruments[0].usage_source", Some(12)),
+                ("reconciliation.merge_gap_s", Some(7)),
+                ("reconciliation.silence_after_s", None),
+                ("site.time_zon", Some(3)),
+            ],
+            "{err}"
+        );
+        let zone = err.0.iter().find(|e| e.field == "site.time_zon").unwrap();
+        assert!(zone.fix.starts_with("did you mean `time_zone`?"), "{zone}");
+        let listen = err.0.iter().find(|e| e.field == "http.listen").unwrap();
+        assert!(listen.fix.contains("listen = \""), "{listen}");
+    }
+
+    #[test]
+    fn a_site_without_a_zone_gets_a_warning_and_an_explicit_utc_none() {
+        let warnings = CollectorConfig::parse("").unwrap().warnings();
+        assert_eq!(warnings.len(), 1);
+        assert_eq!(warnings[0].field, "site.time_zone");
+        assert!(
+            warnings[0].fix.contains("time_zone = \"Asia/Shanghai\""),
+            "{}",
+            warnings[0]
+        );
+        let utc = CollectorConfig::parse("[site]\ntime_zone = \"UTC\"\n").unwrap();
+        assert!(utc.warnings().is_empty());
+        assert_eq!(
+            utc.site.time_zone(),
+            CollectorConfig::default().site.time_zone()
+        );
+    }
+
+    #[test]
+    fn every_file_the_config_names_is_checked_before_a_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("collector.toml");
+        let missing = dir.path().join("missing");
+        std::fs::write(
+            &path,
+            format!(
+                "[mqtt.external]\nhost = \"broker\"\nusername = \"c\"\npassword_file = {pw:?}\n[mqtt.external.tls]\nca_file = {ca:?}\n[influxdb]\nurl = \"http://127.0.0.1:8086\"\norg = \"o\"\nbucket = \"b\"\ntoken_file = {token:?}\n",
+                pw = missing.join("pw"),
+                ca = missing.join("ca.pem"),
+                token = missing.join("token"),
+            ),
+        )
+        .unwrap();
+        let err = CollectorConfig::load_to_start(&path).unwrap_err();
+        let fields = err.fields();
+        assert_eq!(
+            fields,
+            [
+                "mqtt.external.password_file",
+                "mqtt.external.tls.ca_file",
+                "influxdb.token_file"
+            ],
+            "{err}"
+        );
+        CollectorConfig::load(&path).expect("valid without the files");
     }
 }

@@ -88,11 +88,13 @@ fn check_config_names_the_bad_field_and_fails() {
     ]);
     assert!(!out.status.success());
     let err = text(&out.stderr);
-    assert!(err.contains("port (line 3, column 1)"), "{err}");
+    assert!(err.contains("`http.port` (line 3, column 1)"), "{err}");
+    assert!(err.contains("this table takes listen, tokens"), "{err}");
 }
 
-#[test]
-fn run_fails_with_a_clear_message_when_the_broker_port_is_taken() {
+/// `run` with a config (no time zone) whose broker port is taken: it starts,
+/// logs, and fails. Returns the port and what it printed.
+fn run_with_the_broker_port_taken() -> (u16, Output) {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = taken.local_addr().expect("addr").port();
     let dir = tempfile::tempdir().expect("temp dir");
@@ -106,6 +108,12 @@ fn run_fails_with_a_clear_message_when_the_broker_port_is_taken() {
     )
     .expect("write");
     let out = collector(&["run", "--config", path.to_str().expect("utf-8 path")]);
+    (port, out)
+}
+
+#[test]
+fn run_fails_with_a_clear_message_when_the_broker_port_is_taken() {
+    let (port, out) = run_with_the_broker_port_taken();
     assert!(!out.status.success());
     let err = text(&out.stderr);
     assert!(
@@ -412,4 +420,102 @@ fn the_demo_prints_its_banner_and_ctrl_c_stops_it_cleanly() {
     assert!(status.success(), "{status}");
     reader.join().expect("the reader ends");
     assert!(data.join("demo.json").exists() && data.join("collector.toml").exists());
+}
+
+#[test]
+fn a_missing_config_file_is_explained_once() {
+    let out = collector(&["check-config", "--config", "/nonexistent/collector.toml"]);
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert_eq!(err.matches("No such file").count(), 1, "{err}");
+    assert!(
+        err.contains("cannot read config file /nonexistent/collector.toml"),
+        "{err}"
+    );
+}
+
+#[test]
+fn every_bad_key_is_reported_at_once_with_its_path_and_line() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("collector.toml");
+    std::fs::write(
+        &path,
+        "[site]\ntime_zone = \"Asia/Shanghai\"\n[http]\nlisten = 8080\n[reconciliation]\nmerge_gap_s = \"300\"\nsilence_after_s = 0\n[[instruments]]\nid = \"nmr\"\nname = \"NMR\"\nusage_source = \"filez\"\n",
+    )
+    .expect("write");
+    let out = collector(&["check-config", "--config", path.to_str().expect("utf-8")]);
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(err.contains("4 problems"), "{err}");
+    for expected in [
+        "`http.listen` (line 4, column 10)",
+        "`reconciliation.merge_gap_s` (line 6, column 15): invalid type: string \"300\", expected u64. Fix: write a whole number (0 or more), without quotes, e.g. `merge_gap_s = 300`",
+        "`instruments[0].usage_source` (line 11, column 16)",
+        "`reconciliation.silence_after_s`: 0 s",
+    ] {
+        assert!(err.contains(expected), "{expected} missing from:\n{err}");
+    }
+}
+
+#[test]
+fn check_config_refuses_the_missing_files_that_run_refuses() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("collector.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "data_dir = {data:?}\n[site]\ntime_zone = \"Asia/Shanghai\"\n[mqtt.external]\nhost = \"127.0.0.1\"\nport = 1\nusername = \"c\"\npassword_file = {pw:?}\n[mqtt.external.tls]\nca_file = {ca:?}\n",
+            data = dir.path().join("data"),
+            pw = dir.path().join("missing-password"),
+            ca = dir.path().join("missing-ca.pem"),
+        ),
+    )
+    .expect("write");
+    let path = path.to_str().expect("utf-8");
+    let check = collector(&["check-config", "--config", path]);
+    let run = collector(&["run", "--config", path]);
+    for out in [&check, &run] {
+        assert!(!out.status.success());
+        let err = text(&out.stderr);
+        assert!(
+            err.contains("`mqtt.external.password_file`: cannot read"),
+            "{err}"
+        );
+        assert!(
+            err.contains("`mqtt.external.tls.ca_file`: cannot read"),
+            "{err}"
+        );
+    }
+    assert_eq!(text(&check.stderr), text(&run.stderr));
+}
+
+#[test]
+fn a_site_without_a_time_zone_is_warned_about_by_check_config_and_at_start() {
+    let out = collector(&["check-config"]);
+    assert!(out.status.success());
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("warning: `site.time_zone`: is not set, so days, months and local booking times are read in UTC. Fix: name the site's zone, e.g. [site] time_zone = \"Asia/Shanghai\""),
+        "{err}"
+    );
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let utc = dir.path().join("utc.toml");
+    std::fs::write(&utc, "[site]\ntime_zone = \"UTC\"\n").expect("write");
+    let out = collector(&["check-config", "--config", utc.to_str().expect("utf-8")]);
+    assert!(out.status.success());
+    assert!(
+        !text(&out.stderr).contains("warning"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // At start (here one that then fails: its broker port is taken), in the
+    // log, which goes to a pipe: plain text without colour codes.
+    let (_, out) = run_with_the_broker_port_taken();
+    assert!(!out.status.success());
+    let logs = text(&out.stderr);
+    assert!(logs.contains("WARN"), "{logs}");
+    assert!(logs.contains("site.time_zone"), "{logs}");
+    assert!(!logs.contains('\u{1b}'), "{logs:?}");
 }

@@ -6,7 +6,8 @@
 //! - [`wire`]: the MQTT message contract (see `docs/protocol.md`).
 //! - [`state`]: the state engine that turns readings into state transitions
 //!   and interval summaries (reconciliation rules §1).
-//! - [`config`]: the error type every config `validate()` returns.
+//! - [`config`]: loading a config file and reporting every problem in it,
+//!   the files it names, and the logger.
 
 pub mod config;
 pub mod process;

@@ -9,12 +9,12 @@
 //! the outbox, publishes through the `AsyncClient` and applies acks.
 
 use std::future::Future;
-use std::path::Path;
 use std::sync::{Arc, Once};
 use std::time::Duration;
 
-use anyhow::{Context, bail};
-use labhours_shared::config::TlsConfig;
+use anyhow::bail;
+use labhours_shared::config::ConfigErrors;
+use labhours_shared::config::file::read_secret;
 use labhours_shared::state::StateRules;
 use labhours_shared::wire::{
     Ack, AgentStatus, Envelope, EventKind, Heartbeat, Presence, SCHEMA_VERSION, TopicKind, Topics,
@@ -167,7 +167,7 @@ impl Delivery {
             ));
         match (&config.username, &config.password_file) {
             (Some(user), Some(file)) => {
-                options.set_credentials(user, read_password(file)?);
+                options.set_credentials(user, read_secret("mqtt.password_file", file)?);
             }
             (Some(user), None) => {
                 options.set_credentials(user, "");
@@ -176,9 +176,9 @@ impl Delivery {
             (None, None) => {}
         }
         if let Some(tls) = &config.tls {
-            options.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
-                Arc::new(rustls_config(tls)?),
-            )));
+            install_crypto_provider();
+            let config = tls.client_config("mqtt.tls").map_err(ConfigErrors)?;
+            options.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(config)));
         }
         let (status, _) = watch::channel(LinkStatus {
             acked_through: outbox.acked_through(),
@@ -702,12 +702,6 @@ fn max_outgoing_packet(settings: &TrackerSettings) -> usize {
     settings.max_batch_bytes.saturating_mul(2) + 4 * 1024 * 1024
 }
 
-fn read_password(path: &Path) -> anyhow::Result<String> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read mqtt.password_file {}", path.display()))?;
-    Ok(text.trim_end_matches(['\r', '\n']).to_owned())
-}
-
 /// Installs ring as the process's rustls provider, once.
 pub fn install_crypto_provider() {
     static ONCE: Once = Once::new();
@@ -717,60 +711,11 @@ pub fn install_crypto_provider() {
     });
 }
 
-fn rustls_config(tls: &TlsConfig) -> anyhow::Result<rustls::ClientConfig> {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-
-    install_crypto_provider();
-    let read = |what: &str, path: &Path| {
-        std::fs::read(path)
-            .with_context(|| format!("cannot read mqtt.tls.{what} {}", path.display()))
-    };
-    let ca = read("ca_file", &tls.ca_file)?;
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(&ca) {
-        let cert = cert.with_context(|| format!("mqtt.tls.ca_file {}", tls.ca_file.display()))?;
-        roots
-            .add(cert)
-            .with_context(|| format!("mqtt.tls.ca_file {}", tls.ca_file.display()))?;
-    }
-    if roots.is_empty() {
-        bail!(
-            "mqtt.tls.ca_file {} holds no PEM certificate",
-            tls.ca_file.display()
-        );
-    }
-    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .context("rustls protocol versions")?
-    .with_root_certificates(roots);
-    match (&tls.client_cert_file, &tls.client_key_file) {
-        (Some(cert_file), Some(key_file)) => {
-            let certs = CertificateDer::pem_slice_iter(&read("client_cert_file", cert_file)?)
-                .collect::<Result<Vec<_>, _>>()
-                .with_context(|| format!("mqtt.tls.client_cert_file {}", cert_file.display()))?;
-            if certs.is_empty() {
-                bail!(
-                    "mqtt.tls.client_cert_file {} holds no PEM certificate",
-                    cert_file.display()
-                );
-            }
-            let key = PrivateKeyDer::from_pem_slice(&read("client_key_file", key_file)?)
-                .with_context(|| format!("mqtt.tls.client_key_file {}", key_file.display()))?;
-            builder
-                .with_client_auth_cert(certs, key)
-                .context("mqtt.tls client certificate and key do not fit together")
-        }
-        (None, None) => Ok(builder.with_no_client_auth()),
-        _ => bail!("mqtt.tls needs both client_cert_file and client_key_file, or neither"),
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use std::path::PathBuf;
+    use std::path::{Path, PathBuf};
+
+    use labhours_shared::config::TlsConfig;
 
     use super::*;
     use crate::clock::SystemClock;
@@ -796,14 +741,6 @@ mod tests {
             outbox(dir),
             Arc::new(SystemClock),
         )
-    }
-
-    #[test]
-    fn a_password_file_loses_its_trailing_newline_only() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("pw");
-        std::fs::write(&file, " s3cret \r\n").unwrap();
-        assert_eq!(read_password(&file).unwrap(), " s3cret ");
     }
 
     #[test]

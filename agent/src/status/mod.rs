@@ -39,7 +39,13 @@ impl<T: AsyncRead + AsyncWrite + Send + Unpin> Port for T {}
 /// The production opener: the serial port named in the config.
 pub fn serial_opener() -> PortOpener {
     Arc::new(|cfg: &StatusConfig| {
-        let port = crate::meter::open_serial(&cfg.serial)?;
+        let serial = cfg.serial.as_ref().ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "[status] names no serial port",
+            )
+        })?;
+        let port = crate::meter::open_serial(serial)?;
         Ok(Box::new(port) as Box<dyn Port>)
     })
 }
@@ -97,7 +103,7 @@ async fn session(
     events: &Events,
     clock: &dyn Clock,
 ) -> Ended {
-    let source = format!("status:{}", cfg.serial.serial_port);
+    let source = format!("status:{}", cfg.port_name());
     let port = match open(cfg) {
         Ok(port) => port,
         Err(e) => {
@@ -106,7 +112,7 @@ async fn session(
         }
     };
     events.clear(&source);
-    tracing::info!(port = %cfg.serial.serial_port, "status port open");
+    tracing::info!(port = %cfg.port_name(), "status port open");
     let (reader, mut writer) = tokio::io::split(port);
     let mut lines = FramedRead::new(reader, BoundedLines::new(cfg.max_line_bytes));
     let mut query = cfg.query.as_ref().map(|q| {
@@ -227,13 +233,13 @@ mod tests {
 
     fn cfg(query: Option<&str>) -> StatusConfig {
         StatusConfig {
-            serial: SerialLink {
+            serial: Some(SerialLink {
                 serial_port: "test".into(),
                 baud_rate: 9600,
                 parity: crate::config::Parity::None,
                 stop_bits: 1,
                 data_bits: 8,
-            },
+            }),
             max_line_bytes: 32,
             query: query.map(Into::into),
             query_interval_s: 10,

@@ -230,7 +230,7 @@ impl ParseContext {
 
     /// The site zone, the configured instruments and the iCalendar properties of `config`.
     pub fn from_config(config: &CollectorConfig) -> Result<Self, jiff::Error> {
-        let zone = TimeZone::get(&config.site.time_zone)?;
+        let zone = TimeZone::get(config.site.time_zone())?;
         let instruments = (!config.instruments.is_empty())
             .then(|| config.instruments.iter().map(|i| i.id.clone()).collect());
         Ok(Self {

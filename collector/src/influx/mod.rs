@@ -107,18 +107,14 @@ impl SinkStats {
     }
 }
 
-/// Reads the token file (trailing line breaks dropped).
+/// Reads the token file (trailing line breaks dropped), as `check-config` does.
 pub fn read_token(config: &InfluxConfig) -> anyhow::Result<Option<String>> {
-    use anyhow::Context;
     config
         .token_file
         .as_ref()
-        .map(|path| {
-            std::fs::read_to_string(path)
-                .with_context(|| format!("influxdb.token_file: cannot read {}", path.display()))
-                .map(|t| t.trim_end_matches(['\r', '\n']).to_owned())
-        })
+        .map(|path| labhours_shared::config::file::read_secret("influxdb.token_file", path))
         .transpose()
+        .map_err(|e| anyhow::anyhow!("{e}"))
 }
 
 /// The sink over the store in `data_dir`.
@@ -184,7 +180,7 @@ impl Sink {
         } else {
             self.target.post(&batch.body)
         };
-        Ok(self.settle(&batch, reply, now_ms)?)
+        self.settle(&batch, reply, now_ms)
     }
 
     fn settle(&mut self, batch: &Batch, reply: Reply, now_ms: i64) -> rusqlite::Result<Step> {

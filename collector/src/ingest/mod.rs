@@ -21,7 +21,6 @@
 //! thread drains what is queued, commits it, sends its acks and returns.
 
 pub mod mqtt;
-pub mod tls;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 

@@ -68,14 +68,17 @@ impl Registry {
     pub fn from_config(config: &CollectorConfig) -> Result<Self, ConfigErrors> {
         config.validate()?;
         let mut errors = Vec::new();
-        let site_zone = zone("site.time_zone", &config.site.time_zone, &mut errors);
+        let site_zone = zone("site.time_zone", config.site.time_zone(), &mut errors);
         let site_open_hours = compile("open_hours", config.open_hours.as_ref(), &mut errors);
         let mut instruments = Vec::with_capacity(config.instruments.len());
         for (i, inst) in config.instruments.iter().enumerate() {
             let at = format!("instruments[{i}]");
             let (zone, time_zone) = match &inst.time_zone {
-                Some(name) => (zone(&format!("{at}.time_zone"), name, &mut errors), name),
-                None => (site_zone.clone(), &config.site.time_zone),
+                Some(name) => (
+                    zone(&format!("{at}.time_zone"), name, &mut errors),
+                    name.as_str(),
+                ),
+                None => (site_zone.clone(), config.site.time_zone()),
             };
             let open_hours = match &inst.open_hours {
                 Some(own) => compile(&format!("{at}.open_hours"), Some(own), &mut errors),
@@ -86,7 +89,7 @@ impl Registry {
                 name: inst.name.clone(),
                 unit: inst.unit.clone(),
                 zone,
-                time_zone: time_zone.clone(),
+                time_zone: time_zone.to_owned(),
                 usage_source: inst.usage_source,
                 file_run_s: inst.file_run_s,
                 rules: inst.rules.apply(&config.reconciliation),
@@ -103,7 +106,7 @@ impl Registry {
             .collect();
         Ok(Self {
             site_zone,
-            site_time_zone: config.site.time_zone.clone(),
+            site_time_zone: config.site.time_zone().to_owned(),
             site_rules: config.reconciliation.clone(),
             site_open_hours,
             instruments,
