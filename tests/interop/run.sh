@@ -184,8 +184,18 @@ peer_chromium() {
   summary+=("chromium: $p passed, $f failed")
 }
 
+# VictoriaMetrics from Debian takes InfluxDB's write API: the collector's
+# InfluxDB sink writes to it through an outage (the test starts and stops
+# its own server processes).
+peer_victoria_metrics() {
+  ensure_debian_packages victoria-metrics || return 1
+  local bin
+  bin=$(command -v victoria-metrics || echo /usr/bin/victoria-metrics)
+  LABHOURS_VICTORIA_METRICS="$bin" run_rust_tests victoria-metrics interop_influx
+}
+
 peers=("$@")
-((${#peers[@]})) || peers=(mosquitto pymodbus icalendar schemathesis tmpfs chromium)
+((${#peers[@]})) || peers=(mosquitto pymodbus icalendar schemathesis tmpfs chromium victoria_metrics)
 for peer in "${peers[@]}"; do
   "peer_$peer" || { failed=$((failed + 1)); summary+=("$peer: could not be set up"); }
   stop_peers
