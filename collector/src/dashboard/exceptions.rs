@@ -628,6 +628,7 @@ pub async fn assign(
         group: optional(&form.group),
         usage_type,
         booking_id: optional(&form.booking_id),
+        from_booking_id: None,
         reason: form.reason.trim().to_owned(),
     };
     record(&state, &viewer, correction, &form.back).await

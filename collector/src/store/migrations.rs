@@ -32,6 +32,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0004_dashboard",
         include_str!("../../migrations/0004_dashboard.sql"),
     ),
+    (
+        "0005_disputed_time",
+        include_str!("../../migrations/0005_disputed_time.sql"),
+    ),
 ];
 
 /// The first version with the tables of [`super::derived`]: an older
