@@ -52,6 +52,10 @@ pub struct OutcomeView {
     pub booked: String,
     pub used: String,
     pub overrun: String,
+    /// Set when move corrections changed the used time.
+    pub corrected_used: String,
+    /// (label, booking ids) of each kind of disputed time the booking has.
+    pub disputes: Vec<(&'static str, String)>,
 }
 
 /// One session as the table shows it.
@@ -282,6 +286,20 @@ pub async fn page(
                 } else {
                     String::new()
                 },
+                corrected_used: if o.corrected_used_s != o.used_s {
+                    duration(o.corrected_used_s, page.lang)
+                } else {
+                    String::new()
+                },
+                disputes: [
+                    ("dispute.overlaps", &o.overlapping_bookings),
+                    ("dispute.taken_by", &o.usage_taken_by),
+                    ("dispute.took_from", &o.took_usage_from),
+                ]
+                .into_iter()
+                .filter(|(_, ids)| !ids.is_empty())
+                .map(|(key, ids)| (page.t(key), ids.join(", ")))
+                .collect(),
             })
             .collect(),
         sessions: view

@@ -202,6 +202,12 @@ pub fn add(
     // move also changes the outcome of the booking it moves usage to.
     let mut dirty_from = start;
     if let Some(from) = &c.from_booking_id {
+        if from.trim().is_empty() {
+            return Err(bad(
+                "from_booking_id",
+                "name the booking the usage is taken from (or leave from_booking_id out to assign unbooked usage)",
+            ));
+        }
         let Some(to_start) = to_start else {
             return Err(bad(
                 "booking_id",
