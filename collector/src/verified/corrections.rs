@@ -103,14 +103,14 @@ fn bad(parameter: &'static str, message: impl Into<String>) -> QueryError {
     }
 }
 
-/// The start of booking `id`, which must be a confirmed booking on
-/// `instrument`; an error names `parameter`.
+/// Booking `id`'s start and whether it is cancelled; it must be on
+/// `instrument`, else the error names `parameter`.
 fn booking_on(
     conn: &Connection,
     parameter: &'static str,
     id: &str,
     instrument: &str,
-) -> Result<Ms, QueryError> {
+) -> Result<(Ms, bool), QueryError> {
     let found: Option<(String, Ms, String)> = conn
         .query_row(
             "SELECT instrument_id, start_ms, status FROM bookings WHERE booking_id = ?1",
@@ -124,11 +124,7 @@ fn booking_on(
             parameter,
             format!("booking {id:?} is on instrument {i:?}, not {instrument:?}"),
         )),
-        Some((_, _, status)) if status == "cancelled" => Err(bad(
-            parameter,
-            format!("booking {id:?} is cancelled: it owns no usage"),
-        )),
-        Some((_, start, _)) => Ok(start),
+        Some((_, start, status)) => Ok((start, status == "cancelled")),
     }
 }
 
@@ -193,7 +189,7 @@ pub fn add(
             "say why: the reason is kept in the audit trail",
         ));
     }
-    let to_start = match &c.booking_id {
+    let to = match &c.booking_id {
         Some(booking) => Some(booking_on(conn, "booking_id", booking, &c.instrument_id)?),
         None => None,
     };
@@ -208,7 +204,7 @@ pub fn add(
                 "name the booking the usage is taken from (or leave from_booking_id out to assign unbooked usage)",
             ));
         }
-        let Some(to_start) = to_start else {
+        let Some((to_start, to_cancelled)) = to else {
             return Err(bad(
                 "booking_id",
                 "a move (from_booking_id) needs the booking the usage goes to",
@@ -226,7 +222,22 @@ pub fn add(
                 ));
             }
         }
-        booking_on(conn, "from_booking_id", from, &c.instrument_id)?;
+        let (_, from_cancelled) = booking_on(conn, "from_booking_id", from, &c.instrument_id)?;
+        for (cancelled, name, id) in [
+            (from_cancelled, "from_booking_id", from),
+            (
+                to_cancelled,
+                "booking_id",
+                c.booking_id.as_ref().unwrap_or(from),
+            ),
+        ] {
+            if cancelled {
+                return Err(bad(
+                    name,
+                    format!("booking {id:?} is cancelled: it owns no usage"),
+                ));
+            }
+        }
         if c.booking_id.as_deref() == Some(from.as_str()) {
             return Err(bad(
                 "booking_id",

@@ -618,6 +618,15 @@ fn disputed_time_is_listed_and_a_move_changes_only_the_corrected_figures() {
 fn a_move_is_refused_saying_precisely_what_is_wrong() {
     let mut site = Site::new(CONFIG);
     double_booking(&mut site);
+    let mut cancelled = booking(
+        "c",
+        "nmr-600",
+        UsageType::Research,
+        "2026-11-20T05:00:00Z",
+        "2026-11-20T06:00:00Z",
+    );
+    cancelled.status = BookingStatus::Cancelled;
+    site.book(&[cancelled]);
     let now = at("2026-11-21T09:00:00Z");
     let refused = |c: NewCorrection| match site.reports.add_correction(c, "admin-office", now) {
         Err(QueryError::BadParameter { parameter, message }) => (parameter, message),
@@ -681,6 +690,16 @@ fn a_move_is_refused_saying_precisely_what_is_wrong() {
     let mut with_type = a_move("2026-11-20T02:00:00Z", "2026-11-20T03:00:00Z", "b", "a");
     with_type.usage_type = Some(UsageType::Training);
     assert_eq!(refused(with_type).0, "usage_type");
+    let (p, m) = refused(a_move(
+        "2026-11-20T02:00:00Z",
+        "2026-11-20T03:00:00Z",
+        "b",
+        "c",
+    ));
+    assert_eq!(
+        (p, m.as_str()),
+        ("booking_id", "booking \"c\" is cancelled: it owns no usage")
+    );
     let mut no_target = a_move("2026-11-20T02:00:00Z", "2026-11-20T03:00:00Z", "b", "a");
     no_target.booking_id = None;
     assert_eq!(refused(no_target).0, "booking_id");
