@@ -564,12 +564,37 @@ pub async fn page(
     Ok(Html(html).into_response())
 }
 
-/// The assign form.
+/// What every correction form has: the instrument, the interval, why, and
+/// the page to go back to.
 #[derive(Debug, Deserialize)]
-pub struct AssignForm {
+pub struct CorrectionFields {
     pub instrument_id: String,
     pub start: String,
     pub end: String,
+    #[serde(default)]
+    pub reason: String,
+    #[serde(default)]
+    pub back: String,
+}
+
+impl CorrectionFields {
+    /// A correction of the instrument's `[start, end)` for the reason given.
+    fn correction(&self) -> Result<NewCorrection, PageError> {
+        Ok(NewCorrection {
+            instrument_id: self.instrument_id.trim().to_owned(),
+            start: instant(&self.start, "start")?,
+            end: instant(&self.end, "end")?,
+            reason: self.reason.trim().to_owned(),
+            ..NewCorrection::default()
+        })
+    }
+}
+
+/// The assign form.
+#[derive(Debug, Deserialize)]
+pub struct AssignForm {
+    #[serde(flatten)]
+    pub fields: CorrectionFields,
     #[serde(default)]
     pub user: String,
     #[serde(default)]
@@ -578,26 +603,17 @@ pub struct AssignForm {
     pub usage_type: String,
     #[serde(default)]
     pub booking_id: String,
-    #[serde(default)]
-    pub reason: String,
-    #[serde(default)]
-    pub back: String,
 }
 
 /// The move form.
 #[derive(Debug, Deserialize)]
 pub struct MoveForm {
-    pub instrument_id: String,
-    pub start: String,
-    pub end: String,
+    #[serde(flatten)]
+    pub fields: CorrectionFields,
     #[serde(default)]
     pub from_booking_id: String,
     #[serde(default)]
     pub booking_id: String,
-    #[serde(default)]
-    pub reason: String,
-    #[serde(default)]
-    pub back: String,
 }
 
 /// The review form.
@@ -659,17 +675,13 @@ pub async fn assign(
         })?),
     };
     let correction = NewCorrection {
-        instrument_id: form.instrument_id.trim().to_owned(),
-        start: instant(&form.start, "start")?,
-        end: instant(&form.end, "end")?,
         user: optional(&form.user),
         group: optional(&form.group),
         usage_type,
         booking_id: optional(&form.booking_id),
-        from_booking_id: None,
-        reason: form.reason.trim().to_owned(),
+        ..form.fields.correction()?
     };
-    record(&state, &viewer, correction, &form.back).await
+    record(&state, &viewer, correction, &form.fields.back).await
 }
 
 /// `POST /exceptions/move` (admins): a move correction. Whatever is wrong
@@ -682,15 +694,11 @@ pub async fn move_time(
 ) -> Result<Response, PageError> {
     viewer.require_admin()?;
     let correction = NewCorrection {
-        instrument_id: form.instrument_id.trim().to_owned(),
-        start: instant(&form.start, "start")?,
-        end: instant(&form.end, "end")?,
         from_booking_id: Some(form.from_booking_id.trim().to_owned()),
         booking_id: Some(form.booking_id.trim().to_owned()),
-        reason: form.reason.trim().to_owned(),
-        ..NewCorrection::default()
+        ..form.fields.correction()?
     };
-    record(&state, &viewer, correction, &form.back).await
+    record(&state, &viewer, correction, &form.fields.back).await
 }
 
 /// `POST /exceptions/review` (admins): a note-only correction.
