@@ -652,9 +652,9 @@ async fn record(
     let now = state.now();
     let by = viewer.name.clone();
     blocking(state, move |r| r.add_correction(correction, &by, now)).await?;
-    Ok(Redirect::to(&safe_next(
-        Some(back).filter(|b| b.starts_with("/exceptions")),
-    ))
+    Ok(Redirect::to(&safe_next(Some(back).filter(|b| {
+        b.starts_with("/exceptions") || b.starts_with("/instruments/")
+    })))
     .into_response())
 }
 

@@ -780,6 +780,52 @@ async fn an_admin_moves_double_booked_time_from_the_inbox_and_the_instrument_pag
     let zh = page("zh-CN").await;
     assert!(zh.contains("使用时长（更正后）") && zh.contains("时段重叠"));
 
+    // The overrun into b-next's window, moved from the instrument page: b-next
+    // took use from b-overrun, so its form gives it back over b-next's slot.
+    let row = en.split("<tr data-booking=\"b-next\"").nth(1).expect("row");
+    let row = &row[..row.find("</tr>").expect("end")];
+    assert!(row.contains("Took use from:</span> b-overrun"), "{row}");
+    assert!(
+        row.contains("name=\"from_booking_id\" value=\"b-next\""),
+        "{row}"
+    );
+    assert!(
+        row.contains("name=\"booking_id\" value=\"b-overrun\""),
+        "{row}"
+    );
+    assert!(row.contains("name=\"back\" value=\"/instruments/nmr-600?day=2025-03-03\""));
+    let body = "instrument_id=nmr-600&start=2025-03-03T07:00:00Z&end=2025-03-03T08:00:00Z\
+                &from_booking_id=b-next&booking_id=b-overrun&reason=wang+ran+on\
+                &back=%2Finstruments%2Fnmr-600%3Fday%3D2025-03-03";
+    let done = send(
+        &site.router,
+        post_form("/exceptions/move", Some(&admin), body, true),
+    )
+    .await;
+    assert_eq!(done.status, StatusCode::SEE_OTHER, "{}", done.text());
+    assert_eq!(
+        done.headers[header::LOCATION],
+        "/instruments/nmr-600?day=2025-03-03"
+    );
+    let en = page("en").await;
+    let row = en
+        .split("<tr data-booking=\"b-overrun\"")
+        .nth(1)
+        .expect("row");
+    let corrected = row.split("corrected-used\">").nth(1).expect("cell");
+    assert!(corrected.starts_with("3 h"), "{row}");
+    let seen = send(
+        &site.router,
+        get(
+            &format!("/instruments/{NMR}?day=2025-03-03"),
+            Some(&evaluator),
+            "en",
+        ),
+    )
+    .await
+    .text();
+    assert!(seen.contains("Took use from") && !seen.contains("move-form"));
+
     // A wrong move is refused with the reason, and nothing is recorded.
     let wrong = "instrument_id=nmr-600&start=2025-03-03T05:00:00Z&end=2025-03-03T06:30:00Z\
                  &from_booking_id=b-double&booking_id=b-overrun&reason=x&back=/exceptions";
