@@ -22,8 +22,9 @@ use jiff::Timestamp;
 use jiff::tz::TimeZone;
 use labhours_collector::config::{ReconciliationRules, UsageSource};
 use labhours_collector::reconcile::{
-    Assignment, Booking, BookingStatus, InstrumentInputs, Interval, Ms, PeriodUnit, ResultFileRef,
-    Timeline, TotalsInputs, UsageType, reconcile, split_periods, totals_for_periods,
+    Assignment, Booking, BookingStatus, InstrumentInputs, Interval, Move, Ms, PeriodUnit,
+    ResultFileRef, Timeline, TotalsInputs, UsageType, apply_moves, disputes, reconcile,
+    split_periods, totals_for_periods,
 };
 use labhours_shared::state::State;
 
@@ -179,6 +180,7 @@ fn instrument_year(c: &mut Criterion) {
                 timeline: &y.timeline,
                 result_files: &y.files,
                 corrections: &y.corrections,
+                moved: &[],
                 energy: &y.energy,
             },
             &y.days,
@@ -229,9 +231,38 @@ fn instrument_year(c: &mut Criterion) {
                     timeline: &y.timeline,
                     result_files: &y.files,
                     corrections: &y.corrections,
+                    moved: &[],
                     energy: &y.energy,
                 },
                 &y.days,
+            ))
+        })
+    });
+    // Disputed time: the per-booking lists, and 38 move corrections (half
+    // of every 100th owned segment, to the booking after its owner).
+    let ids: Vec<&str> = y.bookings.iter().map(|b| b.booking_id.as_str()).collect();
+    let moves: Vec<Move> = rec
+        .segments
+        .iter()
+        .step_by(100)
+        .filter_map(|g| {
+            let from = g.booking_id.clone()?;
+            let i = ids.iter().position(|&id| id == from)?;
+            let to = ids.get(i + 1)?.to_string();
+            let half = g.interval.start + g.interval.len() / 2;
+            Some(Move {
+                interval: Interval::new(g.interval.start, half),
+                from,
+                to,
+            })
+        })
+        .collect();
+    eprintln!("disputes: {} moves", moves.len());
+    g.bench_function("disputes_and_moves", |b| {
+        b.iter(|| {
+            black_box((
+                disputes(&y.bookings, &rec.segments),
+                apply_moves(&rec.segments, &moves),
             ))
         })
     });

@@ -199,25 +199,66 @@ impl Params {
         }
     }
 
-    /// `format=csv|json`, else the `Accept` header: the first of
-    /// `text/csv` and `application/json` it lists wins; JSON otherwise.
+    /// `format=csv|json`, else the `Accept` header ([`negotiate`]).
     pub fn format(&self) -> Result<Format, ApiError> {
         if let Some(v) = self.get("format") {
             return Format::parse(v).ok_or_else(|| {
                 ApiError::bad_parameter("format", format!("format={v:?} is not csv or json"))
             });
         }
-        let accept = self.accept.as_deref().unwrap_or("");
-        for range in accept.split(',') {
-            let media = range.split(';').next().unwrap_or("").trim();
-            if media.eq_ignore_ascii_case("text/csv") {
-                return Ok(Format::Csv);
-            }
-            if media.eq_ignore_ascii_case("application/json") {
-                return Ok(Format::Json);
+        negotiate(self.accept.as_deref().unwrap_or("")).map_err(ApiError::not_acceptable)
+    }
+}
+
+/// The answer's format for an `Accept` header (RFC 9110 §12.5.1): each of
+/// `text/csv` and `application/json` takes the `q` of the most specific
+/// range naming it (exact, then `text/*` or `application/*`, then `*/*`);
+/// the higher `q` wins, a tie goes to the one listed first. `q=0` means
+/// "not acceptable": that format is never chosen. A header naming neither
+/// (e.g. a browser's `text/html`) gets JSON; one refusing JSON without
+/// accepting CSV gets an error saying what this API serves.
+pub fn negotiate(accept: &str) -> Result<Format, String> {
+    // Per format: (specificity, q, position) of the best range naming it.
+    let mut best: [Option<(u8, f32, usize)>; 2] = [None, None];
+    for (pos, range) in accept.split(',').enumerate() {
+        let mut parts = range.split(';');
+        let media = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+        let q = parts
+            .filter_map(|p| p.split_once('='))
+            .find(|(k, _)| k.trim().eq_ignore_ascii_case("q"))
+            .map_or(1.0, |(_, v)| v.trim().parse::<f32>().unwrap_or(1.0));
+        for (i, (exact, family)) in [
+            ("text/csv", "text/*"),
+            ("application/json", "application/*"),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let specificity = match media.as_str() {
+                m if m == exact => 3,
+                m if m == family => 2,
+                "*/*" => 1,
+                _ => continue,
+            };
+            if best[i].is_none_or(|(s, _, _)| specificity > s) {
+                best[i] = Some((specificity, q, pos));
             }
         }
-        Ok(Format::Json)
+    }
+    let acceptable = |i: usize| best[i].filter(|&(_, q, _)| q > 0.0);
+    match (acceptable(0), acceptable(1)) {
+        (Some((_, qc, pc)), Some((_, qj, pj))) => Ok(if qc > qj || qc == qj && pc < pj {
+            Format::Csv
+        } else {
+            Format::Json
+        }),
+        (Some(_), None) => Ok(Format::Csv),
+        (None, Some(_)) => Ok(Format::Json),
+        (None, None) if best[1].is_none() => Ok(Format::Json),
+        (None, None) => Err(format!(
+            "Accept {accept:?} refuses application/json and does not accept text/csv; \
+             this API answers application/json or text/csv (or pass format=json|csv)"
+        )),
     }
 }
 
@@ -294,5 +335,33 @@ mod tests {
         assert_eq!(parse_edge("2025-02-30"), None);
         assert_eq!(parse_edge("20250301"), None);
         assert_eq!(parse_edge("yesterday"), None);
+    }
+
+    #[test]
+    fn accept_q_zero_is_never_chosen() {
+        let f = |a: &str| negotiate(a);
+        assert_eq!(f(""), Ok(Format::Json));
+        assert_eq!(f("text/html"), Ok(Format::Json));
+        assert_eq!(f("text/csv"), Ok(Format::Csv));
+        // Listed first but refused.
+        assert_eq!(f("text/csv;q=0, application/json"), Ok(Format::Json));
+        assert_eq!(f("application/json; q=0, text/csv;q=0.5"), Ok(Format::Csv));
+        assert_eq!(f("application/json;q=0.0, */*"), Ok(Format::Csv));
+        // A specific q=0 beats the wildcard that would allow it.
+        assert_eq!(f("*/*, text/csv;q=0"), Ok(Format::Json));
+        assert_eq!(f("text/*;q=0, */*;q=0.5"), Ok(Format::Json));
+        // Higher q wins over order; equal q goes to the one listed first.
+        assert_eq!(
+            f("text/csv;q=0.2, application/json;q=0.8"),
+            Ok(Format::Json)
+        );
+        assert_eq!(f("application/json;q=0.3, text/csv"), Ok(Format::Csv));
+        assert_eq!(f("text/csv, application/json"), Ok(Format::Csv));
+        assert_eq!(f("application/json, text/csv"), Ok(Format::Json));
+        // Nothing this API serves is acceptable.
+        let e = f("application/json;q=0").unwrap_err();
+        assert!(e.contains("refuses application/json"), "{e}");
+        assert!(f("*/*;q=0").is_err());
+        assert!(f("text/csv;q=0, application/json;q=0").is_err());
     }
 }

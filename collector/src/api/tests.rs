@@ -122,6 +122,10 @@ fn outcome_row() -> OutcomeRow {
         fault_s: 0.0,
         sessions: vec!["s-1".into(), "s-2".into()],
         result_files: vec![],
+        overlapping_bookings: vec!["b-2".into()],
+        usage_taken_by: vec![],
+        took_usage_from: vec!["b-0".into()],
+        corrected_used_s: 6400.0,
     }
 }
 
@@ -143,6 +147,7 @@ fn new_correction() -> NewCorrection {
         group: None,
         usage_type: Some(UsageType::Teaching),
         booking_id: None,
+        from_booking_id: None,
         reason: "course lab, booked on paper".into(),
     }
 }
@@ -591,8 +596,8 @@ async fn format_csv_wins_over_accept_and_format_json_forces_json() {
     assert_eq!(a.content_type(), "text/csv; charset=utf-8");
     assert_eq!(
         a.text(),
-        "booking_id,instrument_id,user,group,usage_type,start,end,outcome,flags,booked_s,used_s,early_s,overrun_s,first_use,last_use,unknown_s,fault_s,sessions,result_files\n\
-         b-1,nmr-600,li,chem,research,2025-03-03T09:00:00+08:00,2025-03-03T11:00:00+08:00,used,late_start;overrun,7200.0,7000.0,0.0,600.0,2025-03-03T09:20:00+08:00,,0.0,0.0,s-1;s-2,\n"
+        "booking_id,instrument_id,user,group,usage_type,start,end,outcome,flags,booked_s,used_s,early_s,overrun_s,first_use,last_use,unknown_s,fault_s,sessions,result_files,overlapping_bookings,usage_taken_by,took_usage_from,corrected_used_s\n\
+         b-1,nmr-600,li,chem,research,2025-03-03T09:00:00+08:00,2025-03-03T11:00:00+08:00,used,late_start;overrun,7200.0,7000.0,0.0,600.0,2025-03-03T09:20:00+08:00,,0.0,0.0,s-1;s-2,,b-2,,b-0,6400.0\n"
     );
     let a = send(
         &router,
@@ -1519,4 +1524,45 @@ async fn hours_split_into_too_many_periods_are_a_400_naming_period() {
         assert_eq!(a.status, StatusCode::OK, "{uri}: {}", a.text());
     }
     assert_eq!(fake.calls().len(), 4);
+}
+
+#[tokio::test]
+async fn accept_with_q_zero_never_gets_that_format() {
+    let (_, router) = setup();
+    let url = "/api/v1/bookings/outcomes?from=2025-03-01&to=2025-04-01";
+    for (accept, status, content_type) in [
+        (
+            "text/csv;q=0, application/json",
+            StatusCode::OK,
+            "application/json",
+        ),
+        (
+            "application/json;q=0, text/csv;q=0.5",
+            StatusCode::OK,
+            "text/csv; charset=utf-8",
+        ),
+        (
+            "application/json;q=0",
+            StatusCode::NOT_ACCEPTABLE,
+            "application/json",
+        ),
+    ] {
+        let a = send(
+            &router,
+            Method::GET,
+            url,
+            Some(EVALUATOR),
+            &[("accept", accept)],
+            None,
+        )
+        .await;
+        assert_eq!(
+            (a.status, a.content_type()),
+            (status, content_type),
+            "{accept}"
+        );
+        if status == StatusCode::NOT_ACCEPTABLE {
+            assert_eq!(a.json()["parameter"], "format");
+        }
+    }
 }

@@ -9,7 +9,10 @@
 //!   a user, group, usage type or booking, with a reason;
 //! - `POST /exceptions/review`: marks an item reviewed: a note-only
 //!   correction over its interval (`reviewed: <note>`), which changes no
-//!   figure.
+//!   figure;
+//! - `POST /exceptions/move`: moves the usage attributed to one booking in
+//!   an interval to another booking (disputed time: a double booking, an
+//!   overrun into the next booking's window), with a reason.
 
 use std::collections::HashMap;
 
@@ -92,6 +95,9 @@ pub struct Item {
     pub start_ms: i64,
     pub end_ms: i64,
     pub booking_id: Option<String>,
+    /// Disputed time an admin may move: the booking it is attributed to and
+    /// the one it might belong to, as far as the item knows (`""`: to fill).
+    pub move_pair: Option<(String, String)>,
     /// The figures, in the page's language.
     pub detail: String,
     /// Who handled it and how, when someone did.
@@ -165,13 +171,22 @@ pub fn build(inputs: &Inputs, lang: Lang, zone: &TimeZone) -> Vec<Item> {
         let who = format!("{} · {} · {}", o.booking_id, o.user, o.group);
         let when = format!("{}–{}", short_time(&o.start), super::page::clock(&o.end));
         let mut push = |kind: Kind, figures: String, s: i64, e: i64| {
+            let id = o.booking_id.clone();
+            // A no-show may have lost its time to a neighbour; an overrun
+            // may have been someone else's use.
+            let move_pair = match kind {
+                Kind::NoShow => Some((o.took_usage_from.join(" "), id.clone())),
+                Kind::Overrun => Some((id.clone(), String::new())),
+                _ => None,
+            };
             items.push(Item {
                 kind,
                 instrument_id: o.instrument_id.clone(),
                 name: name(&o.instrument_id),
                 start_ms: s,
                 end_ms: e,
-                booking_id: Some(o.booking_id.clone()),
+                booking_id: Some(id),
+                move_pair,
                 detail: format!("{who} · {when} · {figures}"),
                 handled: reviewed(&o.instrument_id, s, e),
             });
@@ -227,6 +242,8 @@ pub fn build(inputs: &Inputs, lang: Lang, zone: &TimeZone) -> Vec<Item> {
                 start_ms: s,
                 end_ms: e,
                 booking_id: None,
+                // §4 gives the overlap to the booking that started last.
+                move_pair: Some((b.booking_id.clone(), a.booking_id.clone())),
                 detail: format!(
                     "{} ↔ {} · {} · {}",
                     a.booking_id,
@@ -253,6 +270,7 @@ pub fn build(inputs: &Inputs, lang: Lang, zone: &TimeZone) -> Vec<Item> {
             start_ms: start,
             end_ms: end,
             booking_id: None,
+            move_pair: None,
             detail: format!(
                 "{} · {detail}",
                 d.period_start.get(0..10).unwrap_or(&d.period_start)
@@ -315,6 +333,7 @@ pub fn build(inputs: &Inputs, lang: Lang, zone: &TimeZone) -> Vec<Item> {
             start_ms: q.received_at_ms,
             end_ms: q.received_at_ms,
             booking_id: None,
+            move_pair: None,
             detail: format!(
                 "{} · {} · {} B · {}",
                 local_minute(q.received_at_ms, zone),
@@ -341,6 +360,7 @@ pub fn build(inputs: &Inputs, lang: Lang, zone: &TimeZone) -> Vec<Item> {
                     super::agents::mismatch_text(&a.threshold_mismatch, lang)
                 ),
                 handled: None,
+                move_pair: None,
             });
         }
     }
@@ -410,6 +430,8 @@ pub struct ItemView {
     pub handled: String,
     pub actionable: bool,
     pub assign: bool,
+    /// The move form, prefilled with (from, to).
+    pub move_pair: Option<(String, String)>,
     pub start: String,
     pub end: String,
     pub booking_id: String,
@@ -537,6 +559,7 @@ pub async fn page(
             },
             actionable: i.actionable(),
             assign: i.kind == Kind::Unbooked,
+            move_pair: i.move_pair.clone(),
             start: rfc3339(i.start_ms),
             end: rfc3339(i.end_ms),
             booking_id: i.booking_id.clone().unwrap_or_default(),
@@ -572,12 +595,37 @@ pub async fn page(
     Ok(Html(html).into_response())
 }
 
-/// The assign form.
+/// What every correction form has: the instrument, the interval, why, and
+/// the page to go back to.
 #[derive(Debug, Deserialize)]
-pub struct AssignForm {
+pub struct CorrectionFields {
     pub instrument_id: String,
     pub start: String,
     pub end: String,
+    #[serde(default)]
+    pub reason: String,
+    #[serde(default)]
+    pub back: String,
+}
+
+impl CorrectionFields {
+    /// A correction of the instrument's `[start, end)` for the reason given.
+    fn correction(&self) -> Result<NewCorrection, PageError> {
+        Ok(NewCorrection {
+            instrument_id: self.instrument_id.trim().to_owned(),
+            start: instant(&self.start, "start")?,
+            end: instant(&self.end, "end")?,
+            reason: self.reason.trim().to_owned(),
+            ..NewCorrection::default()
+        })
+    }
+}
+
+/// The assign form.
+#[derive(Debug, Deserialize)]
+pub struct AssignForm {
+    #[serde(flatten)]
+    pub fields: CorrectionFields,
     #[serde(default)]
     pub user: String,
     #[serde(default)]
@@ -586,10 +634,17 @@ pub struct AssignForm {
     pub usage_type: String,
     #[serde(default)]
     pub booking_id: String,
+}
+
+/// The move form.
+#[derive(Debug, Deserialize)]
+pub struct MoveForm {
+    #[serde(flatten)]
+    pub fields: CorrectionFields,
     #[serde(default)]
-    pub reason: String,
+    pub from_booking_id: String,
     #[serde(default)]
-    pub back: String,
+    pub booking_id: String,
 }
 
 /// The review form.
@@ -628,9 +683,9 @@ async fn record(
     let now = state.now();
     let by = viewer.name.clone();
     blocking(state, move |r| r.add_correction(correction, &by, now)).await?;
-    Ok(Redirect::to(&safe_next(
-        Some(back).filter(|b| b.starts_with("/exceptions")),
-    ))
+    Ok(Redirect::to(&safe_next(Some(back).filter(|b| {
+        b.starts_with("/exceptions") || b.starts_with("/instruments/")
+    })))
     .into_response())
 }
 
@@ -651,16 +706,30 @@ pub async fn assign(
         })?),
     };
     let correction = NewCorrection {
-        instrument_id: form.instrument_id.trim().to_owned(),
-        start: instant(&form.start, "start")?,
-        end: instant(&form.end, "end")?,
         user: optional(&form.user),
         group: optional(&form.group),
         usage_type,
         booking_id: optional(&form.booking_id),
-        reason: form.reason.trim().to_owned(),
+        ..form.fields.correction()?
     };
-    record(&state, &viewer, correction, &form.back).await
+    record(&state, &viewer, correction, &form.fields.back).await
+}
+
+/// `POST /exceptions/move` (admins): a move correction. Whatever is wrong
+/// (a booking missing, the interval not the source booking's usage) comes
+/// back from the same checks as the API's, naming the field.
+pub async fn move_time(
+    State(state): State<DashState>,
+    viewer: Viewer,
+    Form(form): Form<MoveForm>,
+) -> Result<Response, PageError> {
+    viewer.require_admin()?;
+    let correction = NewCorrection {
+        from_booking_id: Some(form.from_booking_id.trim().to_owned()),
+        booking_id: Some(form.booking_id.trim().to_owned()),
+        ..form.fields.correction()?
+    };
+    record(&state, &viewer, correction, &form.fields.back).await
 }
 
 /// `POST /exceptions/review` (admins): a note-only correction.

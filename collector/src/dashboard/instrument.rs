@@ -52,6 +52,44 @@ pub struct OutcomeView {
     pub booked: String,
     pub used: String,
     pub overrun: String,
+    /// Set when move corrections changed the used time.
+    pub corrected_used: String,
+    /// (label, booking ids) of each kind of disputed time the booking has.
+    pub disputes: Vec<(&'static str, String)>,
+    /// The move form's prefill when the booking has disputed time: from,
+    /// to, and the booking's slot as RFC 3339 instants.
+    pub move_form: Option<MovePrefill>,
+}
+
+/// What the instrument page's move form starts with (all editable).
+#[derive(Debug)]
+pub struct MovePrefill {
+    pub from: String,
+    pub to: String,
+    pub start: String,
+    pub end: String,
+}
+
+/// The move a manager most likely wants for a disputed booking: give back
+/// what it took from a neighbour, else take back what a neighbour took,
+/// else take the slot's time from an overlapping booking; over its slot.
+fn move_prefill(o: &OutcomeRow) -> Option<MovePrefill> {
+    let first = |ids: &[String]| ids.first().cloned();
+    let (from, to) = if let Some(other) = first(&o.took_usage_from) {
+        (o.booking_id.clone(), other)
+    } else if let Some(other) = first(&o.usage_taken_by).or_else(|| first(&o.overlapping_bookings))
+    {
+        (other, o.booking_id.clone())
+    } else {
+        return None;
+    };
+    let instant = |t: &str| t.parse::<jiff::Timestamp>().map(|t| t.to_string()).ok();
+    Some(MovePrefill {
+        from,
+        to,
+        start: instant(&o.start)?,
+        end: instant(&o.end)?,
+    })
 }
 
 /// One session as the table shows it.
@@ -282,6 +320,21 @@ pub async fn page(
                 } else {
                     String::new()
                 },
+                corrected_used: if o.corrected_used_s != o.used_s {
+                    duration(o.corrected_used_s, page.lang)
+                } else {
+                    String::new()
+                },
+                disputes: [
+                    ("dispute.overlaps", &o.overlapping_bookings),
+                    ("dispute.taken_by", &o.usage_taken_by),
+                    ("dispute.took_from", &o.took_usage_from),
+                ]
+                .into_iter()
+                .filter(|(_, ids)| !ids.is_empty())
+                .map(|(key, ids)| (page.t(key), ids.join(", ")))
+                .collect(),
+                move_form: move_prefill(o),
             })
             .collect(),
         sessions: view

@@ -160,6 +160,7 @@ pub fn routes(state: DashState) -> Router {
         .route("/exceptions", get(exceptions::page))
         .route("/exceptions/assign", post(exceptions::assign))
         .route("/exceptions/review", post(exceptions::review))
+        .route("/exceptions/move", post(exceptions::move_time))
         .route("/report", get(report::page))
         .route("/report.csv", get(report::csv))
         .route("/report.xlsx", get(report::xlsx))

@@ -505,3 +505,335 @@ async fn the_previewed_file_is_applied_from_the_page_without_a_second_upload() {
         "the import was applied: {outcomes}"
     );
 }
+
+/// Adds to the scenario on nmr-600 (local times): `b-double` 14:00–14:30,
+/// inside b-overrun's 13:00–15:00, and `b-next` 15:00–17:00 (teaching), so
+/// that §4 gives 14:00–14:30 to b-double and the use from 15:00 on to
+/// b-next, through the real `POST /api/v1/bookings` (with `token` when the
+/// site has tokens).
+async fn book_disputed_time(router: &Router, token: Option<&str>) {
+    let booking = |id: &str, start: &str, end: &str, usage: &str| {
+        serde_json::json!({
+            "booking_id": id, "instrument_id": NMR, "user": "zhao", "group": "Wu lab",
+            "usage_type": usage, "start": start, "end": end, "status": "confirmed"
+        })
+    };
+    let body = serde_json::json!({"bookings": [
+        booking("b-double", "2025-03-03T06:00:00Z", "2025-03-03T06:30:00Z", "research"),
+        booking("b-next", "2025-03-03T07:00:00Z", "2025-03-03T09:00:00Z", "teaching"),
+    ]});
+    let mut request = post_json("/api/v1/bookings", body);
+    if let Some(t) = token {
+        let bearer = format!("Bearer {t}").parse().expect("value");
+        request.headers_mut().insert(header::AUTHORIZATION, bearer);
+    }
+    let answer = send(router, request).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text());
+}
+
+fn post_json(uri: &str, body: serde_json::Value) -> Request<Body> {
+    Request::post(uri)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(body.to_string()))
+        .expect("request")
+}
+
+async fn outcomes(router: &Router) -> serde_json::Value {
+    let a = send(
+        router,
+        get(
+            &format!("/api/v1/bookings/outcomes?from=2025-03-03&to=2025-03-04&instrument={NMR}"),
+            None,
+            "en",
+        ),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text());
+    let rows: serde_json::Value = serde_json::from_slice(&a.body).expect("json");
+    rows["rows"]
+        .as_array()
+        .expect("rows")
+        .iter()
+        .map(|r| (r["booking_id"].as_str().expect("id").to_owned(), r.clone()))
+        .collect::<serde_json::Map<_, _>>()
+        .into()
+}
+
+#[tokio::test]
+async fn the_api_lists_disputed_time_and_a_posted_move_changes_only_the_corrected_outcomes() {
+    let site = site(false);
+    book_disputed_time(&site.router, None).await;
+    let before = outcomes(&site.router).await;
+    let o = &before["b-overrun"];
+    // 13:00–14:00 and 14:30–15:00; 14:00–14:30 went to b-double, 15:00 on to b-next.
+    assert_eq!(
+        (o["used_s"].as_f64(), o["corrected_used_s"].as_f64()),
+        (Some(5400.0), Some(5400.0))
+    );
+    assert_eq!(o["overlapping_bookings"], serde_json::json!(["b-double"]));
+    assert_eq!(
+        o["usage_taken_by"],
+        serde_json::json!(["b-double", "b-next"])
+    );
+    assert_eq!(o["took_usage_from"], serde_json::json!(["b-double"]));
+    assert_eq!(
+        before["b-next"]["took_usage_from"],
+        serde_json::json!(["b-overrun"])
+    );
+    assert_eq!(
+        before["b-next"]["overlapping_bookings"],
+        serde_json::json!([])
+    );
+    assert_eq!(before["b-next"]["used_s"].as_f64(), Some(7200.0));
+
+    // The manager: the first user kept running until 16:00.
+    let moved = send(
+        &site.router,
+        post_json(
+            "/api/v1/corrections",
+            serde_json::json!({
+                "instrument_id": NMR, "start": "2025-03-03T07:00:00Z", "end": "2025-03-03T08:00:00Z",
+                "from_booking_id": "b-next", "booking_id": "b-overrun",
+                "reason": "wang's run went on to 16:00 (logbook p. 31)"
+            }),
+        ),
+    )
+    .await;
+    assert_eq!(moved.status, StatusCode::CREATED, "{}", moved.text());
+    assert!(moved.text().contains("\"from_booking_id\":\"b-next\""));
+    let after = outcomes(&site.router).await;
+    let (o, n) = (&after["b-overrun"], &after["b-next"]);
+    assert_eq!(
+        (o["used_s"].as_f64(), o["corrected_used_s"].as_f64()),
+        (Some(5400.0), Some(9000.0))
+    );
+    assert_eq!(
+        (n["used_s"].as_f64(), n["corrected_used_s"].as_f64()),
+        (Some(7200.0), Some(3600.0))
+    );
+    // Evidence and the uncorrected outcome stay as they were.
+    for key in [
+        "outcome",
+        "flags",
+        "sessions",
+        "first_use",
+        "last_use",
+        "usage_taken_by",
+    ] {
+        assert_eq!(after["b-next"][key], before["b-next"][key], "{key}");
+    }
+    // The corrected teaching hours lose the hour; the uncorrected ones keep it.
+    let hours = send(
+        &site.router,
+        get(
+            &format!("/api/v1/hours?from=2025-03-03&to=2025-03-04&instrument={NMR}"),
+            None,
+            "en",
+        ),
+    )
+    .await;
+    let hours: serde_json::Value = serde_json::from_slice(&hours.body).expect("json");
+    let row = &hours["rows"][0];
+    assert_eq!(row["by_usage_type"]["teaching"].as_f64(), Some(2.0));
+    assert_eq!(
+        row["corrected"]["by_usage_type"]["teaching"].as_f64(),
+        Some(1.0)
+    );
+    assert_eq!(
+        row["corrected"]["by_usage_type"]["research"].as_f64(),
+        Some(row["by_usage_type"]["research"].as_f64().expect("research") + 1.0)
+    );
+    // CSV carries the same columns.
+    let csv = send(
+        &site.router,
+        get(&format!("/api/v1/bookings/outcomes?from=2025-03-03&to=2025-03-04&instrument={NMR}&format=csv"), None, "en"),
+    )
+    .await
+    .text();
+    assert!(
+        csv.lines()
+            .next()
+            .expect("header")
+            .ends_with(",overlapping_bookings,usage_taken_by,took_usage_from,corrected_used_s")
+    );
+    let next_line = csv
+        .lines()
+        .find(|l| l.starts_with("b-next,"))
+        .expect("b-next");
+    assert!(next_line.ends_with(",,,b-overrun,3600.0"), "{next_line}");
+
+    // Usage b-overrun never had cannot be moved from it.
+    let refused = send(
+        &site.router,
+        post_json(
+            "/api/v1/corrections",
+            serde_json::json!({
+                "instrument_id": NMR, "start": "2025-03-03T08:30:00Z", "end": "2025-03-03T09:30:00Z",
+                "from_booking_id": "b-overrun", "booking_id": "b-next", "reason": "x"
+            }),
+        ),
+    )
+    .await;
+    assert_eq!(refused.status, StatusCode::BAD_REQUEST);
+    let e: serde_json::Value = serde_json::from_slice(&refused.body).expect("json");
+    assert_eq!(e["parameter"], "from_booking_id");
+    assert!(
+        e["error"].as_str().expect("error").contains(
+            "from 2025-03-03T16:30:00+08:00 to 2025-03-03T17:30:00+08:00 the usage is attributed to booking \"b-next\""
+        ),
+        "{e}"
+    );
+}
+
+#[tokio::test]
+async fn an_admin_moves_double_booked_time_from_the_inbox_and_the_instrument_page_shows_it() {
+    let site = site(true);
+    book_disputed_time(&site.router, Some(ADMIN_TOKEN)).await;
+    let admin = login(&site.router, ADMIN_TOKEN).await;
+    let inbox = send(
+        &site.router,
+        get(
+            "/exceptions?from=2025-03-03&to=2025-03-03&kind=double_booking",
+            Some(&admin),
+            "zh-CN",
+        ),
+    )
+    .await
+    .text();
+    assert!(inbox.contains("move-form"), "{inbox}");
+    assert!(inbox.contains("将这段时间改记到另一预约"));
+    // Prefilled: §4 gave the overlap to b-double (it started last).
+    assert!(inbox.contains("name=\"from_booking_id\" value=\"b-double\""));
+    assert!(inbox.contains("name=\"booking_id\" value=\"b-overrun\""));
+    let evaluator = login(&site.router, EVALUATOR_TOKEN).await;
+    let seen = send(
+        &site.router,
+        get(
+            "/exceptions?from=2025-03-03&to=2025-03-03&kind=double_booking",
+            Some(&evaluator),
+            "en",
+        ),
+    )
+    .await
+    .text();
+    assert!(!seen.contains("move-form"));
+
+    let body = "instrument_id=nmr-600&start=2025-03-03T06:00:00Z&end=2025-03-03T06:30:00Z\
+                &from_booking_id=b-double&booking_id=b-overrun&reason=b-double+never+came&back=/exceptions";
+    let refused = send(
+        &site.router,
+        post_form("/exceptions/move", Some(&admin), body, false),
+    )
+    .await;
+    assert_eq!(
+        refused.status,
+        StatusCode::FORBIDDEN,
+        "no same-origin proof"
+    );
+    let refused = send(
+        &site.router,
+        post_form("/exceptions/move", Some(&evaluator), body, true),
+    )
+    .await;
+    assert_eq!(
+        refused.status,
+        StatusCode::FORBIDDEN,
+        "evaluators do not correct"
+    );
+    let done = send(
+        &site.router,
+        post_form("/exceptions/move", Some(&admin), body, true),
+    )
+    .await;
+    assert_eq!(done.status, StatusCode::SEE_OTHER, "{}", done.text());
+
+    let page = |lang: &'static str| {
+        let router = site.router.clone();
+        let admin = admin.clone();
+        async move {
+            send(
+                &router,
+                get(
+                    &format!("/instruments/{NMR}?day=2025-03-03"),
+                    Some(&admin),
+                    lang,
+                ),
+            )
+            .await
+            .text()
+        }
+    };
+    let en = page("en").await;
+    let row = en
+        .split("<tr data-booking=\"b-overrun\"")
+        .nth(1)
+        .expect("row");
+    let row = &row[..row.find("</tr>").expect("end")];
+    assert!(row.contains("Slot overlaps:</span> b-double"), "{row}");
+    assert!(
+        row.contains("Use passed on to:</span> b-double, b-next"),
+        "{row}"
+    );
+    // 1 h 30 min used; 2 h once b-double's half hour is moved back.
+    let corrected = row.split("corrected-used\">").nth(1).expect("cell");
+    assert!(corrected.starts_with("2 h"), "{row}");
+    let zh = page("zh-CN").await;
+    assert!(zh.contains("使用时长（更正后）") && zh.contains("时段重叠"));
+
+    // The overrun into b-next's window, moved from the instrument page: b-next
+    // took use from b-overrun, so its form gives it back over b-next's slot.
+    let row = en.split("<tr data-booking=\"b-next\"").nth(1).expect("row");
+    let row = &row[..row.find("</tr>").expect("end")];
+    assert!(row.contains("Took use from:</span> b-overrun"), "{row}");
+    assert!(
+        row.contains("name=\"from_booking_id\" value=\"b-next\""),
+        "{row}"
+    );
+    assert!(
+        row.contains("name=\"booking_id\" value=\"b-overrun\""),
+        "{row}"
+    );
+    assert!(row.contains("name=\"back\" value=\"/instruments/nmr-600?day=2025-03-03\""));
+    let body = "instrument_id=nmr-600&start=2025-03-03T07:00:00Z&end=2025-03-03T08:00:00Z\
+                &from_booking_id=b-next&booking_id=b-overrun&reason=wang+ran+on\
+                &back=%2Finstruments%2Fnmr-600%3Fday%3D2025-03-03";
+    let done = send(
+        &site.router,
+        post_form("/exceptions/move", Some(&admin), body, true),
+    )
+    .await;
+    assert_eq!(done.status, StatusCode::SEE_OTHER, "{}", done.text());
+    assert_eq!(
+        done.headers[header::LOCATION],
+        "/instruments/nmr-600?day=2025-03-03"
+    );
+    let en = page("en").await;
+    let row = en
+        .split("<tr data-booking=\"b-overrun\"")
+        .nth(1)
+        .expect("row");
+    let corrected = row.split("corrected-used\">").nth(1).expect("cell");
+    assert!(corrected.starts_with("3 h"), "{row}");
+    let seen = send(
+        &site.router,
+        get(
+            &format!("/instruments/{NMR}?day=2025-03-03"),
+            Some(&evaluator),
+            "en",
+        ),
+    )
+    .await
+    .text();
+    assert!(seen.contains("Took use from") && !seen.contains("move-form"));
+
+    // A wrong move is refused with the reason, and nothing is recorded.
+    let wrong = "instrument_id=nmr-600&start=2025-03-03T05:00:00Z&end=2025-03-03T06:30:00Z\
+                 &from_booking_id=b-double&booking_id=b-overrun&reason=x&back=/exceptions";
+    let refused = send(
+        &site.router,
+        post_form("/exceptions/move", Some(&admin), wrong, true),
+    )
+    .await;
+    assert_eq!(refused.status, StatusCode::BAD_REQUEST);
+    assert!(refused.text().contains("b-overrun"), "{}", refused.text());
+}

@@ -8,7 +8,7 @@ use jiff::{Timestamp, ToSpan, Zoned};
 use labhours_shared::state::State;
 use serde::{Deserialize, Serialize};
 
-use super::corrections::{Assignment, assigned_pieces};
+use super::corrections::{Assignment, Move, assigned_pieces};
 use super::fast::FastMap;
 use super::{
     Booking, Interval, Ms, Outcome, Reconciliation, ResultFileRef, Timeline, UNASSIGNED, UsageType,
@@ -115,7 +115,9 @@ pub struct PeriodTotals {
     #[serde(default)]
     pub assigned_ms: Ms,
     /// `by_usage_type_ms` after corrections: assigned usage moved from
-    /// `unassigned` to its usage type when it has one; every key present.
+    /// `unassigned` to its usage type when it has one, and usage moved
+    /// between bookings from the first one's type to the second's; every
+    /// key present.
     #[serde(default)]
     pub corrected_by_usage_type_ms: BTreeMap<String, Ms>,
 }
@@ -158,6 +160,10 @@ pub struct TotalsInputs<'a> {
     pub result_files: &'a [ResultFileRef],
     /// Admin corrections (§7), in the order they were made (later wins where they overlap).
     pub corrections: &'a [Assignment],
+    /// Usage moved from one booking to another by move corrections (the
+    /// pieces [`super::apply_moves`] gives): its usage type follows the
+    /// booking in the corrected figures.
+    pub moved: &'a [Move],
     /// Energy in Wh per bucket, sorted by bucket start; a bucket counts in the period containing its start. `energy_kwh` is None for a period with no bucket.
     pub energy: &'a [(Ms, f64)],
 }
@@ -174,6 +180,7 @@ pub fn period_totals(inputs: &PeriodInputs<'_>) -> PeriodTotals {
             timeline: inputs.timeline,
             result_files: inputs.result_files,
             corrections: &[],
+            moved: &[],
             energy: &[],
         },
         &[inputs.period],
@@ -217,7 +224,8 @@ struct Acc {
     unbooked: Ms,
     by_type: [Ms; KEYS],
     assigned: Ms,
-    /// Usage moved by corrections: − from `unassigned`, + to its type.
+    /// Usage moved by corrections: − from `unassigned` (or the source
+    /// booking's type), + to its type.
     moved: [Ms; KEYS],
     no_shows: u64,
     result_files: u64,
@@ -339,6 +347,23 @@ pub fn totals_for_periods(inputs: &TotalsInputs<'_>, periods: &[Interval]) -> Ve
                     }
                 }
             }
+        }
+    }
+
+    // Move corrections: usage taken from one booking's type to another's.
+    for m in inputs.moved {
+        let (from, to) = (
+            type_of
+                .get(m.from.as_str())
+                .map_or(UNASSIGNED_KEY, |&t| key(t)),
+            type_of
+                .get(m.to.as_str())
+                .map_or(UNASSIGNED_KEY, |&t| key(t)),
+        );
+        for i in finder.overlapping(m.interval) {
+            let ms = m.interval.overlap(&periods[i]);
+            acc[i].moved[from] -= ms;
+            acc[i].moved[to] += ms;
         }
     }
 

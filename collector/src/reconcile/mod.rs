@@ -22,6 +22,7 @@
 
 mod attribution;
 pub mod corrections;
+mod disputes;
 mod fast;
 pub mod hours;
 mod outcomes;
@@ -32,7 +33,10 @@ mod timeline;
 mod tests;
 
 pub use attribution::{attribute, owner_rules};
-pub use corrections::{Assignment, assigned_pieces};
+pub use corrections::{
+    Assignment, Attribution, Instead, Move, Uncovered, apply_moves, assigned_pieces,
+};
+pub use disputes::{Disputes, disputes};
 pub use hours::{
     HoursRow, Period, PeriodInputs, PeriodTotals, PeriodUnit, TotalsInputs, period_totals,
     split_periods, totals_for_periods,

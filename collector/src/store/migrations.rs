@@ -37,8 +37,12 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         include_str!("../../migrations/0005_energy_quarantine_agent_rules.sql"),
     ),
     (
-        "0006_influx_export",
-        include_str!("../../migrations/0006_influx_export.sql"),
+        "0006_disputed_time",
+        include_str!("../../migrations/0006_disputed_time.sql"),
+    ),
+    (
+        "0007_influx_export",
+        include_str!("../../migrations/0007_influx_export.sql"),
     ),
 ];
 

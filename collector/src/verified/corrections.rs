@@ -1,7 +1,9 @@
 //! §7 corrections: an admin assigns unbooked usage in `[start, end)` of an
-//! instrument to a user, group, usage type or existing booking, or attaches
-//! a note. Evidence is never edited; every correction is kept with who,
-//! when and why, and reports show corrected figures beside uncorrected ones.
+//! instrument to a user, group, usage type or existing booking, attaches a
+//! note, or moves usage §4 attributed to one booking to another (disputed
+//! time: `from_booking_id` → `booking_id`). Evidence is never edited; every
+//! correction is kept with who, when and why, and reports show corrected
+//! figures beside uncorrected ones.
 
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
@@ -32,6 +34,12 @@ pub struct NewCorrection {
     /// unless `usage_type` is given).
     #[serde(default)]
     pub booking_id: Option<String>,
+    /// Makes this a move: the usage attributed to this booking in
+    /// `[start, end)` counts as `booking_id`'s in the corrected figures.
+    /// Both bookings on the instrument; the whole interval must be usage
+    /// attributed to this one; `user`, `group` and `usage_type` not given.
+    #[serde(default)]
+    pub from_booking_id: Option<String>,
     /// Why: required and not blank, shown in the audit trail.
     #[schema(pattern = r"\S")]
     pub reason: String,
@@ -69,6 +77,8 @@ pub struct CorrectionSchema {
     usage_type: Option<UsageType>,
     /// An existing booking the usage belongs to.
     booking_id: Option<String>,
+    /// Set on a move: the booking the usage was taken from.
+    from_booking_id: Option<String>,
     /// Why, as the admin said.
     reason: String,
     /// The token name of the admin who made it.
@@ -77,10 +87,13 @@ pub struct CorrectionSchema {
     created_at: Timestamp,
 }
 
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, OptionalExtension, params};
 
+use super::materialize::{load, restart_point};
 use super::query::QueryError;
-use crate::reconcile::Ms;
+use super::views::local;
+use crate::reconcile::{Attribution, Instead, Interval, Move, Ms};
+use crate::registry::Instrument;
 use crate::store::derived::mark_dirty;
 
 fn bad(parameter: &'static str, message: impl Into<String>) -> QueryError {
@@ -90,22 +103,83 @@ fn bad(parameter: &'static str, message: impl Into<String>) -> QueryError {
     }
 }
 
+/// Booking `id`'s start and whether it is cancelled; it must be on
+/// `instrument`, else the error names `parameter`.
+fn booking_on(
+    conn: &Connection,
+    parameter: &'static str,
+    id: &str,
+    instrument: &str,
+) -> Result<(Ms, bool), QueryError> {
+    let found: Option<(String, Ms, String)> = conn
+        .query_row(
+            "SELECT instrument_id, start_ms, status FROM bookings WHERE booking_id = ?1",
+            [id],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .optional()?;
+    match found {
+        None => Err(bad(parameter, format!("no booking {id:?}"))),
+        Some((i, _, _)) if i != instrument => Err(bad(
+            parameter,
+            format!("booking {id:?} is on instrument {i:?}, not {instrument:?}"),
+        )),
+        Some((_, start, status)) => Ok((start, status == "cancelled")),
+    }
+}
+
+/// Checks that every instant of the move's interval is usage attributed
+/// to its source booking, as the evidence stands and after the moves made
+/// before it (reconciled on the spot); otherwise says which stretch is not
+/// and what it is instead.
+fn check_move(conn: &Connection, inst: &Instrument, m: &Move) -> Result<(), QueryError> {
+    let loaded = load(conn, inst, restart_point(conn, inst, m.interval.start)?)?;
+    let rec = loaded.reconcile(inst);
+    let mut attribution = Attribution::new(&rec.segments);
+    for earlier in &loaded.moves {
+        attribution.apply(earlier);
+    }
+    attribution.check(m).map_err(|u| {
+        let when = format!(
+            "from {} to {}",
+            local(u.interval.start, &inst.zone),
+            local(u.interval.end, &inst.zone)
+        );
+        let what = match u.instead {
+            Instead::NoUsage => "there is no usage (no kept session) to move".to_owned(),
+            Instead::Unbooked => "the usage is unbooked (no booking took it): assign it \
+                                  with booking_id alone, without from_booking_id"
+                .to_owned(),
+            Instead::Booking(b) => format!("the usage is attributed to booking {b:?}"),
+        };
+        bad(
+            "from_booking_id",
+            format!(
+                "{when} {what}; a move takes only usage attributed to {:?} \
+                 (see its booking outcome's first_use, last_use and the sessions' segments)",
+                m.from
+            ),
+        )
+    })
+}
+
 /// Checks and records a correction, and marks its instrument for
-/// re-reconciliation from its start. `known` says whether an instrument id
+/// re-reconciliation from its start (a move: or the start of the booking it
+/// moves usage to, if earlier). `instrument` finds an instrument that
 /// exists (configured or seen).
 pub fn add(
     conn: &Connection,
     c: NewCorrection,
     created_by: &str,
     now: Timestamp,
-    known: impl Fn(&str) -> bool,
+    instrument: impl Fn(&str) -> Option<Instrument>,
 ) -> Result<Correction, QueryError> {
-    if !known(&c.instrument_id) {
+    let Some(inst) = instrument(&c.instrument_id) else {
         return Err(bad(
             "instrument_id",
             format!("no instrument {:?}", c.instrument_id),
         ));
-    }
+    };
     if c.end <= c.start {
         return Err(bad("end", "must be after start"));
     }
@@ -115,30 +189,73 @@ pub fn add(
             "say why: the reason is kept in the audit trail",
         ));
     }
-    if let Some(booking) = &c.booking_id {
-        let on: Option<String> = conn
-            .query_row(
-                "SELECT instrument_id FROM bookings WHERE booking_id = ?1",
-                [booking],
-                |r| r.get(0),
-            )
-            .ok();
-        match on {
-            None => return Err(bad("booking_id", format!("no booking {booking:?}"))),
-            Some(i) if i != c.instrument_id => {
+    let to = match &c.booking_id {
+        Some(booking) => Some(booking_on(conn, "booking_id", booking, &c.instrument_id)?),
+        None => None,
+    };
+    let (start, end): (Ms, Ms) = (c.start.as_millisecond(), c.end.as_millisecond());
+    // Reconciled again from the earliest instant whose figures change: a
+    // move also changes the outcome of the booking it moves usage to.
+    let mut dirty_from = start;
+    if let Some(from) = &c.from_booking_id {
+        if from.trim().is_empty() {
+            return Err(bad(
+                "from_booking_id",
+                "name the booking the usage is taken from (or leave from_booking_id out to assign unbooked usage)",
+            ));
+        }
+        let Some((to_start, to_cancelled)) = to else {
+            return Err(bad(
+                "booking_id",
+                "a move (from_booking_id) needs the booking the usage goes to",
+            ));
+        };
+        for (given, name) in [
+            (c.user.is_some(), "user"),
+            (c.group.is_some(), "group"),
+            (c.usage_type.is_some(), "usage_type"),
+        ] {
+            if given {
                 return Err(bad(
-                    "booking_id",
-                    format!("booking {booking:?} is on instrument {i:?}"),
+                    name,
+                    format!("a move gives the usage to booking_id; {name} cannot be set on it"),
                 ));
             }
-            Some(_) => {}
         }
+        let (_, from_cancelled) = booking_on(conn, "from_booking_id", from, &c.instrument_id)?;
+        for (cancelled, name, id) in [
+            (from_cancelled, "from_booking_id", from),
+            (
+                to_cancelled,
+                "booking_id",
+                c.booking_id.as_ref().unwrap_or(from),
+            ),
+        ] {
+            if cancelled {
+                return Err(bad(
+                    name,
+                    format!("booking {id:?} is cancelled: it owns no usage"),
+                ));
+            }
+        }
+        if c.booking_id.as_deref() == Some(from.as_str()) {
+            return Err(bad(
+                "booking_id",
+                "the booking the usage goes to must differ from from_booking_id",
+            ));
+        }
+        let m = Move {
+            interval: Interval::new(start, end),
+            from: from.clone(),
+            to: c.booking_id.clone().unwrap_or_default(),
+        };
+        check_move(conn, &inst, &m)?;
+        dirty_from = dirty_from.min(to_start);
     }
-    let (start, end): (Ms, Ms) = (c.start.as_millisecond(), c.end.as_millisecond());
     conn.execute(
         "INSERT INTO corrections (instrument_id, start_ms, end_ms, user, group_name, usage_type,
-             booking_id, reason, created_by, created_at_ms)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+             booking_id, reason, created_by, created_at_ms, from_booking_id)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
         params![
             c.instrument_id,
             start,
@@ -150,9 +267,10 @@ pub fn add(
             c.reason,
             created_by,
             now.as_millisecond(),
+            c.from_booking_id,
         ],
     )?;
-    mark_dirty(conn, &c.instrument_id, start)?;
+    mark_dirty(conn, &c.instrument_id, dirty_from)?;
     let id = conn.last_insert_rowid();
     Ok(Correction {
         id,
@@ -175,7 +293,7 @@ pub fn list(
 ) -> Result<Vec<Correction>, QueryError> {
     let mut stmt = conn.prepare_cached(
         "SELECT id, instrument_id, start_ms, end_ms, user, group_name, usage_type, booking_id,
-                reason, created_by, created_at_ms
+                reason, created_by, created_at_ms, from_booking_id
          FROM corrections
          WHERE end_ms > ?1 AND start_ms < ?2 AND (?3 IS NULL OR instrument_id = ?3)
          ORDER BY id",
@@ -195,6 +313,7 @@ pub fn list(
                     .as_deref()
                     .and_then(UsageType::parse),
                 booking_id: r.get(7)?,
+                from_booking_id: r.get(11)?,
                 reason: r.get(8)?,
             },
             created_by: r.get(9)?,

@@ -227,7 +227,8 @@ pub fn live_totals(
     let restart = restart_point(conn, inst, period.start)?;
     let loaded = load(conn, inst, restart)?;
     let rec = loaded.reconcile(inst);
-    let mut totals = loaded.totals(inst, &rec, &[period]);
+    let moved = loaded.moved(&rec);
+    let mut totals = loaded.totals(inst, &rec, &moved, &[period]);
     Ok(totals.pop().expect("one period in, one out"))
 }
 

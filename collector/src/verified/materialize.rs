@@ -20,9 +20,9 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, pa
 use crate::bookings::{BookingStatus, UsageType};
 use crate::config::UsageSource;
 use crate::reconcile::{
-    self, Assignment, Booking, BookingReport, InstrumentInputs, Interval, Ms, PeriodTotals,
-    PeriodUnit, Reconciliation, ResultFileRef, Timeline, TotalsInputs, secs, split_periods,
-    totals_for_periods,
+    self, Assignment, Booking, BookingReport, Disputes, InstrumentInputs, Interval, Move, Ms,
+    PeriodTotals, PeriodUnit, Reconciliation, ResultFileRef, Timeline, TotalsInputs, apply_moves,
+    secs, split_periods, totals_for_periods,
 };
 use crate::registry::{Instrument, Registry};
 
@@ -38,6 +38,8 @@ pub struct Loaded {
     pub files: Vec<ResultFileRef>,
     pub bookings: Vec<Booking>,
     pub corrections: Vec<Assignment>,
+    /// Move corrections, in the order they were made.
+    pub moves: Vec<Move>,
     /// Energy in Wh per UTC hour.
     pub energy: Vec<(Ms, f64)>,
     /// The earliest instant any input has (None: nothing at all).
@@ -63,11 +65,18 @@ impl Loaded {
         }
     }
 
+    /// The pieces of usage the move corrections moved, in order.
+    pub fn moved(&self, rec: &Reconciliation) -> Vec<Move> {
+        apply_moves(&rec.segments, &self.moves)
+    }
+
     /// Totals of each period (sorted, disjoint); `open_ms` left None.
+    /// `moved`: [`Loaded::moved`] of `rec`.
     pub fn totals(
         &self,
         inst: &Instrument,
         rec: &Reconciliation,
+        moved: &[Move],
         periods: &[Interval],
     ) -> Vec<PeriodTotals> {
         totals_for_periods(
@@ -78,6 +87,7 @@ impl Loaded {
                 timeline: &self.timeline,
                 result_files: &self.files,
                 corrections: &self.corrections,
+                moved,
                 energy: &self.energy,
             },
             periods,
@@ -173,7 +183,8 @@ pub fn load(conn: &Connection, inst: &Instrument, from: Ms) -> rusqlite::Result<
             "SELECT c.start_ms, c.end_ms, c.user, c.group_name, c.usage_type, c.booking_id,
                     b.usage_type
              FROM corrections c LEFT JOIN bookings b ON b.booking_id = c.booking_id
-             WHERE c.instrument_id = ?1 AND c.end_ms > ?2 ORDER BY c.id",
+             WHERE c.instrument_id = ?1 AND c.end_ms > ?2 AND c.from_booking_id IS NULL
+             ORDER BY c.id",
         )?
         .query_map(params![id, from], |r| {
             let user: Option<String> = r.get(2)?;
@@ -192,6 +203,21 @@ pub fn load(conn: &Connection, inst: &Instrument, from: Ms) -> rusqlite::Result<
                     || group.is_some()
                     || usage_type.is_some()
                     || booking.is_some(),
+            })
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+
+    let moves: Vec<Move> = conn
+        .prepare_cached(
+            "SELECT start_ms, end_ms, from_booking_id, booking_id FROM corrections
+             WHERE instrument_id = ?1 AND end_ms > ?2 AND from_booking_id IS NOT NULL
+             ORDER BY id",
+        )?
+        .query_map(params![id, from], |r| {
+            Ok(Move {
+                interval: Interval::new(r.get(0)?, r.get(1)?),
+                from: r.get(2)?,
+                to: r.get::<_, Option<String>>(3)?.unwrap_or_default(),
             })
         })?
         .collect::<rusqlite::Result<_>>()?;
@@ -220,6 +246,7 @@ pub fn load(conn: &Connection, inst: &Instrument, from: Ms) -> rusqlite::Result<
         files,
         bookings,
         corrections,
+        moves,
         energy,
         first: firsts.into_iter().flatten().min(),
         last: lasts.into_iter().flatten().max(),
@@ -273,6 +300,20 @@ pub fn restart_point(conn: &Connection, inst: &Instrument, from: Ms) -> rusqlite
             .query_row(params![inst.id, early, late, at], |r| r.get(0))?;
         if let Some(start) = window {
             at = local_day_start(&inst.zone, start - early).min(at - 1);
+            continue;
+        }
+        // A move ties its interval to the outcome of the booking it moves
+        // usage to: neither is reconciled without the other.
+        let tied: Option<Ms> = conn
+            .prepare_cached(
+                "SELECT MIN(MIN(c.start_ms, b.start_ms)) FROM corrections c
+                 JOIN bookings b ON b.booking_id = c.booking_id
+                 WHERE c.instrument_id = ?1 AND c.from_booking_id IS NOT NULL
+                   AND MIN(c.start_ms, b.start_ms) < ?2 AND MAX(c.end_ms, b.start_ms + 1) > ?2",
+            )?
+            .query_row(params![inst.id, at], |r| r.get(0))?;
+        if let Some(start) = tied {
+            at = local_day_start(&inst.zone, start).min(at - 1);
             continue;
         }
         let context = load(conn, inst, at.saturating_sub(CONTEXT_MS))?;
@@ -347,8 +388,18 @@ pub struct Computed {
     pub month_from: String,
     pub days: Vec<(Interval, String)>,
     pub totals: Vec<PeriodTotals>,
-    /// Reports of the bookings starting at or after the cut, with their start.
-    pub outcomes: Vec<(Ms, BookingReport)>,
+    /// Reports of the bookings starting at or after the cut.
+    pub outcomes: Vec<StoredOutcome>,
+}
+
+/// A booking's report as stored: with its start, its disputes and its
+/// used time after move corrections.
+#[derive(Debug, Clone)]
+pub struct StoredOutcome {
+    pub start: Ms,
+    pub report: BookingReport,
+    pub disputes: Disputes,
+    pub corrected_used_s: f64,
 }
 
 /// Reconciles `inst` from `from` (None: from the beginning).
@@ -378,7 +429,8 @@ pub fn compute(
         _ => Vec::new(),
     };
     let periods: Vec<Interval> = days.iter().map(|(p, _)| *p).collect();
-    let totals = loaded.totals(inst, &rec, &periods);
+    let moved = loaded.moved(&rec);
+    let totals = loaded.totals(inst, &rec, &moved, &periods);
     let cut = first_day.min(restart.max(Ms::MIN + 1));
     let month_from = match from {
         Some(_) => local_days(&inst.zone, cut, cut + 1)
@@ -391,12 +443,20 @@ pub fn compute(
         .iter()
         .map(|b| (b.booking_id.as_str(), b.start))
         .collect();
+    let mut disputes = reconcile::disputes(&loaded.bookings, &rec.segments);
+    let net = reconcile::corrections::moved_ms_by_booking(&moved);
     let outcomes = rec
         .reports
-        .into_iter()
+        .iter()
         .filter_map(|r| {
-            let start = *starts.get(r.booking_id.as_str())?;
-            (start >= restart).then_some((start, r))
+            let id = r.booking_id.as_str();
+            let start = *starts.get(id)?;
+            (start >= restart).then(|| StoredOutcome {
+                start,
+                corrected_used_s: r.used_s + net.get(id).copied().unwrap_or(0) as f64 / 1000.0,
+                disputes: disputes.remove(id).unwrap_or_default(),
+                report: r.clone(),
+            })
         })
         .collect();
     Ok(Computed {
@@ -479,14 +539,18 @@ pub fn write(conn: &Connection, c: &Computed, now: Ms) -> rusqlite::Result<Pass>
         let mut insert = conn.prepare_cached(
             "INSERT INTO booking_outcomes (booking_id, instrument_id, start_ms, outcome,
                  flags, booked_s, used_s, early_s, overrun_s, first_use_ms, last_use_ms,
-                 unknown_s, fault_s, sessions, result_files)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+                 unknown_s, fault_s, sessions, result_files, overlapping_bookings,
+                 usage_taken_by, took_usage_from, corrected_used_s)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,
+                     ?17, ?18, ?19)",
         )?;
-        for (start, r) in &c.outcomes {
+        let json = |v: &Vec<String>| serde_json::to_string(v).unwrap_or_default();
+        for o in &c.outcomes {
+            let (r, d) = (&o.report, &o.disputes);
             insert.execute(params![
                 r.booking_id,
                 id,
-                start,
+                o.start,
                 outcome_name(r.outcome),
                 flag_names(&r.flags).join(","),
                 r.booked_s,
@@ -497,8 +561,12 @@ pub fn write(conn: &Connection, c: &Computed, now: Ms) -> rusqlite::Result<Pass>
                 r.last_use,
                 r.unknown_s,
                 r.fault_s,
-                serde_json::to_string(&r.sessions).unwrap_or_default(),
-                serde_json::to_string(&r.result_files).unwrap_or_default(),
+                json(&r.sessions),
+                json(&r.result_files),
+                json(&d.overlapping_bookings),
+                json(&d.usage_taken_by),
+                json(&d.took_usage_from),
+                o.corrected_used_s,
             ])?;
         }
     }

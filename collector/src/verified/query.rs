@@ -149,6 +149,18 @@ pub struct OutcomeRow {
     /// Evidence: session ids and result-file ids.
     pub sessions: Vec<String>,
     pub result_files: Vec<String>,
+    /// Disputed time (docs/verified.md): the other confirmed bookings on the
+    /// instrument whose own slot overlaps this booking's slot.
+    pub overlapping_bookings: Vec<String>,
+    /// Bookings that got the rest of a session this booking had been
+    /// attributed (an overrun into the next booking's window, a double
+    /// booking's later start).
+    pub usage_taken_by: Vec<String>,
+    /// Bookings whose session this booking was attributed the rest of.
+    pub took_usage_from: Vec<String>,
+    /// `used_s` after move corrections (usage moved to or from this
+    /// booking); `used_s` itself never changes.
+    pub corrected_used_s: f64,
 }
 
 /// A piece of a session owned by one booking or by none.

@@ -193,14 +193,15 @@ impl Reports for StoreReports {
         self.write(|conn, registry| {
             let known = hours::select(conn, registry, None, None)?
                 .into_iter()
-                .map(|i| i.id)
-                .collect::<std::collections::HashSet<_>>();
+                .map(|i| (i.id.clone(), i))
+                .collect::<std::collections::HashMap<_, _>>();
             // Corrections cannot be rebuilt from anything: sync them fully.
             conn.pragma_update(None, "synchronous", "FULL")?;
             let added = (|| {
                 let tx = conn.transaction()?;
-                let c =
-                    corrections::add(&tx, correction, created_by, now, |id| known.contains(id))?;
+                let c = corrections::add(&tx, correction, created_by, now, |id| {
+                    known.get(id).cloned()
+                })?;
                 tx.commit()?;
                 Ok::<_, QueryError>(c)
             })();

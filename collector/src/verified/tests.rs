@@ -426,6 +426,7 @@ fn a_correction_changes_the_corrected_figures_and_never_the_evidence() {
                 group: None,
                 usage_type: Some(UsageType::Training),
                 booking_id: None,
+                from_booking_id: None,
                 reason: "walk-up training session, paper logbook p. 12".into(),
             },
             "admin-office",
@@ -468,6 +469,7 @@ fn a_correction_changes_the_corrected_figures_and_never_the_evidence() {
             group: None,
             usage_type: None,
             booking_id: None,
+            from_booking_id: None,
             reason: "x".into(),
         },
         "admin-office",
@@ -482,6 +484,237 @@ fn a_correction_changes_the_corrected_figures_and_never_the_evidence() {
             })
         ),
         "{bad:?}"
+    );
+}
+
+/// A double booking on nmr-600 (2026-11-20, local): a research 09:00–11:00,
+/// b teaching 10:00–12:00; running 09:00–11:30. §4 gives [09:00, 10:00) to
+/// a and [10:00, 11:30) to b (own slot, started last).
+fn double_booking(site: &mut Site) {
+    site.alive("nmr-600", "2026-11-20T00:00:00Z", "2026-11-20T05:00:00Z");
+    site.transitions(
+        "nmr-600",
+        &[
+            ("2026-11-20T00:00:00Z", State::Standby),
+            ("2026-11-20T01:00:00Z", State::Running),
+            ("2026-11-20T03:30:00Z", State::Standby),
+        ],
+    );
+    site.book(&[
+        booking(
+            "a",
+            "nmr-600",
+            UsageType::Research,
+            "2026-11-20T01:00:00Z",
+            "2026-11-20T03:00:00Z",
+        ),
+        booking(
+            "b",
+            "nmr-600",
+            UsageType::Teaching,
+            "2026-11-20T02:00:00Z",
+            "2026-11-20T04:00:00Z",
+        ),
+        booking(
+            "q",
+            "ms-1",
+            UsageType::Research,
+            "2026-11-20T02:00:00Z",
+            "2026-11-20T04:00:00Z",
+        ),
+    ]);
+    site.catch_up();
+}
+
+fn a_move(start: &str, end: &str, from: &str, to: &str) -> NewCorrection {
+    NewCorrection {
+        instrument_id: "nmr-600".into(),
+        start: at(start),
+        end: at(end),
+        booking_id: Some(to.into()),
+        from_booking_id: Some(from.into()),
+        reason: "a kept running; b started at 11:00 (logbook)".into(),
+        ..NewCorrection::default()
+    }
+}
+
+fn outcome<'a>(rows: &'a [OutcomeRow], id: &str) -> &'a OutcomeRow {
+    rows.iter().find(|o| o.booking_id == id).expect("outcome")
+}
+
+#[test]
+fn disputed_time_is_listed_and_a_move_changes_only_the_corrected_figures() {
+    let mut site = Site::new(CONFIG);
+    double_booking(&mut site);
+    let range = Range {
+        from: day(2026, 11, 20),
+        to: day(2026, 11, 21),
+    };
+    let before = site.reports.outcomes(&range, None).expect("outcomes");
+    let (a, b) = (outcome(&before, "a"), outcome(&before, "b"));
+    assert_eq!((a.used_s, b.used_s), (3600.0, 5400.0));
+    assert_eq!((a.corrected_used_s, b.corrected_used_s), (3600.0, 5400.0));
+    assert_eq!(a.overlapping_bookings, vec!["b".to_owned()]);
+    assert_eq!(b.overlapping_bookings, vec!["a".to_owned()]);
+    assert_eq!(
+        (a.usage_taken_by.clone(), a.took_usage_from.clone()),
+        (vec!["b".to_owned()], vec![])
+    );
+    assert_eq!(
+        (b.usage_taken_by.clone(), b.took_usage_from.clone()),
+        (vec![], vec!["a".to_owned()])
+    );
+    // The other instrument's booking at the same time is no one's dispute.
+    assert!(outcome(&before, "q").overlapping_bookings.is_empty());
+    let evidence = results(site.conn());
+
+    let c = site
+        .reports
+        .add_correction(
+            a_move("2026-11-20T02:00:00Z", "2026-11-20T03:00:00Z", "b", "a"),
+            "admin-office",
+            at("2026-11-21T09:00:00Z"),
+        )
+        .expect("move");
+    assert_eq!(c.correction.from_booking_id.as_deref(), Some("b"));
+    let after = site.reports.outcomes(&range, None).expect("outcomes");
+    let (a, b) = (outcome(&after, "a"), outcome(&after, "b"));
+    // Uncorrected figures and outcomes stay; the corrected ones move an hour.
+    assert_eq!((a.used_s, b.used_s), (3600.0, 5400.0));
+    assert_eq!((a.corrected_used_s, b.corrected_used_s), (7200.0, 1800.0));
+    assert_eq!((a.outcome.as_str(), b.outcome.as_str()), ("used", "used"));
+    let nmr = row_of(&site.day_rows(), "nmr-600").clone();
+    assert_eq!(
+        (nmr.by_usage_type["research"], nmr.by_usage_type["teaching"]),
+        (1.0, 1.5)
+    );
+    assert_eq!(
+        (
+            nmr.corrected.by_usage_type["research"],
+            nmr.corrected.by_usage_type["teaching"]
+        ),
+        (2.0, 0.5)
+    );
+    assert_eq!(
+        (
+            nmr.used_hours,
+            nmr.booked_used_hours,
+            nmr.corrected.assigned_hours
+        ),
+        (2.5, 2.5, 0.0)
+    );
+    // A rebuild from scratch gives the same results.
+    let incremental = results(site.conn());
+    assert_ne!(incremental, evidence, "the corrected figures are stored");
+    let mut conn = super::store_reports::open_writer(site.store.path().parent().unwrap()).unwrap();
+    materialize::rebuild(&mut conn, &site.registry, 0).expect("rebuild");
+    assert_eq!(results(&conn), incremental);
+    let listed = site
+        .reports
+        .corrections(&range, Some("nmr-600"))
+        .expect("list");
+    assert_eq!(listed, vec![c]);
+}
+
+#[test]
+fn a_move_is_refused_saying_precisely_what_is_wrong() {
+    let mut site = Site::new(CONFIG);
+    double_booking(&mut site);
+    let mut cancelled = booking(
+        "c",
+        "nmr-600",
+        UsageType::Research,
+        "2026-11-20T05:00:00Z",
+        "2026-11-20T06:00:00Z",
+    );
+    cancelled.status = BookingStatus::Cancelled;
+    site.book(&[cancelled]);
+    let now = at("2026-11-21T09:00:00Z");
+    let refused = |c: NewCorrection| match site.reports.add_correction(c, "admin-office", now) {
+        Err(QueryError::BadParameter { parameter, message }) => (parameter, message),
+        other => panic!("expected a refusal, got {other:?}"),
+    };
+    // [09:00, 10:30) local: the first hour is a's, not b's.
+    let (p, m) = refused(a_move(
+        "2026-11-20T01:00:00Z",
+        "2026-11-20T02:30:00Z",
+        "b",
+        "a",
+    ));
+    assert_eq!(p, "from_booking_id");
+    assert!(
+        m.starts_with(
+            "from 2026-11-20T09:00:00+08:00 to 2026-11-20T10:00:00+08:00 the usage is attributed to booking \"a\""
+        ),
+        "{m}"
+    );
+    // Past the session's end there is nothing to move.
+    let (p, m) = refused(a_move(
+        "2026-11-20T03:00:00Z",
+        "2026-11-20T04:00:00Z",
+        "b",
+        "a",
+    ));
+    assert_eq!(p, "from_booking_id");
+    assert!(
+        m.starts_with(
+            "from 2026-11-20T11:30:00+08:00 to 2026-11-20T12:00:00+08:00 there is no usage"
+        ),
+        "{m}"
+    );
+    let (p, m) = refused(a_move(
+        "2026-11-20T02:00:00Z",
+        "2026-11-20T03:00:00Z",
+        "b",
+        "q",
+    ));
+    assert_eq!(
+        (p, m.as_str()),
+        (
+            "booking_id",
+            "booking \"q\" is on instrument \"ms-1\", not \"nmr-600\""
+        )
+    );
+    let (p, m) = refused(a_move(
+        "2026-11-20T02:00:00Z",
+        "2026-11-20T03:00:00Z",
+        "zz",
+        "a",
+    ));
+    assert_eq!((p, m.as_str()), ("from_booking_id", "no booking \"zz\""));
+    let (p, _) = refused(a_move(
+        "2026-11-20T02:00:00Z",
+        "2026-11-20T03:00:00Z",
+        "b",
+        "b",
+    ));
+    assert_eq!(p, "booking_id");
+    let mut with_type = a_move("2026-11-20T02:00:00Z", "2026-11-20T03:00:00Z", "b", "a");
+    with_type.usage_type = Some(UsageType::Training);
+    assert_eq!(refused(with_type).0, "usage_type");
+    let (p, m) = refused(a_move(
+        "2026-11-20T02:00:00Z",
+        "2026-11-20T03:00:00Z",
+        "b",
+        "c",
+    ));
+    assert_eq!(
+        (p, m.as_str()),
+        ("booking_id", "booking \"c\" is cancelled: it owns no usage")
+    );
+    let mut no_target = a_move("2026-11-20T02:00:00Z", "2026-11-20T03:00:00Z", "b", "a");
+    no_target.booking_id = None;
+    assert_eq!(refused(no_target).0, "booking_id");
+    // Nothing was recorded.
+    let range = Range {
+        from: day(2026, 11, 20),
+        to: day(2026, 11, 21),
+    };
+    assert!(
+        site.reports
+            .corrections(&range, None)
+            .expect("list")
+            .is_empty()
     );
 }
 
@@ -505,6 +738,7 @@ fn a_correction_dated_centuries_before_any_evidence_is_quick_and_adds_no_days() 
                 group: None,
                 usage_type: Some(UsageType::Teaching),
                 booking_id: None,
+                from_booking_id: None,
                 reason: "fuzzed".into(),
             },
             "admin-office",

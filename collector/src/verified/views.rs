@@ -127,7 +127,8 @@ fn outcomes_where(
     const COLUMNS: &str = "SELECT o.booking_id, o.instrument_id, b.user, b.group_name,
                 b.usage_type, b.start_ms, b.end_ms, o.outcome, o.flags, o.booked_s, o.used_s,
                 o.early_s, o.overrun_s, o.first_use_ms, o.last_use_ms, o.unknown_s, o.fault_s,
-                o.sessions, o.result_files
+                o.sessions, o.result_files, o.overlapping_bookings, o.usage_taken_by,
+                o.took_usage_from, COALESCE(o.corrected_used_s, o.used_s)
          FROM booking_outcomes o JOIN bookings b ON b.booking_id = o.booking_id";
     let mut stmt = match instrument {
         Some(_) if exceptions_only => conn.prepare_cached(&format!(
@@ -172,6 +173,10 @@ fn outcomes_where(
             fault_s: r.get(16)?,
             sessions: list(r.get(17)?),
             result_files: list(r.get(18)?),
+            overlapping_bookings: list(r.get(19)?),
+            usage_taken_by: list(r.get(20)?),
+            took_usage_from: list(r.get(21)?),
+            corrected_used_s: r.get(22)?,
             instrument_id,
         })
     })?;

@@ -19,6 +19,7 @@ fn inputs<'a>(
         timeline: tl,
         result_files: files,
         corrections,
+        moved: &[],
         energy,
     }
 }
@@ -253,6 +254,40 @@ fn a_correction_over_booked_usage_changes_nothing() {
     assert_eq!(t.corrected_by_usage_type_ms, plain.by_usage_type_ms);
     assert_eq!(t.corrected_by_usage_type_ms["research"], s(2 * HOUR));
     assert_eq!(t, plain);
+}
+
+#[test]
+fn moved_usage_takes_its_usage_type_from_the_booking_it_moves_to() {
+    // Double booking: a (research) [0, 4 h), b (teaching) [1 h, 4 h); the
+    // session [0, 3 h) goes to a until b's slot begins, then to b (§4 rule 2).
+    let mut b = booking("b", HOUR, 4 * HOUR);
+    b.usage_type = UsageType::Teaching;
+    let bookings = [booking("a", 0, 4 * HOUR), b];
+    let rec = run_with(&running(&[(0, 3 * HOUR)], 10 * HOUR), &[], &bookings);
+    let plain = corrected(&rec, &bookings, &[]);
+    assert_eq!(plain.by_usage_type_ms["teaching"], s(2 * HOUR));
+    // The manager says a kept running: [1 h, 2 h) moves from b back to a.
+    let moved = apply_moves(
+        &rec.segments,
+        &[Move {
+            interval: iv(HOUR, 2 * HOUR),
+            from: "b".into(),
+            to: "a".into(),
+        }],
+    );
+    let tl = Timeline::default();
+    let mut i = inputs(&rec, &bookings, &tl, &[], &[], &[]);
+    i.moved = &moved;
+    let t = totals_for_periods(&i, &[iv(0, 10 * HOUR)]).remove(0);
+    assert_eq!(t.corrected_by_usage_type_ms["research"], s(2 * HOUR));
+    assert_eq!(t.corrected_by_usage_type_ms["teaching"], s(HOUR));
+    // Booked usage stays booked: nothing is assigned, nothing uncorrected moves.
+    assert_eq!(t.assigned_ms, 0);
+    assert_eq!(t.by_usage_type_ms, plain.by_usage_type_ms);
+    assert_eq!(
+        (t.used_ms, t.booked_used_ms),
+        (plain.used_ms, plain.booked_used_ms)
+    );
 }
 
 #[test]

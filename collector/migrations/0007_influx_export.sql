@@ -1,4 +1,4 @@
--- 0006: the InfluxDB sink's durable cursors (docs/influxdb.md). The sink
+-- 0007: the InfluxDB sink's durable cursors (docs/influxdb.md). The sink
 -- reads what to send from the store; nothing here holds evidence.
 
 -- Per agent: every event up to this seq was taken by the server (or set aside).
