@@ -21,7 +21,7 @@ use anyhow::Context;
 use clap::Parser;
 use jiff::Timestamp;
 use labhours_collector::app;
-use labhours_collector::config::{CollectorConfig, ExternalBroker};
+use labhours_collector::config::{CollectorConfig, ExternalBroker, InfluxApi, InfluxConfig};
 use labhours_collector::ingest::IngestOptions;
 use labhours_collector::store::Durability;
 use labhours_shared::state::State;
@@ -60,6 +60,10 @@ struct Args {
     /// Data directory (default: a fresh temporary one, removed at the end).
     #[arg(long)]
     data_dir: Option<PathBuf>,
+    /// Run the InfluxDB sink too, writing to this server (e.g. a
+    /// VictoriaMetrics at http://127.0.0.1:8428), to measure its cost.
+    #[arg(long)]
+    influx: Option<String>,
 }
 
 #[derive(Debug, Default)]
@@ -232,6 +236,13 @@ async fn main() -> anyhow::Result<()> {
         ..CollectorConfig::default()
     };
     config.mqtt.embedded_listen = ([127, 0, 0, 1], 0).into();
+    config.influxdb = args.influx.as_ref().map(|url| InfluxConfig {
+        url: url.clone(),
+        org: "labhours".into(),
+        bucket: "labhours".into(),
+        token_file: None,
+        api: InfluxApi::V2,
+    });
     if let Some(broker) = &args.broker {
         let (host, port) = broker.rsplit_once(':').context("--broker host:port")?;
         config.mqtt.external = Some(ExternalBroker {
@@ -287,6 +298,19 @@ async fn main() -> anyhow::Result<()> {
         task.await??;
     }
     let after = running.stats();
+    let sink = if args.influx.is_some() {
+        let url = format!("http://{}/api/v1/healthz", running.http_addr());
+        let health = tokio::task::spawn_blocking(move || {
+            ureq::get(&url)
+                .call()
+                .map(|mut r| r.body_mut().read_to_string().unwrap_or_default())
+        })
+        .await??;
+        let health: serde_json::Value = serde_json::from_str(&health)?;
+        Some(health["influxdb"].clone())
+    } else {
+        None
+    };
     running.shutdown().await?;
 
     let events = totals.acked_events.load(Ordering::Relaxed);
@@ -295,8 +319,9 @@ async fn main() -> anyhow::Result<()> {
     let commits = after.commits - before.commits;
     let envelopes = after.envelopes - before.envelopes;
     println!(
-        "ingest_load: broker={} agents={} batch={} {} durability={}",
+        "ingest_load: broker={} influx={} agents={} batch={} {} durability={}",
         args.broker.as_deref().unwrap_or("embedded"),
+        args.influx.as_deref().unwrap_or("off"),
         args.agents,
         args.batch,
         match args.rate {
@@ -325,5 +350,8 @@ async fn main() -> anyhow::Result<()> {
     );
     let db = std::fs::metadata(data_dir.join(labhours_collector::store::DB_FILE))?.len();
     println!("  database {:.1} MiB", db as f64 / (1 << 20) as f64);
+    if let Some(sink) = sink {
+        println!("  influxdb sink at the end: {sink}");
+    }
     Ok(())
 }

@@ -382,3 +382,42 @@ async fn a_refused_token_stops_the_sink_and_loses_nothing() {
         .count();
     assert_eq!(power, 20, "10 refused, then 10 written");
 }
+
+/// The Grafana dashboards in config/grafana/ ask only for what the sink
+/// writes: a renamed field would otherwise leave a panel silently empty.
+#[test]
+fn the_grafana_dashboards_ask_for_what_the_sink_writes() {
+    use labhours_collector::influx::export::SCHEMA;
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/grafana");
+    let mut known: Vec<String> = Vec::new();
+    for (measurement, fields) in SCHEMA {
+        known.push((*measurement).to_owned());
+        // VictoriaMetrics names a field `<measurement>_<field>`.
+        known.extend(fields.iter().map(|f| format!("{measurement}_{f}")));
+    }
+    let all_fields: Vec<&str> = SCHEMA.iter().flat_map(|(_, f)| f.iter().copied()).collect();
+    let mut files = 0;
+    for entry in std::fs::read_dir(&dir).expect("config/grafana") {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let dashboard: serde_json::Value =
+            serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        assert!(dashboard["panels"].as_array().is_some_and(|p| p.len() >= 3));
+        files += 1;
+        let mut rest = text.as_str();
+        while let Some(at) = rest.find("labhours_") {
+            let name: String = rest[at..]
+                .chars()
+                .take_while(|c| c.is_ascii_lowercase() || *c == '_')
+                .collect();
+            let name = name.trim_end_matches('_');
+            assert!(known.iter().any(|k| k == name), "{}: {name} is not written", path.display());
+            rest = &rest[at + name.len()..];
+        }
+        for part in text.split("r._field == \\\"").skip(1) {
+            let field = &part[..part.find('\\').unwrap()];
+            assert!(all_fields.contains(&field), "{}: field {field} is not written", path.display());
+        }
+    }
+    assert_eq!(files, 2);
+}

@@ -24,6 +24,42 @@ pub const RESULT_FILES: &str = "labhours_result_files";
 pub const FAULTS: &str = "labhours_faults";
 pub const DAILY: &str = "labhours_daily";
 
+/// Every measurement with its fields (tags: `instrument`, `unit` and, for
+/// events, `agent`; `state` on [`STATE`], `source` on [`FAULTS`]).
+pub const SCHEMA: &[(&str, &[&str])] = &[
+    (
+        POWER,
+        &[
+            "energy_wh",
+            "samples",
+            "failed_reads",
+            "covered_s",
+            "min_w",
+            "avg_w",
+            "max_w",
+        ],
+    ),
+    (STATE, &["code"]),
+    (RESULT_FILES, &["files", "size_bytes"]),
+    (FAULTS, &["count", "message"]),
+    (
+        DAILY,
+        &[
+            "used_hours",
+            "booked_hours",
+            "booked_used_hours",
+            "unbooked_hours",
+            "external_hours",
+            "fault_hours",
+            "unknown_hours",
+            "coverage",
+            "no_show_count",
+            "result_files",
+            "energy_kwh",
+        ],
+    ),
+];
+
 /// The numbers a state is written as (`code` of `labhours_state`).
 pub fn state_code(state: State) -> i64 {
     match state {
