@@ -145,6 +145,10 @@ fn day_of_samples(path: &Path, date: &str) {
 }
 
 fn collector_config(data_dir: &Path, vm: SocketAddr) -> CollectorConfig {
+    collector_config_for(data_dir, vm, "v2")
+}
+
+fn collector_config_for(data_dir: &Path, vm: SocketAddr, api: &str) -> CollectorConfig {
     CollectorConfig::parse(&format!(
         r#"
         data_dir = {data_dir:?}
@@ -158,6 +162,7 @@ fn collector_config(data_dir: &Path, vm: SocketAddr) -> CollectorConfig {
         url = "http://{vm}"
         org = "labhours"
         bucket = "labhours"
+        api = "{api}"
         [[instruments]]
         id = "{INSTRUMENT}"
         name = "NMR 600"
@@ -315,9 +320,15 @@ async fn two_days_reach_victoria_metrics_exactly_once_through_an_outage() {
     assert!(h["influxdb"]["retries"].as_u64() > Some(0), "{h:#}");
     assert_eq!(h["influxdb"]["rejected_batches"], 0, "{h:#}");
 
-    // Every summary once, with its value and tags.
+    // Every summary once, with its value and tags. The health figures are
+    // a step old: wait until the server holds as many as the store.
     let summaries = stored(&data, "summary");
     assert_eq!(summaries.len(), 2 * 1440);
+    let deadline = Instant::now() + WAIT;
+    while vm.export("labhours_power_avg_w").await.len() < summaries.len() {
+        assert!(Instant::now() < deadline, "not every summary was written");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     let mut written = vm.export("labhours_power_avg_w").await;
     written.sort_by_key(|(_, t, _)| *t);
     assert_eq!(
@@ -347,35 +358,176 @@ async fn two_days_reach_victoria_metrics_exactly_once_through_an_outage() {
     states.sort();
     assert!(transitions.len() >= 8, "{transitions:?}");
     assert_eq!(states, transitions);
-    // The verified days: the latest value written for each day is the store's.
-    let conn = labhours_collector::store::open_read_only(&data).unwrap();
-    let days: Vec<(i64, i64)> = conn
-        .prepare(
+    // The verified days: each day's figure in the store has been written
+    // (a day is written again when reconciliation changes it).
+    let days = |data: &Path| -> Vec<(i64, i64)> {
+        let conn = labhours_collector::store::open_read_only(data).unwrap();
+        conn.prepare(
             "SELECT start_ms, used_ms FROM day_totals WHERE instrument_id = ?1 ORDER BY start_ms",
         )
         .unwrap()
         .query_map([INSTRUMENT], |r| Ok((r.get(0)?, r.get(1)?)))
         .unwrap()
         .map(Result::unwrap)
-        .collect();
-    assert!(days.len() >= 2, "{days:?}");
-    let daily = vm.export("labhours_daily_used_hours").await;
-    for (start, used_ms) in days {
-        let written: Vec<f64> = daily
-            .iter()
-            .filter(|(_, t, _)| *t == start)
-            .map(|(_, _, h)| *h)
-            .collect();
+        .collect()
+    };
+    let deadline = Instant::now() + WAIT;
+    let daily = loop {
+        let stored_days = days(&data);
+        let daily = vm.export("labhours_daily_used_hours").await;
+        let all_written = stored_days.len() >= 2
+            && stored_days.iter().all(|(start, used_ms)| {
+                daily
+                    .iter()
+                    .any(|(_, t, h)| t == start && (h - *used_ms as f64 / 3_600_000.0).abs() < 1e-9)
+            });
+        if all_written {
+            break daily;
+        }
         assert!(
-            written
-                .iter()
-                .any(|h| (h - used_ms as f64 / 3_600_000.0).abs() < 1e-9),
-            "day {start}: {written:?} h written, {used_ms} ms stored"
+            Instant::now() < deadline,
+            "verified days not written: {daily:?} {stored_days:?}"
         );
-    }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
     assert!(
         daily.iter().any(|(_, _, h)| *h >= 7.9),
         "8 h of running on a replayed day: {daily:?}"
     );
+    collector.shutdown().await.unwrap();
+}
+
+/// InfluxDB 1.x (Debian's `influxdb`, started here on free loopback ports)
+/// through `api = "v1"`: a replayed day read back with InfluxQL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs InfluxDB 1.x: tests/interop/run.sh influxdb"]
+async fn a_replayed_day_reaches_influxdb_1x_through_its_v1_write_api() {
+    let bin = PathBuf::from(std::env::var("LABHOURS_INFLUXD").expect("LABHOURS_INFLUXD"));
+    let dir = tempfile::tempdir().unwrap();
+    let http_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let rpc_port = free_port();
+    let root = dir.path().join("influxdb");
+    let conf = dir.path().join("influxdb.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "reporting-disabled = true\nbind-address = \"127.0.0.1:{rpc_port}\"\n\
+             [meta]\n  dir = {meta:?}\n[data]\n  dir = {data:?}\n  wal-dir = {wal:?}\n\
+             [http]\n  bind-address = \"{http_addr}\"\n  log-enabled = false\n",
+            meta = root.join("meta"),
+            data = root.join("data"),
+            wal = root.join("wal"),
+        ),
+    )
+    .unwrap();
+    struct Killed(Child);
+    impl Drop for Killed {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _influxd = Killed(
+        Command::new(&bin)
+            .arg("-config")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("influxd starts"),
+    );
+    let deadline = Instant::now() + WAIT;
+    while !http::get(http_addr, "/ping")
+        .await
+        .is_ok_and(|r| r.status == 204)
+    {
+        assert!(Instant::now() < deadline, "influxd did not start");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let query = |q: &str| {
+        let q: String = q
+            .bytes()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'_' => (b as char).to_string(),
+                _ => format!("%{b:02X}"),
+            })
+            .collect();
+        format!("/query?db=labhours&epoch=ms&q={q}")
+    };
+    let created = http::get(http_addr, &query("CREATE DATABASE labhours"))
+        .await
+        .unwrap();
+    assert_eq!(created.status, 200);
+
+    let data = dir.path().join("collector");
+    let collector = app::start(
+        collector_config_for(&data, http_addr, "v1"),
+        IngestOptions::default(),
+    )
+    .await
+    .expect("collector starts");
+    tokio::time::timeout(WAIT, collector.subscribed())
+        .await
+        .unwrap();
+    let agent = agent_config(dir.path(), collector.broker_addr().unwrap());
+    let day = dir.path().join("day.csv");
+    day_of_samples(&day, "2026-11-20");
+    replay_and_deliver(&agent, &day).await;
+    let h = wait_caught_up(&collector).await;
+    assert_eq!(h["influxdb"]["rejected_batches"], 0, "{h:#}");
+
+    // The health figures are a step old: wait until the server holds as
+    // many summaries as the store.
+    let summaries = stored(&data, "summary");
+    let deadline = Instant::now() + WAIT;
+    let rows = loop {
+        let answer = http::get(
+            http_addr,
+            &query("SELECT avg_w, agent, instrument FROM labhours_power"),
+        )
+        .await
+        .unwrap()
+        .json()
+        .unwrap();
+        let rows = answer["results"][0]["series"][0]["values"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        if rows.len() >= summaries.len() {
+            break rows;
+        }
+        assert!(Instant::now() < deadline, "{answer:#} after {h:#}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(rows.len(), summaries.len());
+    for (row, (at, event)) in rows.iter().zip(&summaries) {
+        assert_eq!(row[0].as_i64(), Some(*at));
+        assert_eq!(row[1].as_f64(), event["avg_w"].as_f64());
+        assert_eq!(row[2], AGENT);
+        assert_eq!(row[3], INSTRUMENT);
+    }
+    // The verified day follows once reconciliation has run.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let daily = http::get(
+            http_addr,
+            &query("SELECT max(used_hours) FROM labhours_daily"),
+        )
+        .await
+        .unwrap()
+        .json()
+        .unwrap();
+        if daily["results"][0]["series"][0]["values"][0][1]
+            .as_f64()
+            .is_some_and(|h| h >= 7.9)
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "8 h of running not written: {daily:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     collector.shutdown().await.unwrap();
 }

@@ -63,7 +63,11 @@ fn events(minutes: i64, start: Timestamp) -> Vec<Event> {
         if m % 10 == 0 {
             out.push(EventKind::Transition {
                 from: State::Standby,
-                to: if m % 20 == 0 { State::Running } else { State::Standby },
+                to: if m % 20 == 0 {
+                    State::Running
+                } else {
+                    State::Standby
+                },
                 source: TransitionSource::Power,
                 reason: "bench".into(),
             });
@@ -123,8 +127,13 @@ fn main() -> anyhow::Result<()> {
     };
     let registry = Arc::new(Registry::from_config(&config).map_err(|e| anyhow::anyhow!("{e}"))?);
     let stats = Arc::new(SinkStats::default());
-    let mut sink = Sink::open(dir.path(), registry, Target::new(&influx, None), stats.clone())
-        .context("sink")?;
+    let mut sink = Sink::open(
+        dir.path(),
+        registry,
+        Target::new(&influx, None),
+        stats.clone(),
+    )
+    .context("sink")?;
     let started = Instant::now();
     loop {
         match sink.step(Timestamp::now().as_millisecond())? {

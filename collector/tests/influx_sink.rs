@@ -411,12 +411,20 @@ fn the_grafana_dashboards_ask_for_what_the_sink_writes() {
                 .take_while(|c| c.is_ascii_lowercase() || *c == '_')
                 .collect();
             let name = name.trim_end_matches('_');
-            assert!(known.iter().any(|k| k == name), "{}: {name} is not written", path.display());
+            assert!(
+                known.iter().any(|k| k == name),
+                "{}: {name} is not written",
+                path.display()
+            );
             rest = &rest[at + name.len()..];
         }
         for part in text.split("r._field == \\\"").skip(1) {
             let field = &part[..part.find('\\').unwrap()];
-            assert!(all_fields.contains(&field), "{}: field {field} is not written", path.display());
+            assert!(
+                all_fields.contains(&field),
+                "{}: field {field} is not written",
+                path.display()
+            );
         }
     }
     assert_eq!(files, 2);

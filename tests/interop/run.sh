@@ -28,7 +28,8 @@ summary=()
 run_rust_tests() {
   local peer=$1 target=$2 log="$work/$peer.log"
   local status=0
-  cargo test -p labhours-tests --test "$target" -- --ignored 2>&1 | tee "$log" || status=$?
+  # Any further arguments filter the target's tests by name.
+  cargo test -p labhours-tests --test "$target" -- --ignored "${@:3}" 2>&1 | tee "$log" || status=$?
   local p f
   p=$(grep -Eo '[0-9]+ passed' "$log" | awk '{s += $1} END {print s + 0}')
   f=$(grep -Eo '[0-9]+ failed' "$log" | awk '{s += $1} END {print s + 0}')
@@ -191,11 +192,19 @@ peer_victoria_metrics() {
   ensure_debian_packages victoria-metrics || return 1
   local bin
   bin=$(command -v victoria-metrics || echo /usr/bin/victoria-metrics)
-  LABHOURS_VICTORIA_METRICS="$bin" run_rust_tests victoria-metrics interop_influx
+  LABHOURS_VICTORIA_METRICS="$bin" run_rust_tests victoria-metrics interop_influx victoria_metrics
+}
+
+# InfluxDB 1.x from Debian, written through the sink's api = "v1" switch.
+peer_influxdb() {
+  ensure_debian_packages influxdb || return 1
+  local bin
+  bin=$(command -v influxd || echo /usr/bin/influxd)
+  LABHOURS_INFLUXD="$bin" run_rust_tests influxdb interop_influx influxdb_1x
 }
 
 peers=("$@")
-((${#peers[@]})) || peers=(mosquitto pymodbus icalendar schemathesis tmpfs chromium victoria_metrics)
+((${#peers[@]})) || peers=(mosquitto pymodbus icalendar schemathesis tmpfs chromium victoria_metrics influxdb)
 for peer in "${peers[@]}"; do
   "peer_$peer" || { failed=$((failed + 1)); summary+=("$peer: could not be set up"); }
   stop_peers
