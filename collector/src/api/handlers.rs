@@ -18,7 +18,7 @@ use super::params::Params;
 use super::table::{Format, HoursResponse, XLSX_CONTENT_TYPE, csv_to_xlsx, hours_body, to_csv};
 use super::{ApiDoc, ApiError, ApiState, Caller, ErrorBody};
 use crate::bookings::Booking;
-use crate::bookings::store::ImportOptions;
+use crate::bookings::store::{ImportOptions, NotMonitored};
 use crate::reconcile::PeriodUnit;
 use crate::verified::{
     CorrectionSchema, GroupBy, HoursQuery, InstrumentRow, NewCorrection, OutcomeRow, QueryError,
@@ -174,6 +174,9 @@ pub struct ImportResponse {
     pub inserted: Vec<String>,
     pub updated: Vec<UpdatedBooking>,
     pub unchanged: Vec<String>,
+    /// Instruments the collector does not monitor (not configured), with
+    /// how many bookings name each: accepted, with outcome `not_monitored`.
+    pub not_monitored: Vec<NotMonitored>,
     /// Every bad item, by index in `bookings`.
     pub errors: Vec<ItemError>,
 }
@@ -543,6 +546,7 @@ pub async fn import_bookings(
             })
             .collect(),
         unchanged: report.unchanged,
+        not_monitored: report.not_monitored,
         errors,
     };
     Ok((status, Json(response)).into_response())

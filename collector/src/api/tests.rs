@@ -255,6 +255,12 @@ impl Reports for Fake {
                     line: index,
                     message: "instrument_id \"nope\" is not a configured instrument".into(),
                 });
+            } else if b.instrument_id == "xrd-9" {
+                report.not_monitored.push(crate::bookings::store::NotMonitored {
+                    instrument_id: b.instrument_id,
+                    bookings: 1,
+                });
+                report.inserted.push(b.booking_id);
             } else if b.booking_id == "b-old" {
                 report.updated.push(Updated {
                     booking_id: b.booking_id,
@@ -688,6 +694,26 @@ fn booking(id: &str, instrument: &str) -> Value {
 }
 
 #[tokio::test]
+async fn the_import_answer_lists_instruments_not_monitored() {
+    let (_fake, router) = setup();
+    let body = json!({"bookings": [booking("b-new", "xrd-9")]});
+    let a = send(
+        &router,
+        Method::POST,
+        "/api/v1/bookings",
+        Some(ADMIN),
+        &[],
+        Some(body),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text());
+    assert_eq!(
+        a.json()["not_monitored"],
+        json!([{"instrument_id": "xrd-9", "bookings": 1}])
+    );
+}
+
+#[tokio::test]
 async fn bookings_are_imported_and_the_report_is_answered() {
     let (fake, router) = setup();
     let body = json!({"bookings": [booking("b-new", "nmr-600"), booking("b-old", "nmr-600")]});
@@ -706,7 +732,7 @@ async fn bookings_are_imported_and_the_report_is_answered() {
         json!({
             "applied": true, "dry_run": false, "inserted": ["b-new"],
             "updated": [{"booking_id": "b-old", "fields": ["end"]}],
-            "unchanged": [], "errors": []
+            "unchanged": [], "not_monitored": [], "errors": []
         })
     );
     let Call::Import(items, options, at) = &fake.calls()[0] else {

@@ -256,12 +256,25 @@ impl Store {
         options: crate::bookings::store::ImportOptions,
         now: Timestamp,
     ) -> Result<crate::bookings::store::ImportReport, StoreError> {
-        Ok(crate::bookings::store::import(
+        self.import_bookings_counted(parsed, source, options, now, &Default::default())
+    }
+
+    /// [`Self::import_bookings`], counting the bookings compared in `progress`.
+    pub fn import_bookings_counted(
+        &mut self,
+        parsed: crate::bookings::Parsed,
+        source: &str,
+        options: crate::bookings::store::ImportOptions,
+        now: Timestamp,
+        progress: &crate::bookings::Progress,
+    ) -> Result<crate::bookings::store::ImportReport, StoreError> {
+        Ok(crate::bookings::store::import_counted(
             &mut self.conn,
             parsed,
             source,
             options,
             now,
+            progress,
         )?)
     }
 

@@ -118,7 +118,7 @@ impl Site {
                 .enumerate()
                 .map(|(i, b)| (i as u64 + 2, b))
                 .collect(),
-            errors: Vec::new(),
+            ..Parsed::default()
         };
         self.store
             .import_bookings(
