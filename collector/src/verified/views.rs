@@ -367,7 +367,7 @@ pub fn instruments(
         }
     }
     let mut out = Vec::new();
-    for inst in select(conn, registry, None, None)? {
+    for inst in super::hours::select_measured(conn, registry, None, None)? {
         let last: Option<(Ms, String)> = conn
             .prepare_cached(
                 "SELECT at_ms, state FROM transitions WHERE instrument_id = ?1
