@@ -506,6 +506,21 @@ pub async fn import_bookings(
     let mut good = Vec::new();
     for (index, item) in body.bookings.into_iter().enumerate() {
         let index = index as u64;
+        // The offset is gone once parsed: checked on the text, as in a CSV.
+        let offsets: Vec<String> = ["start", "end"]
+            .into_iter()
+            .filter_map(|k| {
+                let problem = crate::bookings::csv::offset_problem(item.get(k)?.as_str()?)?;
+                Some(format!("{k} {problem}"))
+            })
+            .collect();
+        if !offsets.is_empty() {
+            errors.push(ItemError {
+                index,
+                message: offsets.join("; "),
+            });
+            continue;
+        }
         match serde_json::from_value::<Booking>(item) {
             Ok(booking) => good.push((index, booking)),
             Err(e) => errors.push(ItemError {

@@ -694,6 +694,37 @@ fn booking(id: &str, instrument: &str) -> Value {
 }
 
 #[tokio::test]
+async fn an_item_with_an_offset_beyond_14_hours_is_refused_by_index() {
+    let (fake, router) = setup();
+    let mut bad = booking("b-bad", "nmr-600");
+    bad["start"] = json!("2025-03-03T09:00:00+25:00");
+    let body = json!({"bookings": [booking("b-new", "nmr-600"), bad]});
+    let a = send(
+        &router,
+        Method::POST,
+        "/api/v1/bookings",
+        Some(ADMIN),
+        &[],
+        Some(body),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", a.text());
+    let errors = &a.json()["errors"];
+    assert_eq!(errors[0]["index"], 1);
+    assert!(
+        errors[0]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("start \"2025-03-03T09:00:00+25:00\" has the UTC offset"),
+        "{errors}"
+    );
+    let Call::Import(items, _, _) = &fake.calls()[0] else {
+        panic!("{:?}", fake.calls())
+    };
+    assert_eq!(items.len(), 1);
+}
+
+#[tokio::test]
 async fn the_import_answer_lists_instruments_not_monitored() {
     let (_fake, router) = setup();
     let body = json!({"bookings": [booking("b-new", "xrd-9")]});

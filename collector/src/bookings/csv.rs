@@ -28,23 +28,27 @@ pub const COLUMNS: [&str; 8] = [
 /// parser ±25:59:59, so anything beyond ±14:00 is a typo, not a place.
 pub const MAX_OFFSET_S: i32 = 14 * 3600;
 
+/// Why the UTC offset written in `value` (an RFC 3339 time) is refused:
+/// beyond ±14:00. None when it is fine or has none.
+pub fn offset_problem(value: &str) -> Option<String> {
+    let offset = Pieces::parse(value.trim()).ok()?.offset()?.to_numeric_offset();
+    (offset.seconds().abs() > MAX_OFFSET_S).then(|| {
+        format!(
+            "{:?} has the UTC offset {offset}, beyond ±14:00 (offsets in use run from -12:00 \
+             to +14:00)",
+            value.trim()
+        )
+    })
+}
+
 /// Reads a time: ISO 8601 / RFC 3339 with an offset (`2026-11-23T09:00:00+08:00`,
 /// `...Z`; at most ±14:00) is that instant; without one (`2026-11-23 09:00`,
 /// `2026-11-23T09:00:00`) it is a local time in `ctx.zone`.
 pub fn parse_time(value: &str, ctx: &ParseContext) -> Result<Timestamp, String> {
     let value = value.trim();
     if let Ok(ts) = value.parse::<Timestamp>() {
-        let offset = Pieces::parse(value)
-            .ok()
-            .and_then(|p| p.offset())
-            .map(|o| o.to_numeric_offset());
-        if let Some(offset) = offset
-            && offset.seconds().abs() > MAX_OFFSET_S
-        {
-            return Err(format!(
-                "{value:?} has the UTC offset {offset}, beyond ±14:00 (offsets in use run from \
-                 -12:00 to +14:00)"
-            ));
+        if let Some(problem) = offset_problem(value) {
+            return Err(problem);
         }
         return Ok(to_millis(ts));
     }
