@@ -310,14 +310,18 @@ pub async fn hours(
     Ok(answer(StatusCode::OK, format, body))
 }
 
-/// Booking outcomes (§5) of the bookings starting in the range.
+/// Booking outcomes (§5) of the bookings overlapping the range: starting
+/// before `to` and ending after `from` (one that began before the range
+/// and runs into it is included). `outcome` is used, no_show,
+/// instrument_fault, no_data, cancelled or not_monitored (an instrument
+/// the collector does not monitor; never a no-show).
 #[utoipa::path(
     get,
     path = "/api/v1/bookings/outcomes",
     tag = "bookings",
     params(RangeParams),
     responses(
-        (status = 200, description = "One row per booking", content((Rows<OutcomeRow> = "application/json"), (String = "text/csv"))),
+        (status = 200, description = "One row per booking overlapping the range, by start", content((Rows<OutcomeRow> = "application/json"), (String = "text/csv"))),
         (status = 400, description = "A parameter is missing, malformed or unknown", body = ErrorBody),
         (status = 401, description = "No or an unknown bearer token", body = ErrorBody),
         (status = 404, description = "Unknown instrument", body = ErrorBody),
