@@ -336,7 +336,9 @@ fn with_progress<T>(
             // Ends when `done` is dropped: work finished (or panicked).
             while let Err(RecvTimeoutError::Timeout) = finished.recv_timeout(wait) {
                 let (parsed, stored) = progress.get();
-                eprint!("\r{name}: {parsed} rows parsed, {stored} bookings compared with the store");
+                eprint!(
+                    "\r{name}: {parsed} rows parsed, {stored} bookings compared with the store"
+                );
                 shown = true;
                 wait = std::time::Duration::from_millis(250);
             }

@@ -298,7 +298,10 @@ fn bookings_of_an_instrument_not_monitored_are_imported_and_named_in_the_summary
         "{stdout}"
     );
     assert!(stdout.contains(": nmr-6OO (1), sem-2 (2)"), "{stdout}");
-    assert!(stdout.contains("5 inserted, 0 updated, 0 unchanged"), "{stdout}");
+    assert!(
+        stdout.contains("5 inserted, 0 updated, 0 unchanged"),
+        "{stdout}"
+    );
     // Not a terminal: no progress line.
     assert_eq!(text(&out.stderr), "");
     assert_eq!(stored(dir.path()), 5);
@@ -318,7 +321,10 @@ fn a_file_that_is_not_utf8_is_refused_naming_line_and_column() {
     let out = import(&config, &file, &[]);
     assert!(!out.status.success());
     let stderr = text(&out.stderr);
-    assert!(stderr.contains("bookings.csv line 4, column 12 (byte "), "{stderr}");
+    assert!(
+        stderr.contains("bookings.csv line 4, column 12 (byte "),
+        "{stderr}"
+    );
     assert!(stderr.contains("CSV UTF-8"), "{stderr}");
     // Refused before the database is even opened.
     assert!(!dir.path().join("data").exists());

@@ -256,10 +256,12 @@ impl Reports for Fake {
                     message: "instrument_id \"nope\" is not a configured instrument".into(),
                 });
             } else if b.instrument_id == "xrd-9" {
-                report.not_monitored.push(crate::bookings::store::NotMonitored {
-                    instrument_id: b.instrument_id,
-                    bookings: 1,
-                });
+                report
+                    .not_monitored
+                    .push(crate::bookings::store::NotMonitored {
+                        instrument_id: b.instrument_id,
+                        bookings: 1,
+                    });
                 report.inserted.push(b.booking_id);
             } else if b.booking_id == "b-old" {
                 report.updated.push(Updated {

@@ -31,7 +31,10 @@ pub const MAX_OFFSET_S: i32 = 14 * 3600;
 /// Why the UTC offset written in `value` (an RFC 3339 time) is refused:
 /// beyond ±14:00. None when it is fine or has none.
 pub fn offset_problem(value: &str) -> Option<String> {
-    let offset = Pieces::parse(value.trim()).ok()?.offset()?.to_numeric_offset();
+    let offset = Pieces::parse(value.trim())
+        .ok()?
+        .offset()?
+        .to_numeric_offset();
     (offset.seconds().abs() > MAX_OFFSET_S).then(|| {
         format!(
             "{:?} has the UTC offset {offset}, beyond ±14:00 (offsets in use run from -12:00 \

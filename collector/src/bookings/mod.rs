@@ -350,7 +350,12 @@ pub fn parse(format: Format, text: &str, ctx: &ParseContext) -> Parsed {
 }
 
 /// [`parse`], counting rows or events in `progress`.
-pub fn parse_counted(format: Format, text: &str, ctx: &ParseContext, progress: &Progress) -> Parsed {
+pub fn parse_counted(
+    format: Format,
+    text: &str,
+    ctx: &ParseContext,
+    progress: &Progress,
+) -> Parsed {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     match format {
         Format::Csv => csv::parse(text, ctx, progress),

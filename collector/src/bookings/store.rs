@@ -234,15 +234,15 @@ pub fn import_counted(
                     source = excluded.source",
             )?
             .execute(params![
-                    booking.booking_id,
-                    booking.instrument_id,
-                    booking.user,
-                    booking.group,
-                    booking.usage_type.as_str(),
-                    booking.start.as_millisecond(),
-                    booking.end.as_millisecond(),
-                    booking.status.as_str(),
-                    now.as_millisecond(),
+                booking.booking_id,
+                booking.instrument_id,
+                booking.user,
+                booking.group,
+                booking.usage_type.as_str(),
+                booking.start.as_millisecond(),
+                booking.end.as_millisecond(),
+                booking.status.as_str(),
+                now.as_millisecond(),
                 source,
             ])?;
         }

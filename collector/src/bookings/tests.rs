@@ -728,17 +728,34 @@ fn the_report_lists_instruments_not_monitored_and_they_are_stored() {
         }]
     );
     assert!(r.not_monitored_summary().unwrap().contains("xrd-9 (1)"));
-    assert_eq!(store::get(&conn, "B3").unwrap().unwrap().instrument_id, "xrd-9");
+    assert_eq!(
+        store::get(&conn, "B3").unwrap().unwrap().instrument_id,
+        "xrd-9"
+    );
 }
 
 #[test]
 fn an_import_marks_each_instrument_dirty_once_from_its_earliest_changed_start() {
     let mut conn = db();
-    import(&mut conn, csv_of(ROWS), "b.csv", ImportOptions::default(), now()).unwrap();
+    import(
+        &mut conn,
+        csv_of(ROWS),
+        "b.csv",
+        ImportOptions::default(),
+        now(),
+    )
+    .unwrap();
     conn.execute("DELETE FROM dirty", []).unwrap();
     // B2 moves to xrd and earlier; B1 is unchanged.
     let moved = "B1,nmr,a,g,research,2026-11-23 09:00,2026-11-23 10:00,confirmed\nB2,xrd,b,g,teaching,2026-11-20 10:00,2026-11-20 11:00,confirmed\n";
-    import(&mut conn, csv_of(moved), "b.csv", ImportOptions::default(), now()).unwrap();
+    import(
+        &mut conn,
+        csv_of(moved),
+        "b.csv",
+        ImportOptions::default(),
+        now(),
+    )
+    .unwrap();
     let mut marks: Vec<(String, i64)> = conn
         .prepare("SELECT instrument_id, from_ms FROM dirty ORDER BY instrument_id")
         .unwrap()
@@ -750,8 +767,14 @@ fn an_import_marks_each_instrument_dirty_once_from_its_earliest_changed_start() 
     assert_eq!(
         marks,
         [
-            ("nmr".to_owned(), ts("2026-11-23T02:00:00Z").as_millisecond()),
-            ("xrd".to_owned(), ts("2026-11-20T02:00:00Z").as_millisecond()),
+            (
+                "nmr".to_owned(),
+                ts("2026-11-23T02:00:00Z").as_millisecond()
+            ),
+            (
+                "xrd".to_owned(),
+                ts("2026-11-20T02:00:00Z").as_millisecond()
+            ),
         ]
     );
 }

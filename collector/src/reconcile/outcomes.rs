@@ -156,7 +156,10 @@ fn booking_report(
 /// Bookings of an instrument the collector does not monitor: every
 /// confirmed one is `NotMonitored` (figures kept, no flags).
 pub fn not_monitored(reports: &mut [BookingReport]) {
-    for r in reports.iter_mut().filter(|r| r.outcome != Outcome::Cancelled) {
+    for r in reports
+        .iter_mut()
+        .filter(|r| r.outcome != Outcome::Cancelled)
+    {
         r.outcome = Outcome::NotMonitored;
         r.flags = Flags::default();
     }

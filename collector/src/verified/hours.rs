@@ -396,8 +396,7 @@ pub fn query(
     registry: &Registry,
     q: &HoursQuery,
 ) -> Result<HoursRows, QueryError> {
-    let instruments =
-        select_measured(conn, registry, q.instrument.as_deref(), q.unit.as_deref())?;
+    let instruments = select_measured(conn, registry, q.instrument.as_deref(), q.unit.as_deref())?;
     if instruments.is_empty() {
         // Still check the range so a bad one is reported.
         resolve_range(&q.range, registry.site_zone())?;

@@ -888,7 +888,10 @@ fn a_booking_of_an_instrument_not_monitored_is_not_monitored_and_counts_nowhere(
     let ids: Vec<_> = rows.iter().map(|r| r.instrument_id.as_deref()).collect();
     assert_eq!(ids, [Some("ms-1"), Some("nmr-600")]);
     assert!(rows.iter().all(|r| r.no_show_count == 0));
-    let instruments = site.reports.instruments(at("2026-11-22T00:00:00Z")).unwrap();
+    let instruments = site
+        .reports
+        .instruments(at("2026-11-22T00:00:00Z"))
+        .unwrap();
     assert!(instruments.iter().all(|i| i.instrument_id != "xrd-9"));
     // Once configured, it is monitored: its policy changed, so its bookings
     // are reconciled again (no evidence yet: no_data).
@@ -944,9 +947,8 @@ fn outcomes_are_selected_by_overlap_with_the_range() {
         ),
     ]);
     site.catch_up();
-    let ids = |rows: Vec<OutcomeRow>| -> Vec<String> {
-        rows.into_iter().map(|o| o.booking_id).collect()
-    };
+    let ids =
+        |rows: Vec<OutcomeRow>| -> Vec<String> { rows.into_iter().map(|o| o.booking_id).collect() };
     let range = Range {
         from: day(2026, 11, 20),
         to: day(2026, 11, 21),
