@@ -65,7 +65,7 @@ impl ImportReport {
         )
     }
 
-    /// `2 bookings of instruments not monitored: nmr-700 (1), xrd-9 (1)`, if any.
+    /// `3 booking(s) of instruments not monitored (…): nmr-700 (1), xrd-9 (2)`, if any.
     pub fn not_monitored_summary(&self) -> Option<String> {
         let total: u64 = self.not_monitored.iter().map(|n| n.bookings).sum();
         (total > 0).then(|| {
@@ -188,12 +188,12 @@ pub fn import_counted(
         ..ImportReport::default()
     };
     let tx = conn.transaction()?;
-    let mut seen = HashSet::new();
+    let mut seen: HashSet<&str> = HashSet::with_capacity(parsed.bookings.len());
     // Earliest changed start per instrument: one dirty mark each, at the end.
     let mut dirty: HashMap<String, i64> = HashMap::new();
     for (_, booking) in &parsed.bookings {
         progress.stored_one();
-        if !seen.insert(booking.booking_id.clone()) {
+        if !seen.insert(&booking.booking_id) {
             continue; // parsers report duplicates; never apply one twice
         }
         let old = get(&tx, &booking.booking_id)?;

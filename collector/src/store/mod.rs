@@ -268,6 +268,10 @@ impl Store {
         now: Timestamp,
         progress: &crate::bookings::Progress,
     ) -> Result<crate::bookings::store::ImportReport, StoreError> {
+        // A year of bookings is tens of MB of table and index pages: with
+        // SQLite's default 2 MB cache the transaction spills pages to the
+        // WAL before it commits. 64 MiB, as the reconciliation writer.
+        self.conn.pragma_update(None, "cache_size", -65_536)?;
         Ok(crate::bookings::store::import_counted(
             &mut self.conn,
             parsed,
