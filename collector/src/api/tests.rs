@@ -687,6 +687,19 @@ async fn a_bad_correction_field_is_a_400_naming_it() {
     a.assert_bad("body");
 }
 
+/// `POST /api/v1/bookings` as an admin.
+async fn post_bookings(router: &axum::Router, body: Value) -> Answer {
+    send(
+        router,
+        Method::POST,
+        "/api/v1/bookings",
+        Some(ADMIN),
+        &[],
+        Some(body),
+    )
+    .await
+}
+
 fn booking(id: &str, instrument: &str) -> Value {
     json!({
         "booking_id": id, "instrument_id": instrument, "user": "li", "group": "chem",
@@ -701,15 +714,7 @@ async fn an_item_with_an_offset_beyond_14_hours_is_refused_by_index() {
     let mut bad = booking("b-bad", "nmr-600");
     bad["start"] = json!("2025-03-03T09:00:00+25:00");
     let body = json!({"bookings": [booking("b-new", "nmr-600"), bad]});
-    let a = send(
-        &router,
-        Method::POST,
-        "/api/v1/bookings",
-        Some(ADMIN),
-        &[],
-        Some(body),
-    )
-    .await;
+    let a = post_bookings(&router, body).await;
     assert_eq!(a.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", a.text());
     let errors = &a.json()["errors"];
     assert_eq!(errors[0]["index"], 1);
@@ -730,15 +735,7 @@ async fn an_item_with_an_offset_beyond_14_hours_is_refused_by_index() {
 async fn the_import_answer_lists_instruments_not_monitored() {
     let (_fake, router) = setup();
     let body = json!({"bookings": [booking("b-new", "xrd-9")]});
-    let a = send(
-        &router,
-        Method::POST,
-        "/api/v1/bookings",
-        Some(ADMIN),
-        &[],
-        Some(body),
-    )
-    .await;
+    let a = post_bookings(&router, body).await;
     assert_eq!(a.status, StatusCode::OK, "{}", a.text());
     assert_eq!(
         a.json()["not_monitored"],
@@ -750,15 +747,7 @@ async fn the_import_answer_lists_instruments_not_monitored() {
 async fn bookings_are_imported_and_the_report_is_answered() {
     let (fake, router) = setup();
     let body = json!({"bookings": [booking("b-new", "nmr-600"), booking("b-old", "nmr-600")]});
-    let a = send(
-        &router,
-        Method::POST,
-        "/api/v1/bookings",
-        Some(ADMIN),
-        &[],
-        Some(body),
-    )
-    .await;
+    let a = post_bookings(&router, body).await;
     assert_eq!(a.status, StatusCode::OK, "{}", a.text());
     assert_eq!(
         a.json(),
