@@ -575,6 +575,11 @@ fn now() -> Timestamp {
     ts("2026-11-22T00:00:00Z")
 }
 
+/// Imports CSV `rows` (after the header) as `b.csv`, applied.
+fn apply(conn: &mut Connection, rows: &str) -> store::ImportReport {
+    import(conn, csv_of(rows), "b.csv", ImportOptions::default(), now()).unwrap()
+}
+
 fn count(conn: &Connection) -> i64 {
     conn.query_row("SELECT count(*) FROM bookings", [], |r| r.get(0))
         .unwrap()
@@ -616,14 +621,7 @@ fn an_import_inserts_then_reimporting_the_same_file_changes_nothing() {
 #[test]
 fn an_upsert_updates_changed_fields_and_leaves_other_bookings_alone() {
     let mut conn = db();
-    import(
-        &mut conn,
-        csv_of(ROWS),
-        "b.csv",
-        ImportOptions::default(),
-        now(),
-    )
-    .unwrap();
+    apply(&mut conn, ROWS);
     let r = import(&mut conn, csv_of("B1,nmr,a,g,research,2026-11-23 09:00,2026-11-23 12:00,cancelled\nB3,nmr,c,g,training,2026-11-24 09:00,2026-11-24 10:00,confirmed\n"), "c.csv", ImportOptions::default(), now()).unwrap();
     assert_eq!(r.inserted, ["B3"]);
     assert_eq!(r.updated[0].booking_id, "B1");
@@ -737,14 +735,7 @@ fn the_report_lists_instruments_not_monitored_and_they_are_stored() {
 #[test]
 fn an_import_marks_each_instrument_dirty_once_from_its_earliest_changed_start() {
     let mut conn = db();
-    import(
-        &mut conn,
-        csv_of(ROWS),
-        "b.csv",
-        ImportOptions::default(),
-        now(),
-    )
-    .unwrap();
+    apply(&mut conn, ROWS);
     conn.execute("DELETE FROM dirty", []).unwrap();
     // B2 moves to xrd and earlier; B1 is unchanged.
     let moved = "B1,nmr,a,g,research,2026-11-23 09:00,2026-11-23 10:00,confirmed\nB2,xrd,b,g,teaching,2026-11-20 10:00,2026-11-20 11:00,confirmed\n";
