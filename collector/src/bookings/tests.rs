@@ -434,6 +434,22 @@ fn the_configured_instrument_property_wins_over_location() {
 }
 
 #[test]
+fn occurrences_of_an_instrument_not_monitored_are_counted_each() {
+    let mut ctx = shanghai();
+    ctx.instruments = Some(["nmr-600".to_owned()].into());
+    let p = parse(
+        Format::Ics,
+        &ics(
+            "BEGIN:VEVENT\r\nUID:e1\r\nCATEGORIES:research\r\nLOCATION:Room 101\r\nDTSTART:20261123T090000Z\r\nDTEND:20261123T100000Z\r\nRRULE:FREQ=DAILY;COUNT=3\r\nEND:VEVENT\r\n",
+        ),
+        &ctx,
+    );
+    assert!(p.errors.is_empty(), "{:?}", p.errors);
+    assert_eq!(p.bookings.len(), 3);
+    assert_eq!(p.not_monitored.get("Room 101"), Some(&3));
+}
+
+#[test]
 fn a_weekly_rrule_with_byday_and_exdate_expands_to_occurrences() {
     // Mondays and Wednesdays 09:00-11:00 Shanghai, 6 occurrences, the 25th excluded.
     let p = ical(&format!(
