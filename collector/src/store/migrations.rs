@@ -32,6 +32,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0004_dashboard",
         include_str!("../../migrations/0004_dashboard.sql"),
     ),
+    (
+        "0005_bookings_by_length",
+        include_str!("../../migrations/0005_bookings_by_length.sql"),
+    ),
 ];
 
 /// The first version with the tables of [`super::derived`]: an older

@@ -945,6 +945,15 @@ fn outcomes_are_selected_by_overlap_with_the_range() {
             "2026-11-20T16:00:00Z",
             "2026-11-20T18:00:00Z",
         ),
+        // Four days over the whole range: the longest booking bounds how
+        // far back the starts are read.
+        booking(
+            "long",
+            "nmr-600",
+            UsageType::Research,
+            "2026-11-17T01:00:00Z",
+            "2026-11-21T01:00:00Z",
+        ),
     ]);
     site.catch_up();
     let ids =
@@ -953,7 +962,7 @@ fn outcomes_are_selected_by_overlap_with_the_range() {
         from: day(2026, 11, 20),
         to: day(2026, 11, 21),
     };
-    let expected = ["before", "b-1", "after"];
+    let expected = ["long", "before", "b-1", "after"];
     assert_eq!(ids(outcomes_of_the_day(&site)), expected);
     assert_eq!(
         ids(site.reports.outcomes(&range, Some("nmr-600")).unwrap()),

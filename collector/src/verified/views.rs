@@ -47,20 +47,17 @@ pub fn outcomes(
     range: &Range,
     instrument: Option<&str>,
 ) -> Result<Vec<OutcomeRow>, QueryError> {
-    let mut rows = Vec::new();
-    for inst in select(conn, registry, instrument, None)? {
-        let within = range_for(registry, range, instrument.is_some().then_some(&inst))?;
-        rows.extend(outcomes_where(conn, &inst, within, false)?);
-    }
-    // One instrument's rows are in order; the fleet's are merged.
-    if instrument.is_none() {
-        rows.sort_by(|a, b| (a.0, &a.1.booking_id).cmp(&(b.0, &b.1.booking_id)));
-    }
-    Ok(rows.into_iter().map(|(_, row)| row).collect())
+    let one = instrument
+        .map(|id| select(conn, registry, Some(id), None).map(|mut v| v.remove(0)))
+        .transpose()?;
+    let within = range_for(registry, range, one.as_ref())?;
+    outcomes_where(conn, registry, within, instrument, false)
 }
 
 /// Only the outcomes an admin should look at (no-show, instrument fault,
 /// overrun) of the bookings overlapping `range`, every instrument.
+/// Read instrument by instrument: each is one stretch of the primary key,
+/// where the by-start index would need a lookup per booking.
 pub fn exception_outcomes(
     conn: &Connection,
     registry: &Registry,
@@ -69,47 +66,57 @@ pub fn exception_outcomes(
     let mut out = Vec::new();
     for inst in select(conn, registry, None, None)? {
         let within = resolve_range(range, &inst.zone)?;
-        out.extend(
-            outcomes_where(conn, &inst, within, true)?
-                .into_iter()
-                .map(|(_, row)| row),
-        );
+        out.extend(outcomes_where(
+            conn,
+            registry,
+            within,
+            Some(&inst.id),
+            true,
+        )?);
     }
     Ok(out)
 }
 
-/// The stored outcomes joined with their bookings, read along
-/// `bookings_by_instrument_end` (instrument, end, start, …): the bookings
-/// of one instrument ending after the range's start are one stretch of it,
-/// and those starting before its end overlap it. Each outcome is then one
-/// primary-key lookup.
-const OVERLAPPING: &str = "FROM bookings b INDEXED BY bookings_by_instrument_end
-     JOIN booking_outcomes o ON o.instrument_id = b.instrument_id
-         AND o.start_ms = b.start_ms AND o.booking_id = b.booking_id
-     WHERE b.instrument_id = ?3 AND b.end_ms > ?1 AND b.start_ms < ?2";
+/// The longest booking stored (0 without any): a booking overlapping a
+/// range starts at most this long before it. One lookup in
+/// `bookings_by_length`.
+fn longest_booking(conn: &Connection) -> rusqlite::Result<Ms> {
+    conn.prepare_cached("SELECT COALESCE(MAX(end_ms - start_ms), 0) FROM bookings")?
+        .query_row([], |r| r.get(0))
+}
+
+/// The first start a booking overlapping `within` can have (exclusive).
+fn earliest_start(conn: &Connection, within: Interval) -> rusqlite::Result<Ms> {
+    Ok(within.start.saturating_sub(longest_booking(conn)?))
+}
 
 /// Every reconciled booking that is not cancelled and overlaps `range`,
 /// as a slot (finding double bookings needs no more), instrument by
-/// instrument.
+/// instrument from the outcomes' primary key (`booked_s` is the slot's
+/// length, so `bookings` is not read).
 pub fn booking_slots(
     conn: &Connection,
     registry: &Registry,
     range: &Range,
 ) -> Result<Vec<super::query::BookingSlot>, QueryError> {
     let mut out = Vec::new();
-    let mut stmt = conn.prepare_cached(&format!(
-        "SELECT b.booking_id, b.start_ms, b.end_ms {OVERLAPPING}
-           AND o.outcome != 'cancelled'
-         ORDER BY b.start_ms, b.booking_id"
-    ))?;
+    let mut stmt = conn.prepare_cached(
+        "SELECT booking_id, start_ms, booked_s FROM booking_outcomes
+         WHERE instrument_id = ?1 AND start_ms > ?4 AND start_ms < ?3
+           AND start_ms + booked_s * 1000 > ?2 AND outcome != 'cancelled'
+         ORDER BY start_ms, booking_id",
+    )?;
     for inst in select(conn, registry, None, None)? {
         let within = resolve_range(range, &inst.zone)?;
-        let rows = stmt.query_map(params![within.start, within.end, inst.id], |r| {
+        let after = earliest_start(conn, within)?;
+        let rows = stmt.query_map(params![inst.id, within.start, within.end, after], |r| {
+            let start_ms: Ms = r.get(1)?;
+            let booked_s: f64 = r.get(2)?;
             Ok(super::query::BookingSlot {
                 instrument_id: inst.id.clone(),
                 booking_id: r.get(0)?,
-                start_ms: r.get(1)?,
-                end_ms: r.get(2)?,
+                start_ms,
+                end_ms: start_ms + (booked_s * 1000.0).round() as Ms,
             })
         })?;
         for row in rows {
@@ -119,62 +126,73 @@ pub fn booking_slots(
     Ok(out)
 }
 
-/// Outcomes of `inst`'s bookings overlapping `within`, by start, all of
-/// them or only those worth a look; each with its start.
+/// Outcomes of bookings overlapping `within` (of one instrument or all),
+/// all of them or only those worth a look. The keys read are the starts
+/// from [`earliest_start`] to the range's end; the end is checked on the
+/// booking.
 fn outcomes_where(
     conn: &Connection,
-    inst: &Instrument,
+    registry: &Registry,
     within: Interval,
+    instrument: Option<&str>,
     exceptions_only: bool,
-) -> Result<Vec<(Ms, OutcomeRow)>, QueryError> {
+) -> Result<Vec<OutcomeRow>, QueryError> {
+    // Two statements, so that one instrument's bookings come from the
+    // primary key (instrument_id, start_ms, …) and the fleet's from the
+    // by-start index (an `?3 IS NULL OR` would make SQLite scan the range
+    // of every instrument).
     const COLUMNS: &str = "SELECT o.booking_id, o.instrument_id, b.user, b.group_name,
                 b.usage_type, b.start_ms, b.end_ms, o.outcome, o.flags, o.booked_s, o.used_s,
                 o.early_s, o.overrun_s, o.first_use_ms, o.last_use_ms, o.unknown_s, o.fault_s,
-                o.sessions, o.result_files";
-    let mut stmt = if exceptions_only {
-        conn.prepare_cached(&format!(
-            "{COLUMNS} {OVERLAPPING}
+                o.sessions, o.result_files
+         FROM booking_outcomes o JOIN bookings b ON b.booking_id = o.booking_id";
+    const OVERLAP: &str = "o.start_ms > ?4 AND o.start_ms < ?2 AND b.end_ms > ?1";
+    let mut stmt = match instrument {
+        Some(_) if exceptions_only => conn.prepare_cached(&format!(
+            "{COLUMNS} WHERE o.instrument_id = ?3 AND {OVERLAP}
                AND (o.outcome IN ('no_show', 'instrument_fault') OR o.flags LIKE '%overrun%')
-             ORDER BY b.start_ms, b.booking_id"
-        ))?
-    } else {
-        conn.prepare_cached(&format!(
-            "{COLUMNS} {OVERLAPPING} ORDER BY b.start_ms, b.booking_id"
-        ))?
+             ORDER BY o.start_ms, o.booking_id"
+        ))?,
+        Some(_) => conn.prepare_cached(&format!(
+            "{COLUMNS} WHERE o.instrument_id = ?3 AND {OVERLAP}
+             ORDER BY o.start_ms, o.booking_id"
+        ))?,
+        None => conn.prepare_cached(&format!(
+            "{COLUMNS} WHERE {OVERLAP} AND ?3 IS NULL
+             ORDER BY o.start_ms, o.booking_id"
+        ))?,
     };
-    let zone = &inst.zone;
-    let rows = stmt.query_map(params![within.start, within.end, inst.id], |r| {
+    let after = earliest_start(conn, within)?;
+    let rows = stmt.query_map(params![within.start, within.end, instrument, after], |r| {
+        let instrument_id: String = r.get(1)?;
+        let zone = registry.instrument(&instrument_id).zone;
         let flags: String = r.get(8)?;
         let list = |s: String| serde_json::from_str::<Vec<String>>(&s).unwrap_or_default();
-        let start: Ms = r.get(5)?;
-        Ok((
-            start,
-            OutcomeRow {
-                booking_id: r.get(0)?,
-                user: r.get(2)?,
-                group: r.get(3)?,
-                usage_type: r.get(4)?,
-                start: local(start, zone),
-                end: local(r.get(6)?, zone),
-                outcome: r.get(7)?,
-                flags: flags
-                    .split(',')
-                    .filter(|f| !f.is_empty())
-                    .map(str::to_owned)
-                    .collect(),
-                booked_s: r.get(9)?,
-                used_s: r.get(10)?,
-                early_s: r.get(11)?,
-                overrun_s: r.get(12)?,
-                first_use: r.get::<_, Option<Ms>>(13)?.map(|t| local(t, zone)),
-                last_use: r.get::<_, Option<Ms>>(14)?.map(|t| local(t, zone)),
-                unknown_s: r.get(15)?,
-                fault_s: r.get(16)?,
-                sessions: list(r.get(17)?),
-                result_files: list(r.get(18)?),
-                instrument_id: r.get(1)?,
-            },
-        ))
+        Ok(OutcomeRow {
+            booking_id: r.get(0)?,
+            user: r.get(2)?,
+            group: r.get(3)?,
+            usage_type: r.get(4)?,
+            start: local(r.get(5)?, &zone),
+            end: local(r.get(6)?, &zone),
+            outcome: r.get(7)?,
+            flags: flags
+                .split(',')
+                .filter(|f| !f.is_empty())
+                .map(str::to_owned)
+                .collect(),
+            booked_s: r.get(9)?,
+            used_s: r.get(10)?,
+            early_s: r.get(11)?,
+            overrun_s: r.get(12)?,
+            first_use: r.get::<_, Option<Ms>>(13)?.map(|t| local(t, &zone)),
+            last_use: r.get::<_, Option<Ms>>(14)?.map(|t| local(t, &zone)),
+            unknown_s: r.get(15)?,
+            fault_s: r.get(16)?,
+            sessions: list(r.get(17)?),
+            result_files: list(r.get(18)?),
+            instrument_id,
+        })
     })?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
