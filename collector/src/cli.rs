@@ -337,6 +337,46 @@ fn report(args: &ReportArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A long import shows how far it is after this long (on a terminal).
+const PROGRESS_AFTER: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Runs `work`; when stderr is a terminal and `work` takes longer than
+/// [`PROGRESS_AFTER`], shows `progress` on one line of stderr, refreshed
+/// four times a second. Nothing otherwise (logs and pipes stay clean).
+fn with_progress<T>(
+    name: &str,
+    progress: &crate::bookings::Progress,
+    work: impl FnOnce() -> T,
+) -> T {
+    use std::io::IsTerminal;
+    use std::sync::mpsc::{RecvTimeoutError, channel};
+    if !std::io::stderr().is_terminal() {
+        return work();
+    }
+    let (done, finished) = channel::<()>();
+    std::thread::scope(|s| {
+        s.spawn(move || {
+            let mut wait = PROGRESS_AFTER;
+            let mut shown = false;
+            // Ends when `done` is dropped: work finished (or panicked).
+            while let Err(RecvTimeoutError::Timeout) = finished.recv_timeout(wait) {
+                let (parsed, stored) = progress.get();
+                eprint!(
+                    "\r{name}: {parsed} rows parsed, {stored} bookings compared with the store"
+                );
+                shown = true;
+                wait = std::time::Duration::from_millis(250);
+            }
+            if shown {
+                eprintln!();
+            }
+        });
+        let out = work();
+        drop(done);
+        out
+    })
+}
+
 /// `bookings import`: prints every error and the summary; false when there
 /// were errors and `--skip-invalid` was not given (nothing applied).
 fn import_bookings(
@@ -354,24 +394,26 @@ fn import_bookings(
         ),
     };
     let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
-    let text = String::from_utf8(bytes).map_err(|e| {
-        anyhow::anyhow!(
-            "{} is not UTF-8 (byte {}); save it as \"CSV UTF-8\"",
-            file.display(),
-            e.utf8_error().valid_up_to()
-        )
-    })?;
+    let text = bookings::decode(&file.display().to_string(), bytes).map_err(anyhow::Error::msg)?;
     let ctx = ParseContext::from_config(config)
         .with_context(|| format!("site.time_zone {:?}", config.site.time_zone()))?;
-    let parsed = bookings::parse(format, &text, &ctx);
     let name = file.file_name().map_or_else(
         || file.display().to_string(),
         |n| n.to_string_lossy().into_owned(),
     );
-    let mut store = crate::store::Store::open(&config.data_dir, crate::store::Durability::Full)?;
-    let report = store.import_bookings(parsed, &name, options, jiff::Timestamp::now())?;
+    let progress = bookings::Progress::default();
+    let report = with_progress(&name, &progress, || -> anyhow::Result<_> {
+        let parsed = bookings::parse_counted(format, &text, &ctx, &progress);
+        let mut store =
+            crate::store::Store::open(&config.data_dir, crate::store::Durability::Full)?;
+        let now = jiff::Timestamp::now();
+        Ok(store.import_bookings_counted(parsed, &name, options, now, &progress)?)
+    })?;
     for error in &report.errors {
         println!("{name} {error}");
+    }
+    if let Some(line) = report.not_monitored_summary() {
+        println!("{name}: {line}");
     }
     for updated in &report.updated {
         println!(

@@ -265,7 +265,7 @@ fn a_file_with_bad_rows_lists_each_with_its_line_applies_nothing_and_fails() {
     let file = dir.path().join("bookings.csv");
     std::fs::write(
         &file,
-        format!("{GOOD}B3,nmr-600,c,g,lab,2026-11-23 09:00,2026-11-23 10:00,confirmed\r\nB4,sem,c,g,research,2026-11-23 09:00,2026-11-23 10:00,confirmed\r\n"),
+        format!("{GOOD}B3,nmr-600,c,g,lab,2026-11-23 09:00,2026-11-23 10:00,confirmed\r\nB4,nmr-600,c,g,research,2026-11-23 10:00,2026-11-23 09:00,confirmed\r\n"),
     )
     .expect("write");
     let out = import(&config, &file, &[]);
@@ -276,7 +276,7 @@ fn a_file_with_bad_rows_lists_each_with_its_line_applies_nothing_and_fails() {
         "{stdout}"
     );
     assert!(
-        stdout.contains("bookings.csv line 5: instrument_id \"sem\""),
+        stdout.contains("bookings.csv line 5: end 2026-11-23 09:00 is not after start"),
         "{stdout}"
     );
     assert!(text(&out.stderr).contains("--skip-invalid"));
@@ -286,6 +286,56 @@ fn a_file_with_bad_rows_lists_each_with_its_line_applies_nothing_and_fails() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(text(&out.stdout).contains("2 inserted, 0 updated, 0 unchanged, 2 error(s)"));
     assert_eq!(stored(dir.path()), 2);
+}
+
+#[test]
+fn bookings_of_an_instrument_not_monitored_are_imported_and_named_in_the_summary() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = setup(dir.path());
+    let file = dir.path().join("bookings.csv");
+    std::fs::write(
+        &file,
+        format!("{GOOD}B3,sem-2,c,g,research,2026-11-23 09:00,2026-11-23 10:00,confirmed\r\nB4,sem-2,c,g,research,2026-11-24 09:00,2026-11-24 10:00,confirmed\r\nB5,nmr-6OO,c,g,research,2026-11-24 09:00,2026-11-24 10:00,confirmed\r\n"),
+    )
+    .expect("write");
+    let out = import(&config, &file, &[]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("bookings.csv: 3 booking(s) of instruments not monitored"),
+        "{stdout}"
+    );
+    assert!(stdout.contains(": nmr-6OO (1), sem-2 (2)"), "{stdout}");
+    assert!(
+        stdout.contains("5 inserted, 0 updated, 0 unchanged"),
+        "{stdout}"
+    );
+    // Not a terminal: no progress line.
+    assert_eq!(text(&out.stderr), "");
+    assert_eq!(stored(dir.path()), 5);
+}
+
+#[test]
+fn a_file_that_is_not_utf8_is_refused_naming_line_and_column() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = setup(dir.path());
+    let file = dir.path().join("bookings.csv");
+    // "张三" in GBK, as Excel saves "CSV" on a Chinese Windows.
+    let mut bytes = GOOD.as_bytes().to_vec();
+    bytes.extend(b"B3,nmr-600,");
+    bytes.extend([0xD5, 0xC5, 0xC8, 0xFD]);
+    bytes.extend(b",g,research,2026-11-23 09:00,2026-11-23 10:00,confirmed\r\n");
+    std::fs::write(&file, bytes).expect("write");
+    let out = import(&config, &file, &[]);
+    assert!(!out.status.success());
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("bookings.csv line 4, column 12 (byte "),
+        "{stderr}"
+    );
+    assert!(stderr.contains("CSV UTF-8"), "{stderr}");
+    // Refused before the database is even opened.
+    assert!(!dir.path().join("data").exists());
 }
 
 #[test]

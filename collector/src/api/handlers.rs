@@ -18,7 +18,7 @@ use super::params::{Params, parse_edge};
 use super::table::{Format, HoursResponse, XLSX_CONTENT_TYPE, csv_to_xlsx, hours_body, to_csv};
 use super::{ApiDoc, ApiError, ApiState, Caller, ErrorBody};
 use crate::bookings::Booking;
-use crate::bookings::store::ImportOptions;
+use crate::bookings::store::{ImportOptions, NotMonitored};
 use crate::quarantine::{Detail, Entry, Kind};
 use crate::reconcile::PeriodUnit;
 use crate::verified::{
@@ -175,6 +175,9 @@ pub struct ImportResponse {
     pub inserted: Vec<String>,
     pub updated: Vec<UpdatedBooking>,
     pub unchanged: Vec<String>,
+    /// Instruments the collector does not monitor (not configured), with
+    /// how many bookings name each: accepted, with outcome `not_monitored`.
+    pub not_monitored: Vec<NotMonitored>,
     /// Every bad item, by index in `bookings`.
     pub errors: Vec<ItemError>,
 }
@@ -311,14 +314,18 @@ pub async fn hours(
     Ok(answer(StatusCode::OK, format, body))
 }
 
-/// Booking outcomes (§5) of the bookings starting in the range.
+/// Booking outcomes (§5) of the bookings overlapping the range: starting
+/// before `to` and ending after `from` (one that began before the range
+/// and runs into it is included). `outcome` is used, no_show,
+/// instrument_fault, no_data, cancelled or not_monitored (an instrument
+/// the collector does not monitor; never a no-show).
 #[utoipa::path(
     get,
     path = "/api/v1/bookings/outcomes",
     tag = "bookings",
     params(RangeParams),
     responses(
-        (status = 200, description = "One row per booking", content((Rows<OutcomeRow> = "application/json"), (String = "text/csv"))),
+        (status = 200, description = "One row per booking overlapping the range, by start", content((Rows<OutcomeRow> = "application/json"), (String = "text/csv"))),
         (status = 400, description = "A parameter is missing, malformed or unknown", body = ErrorBody),
         (status = 401, description = "No or an unknown bearer token", body = ErrorBody),
         (status = 404, description = "Unknown instrument", body = ErrorBody),
@@ -507,6 +514,21 @@ pub async fn import_bookings(
     let mut good = Vec::new();
     for (index, item) in body.bookings.into_iter().enumerate() {
         let index = index as u64;
+        // The offset is gone once parsed: checked on the text, as in a CSV.
+        let offsets: Vec<String> = ["start", "end"]
+            .into_iter()
+            .filter_map(|k| {
+                let problem = crate::bookings::csv::offset_problem(item.get(k)?.as_str()?)?;
+                Some(format!("{k} {problem}"))
+            })
+            .collect();
+        if !offsets.is_empty() {
+            errors.push(ItemError {
+                index,
+                message: offsets.join("; "),
+            });
+            continue;
+        }
         match serde_json::from_value::<Booking>(item) {
             Ok(booking) => good.push((index, booking)),
             Err(e) => errors.push(ItemError {
@@ -547,6 +569,7 @@ pub async fn import_bookings(
             })
             .collect(),
         unchanged: report.unchanged,
+        not_monitored: report.not_monitored,
         errors,
     };
     Ok((status, Json(response)).into_response())

@@ -314,6 +314,14 @@ impl Reports for Fake {
                     line: index,
                     message: "instrument_id \"nope\" is not a configured instrument".into(),
                 });
+            } else if b.instrument_id == "xrd-9" {
+                report
+                    .not_monitored
+                    .push(crate::bookings::store::NotMonitored {
+                        instrument_id: b.instrument_id,
+                        bookings: 1,
+                    });
+                report.inserted.push(b.booking_id);
             } else if b.booking_id == "b-old" {
                 report.updated.push(Updated {
                     booking_id: b.booking_id,
@@ -738,6 +746,19 @@ async fn a_bad_correction_field_is_a_400_naming_it() {
     a.assert_bad("body");
 }
 
+/// `POST /api/v1/bookings` as an admin.
+async fn post_bookings(router: &axum::Router, body: Value) -> Answer {
+    send(
+        router,
+        Method::POST,
+        "/api/v1/bookings",
+        Some(ADMIN),
+        &[],
+        Some(body),
+    )
+    .await
+}
+
 fn booking(id: &str, instrument: &str) -> Value {
     json!({
         "booking_id": id, "instrument_id": instrument, "user": "li", "group": "chem",
@@ -747,25 +768,52 @@ fn booking(id: &str, instrument: &str) -> Value {
 }
 
 #[tokio::test]
+async fn an_item_with_an_offset_beyond_14_hours_is_refused_by_index() {
+    let (fake, router) = setup();
+    let mut bad = booking("b-bad", "nmr-600");
+    bad["start"] = json!("2025-03-03T09:00:00+25:00");
+    let body = json!({"bookings": [booking("b-new", "nmr-600"), bad]});
+    let a = post_bookings(&router, body).await;
+    assert_eq!(a.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", a.text());
+    let errors = &a.json()["errors"];
+    assert_eq!(errors[0]["index"], 1);
+    assert!(
+        errors[0]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("start \"2025-03-03T09:00:00+25:00\" has the UTC offset"),
+        "{errors}"
+    );
+    let Call::Import(items, _, _) = &fake.calls()[0] else {
+        panic!("{:?}", fake.calls())
+    };
+    assert_eq!(items.len(), 1);
+}
+
+#[tokio::test]
+async fn the_import_answer_lists_instruments_not_monitored() {
+    let (_fake, router) = setup();
+    let body = json!({"bookings": [booking("b-new", "xrd-9")]});
+    let a = post_bookings(&router, body).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text());
+    assert_eq!(
+        a.json()["not_monitored"],
+        json!([{"instrument_id": "xrd-9", "bookings": 1}])
+    );
+}
+
+#[tokio::test]
 async fn bookings_are_imported_and_the_report_is_answered() {
     let (fake, router) = setup();
     let body = json!({"bookings": [booking("b-new", "nmr-600"), booking("b-old", "nmr-600")]});
-    let a = send(
-        &router,
-        Method::POST,
-        "/api/v1/bookings",
-        Some(ADMIN),
-        &[],
-        Some(body),
-    )
-    .await;
+    let a = post_bookings(&router, body).await;
     assert_eq!(a.status, StatusCode::OK, "{}", a.text());
     assert_eq!(
         a.json(),
         json!({
             "applied": true, "dry_run": false, "inserted": ["b-new"],
             "updated": [{"booking_id": "b-old", "fields": ["end"]}],
-            "unchanged": [], "errors": []
+            "unchanged": [], "not_monitored": [], "errors": []
         })
     );
     let Call::Import(items, options, at) = &fake.calls()[0] else {

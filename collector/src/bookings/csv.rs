@@ -5,8 +5,11 @@ use std::collections::HashMap;
 
 use jiff::Timestamp;
 use jiff::civil::DateTime;
+use jiff::fmt::temporal::Pieces;
 
-use super::{Booking, BookingStatus, ParseContext, Parsed, UsageType, local_to_instant, to_millis};
+use super::{
+    Booking, BookingStatus, ParseContext, Parsed, Progress, UsageType, local_to_instant, to_millis,
+};
 
 /// The columns, all required, no others allowed.
 pub const COLUMNS: [&str; 8] = [
@@ -20,12 +23,36 @@ pub const COLUMNS: [&str; 8] = [
     "status",
 ];
 
+/// The largest UTC offset accepted, in seconds. Offsets in use run from
+/// −12:00 to +14:00; RFC 3339's syntax allows up to ±23:59 and jiff's
+/// parser ±25:59:59, so anything beyond ±14:00 is a typo, not a place.
+pub const MAX_OFFSET_S: i32 = 14 * 3600;
+
+/// Why the UTC offset written in `value` (an RFC 3339 time) is refused:
+/// beyond ±14:00. None when it is fine or has none.
+pub fn offset_problem(value: &str) -> Option<String> {
+    let offset = Pieces::parse(value.trim())
+        .ok()?
+        .offset()?
+        .to_numeric_offset();
+    (offset.seconds().abs() > MAX_OFFSET_S).then(|| {
+        format!(
+            "{:?} has the UTC offset {offset}, beyond ±14:00 (offsets in use run from -12:00 \
+             to +14:00)",
+            value.trim()
+        )
+    })
+}
+
 /// Reads a time: ISO 8601 / RFC 3339 with an offset (`2026-11-23T09:00:00+08:00`,
-/// `...Z`) is that instant; without one (`2026-11-23 09:00`,
+/// `...Z`; at most ±14:00) is that instant; without one (`2026-11-23 09:00`,
 /// `2026-11-23T09:00:00`) it is a local time in `ctx.zone`.
 pub fn parse_time(value: &str, ctx: &ParseContext) -> Result<Timestamp, String> {
     let value = value.trim();
     if let Ok(ts) = value.parse::<Timestamp>() {
+        if let Some(problem) = offset_problem(value) {
+            return Err(problem);
+        }
         return Ok(to_millis(ts));
     }
     match value.parse::<DateTime>() {
@@ -36,19 +63,46 @@ pub fn parse_time(value: &str, ctx: &ParseContext) -> Result<Timestamp, String> 
     }
 }
 
-/// The 1-based line of the record starting at byte `at` (the csv crate's
-/// own line count is off by one after CRLF line ends, as Excel writes them).
-fn line_at(text: &str, at: usize) -> u64 {
-    let bytes = text.as_bytes();
-    let mut at = at.min(bytes.len());
-    while at < bytes.len() && matches!(bytes[at], b'\r' | b'\n') {
-        at += 1;
+/// The 1-based lines of records, counted as the reader moves on: each call
+/// only scans the bytes since the previous one, so a file costs one pass
+/// (counting from the start for every record made imports quadratic). The
+/// csv crate's own line count is off by one after CRLF line ends, as Excel
+/// writes them.
+struct Lines<'a> {
+    bytes: &'a [u8],
+    /// Bytes before `at` hold `line - 1` newlines.
+    at: usize,
+    line: u64,
+}
+
+impl<'a> Lines<'a> {
+    fn new(text: &'a str) -> Self {
+        Self {
+            bytes: text.as_bytes(),
+            at: 0,
+            line: 1,
+        }
     }
-    1 + bytes[..at].iter().filter(|b| **b == b'\n').count() as u64
+
+    /// The line of the record starting at byte `at` (line ends before it skipped).
+    fn line_at(&mut self, at: usize) -> u64 {
+        let bytes = self.bytes;
+        let mut at = at.min(bytes.len());
+        while at < bytes.len() && matches!(bytes[at], b'\r' | b'\n') {
+            at += 1;
+        }
+        if at < self.at {
+            // Records come in order; start over should one not.
+            (self.at, self.line) = (0, 1);
+        }
+        self.line += bytes[self.at..at].iter().filter(|b| **b == b'\n').count() as u64;
+        self.at = at;
+        self.line
+    }
 }
 
 /// Parses CSV text (without BOM).
-pub fn parse(text: &str, ctx: &ParseContext) -> Parsed {
+pub fn parse(text: &str, ctx: &ParseContext, progress: &Progress) -> Parsed {
     let mut parsed = Parsed::default();
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(true)
@@ -104,18 +158,20 @@ pub fn parse(text: &str, ctx: &ParseContext) -> Parsed {
     }
 
     let mut seen: HashMap<String, u64> = HashMap::new();
+    let mut lines = Lines::new(text);
     for record in reader.records() {
+        progress.parsed_one();
         let record = match record {
             Ok(r) => r,
             Err(e) => {
-                let line = e.position().map_or(0, |p| line_at(text, p.byte() as usize));
+                let line = e.position().map_or(0, |p| lines.line_at(p.byte() as usize));
                 parsed.error(line, format!("unreadable row: {e}"));
                 continue;
             }
         };
         let line = record
             .position()
-            .map_or(0, |p| line_at(text, p.byte() as usize));
+            .map_or(0, |p| lines.line_at(p.byte() as usize));
         if record.iter().all(|f| f.trim().is_empty()) {
             continue; // blank line, as spreadsheets leave at the end
         }

@@ -14,7 +14,9 @@ use jiff::civil::{Date, DateTime, Time, Weekday};
 use jiff::tz::TimeZone;
 use jiff::{SignedDuration, Span, Timestamp, ToSpan};
 
-use super::{Booking, BookingStatus, ParseContext, Parsed, UsageType, local_to_instant, to_millis};
+use super::{
+    Booking, BookingStatus, ParseContext, Parsed, Progress, UsageType, local_to_instant, to_millis,
+};
 
 /// At most this many occurrences per recurring event.
 pub const MAX_OCCURRENCES: usize = 5000;
@@ -399,7 +401,7 @@ pub fn compact_utc(ts: Timestamp) -> String {
 }
 
 /// Parses iCalendar text (without BOM).
-pub fn parse(text: &str, ctx: &ParseContext) -> Parsed {
+pub fn parse(text: &str, ctx: &ParseContext, progress: &Progress) -> Parsed {
     let mut parsed = Parsed::default();
     let events = events(text, &mut parsed);
     // booking_id → index in parsed.bookings, and the UID's first line.
@@ -407,6 +409,7 @@ pub fn parse(text: &str, ctx: &ParseContext) -> Parsed {
     let mut uid_line: HashMap<String, u64> = HashMap::new();
     let mut overrides = Vec::new();
     for event in &events {
+        progress.parsed_one();
         if event.get("RECURRENCE-ID").is_some() {
             overrides.push(event);
             continue;
@@ -436,6 +439,7 @@ pub fn parse(text: &str, ctx: &ParseContext) -> Parsed {
         }
     }
     for event in overrides {
+        progress.parsed_one();
         match expand(event, ctx) {
             Ok(bookings) => {
                 for b in bookings {

@@ -11,9 +11,10 @@
 //!   returns an [`store::ImportReport`] of what was inserted, updated (with
 //!   which fields) and unchanged.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use jiff::Timestamp;
 use jiff::civil::DateTime;
@@ -133,7 +134,8 @@ pub struct Booking {
     /// Not blank; the upsert key.
     #[schema(pattern = r"\S")]
     pub booking_id: String,
-    /// A configured instrument (when the config lists any).
+    /// Any id; one the collector does not monitor (see
+    /// [`ParseContext::monitors`]) is kept, with outcome `not_monitored`.
     #[schema(pattern = r"\S")]
     pub instrument_id: String,
     pub user: String,
@@ -164,6 +166,9 @@ impl fmt::Display for RowError {
 pub struct Parsed {
     pub bookings: Vec<(u64, Booking)>,
     pub errors: Vec<RowError>,
+    /// Instruments of good bookings that the collector does not monitor,
+    /// with how many bookings each (a typo shows up here).
+    pub not_monitored: BTreeMap<String, u64>,
 }
 
 impl Parsed {
@@ -174,6 +179,19 @@ impl Parsed {
         } else {
             Err(self.errors)
         }
+    }
+
+    /// Counts the good bookings whose instrument `ctx` does not monitor.
+    fn tally_not_monitored(mut self, ctx: &ParseContext) -> Self {
+        for (_, b) in &self.bookings {
+            if !ctx.monitors(&b.instrument_id) {
+                *self
+                    .not_monitored
+                    .entry(b.instrument_id.clone())
+                    .or_default() += 1;
+            }
+        }
+        self
     }
 
     fn error(&mut self, line: u64, message: impl Into<String>) {
@@ -208,7 +226,8 @@ impl Format {
 pub struct ParseContext {
     /// Local times (CSV without offset, iCalendar floating and all-day) are read in it.
     pub zone: TimeZone,
-    /// The configured instrument ids; `None` (no instruments configured) accepts any.
+    /// The configured instrument ids; `None` (no instruments configured):
+    /// every instrument is monitored.
     pub instruments: Option<HashSet<String>>,
     /// iCalendar property holding the instrument (else LOCATION).
     pub ical_instrument_property: String,
@@ -244,22 +263,22 @@ impl ParseContext {
         })
     }
 
-    /// Error message when `id` is not a configured instrument.
+    /// Whether the collector monitors `id`: it is a configured instrument,
+    /// or the config lists none (the same rule as
+    /// [`crate::registry::Instrument::monitored`]). Bookings of other
+    /// instruments are accepted and get the outcome `not_monitored`:
+    /// booking systems list instruments that have no agent yet.
+    pub fn monitors(&self, id: &str) -> bool {
+        self.instruments
+            .as_ref()
+            .is_none_or(|known| known.contains(id))
+    }
+
+    /// Error message when `id` is empty (any other id is accepted).
     fn check_instrument(&self, id: &str) -> Option<String> {
-        if id.trim().is_empty() {
-            return Some("instrument_id is empty".into());
-        }
-        match &self.instruments {
-            Some(known) if !known.contains(id) => {
-                let mut ids: Vec<&str> = known.iter().map(String::as_str).collect();
-                ids.sort_unstable();
-                Some(format!(
-                    "instrument_id {id:?} is not a configured instrument ({})",
-                    ids.join(", ")
-                ))
-            }
-            _ => None,
-        }
+        id.trim()
+            .is_empty()
+            .then(|| "instrument_id is empty".to_owned())
     }
 }
 
@@ -276,17 +295,77 @@ pub fn too_long(start: Timestamp, end: Timestamp) -> Option<String> {
     })
 }
 
-/// Parses a bookings file of `format`. A leading UTF-8 BOM is ignored.
-pub fn parse(format: Format, text: &str, ctx: &ParseContext) -> Parsed {
-    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    match format {
-        Format::Csv => csv::parse(text, ctx),
-        Format::Ics => ical::parse(text, ctx),
+/// A file's bytes as text, or where the first byte that is not UTF-8 is
+/// (line, column in characters, byte offset, all from 1) and what to do:
+/// such files were almost always saved in a local code page (GBK, Windows-1252).
+pub fn decode(name: &str, bytes: Vec<u8>) -> Result<String, String> {
+    String::from_utf8(bytes).map_err(|e| {
+        let at = e.utf8_error().valid_up_to();
+        let bytes = e.as_bytes();
+        // The prefix is valid UTF-8.
+        let before = std::str::from_utf8(&bytes[..at]).unwrap_or_default();
+        let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+        format!(
+            "{name} line {}, column {} (byte {}, 0x{:02X}): not UTF-8; save the file as \
+             \"CSV UTF-8\" (Excel: Save As → CSV UTF-8) or convert it (iconv -f GBK -t UTF-8) \
+             and import it again",
+            1 + before.matches('\n').count(),
+            1 + before[line_start..].chars().count(),
+            at + 1,
+            bytes[at],
+        )
+    })
+}
+
+/// How far an import is: rows (CSV) or events (iCalendar) parsed, and
+/// bookings compared with the store. Another thread reads it to show
+/// progress on a terminal.
+#[derive(Debug, Default)]
+pub struct Progress {
+    parsed: AtomicU64,
+    stored: AtomicU64,
+}
+
+impl Progress {
+    /// (parsed, stored) so far.
+    pub fn get(&self) -> (u64, u64) {
+        (
+            self.parsed.load(Ordering::Relaxed),
+            self.stored.load(Ordering::Relaxed),
+        )
+    }
+
+    pub(crate) fn parsed_one(&self) {
+        self.parsed.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn stored_one(&self) {
+        self.stored.fetch_add(1, Ordering::Relaxed);
     }
 }
 
+/// Parses a bookings file of `format`. A leading UTF-8 BOM is ignored.
+pub fn parse(format: Format, text: &str, ctx: &ParseContext) -> Parsed {
+    parse_counted(format, text, ctx, &Progress::default())
+}
+
+/// [`parse`], counting rows or events in `progress`.
+pub fn parse_counted(
+    format: Format,
+    text: &str,
+    ctx: &ParseContext,
+    progress: &Progress,
+) -> Parsed {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    match format {
+        Format::Csv => csv::parse(text, ctx, progress),
+        Format::Ics => ical::parse(text, ctx, progress),
+    }
+    .tally_not_monitored(ctx)
+}
+
 /// Checks bookings that arrive already structured (e.g. a JSON body): the
-/// same rules as the files — non-empty id, known instrument, end after
+/// same rules as the files — non-empty id and instrument, end after
 /// start, no id twice. `line` is whatever locates an item (an index).
 pub fn check(items: Vec<(u64, Booking)>, ctx: &ParseContext) -> Parsed {
     let mut parsed = Parsed::default();
@@ -323,7 +402,7 @@ pub fn check(items: Vec<(u64, Booking)>, ctx: &ParseContext) -> Parsed {
             parsed.error(line, problems.join("; "));
         }
     }
-    parsed
+    parsed.tally_not_monitored(ctx)
 }
 
 /// A local (civil) time in `zone`, by the documented rule: in a backward

@@ -5,15 +5,15 @@
 //! the changed ones; unchanged rows are not written (their `imported_at`
 //! stays). No other row is touched: a booking missing from the file stays.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use jiff::Timestamp;
 use rusqlite::{Connection, OptionalExtension, params};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::store::derived::mark_dirty;
 
-use super::{Booking, BookingStatus, Parsed, RowError, UsageType};
+use super::{Booking, BookingStatus, Parsed, Progress, RowError, UsageType};
 
 /// How to apply a parsed file.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -31,12 +31,22 @@ pub struct Updated {
     pub fields: Vec<&'static str>,
 }
 
+/// An instrument the collector does not monitor, and how many of the
+/// file's good bookings name it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct NotMonitored {
+    pub instrument_id: String,
+    pub bookings: u64,
+}
+
 /// What an import changed (or, when not `applied`, would change).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct ImportReport {
     pub inserted: Vec<String>,
     pub updated: Vec<Updated>,
     pub unchanged: Vec<String>,
+    /// Instruments not monitored (accepted; outcome `not_monitored`), by id.
+    pub not_monitored: Vec<NotMonitored>,
     /// Every bad row or event, in file order.
     pub errors: Vec<RowError>,
     /// Whether the changes were written (false for a dry run, and for a
@@ -54,16 +64,32 @@ impl ImportReport {
             self.unchanged.len()
         )
     }
+
+    /// `3 booking(s) of instruments not monitored (…): nmr-700 (1), xrd-9 (2)`, if any.
+    pub fn not_monitored_summary(&self) -> Option<String> {
+        let total: u64 = self.not_monitored.iter().map(|n| n.bookings).sum();
+        (total > 0).then(|| {
+            let ids: Vec<String> = self
+                .not_monitored
+                .iter()
+                .map(|n| format!("{} ({})", n.instrument_id, n.bookings))
+                .collect();
+            format!(
+                "{total} booking(s) of instruments not monitored (kept, outcome not_monitored; \
+                 check for typos): {}",
+                ids.join(", ")
+            )
+        })
+    }
 }
 
-/// Reads one stored booking.
+/// Reads one stored booking (a cached statement: [`import`] calls it per row).
 pub fn get(conn: &Connection, booking_id: &str) -> rusqlite::Result<Option<Booking>> {
-    conn.query_row(
+    conn.prepare_cached(
         "SELECT booking_id, instrument_id, user, group_name, usage_type, start_ms, end_ms, status
          FROM bookings WHERE booking_id = ?1",
-        [booking_id],
-        row_to_booking,
-    )
+    )?
+    .query_row([booking_id], row_to_booking)
     .optional()
 }
 
@@ -135,16 +161,39 @@ pub fn import(
     options: ImportOptions,
     now: Timestamp,
 ) -> rusqlite::Result<ImportReport> {
+    import_counted(conn, parsed, source, options, now, &Progress::default())
+}
+
+/// [`import`], counting the bookings compared in `progress`.
+pub fn import_counted(
+    conn: &mut Connection,
+    parsed: Parsed,
+    source: &str,
+    options: ImportOptions,
+    now: Timestamp,
+    progress: &Progress,
+) -> rusqlite::Result<ImportReport> {
     let write = !options.dry_run && (parsed.errors.is_empty() || options.skip_invalid);
     let mut report = ImportReport {
         errors: parsed.errors,
+        not_monitored: parsed
+            .not_monitored
+            .into_iter()
+            .map(|(instrument_id, bookings)| NotMonitored {
+                instrument_id,
+                bookings,
+            })
+            .collect(),
         applied: write,
         ..ImportReport::default()
     };
     let tx = conn.transaction()?;
-    let mut seen = HashSet::new();
+    let mut seen: HashSet<&str> = HashSet::with_capacity(parsed.bookings.len());
+    // Earliest changed start per instrument: one dirty mark each, at the end.
+    let mut dirty: HashMap<String, i64> = HashMap::new();
     for (_, booking) in &parsed.bookings {
-        if !seen.insert(booking.booking_id.clone()) {
+        progress.stored_one();
+        if !seen.insert(&booking.booking_id) {
             continue; // parsers report duplicates; never apply one twice
         }
         let old = get(&tx, &booking.booking_id)?;
@@ -165,9 +214,15 @@ pub fn import(
         if write {
             // Both the old and the new place of the booking are reconciled again.
             for b in old.iter().chain([booking]) {
-                mark_dirty(&tx, &b.instrument_id, b.start.as_millisecond())?;
+                let start = b.start.as_millisecond();
+                match dirty.get_mut(&b.instrument_id) {
+                    Some(from) => *from = (*from).min(start),
+                    None => {
+                        dirty.insert(b.instrument_id.clone(), start);
+                    }
+                }
             }
-            tx.execute(
+            tx.prepare_cached(
                 "INSERT INTO bookings (booking_id, instrument_id, user, group_name, usage_type,
                                        start_ms, end_ms, status, imported_at_ms, source)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
@@ -177,20 +232,23 @@ pub fn import(
                     start_ms = excluded.start_ms, end_ms = excluded.end_ms,
                     status = excluded.status, imported_at_ms = excluded.imported_at_ms,
                     source = excluded.source",
-                params![
-                    booking.booking_id,
-                    booking.instrument_id,
-                    booking.user,
-                    booking.group,
-                    booking.usage_type.as_str(),
-                    booking.start.as_millisecond(),
-                    booking.end.as_millisecond(),
-                    booking.status.as_str(),
-                    now.as_millisecond(),
-                    source,
-                ],
-            )?;
+            )?
+            .execute(params![
+                booking.booking_id,
+                booking.instrument_id,
+                booking.user,
+                booking.group,
+                booking.usage_type.as_str(),
+                booking.start.as_millisecond(),
+                booking.end.as_millisecond(),
+                booking.status.as_str(),
+                now.as_millisecond(),
+                source,
+            ])?;
         }
+    }
+    for (instrument_id, from) in dirty {
+        mark_dirty(&tx, &instrument_id, from)?;
     }
     if write {
         tx.commit()?;

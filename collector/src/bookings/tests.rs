@@ -143,19 +143,98 @@ fn an_unparseable_time_is_reported_with_its_value() {
 }
 
 #[test]
-fn an_unknown_instrument_is_reported_when_the_config_lists_instruments() {
+fn bookings_of_instruments_not_monitored_are_kept_and_counted_by_id() {
     let mut ctx = shanghai();
     ctx.instruments = Some(["nmr-600".to_owned()].into());
     let p = parse(
         Format::Csv,
-        &format!("{HEADER}B1,xrd,a,g,research,2026-11-23 09:00,2026-11-23 10:00,confirmed\n"),
+        &format!(
+            "{HEADER}B1,xrd,a,g,research,2026-11-23 09:00,2026-11-23 10:00,confirmed\n\
+             B2,nmr-600,a,g,research,2026-11-23 09:00,2026-11-23 10:00,confirmed\n\
+             B3,nmr-6OO,a,g,research,2026-11-23 09:00,2026-11-23 10:00,confirmed\n\
+             B4,xrd,a,g,research,2026-11-23 11:00,2026-11-23 12:00,cancelled\n\
+             B5,xrd,a,g,lab,2026-11-23 11:00,2026-11-23 12:00,confirmed\n"
+        ),
         &ctx,
     );
-    assert!(
-        only_error(&p)
-            .message
-            .contains("\"xrd\" is not a configured instrument (nmr-600)")
+    // B5 is bad for its usage type; only good bookings are counted.
+    assert_eq!(only_error(&p).line, 6);
+    assert_eq!(p.bookings.len(), 4);
+    let counts: Vec<(&str, u64)> = p
+        .not_monitored
+        .iter()
+        .map(|(id, n)| (id.as_str(), *n))
+        .collect();
+    assert_eq!(counts, [("nmr-6OO", 1), ("xrd", 2)]);
+    // Without instruments in the config, every instrument is monitored.
+    let p = csv_of("B1,xrd,a,g,research,2026-11-23 09:00,2026-11-23 10:00,confirmed\n");
+    assert!(p.not_monitored.is_empty());
+    assert!(p.errors.is_empty());
+}
+
+#[test]
+fn structured_bookings_of_instruments_not_monitored_are_counted_too() {
+    let mut ctx = shanghai();
+    ctx.instruments = Some(["nmr-600".to_owned()].into());
+    let b = csv_of("B1,xrd,a,g,research,2026-11-23 09:00,2026-11-23 10:00,confirmed\n")
+        .into_result()
+        .unwrap()
+        .remove(0);
+    let p = check(vec![(0, b)], &ctx);
+    assert!(p.errors.is_empty());
+    assert_eq!(p.not_monitored.get("xrd"), Some(&1));
+}
+
+#[test]
+fn an_empty_instrument_is_still_an_error() {
+    let p = csv_of("B1,,a,g,research,2026-11-23 09:00,2026-11-23 10:00,confirmed\n");
+    assert!(only_error(&p).message.contains("instrument_id is empty"));
+}
+
+#[test]
+fn offsets_beyond_14_hours_are_refused_with_the_line() {
+    let p = csv_of(
+        "B1,nmr,a,g,research,2026-11-23T09:00:00+25:00,2026-11-23T10:00:00+08:00,confirmed\n\
+         B2,nmr,a,g,research,2026-11-23T09:00:00+14:00,2026-11-23T10:00:00+14:00,confirmed\n\
+         B3,nmr,a,g,research,2026-11-23T09:00:00-12:00,2026-11-23T10:00:00-14:01,confirmed\n",
     );
+    let lines: Vec<u64> = p.errors.iter().map(|e| e.line).collect();
+    assert_eq!(lines, [2, 4], "{:?}", p.errors);
+    assert!(p.errors[0].message.contains("+25"), "{}", p.errors[0]);
+    assert!(p.errors[0].message.contains("beyond ±14:00"));
+    assert!(p.errors[1].message.starts_with("end "), "{}", p.errors[1]);
+    assert_eq!(p.bookings[0].1.start, ts("2026-11-22T19:00:00Z"));
+}
+
+#[test]
+fn a_file_that_is_not_utf8_names_the_line_column_and_fix() {
+    // "张" in GBK is D5 C5: invalid UTF-8 on line 3, after "B2,nmr,é" (8 characters).
+    let mut bytes = format!("{HEADER}B1,nmr,a\nB2,nmr,é").into_bytes();
+    bytes.extend([0xD5, 0xC5]);
+    bytes.extend(b",g\n");
+    let e = decode("b.csv", bytes).unwrap_err();
+    assert!(e.starts_with("b.csv line 3, column 9 (byte "), "{e}");
+    assert!(e.contains("0xD5"), "{e}");
+    assert!(e.contains("CSV UTF-8"), "{e}");
+    assert_eq!(decode("b.csv", b"ok\n".to_vec()).unwrap(), "ok\n");
+}
+
+#[test]
+fn line_numbers_stay_right_over_many_rows_and_blank_lines() {
+    let mut text = HEADER.to_owned();
+    for i in 0..500 {
+        text.push_str(&format!(
+            "B{i},nmr,a,g,research,2026-11-23 09:00,2026-11-23 10:00,confirmed\r\n"
+        ));
+        if i % 100 == 0 {
+            text.push_str("\r\n");
+        }
+    }
+    text.push_str("B-bad,nmr,a,g,lab,2026-11-23 09:00,2026-11-23 10:00,confirmed\n");
+    let p = parse(Format::Csv, &text, &shanghai());
+    // 1 header + 500 rows + 5 blank lines, then the bad row.
+    assert_eq!(only_error(&p).line, 507);
+    assert_eq!(p.bookings[499].0, 506);
 }
 
 #[test]
@@ -355,6 +434,22 @@ fn the_configured_instrument_property_wins_over_location() {
 }
 
 #[test]
+fn occurrences_of_an_instrument_not_monitored_are_counted_each() {
+    let mut ctx = shanghai();
+    ctx.instruments = Some(["nmr-600".to_owned()].into());
+    let p = parse(
+        Format::Ics,
+        &ics(
+            "BEGIN:VEVENT\r\nUID:e1\r\nCATEGORIES:research\r\nLOCATION:Room 101\r\nDTSTART:20261123T090000Z\r\nDTEND:20261123T100000Z\r\nRRULE:FREQ=DAILY;COUNT=3\r\nEND:VEVENT\r\n",
+        ),
+        &ctx,
+    );
+    assert!(p.errors.is_empty(), "{:?}", p.errors);
+    assert_eq!(p.bookings.len(), 3);
+    assert_eq!(p.not_monitored.get("Room 101"), Some(&3));
+}
+
+#[test]
 fn a_weekly_rrule_with_byday_and_exdate_expands_to_occurrences() {
     // Mondays and Wednesdays 09:00-11:00 Shanghai, 6 occurrences, the 25th excluded.
     let p = ical(&format!(
@@ -496,6 +591,11 @@ fn now() -> Timestamp {
     ts("2026-11-22T00:00:00Z")
 }
 
+/// Imports CSV `rows` (after the header) as `b.csv`, applied.
+fn apply(conn: &mut Connection, rows: &str) -> store::ImportReport {
+    import(conn, csv_of(rows), "b.csv", ImportOptions::default(), now()).unwrap()
+}
+
 fn count(conn: &Connection) -> i64 {
     conn.query_row("SELECT count(*) FROM bookings", [], |r| r.get(0))
         .unwrap()
@@ -537,14 +637,7 @@ fn an_import_inserts_then_reimporting_the_same_file_changes_nothing() {
 #[test]
 fn an_upsert_updates_changed_fields_and_leaves_other_bookings_alone() {
     let mut conn = db();
-    import(
-        &mut conn,
-        csv_of(ROWS),
-        "b.csv",
-        ImportOptions::default(),
-        now(),
-    )
-    .unwrap();
+    apply(&mut conn, ROWS);
     let r = import(&mut conn, csv_of("B1,nmr,a,g,research,2026-11-23 09:00,2026-11-23 12:00,cancelled\nB3,nmr,c,g,training,2026-11-24 09:00,2026-11-24 10:00,confirmed\n"), "c.csv", ImportOptions::default(), now()).unwrap();
     assert_eq!(r.inserted, ["B3"]);
     assert_eq!(r.updated[0].booking_id, "B1");
@@ -621,4 +714,74 @@ fn an_ical_feed_reimported_is_all_unchanged() {
     )
     .unwrap();
     assert_eq!(r.summary(), "0 inserted, 0 updated, 4 unchanged");
+}
+
+#[test]
+fn the_report_lists_instruments_not_monitored_and_they_are_stored() {
+    let mut conn = db();
+    let mut ctx = shanghai();
+    ctx.instruments = Some(["nmr".to_owned()].into());
+    let text = format!(
+        "{HEADER}{ROWS}B3,xrd-9,c,g,research,2026-11-23 12:00,2026-11-23 13:00,confirmed\n"
+    );
+    let r = import(
+        &mut conn,
+        parse(Format::Csv, &text, &ctx),
+        "b.csv",
+        ImportOptions::default(),
+        now(),
+    )
+    .unwrap();
+    assert!(r.applied);
+    assert_eq!(r.summary(), "3 inserted, 0 updated, 0 unchanged");
+    assert_eq!(
+        r.not_monitored,
+        [store::NotMonitored {
+            instrument_id: "xrd-9".into(),
+            bookings: 1
+        }]
+    );
+    assert!(r.not_monitored_summary().unwrap().contains("xrd-9 (1)"));
+    assert_eq!(
+        store::get(&conn, "B3").unwrap().unwrap().instrument_id,
+        "xrd-9"
+    );
+}
+
+#[test]
+fn an_import_marks_each_instrument_dirty_once_from_its_earliest_changed_start() {
+    let mut conn = db();
+    apply(&mut conn, ROWS);
+    conn.execute("DELETE FROM dirty", []).unwrap();
+    // B2 moves to xrd and earlier; B1 is unchanged.
+    let moved = "B1,nmr,a,g,research,2026-11-23 09:00,2026-11-23 10:00,confirmed\nB2,xrd,b,g,teaching,2026-11-20 10:00,2026-11-20 11:00,confirmed\n";
+    import(
+        &mut conn,
+        csv_of(moved),
+        "b.csv",
+        ImportOptions::default(),
+        now(),
+    )
+    .unwrap();
+    let mut marks: Vec<(String, i64)> = conn
+        .prepare("SELECT instrument_id, from_ms FROM dirty ORDER BY instrument_id")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    marks.sort();
+    assert_eq!(
+        marks,
+        [
+            (
+                "nmr".to_owned(),
+                ts("2026-11-23T02:00:00Z").as_millisecond()
+            ),
+            (
+                "xrd".to_owned(),
+                ts("2026-11-20T02:00:00Z").as_millisecond()
+            ),
+        ]
+    );
 }

@@ -77,12 +77,7 @@ async fn read(mut multipart: Multipart) -> Result<Upload, String> {
                 let file_name = field.file_name().unwrap_or("").to_owned();
                 let bytes = field.bytes().await.map_err(|e| e.body_text())?;
                 if !bytes.is_empty() {
-                    upload.text = String::from_utf8(bytes.to_vec()).map_err(|e| {
-                        format!(
-                            "{file_name} is not UTF-8 (byte {}); save it as \"CSV UTF-8\"",
-                            e.utf8_error().valid_up_to()
-                        )
-                    })?;
+                    upload.text = crate::bookings::decode(&file_name, bytes.to_vec())?;
                     upload.file_name = file_name;
                 }
             }

@@ -248,7 +248,7 @@ pub fn seed(data_dir: &Path, day: Date) -> anyhow::Result<()> {
             (2, booking("b-noshow", day, (9, 0), (11, 0))),
             (3, booking("b-overrun", day, (13, 0), (15, 0))),
         ],
-        errors: Vec::new(),
+        ..Parsed::default()
     };
     store.import_bookings(parsed, "scenario.csv", ImportOptions::default(), received)?;
     Ok(())

@@ -387,26 +387,31 @@ async fn the_agents_page_counts_the_quarantined_payload_and_assets_are_cached() 
     );
 }
 
-#[tokio::test]
-async fn a_bookings_preview_lists_bad_rows_by_line_and_writes_nothing() {
-    let site = site(false);
+/// A same-origin upload of `file` to `/bookings` with action `preview`.
+fn preview(name: &str, file: &str, lang: &str) -> Request<Body> {
     let boundary = "XBOUNDARY";
-    let file = "booking_id,instrument_id,user,group,usage_type,start,end,status\n\
-                b-new,nmr-600,li,chem,research,2025-03-10 09:00,2025-03-10 10:00,confirmed\n\
-                b-bad,nmr-600,li,chem,gardening,2025-03-10 09:00,2025-03-10 10:00,confirmed\n";
     let body = format!(
-        "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"march.csv\"\r\nContent-Type: text/csv\r\n\r\n{file}\r\n\
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{name}\"\r\nContent-Type: text/csv\r\n\r\n{file}\r\n\
          --{boundary}\r\nContent-Disposition: form-data; name=\"action\"\r\n\r\npreview\r\n--{boundary}--\r\n"
     );
-    let request = Request::post("/bookings")
+    Request::post("/bookings")
         .header(
             header::CONTENT_TYPE,
             format!("multipart/form-data; boundary={boundary}"),
         )
         .header("sec-fetch-site", "same-origin")
+        .header(header::ACCEPT_LANGUAGE, lang)
         .body(Body::from(body))
-        .expect("request");
-    let answer = send(&site.router, request).await;
+        .expect("request")
+}
+
+#[tokio::test]
+async fn a_bookings_preview_lists_bad_rows_by_line_and_writes_nothing() {
+    let site = site(false);
+    let file = "booking_id,instrument_id,user,group,usage_type,start,end,status\n\
+                b-new,nmr-600,li,chem,research,2025-03-10 09:00,2025-03-10 10:00,confirmed\n\
+                b-bad,nmr-600,li,chem,gardening,2025-03-10 09:00,2025-03-10 10:00,confirmed\n";
+    let answer = send(&site.router, preview("march.csv", file, "en")).await;
     assert_eq!(answer.status, StatusCode::OK);
     let html = answer.text();
     assert!(html.contains("id=\"bad-rows\""));
@@ -429,6 +434,26 @@ async fn a_bookings_preview_lists_bad_rows_by_line_and_writes_nothing() {
         !outcomes.text().contains("b-new"),
         "a preview writes nothing"
     );
+}
+
+#[tokio::test]
+async fn a_bookings_preview_names_instruments_not_monitored_in_both_languages() {
+    let site = site(false);
+    let file = "booking_id,instrument_id,user,group,usage_type,start,end,status\n\
+                b-new,nmr-600,li,chem,research,2025-03-10 09:00,2025-03-10 10:00,confirmed\n\
+                b-sem,sem-2,li,chem,research,2025-03-10 09:00,2025-03-10 10:00,confirmed\n";
+    for (lang, label) in [
+        ("en", "Instruments not monitored"),
+        ("zh-CN", "未监测的仪器"),
+    ] {
+        let answer = send(&site.router, preview("march.csv", file, lang)).await;
+        assert_eq!(answer.status, StatusCode::OK);
+        let html = answer.text();
+        assert!(!html.contains("id=\"bad-rows\""), "{html}");
+        assert!(html.contains("id=\"not-monitored\""), "{html}");
+        assert!(html.contains(label), "{lang}: {html}");
+        assert!(html.contains("<b>sem-2</b> (1)"), "{html}");
+    }
 }
 
 #[tokio::test]

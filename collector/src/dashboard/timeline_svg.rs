@@ -43,7 +43,7 @@ pub struct BookingBlock {
     pub booking_id: String,
     pub start_ms: i64,
     pub end_ms: i64,
-    /// `used`, `no_show`, `instrument_fault`, `no_data`, `cancelled`, or
+    /// `used`, `no_show`, `instrument_fault`, `no_data`, `not_monitored`, `cancelled`, or
     /// `pending` (no outcome yet).
     pub outcome: String,
     /// `late_start`, `early_finish`, `overrun`.
@@ -86,7 +86,7 @@ pub fn outcome_colour(outcome: &str) -> &'static str {
         "used" => "#2e8b57",
         "no_show" => "#f4c7c3",
         "instrument_fault" => "#8e44ad",
-        "no_data" => "#9aa4ad",
+        "no_data" | "not_monitored" => "#9aa4ad",
         "cancelled" => "#eceff2",
         _ => "#8fb3dd",
     }

@@ -41,7 +41,7 @@ pub use hours::{
     HoursRow, Period, PeriodInputs, PeriodTotals, PeriodUnit, TotalsInputs, period_totals,
     split_periods, totals_for_periods,
 };
-pub use outcomes::{BookingReport, Flags, Outcome, booking_reports};
+pub use outcomes::{BookingReport, Flags, Outcome, booking_reports, not_monitored};
 pub use sessions::{sessions, sessions_from_files, sessions_from_states};
 pub use timeline::TimelineIndex;
 

@@ -15,6 +15,9 @@ use crate::config::ReconciliationRules;
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
     Cancelled,
+    /// A confirmed booking of an instrument the collector does not monitor
+    /// (not configured); never a no-show.
+    NotMonitored,
     NoData,
     InstrumentFault,
     NoShow,
@@ -148,6 +151,18 @@ fn booking_report(
     }
     report.result_files = files.iter().map(|&f| f.to_owned()).collect();
     report
+}
+
+/// Bookings of an instrument the collector does not monitor: every
+/// confirmed one is `NotMonitored` (figures kept, no flags).
+pub fn not_monitored(reports: &mut [BookingReport]) {
+    for r in reports
+        .iter_mut()
+        .filter(|r| r.outcome != Outcome::Cancelled)
+    {
+        r.outcome = Outcome::NotMonitored;
+        r.flags = Flags::default();
+    }
 }
 
 /// The §5 table for a confirmed booking, first rule that applies.

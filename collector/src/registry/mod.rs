@@ -60,6 +60,10 @@ pub struct Instrument {
     pub open_hours: Option<OpenHours>,
     /// `false`: not in the config; site defaults are used.
     pub configured: bool,
+    /// Configured, or the config lists no instruments (then every one is
+    /// taken as monitored). Bookings of an instrument not monitored get the
+    /// outcome `not_monitored` (docs/bookings.md).
+    pub monitored: bool,
 }
 
 impl Registry {
@@ -96,6 +100,7 @@ impl Registry {
                 thresholds: inst.thresholds.clone(),
                 open_hours,
                 configured: true,
+                monitored: true,
             });
         }
         ConfigErrors(errors).into_result()?;
@@ -131,6 +136,7 @@ impl Registry {
                 thresholds: None,
                 open_hours: self.site_open_hours.clone(),
                 configured: false,
+                monitored: self.instruments.is_empty(),
             },
         }
     }
@@ -152,6 +158,10 @@ struct Policy<'a> {
     usage_source: UsageSource,
     file_run_s: Option<u64>,
     rules: &'a ReconciliationRules,
+    /// Only when set, so that monitored instruments keep their hashes;
+    /// adding an instrument to the config changes its hash and outcomes.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    not_monitored: bool,
 }
 
 impl Instrument {
@@ -172,8 +182,8 @@ impl Instrument {
     }
 
     /// A stable fingerprint of everything reconciliation depends on: zone
-    /// name, usage_source, file_run_s and the resolved rules (not the name,
-    /// unit, thresholds or open hours). Hex SHA-256 of a canonical JSON text,
+    /// name, usage_source, file_run_s, the resolved rules and whether it is
+    /// monitored (not the name, unit, thresholds or open hours). Hex SHA-256 of a canonical JSON text,
     /// so it is the same across runs and builds; stored with results so that
     /// a config change triggers re-reconciliation.
     pub fn policy_hash(&self) -> String {
@@ -182,6 +192,7 @@ impl Instrument {
             usage_source: self.usage_source,
             file_run_s: self.file_run_s,
             rules: &self.rules,
+            not_monitored: !self.monitored,
         };
         // Plain structs, strings and numbers: serialising cannot fail.
         let json = serde_json::to_string(&policy).unwrap_or_default();

@@ -44,6 +44,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0007_influx_export",
         include_str!("../../migrations/0007_influx_export.sql"),
     ),
+    (
+        "0008_bookings_by_length",
+        include_str!("../../migrations/0008_bookings_by_length.sql"),
+    ),
 ];
 
 /// The version that last changed how [`super::derived`] fills its tables

@@ -241,12 +241,29 @@ impl Store {
         options: crate::bookings::store::ImportOptions,
         now: Timestamp,
     ) -> Result<crate::bookings::store::ImportReport, StoreError> {
-        Ok(crate::bookings::store::import(
+        self.import_bookings_counted(parsed, source, options, now, &Default::default())
+    }
+
+    /// [`Self::import_bookings`], counting the bookings compared in `progress`.
+    pub fn import_bookings_counted(
+        &mut self,
+        parsed: crate::bookings::Parsed,
+        source: &str,
+        options: crate::bookings::store::ImportOptions,
+        now: Timestamp,
+        progress: &crate::bookings::Progress,
+    ) -> Result<crate::bookings::store::ImportReport, StoreError> {
+        // A year of bookings is tens of MB of table and index pages: with
+        // SQLite's default 2 MB cache the transaction spills pages to the
+        // WAL before it commits. 64 MiB, as the reconciliation writer.
+        self.conn.pragma_update(None, "cache_size", -65_536)?;
+        Ok(crate::bookings::store::import_counted(
             &mut self.conn,
             parsed,
             source,
             options,
             now,
+            progress,
         )?)
     }
 

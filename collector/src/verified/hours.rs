@@ -45,6 +45,29 @@ pub fn select(
     Ok(out)
 }
 
+/// [`select`] without the instruments that are not monitored and have sent
+/// nothing (known only from their bookings, outcome `not_monitored`): they
+/// measured nothing, so hours and instrument lists leave them out rather
+/// than count a day of `unknown` for each.
+pub fn select_measured(
+    conn: &Connection,
+    registry: &Registry,
+    instrument: Option<&str>,
+    unit: Option<&str>,
+) -> Result<Vec<Instrument>, QueryError> {
+    let mut evidence = conn.prepare_cached(
+        "SELECT EXISTS (SELECT 1 FROM transitions WHERE instrument_id = ?1)
+             OR EXISTS (SELECT 1 FROM alive_spans WHERE instrument_id = ?1)",
+    )?;
+    let mut out = Vec::new();
+    for inst in select(conn, registry, instrument, unit)? {
+        if inst.monitored || evidence.query_row([&inst.id], |r| r.get::<_, bool>(0))? {
+            out.push(inst);
+        }
+    }
+    Ok(out)
+}
+
 /// An edge as an instant in `zone`.
 pub fn resolve(edge: Edge, zone: &TimeZone, parameter: &'static str) -> Result<Ms, QueryError> {
     match edge {
@@ -377,7 +400,7 @@ pub fn query(
     registry: &Registry,
     q: &HoursQuery,
 ) -> Result<HoursRows, QueryError> {
-    let instruments = select(conn, registry, q.instrument.as_deref(), q.unit.as_deref())?;
+    let instruments = select_measured(conn, registry, q.instrument.as_deref(), q.unit.as_deref())?;
     if instruments.is_empty() {
         // Still check the range so a bad one is reported.
         resolve_range(&q.range, registry.site_zone())?;

@@ -51,7 +51,12 @@ pub struct Loaded {
 impl Loaded {
     /// Sessions, attribution and booking reports.
     pub fn reconcile(&self, inst: &Instrument) -> Reconciliation {
-        reconcile::reconcile(&self.inputs(inst), &self.bookings)
+        let mut rec = reconcile::reconcile(&self.inputs(inst), &self.bookings);
+        if !inst.monitored {
+            // Before the totals read them: never a no-show.
+            reconcile::not_monitored(&mut rec.reports);
+        }
+        rec
     }
 
     fn inputs<'a>(&'a self, inst: &'a Instrument) -> InstrumentInputs<'a> {
@@ -597,6 +602,7 @@ pub fn reconcile_instrument(
 pub fn outcome_name(o: reconcile::Outcome) -> &'static str {
     match o {
         reconcile::Outcome::Cancelled => "cancelled",
+        reconcile::Outcome::NotMonitored => "not_monitored",
         reconcile::Outcome::NoData => "no_data",
         reconcile::Outcome::InstrumentFault => "instrument_fault",
         reconcile::Outcome::NoShow => "no_show",

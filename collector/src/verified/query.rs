@@ -135,6 +135,7 @@ pub struct OutcomeRow {
     /// RFC 3339, in the instrument's zone.
     pub start: String,
     pub end: String,
+    /// used, no_show, instrument_fault, no_data, cancelled or not_monitored.
     pub outcome: String,
     /// Set flags by name: `late_start`, `early_finish`, `overrun`.
     pub flags: Vec<String>,

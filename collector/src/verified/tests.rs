@@ -119,7 +119,7 @@ impl Site {
                 .enumerate()
                 .map(|(i, b)| (i as u64 + 2, b))
                 .collect(),
-            errors: Vec::new(),
+            ..Parsed::default()
         };
         self.store
             .import_bookings(
@@ -1139,4 +1139,145 @@ fn the_instrument_list_shows_the_thresholds_agents_apply_and_where_they_differ()
     assert!(nmr.applied_thresholds.is_some());
     assert!(nmr.registry_thresholds.is_none());
     assert!(nmr.threshold_mismatch.is_empty());
+}
+
+/// Outcomes overlapping 2026-11-20 (Shanghai), every instrument.
+fn outcomes_of_the_day(site: &Site) -> Vec<OutcomeRow> {
+    site.reports
+        .outcomes(
+            &Range {
+                from: day(2026, 11, 20),
+                to: day(2026, 11, 21),
+            },
+            None,
+        )
+        .expect("outcomes")
+}
+
+#[test]
+fn a_booking_of_an_instrument_not_monitored_is_not_monitored_and_counts_nowhere() {
+    let mut site = Site::new(CONFIG);
+    one_day(&mut site);
+    let mut cancelled = booking(
+        "x-2",
+        "xrd-9",
+        UsageType::Research,
+        "2026-11-20T03:00:00Z",
+        "2026-11-20T04:00:00Z",
+    );
+    cancelled.status = BookingStatus::Cancelled;
+    site.book(&[
+        booking(
+            "x-1",
+            "xrd-9",
+            UsageType::Research,
+            "2026-11-20T01:00:00Z",
+            "2026-11-20T02:00:00Z",
+        ),
+        cancelled,
+    ]);
+    site.catch_up();
+    let outcomes = outcomes_of_the_day(&site);
+    let of = |id: &str| {
+        outcomes
+            .iter()
+            .find(|o| o.booking_id == id)
+            .map(|o| o.outcome.as_str())
+    };
+    assert_eq!(of("x-1"), Some("not_monitored"));
+    assert_eq!(of("x-2"), Some("cancelled"));
+    assert_eq!(of("b-1"), Some("used"));
+    // It measured nothing: no hours row (no day of unknown in the totals).
+    let rows = site.day_rows();
+    let ids: Vec<_> = rows.iter().map(|r| r.instrument_id.as_deref()).collect();
+    assert_eq!(ids, [Some("ms-1"), Some("nmr-600")]);
+    assert!(rows.iter().all(|r| r.no_show_count == 0));
+    let instruments = site
+        .reports
+        .instruments(at("2026-11-22T00:00:00Z"))
+        .unwrap();
+    assert!(instruments.iter().all(|i| i.instrument_id != "xrd-9"));
+    // Once configured, it is monitored: its policy changed, so its bookings
+    // are reconciled again (no evidence yet: no_data).
+    let config = format!("{CONFIG}\n[[instruments]]\nid = \"xrd-9\"\nname = \"XRD\"\n");
+    let registry = Registry::from_config(&CollectorConfig::parse(&config).unwrap()).unwrap();
+    let mut conn = super::store_reports::open_writer(site.store.path().parent().unwrap()).unwrap();
+    let pass = materialize::reconcile_changed_policies(&mut conn, &registry, 0).expect("policies");
+    assert_eq!(pass.instruments, 1);
+    let outcome: String = conn
+        .query_row(
+            "SELECT outcome FROM booking_outcomes WHERE booking_id = 'x-1'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(outcome, "no_data");
+}
+
+#[test]
+fn outcomes_are_selected_by_overlap_with_the_range() {
+    let mut site = Site::new(CONFIG);
+    one_day(&mut site);
+    // 2026-11-19 23:00 to 2026-11-20 01:00 local: starts the day before.
+    // 2026-11-20 23:00 local to the next day; and one wholly the day before.
+    site.book(&[
+        booking(
+            "before",
+            "nmr-600",
+            UsageType::Research,
+            "2026-11-19T15:00:00Z",
+            "2026-11-19T17:00:00Z",
+        ),
+        booking(
+            "after",
+            "nmr-600",
+            UsageType::Research,
+            "2026-11-20T15:00:00Z",
+            "2026-11-20T17:00:00Z",
+        ),
+        booking(
+            "gone",
+            "nmr-600",
+            UsageType::Research,
+            "2026-11-19T10:00:00Z",
+            "2026-11-19T16:00:00Z",
+        ),
+        booking(
+            "next",
+            "nmr-600",
+            UsageType::Research,
+            "2026-11-20T16:00:00Z",
+            "2026-11-20T18:00:00Z",
+        ),
+        // Four days over the whole range: the longest booking bounds how
+        // far back the starts are read.
+        booking(
+            "long",
+            "nmr-600",
+            UsageType::Research,
+            "2026-11-17T01:00:00Z",
+            "2026-11-21T01:00:00Z",
+        ),
+    ]);
+    site.catch_up();
+    let ids =
+        |rows: Vec<OutcomeRow>| -> Vec<String> { rows.into_iter().map(|o| o.booking_id).collect() };
+    let range = Range {
+        from: day(2026, 11, 20),
+        to: day(2026, 11, 21),
+    };
+    let expected = ["long", "before", "b-1", "after"];
+    assert_eq!(ids(outcomes_of_the_day(&site)), expected);
+    assert_eq!(
+        ids(site.reports.outcomes(&range, Some("nmr-600")).unwrap()),
+        expected
+    );
+    let slots: Vec<String> = site
+        .reports
+        .booking_slots(&range)
+        .unwrap()
+        .into_iter()
+        .map(|s| s.booking_id)
+        .collect();
+    assert_eq!(slots, expected);
 }

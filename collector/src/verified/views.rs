@@ -39,7 +39,9 @@ fn range_for(
     resolve_range(range, instrument.map_or(registry.site_zone(), |i| &i.zone))
 }
 
-/// Outcomes of the bookings whose start lies in `range`.
+/// Outcomes of the bookings that overlap `range` (start before its end,
+/// end after its start): a booking that began before the range but runs
+/// into it is there too.
 pub fn outcomes(
     conn: &Connection,
     registry: &Registry,
@@ -54,7 +56,7 @@ pub fn outcomes(
 }
 
 /// Only the outcomes an admin should look at (no-show, instrument fault,
-/// overrun) of the bookings whose start lies in `range`, every instrument.
+/// overrun) of the bookings overlapping `range`, every instrument.
 /// Read instrument by instrument: each is one stretch of the primary key,
 /// where the by-start index would need a lookup per booking.
 pub fn exception_outcomes(
@@ -76,7 +78,20 @@ pub fn exception_outcomes(
     Ok(out)
 }
 
-/// Every reconciled booking that is not cancelled and starts in `range`,
+/// The longest booking stored (0 without any): a booking overlapping a
+/// range starts at most this long before it. One lookup in
+/// `bookings_by_length`.
+fn longest_booking(conn: &Connection) -> rusqlite::Result<Ms> {
+    conn.prepare_cached("SELECT COALESCE(MAX(end_ms - start_ms), 0) FROM bookings")?
+        .query_row([], |r| r.get(0))
+}
+
+/// The first start a booking overlapping `within` can have (exclusive).
+fn earliest_start(conn: &Connection, within: Interval) -> rusqlite::Result<Ms> {
+    Ok(within.start.saturating_sub(longest_booking(conn)?))
+}
+
+/// Every reconciled booking that is not cancelled and overlaps `range`,
 /// as a slot (finding double bookings needs no more), instrument by
 /// instrument from the outcomes' primary key (`booked_s` is the slot's
 /// length, so `bookings` is not read).
@@ -88,13 +103,14 @@ pub fn booking_slots(
     let mut out = Vec::new();
     let mut stmt = conn.prepare_cached(
         "SELECT booking_id, start_ms, booked_s FROM booking_outcomes
-         WHERE instrument_id = ?1 AND start_ms >= ?2 AND start_ms < ?3
-           AND outcome != 'cancelled'
+         WHERE instrument_id = ?1 AND start_ms > ?4 AND start_ms < ?3
+           AND start_ms + booked_s * 1000 > ?2 AND outcome != 'cancelled'
          ORDER BY start_ms, booking_id",
     )?;
     for inst in select(conn, registry, None, None)? {
         let within = resolve_range(range, &inst.zone)?;
-        let rows = stmt.query_map(params![inst.id, within.start, within.end], |r| {
+        let after = earliest_start(conn, within)?;
+        let rows = stmt.query_map(params![inst.id, within.start, within.end, after], |r| {
             let start_ms: Ms = r.get(1)?;
             let booked_s: f64 = r.get(2)?;
             Ok(super::query::BookingSlot {
@@ -111,8 +127,10 @@ pub fn booking_slots(
     Ok(out)
 }
 
-/// Outcomes of bookings starting in `within` (of one instrument or all),
-/// all of them or only those worth a look.
+/// Outcomes of bookings overlapping `within` (of one instrument or all),
+/// all of them or only those worth a look. The keys read are the starts
+/// from [`earliest_start`] to the range's end; the end is checked on the
+/// booking.
 fn outcomes_where(
     conn: &Connection,
     registry: &Registry,
@@ -130,22 +148,24 @@ fn outcomes_where(
                 o.sessions, o.result_files, o.overlapping_bookings, o.usage_taken_by,
                 o.took_usage_from, COALESCE(o.corrected_used_s, o.used_s)
          FROM booking_outcomes o JOIN bookings b ON b.booking_id = o.booking_id";
+    const OVERLAP: &str = "o.start_ms > ?4 AND o.start_ms < ?2 AND b.end_ms > ?1";
     let mut stmt = match instrument {
         Some(_) if exceptions_only => conn.prepare_cached(&format!(
-            "{COLUMNS} WHERE o.instrument_id = ?3 AND o.start_ms >= ?1 AND o.start_ms < ?2
+            "{COLUMNS} WHERE o.instrument_id = ?3 AND {OVERLAP}
                AND (o.outcome IN ('no_show', 'instrument_fault') OR o.flags LIKE '%overrun%')
              ORDER BY o.start_ms, o.booking_id"
         ))?,
         Some(_) => conn.prepare_cached(&format!(
-            "{COLUMNS} WHERE o.instrument_id = ?3 AND o.start_ms >= ?1 AND o.start_ms < ?2
+            "{COLUMNS} WHERE o.instrument_id = ?3 AND {OVERLAP}
              ORDER BY o.start_ms, o.booking_id"
         ))?,
         None => conn.prepare_cached(&format!(
-            "{COLUMNS} WHERE o.start_ms >= ?1 AND o.start_ms < ?2 AND ?3 IS NULL
+            "{COLUMNS} WHERE {OVERLAP} AND ?3 IS NULL
              ORDER BY o.start_ms, o.booking_id"
         ))?,
     };
-    let rows = stmt.query_map(params![within.start, within.end, instrument], |r| {
+    let after = earliest_start(conn, within)?;
+    let rows = stmt.query_map(params![within.start, within.end, instrument, after], |r| {
         let instrument_id: String = r.get(1)?;
         let zone = registry.instrument(&instrument_id).zone;
         let flags: String = r.get(8)?;
@@ -393,7 +413,7 @@ pub fn instruments(
         }
     }
     let mut out = Vec::new();
-    for inst in select(conn, registry, None, None)? {
+    for inst in super::hours::select_measured(conn, registry, None, None)? {
         let last: Option<(Ms, String)> = conn
             .prepare_cached(
                 "SELECT at_ms, state FROM transitions WHERE instrument_id = ?1
