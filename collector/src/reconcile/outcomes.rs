@@ -154,11 +154,25 @@ fn booking_report(
 }
 
 /// Bookings of an instrument the collector does not monitor: every
-/// confirmed one is `NotMonitored` (figures kept, no flags).
-pub fn not_monitored(reports: &mut [BookingReport]) {
+/// confirmed one that ended before the instrument's first evidence
+/// (`evidence_from`; `None`: it has none) is `NotMonitored` (figures kept,
+/// no flags). Once an agent reports for the instrument it is measured from
+/// then on, configured or not.
+pub fn not_monitored(
+    reports: &mut [BookingReport],
+    bookings: &[super::Booking],
+    evidence_from: Option<Ms>,
+) {
+    let ends: std::collections::HashMap<&str, Ms> = bookings
+        .iter()
+        .map(|b| (b.booking_id.as_str(), b.end))
+        .collect();
+    let unwatched = |r: &BookingReport| {
+        evidence_from.is_none_or(|from| ends.get(r.booking_id.as_str()).is_some_and(|&e| e <= from))
+    };
     for r in reports
         .iter_mut()
-        .filter(|r| r.outcome != Outcome::Cancelled)
+        .filter(|r| r.outcome != Outcome::Cancelled && unwatched(r))
     {
         r.outcome = Outcome::NotMonitored;
         r.flags = Flags::default();

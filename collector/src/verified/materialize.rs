@@ -46,6 +46,9 @@ pub struct Loaded {
     pub first: Option<Ms>,
     /// The latest instant any input reaches.
     pub last: Option<Ms>,
+    /// The instrument's first sign of life ever (not only in this window):
+    /// bookings that ended before it were not monitored.
+    pub evidence_from: Option<Ms>,
 }
 
 impl Loaded {
@@ -54,7 +57,7 @@ impl Loaded {
         let mut rec = reconcile::reconcile(&self.inputs(inst), &self.bookings);
         if !inst.monitored {
             // Before the totals read them: never a no-show.
-            reconcile::not_monitored(&mut rec.reports);
+            reconcile::not_monitored(&mut rec.reports, &self.bookings, self.evidence_from);
         }
         rec
     }
@@ -254,6 +257,9 @@ pub fn load(conn: &Connection, inst: &Instrument, from: Ms) -> rusqlite::Result<
         moves,
         energy,
         first: firsts.into_iter().flatten().min(),
+        evidence_from: conn
+            .prepare_cached("SELECT MIN(start_ms) FROM alive_spans WHERE instrument_id = ?1")?
+            .query_row([id], |r| r.get(0))?,
         last: lasts.into_iter().flatten().max(),
     })
 }

@@ -1281,3 +1281,52 @@ fn outcomes_are_selected_by_overlap_with_the_range() {
         .collect();
     assert_eq!(slots, expected);
 }
+
+#[test]
+fn an_unconfigured_instrument_is_monitored_from_its_first_evidence_on() {
+    let mut site = Site::new(CONFIG);
+    site.book(&[
+        booking(
+            "early",
+            "xrd-9",
+            UsageType::Research,
+            "2026-11-20T01:00:00Z",
+            "2026-11-20T02:00:00Z",
+        ),
+        booking(
+            "late",
+            "xrd-9",
+            UsageType::Research,
+            "2026-11-20T05:00:00Z",
+            "2026-11-20T06:00:00Z",
+        ),
+    ]);
+    site.catch_up();
+    let of = |site: &Site, id: &str| {
+        outcomes_of_the_day(site)
+            .into_iter()
+            .find(|o| o.booking_id == id)
+            .map(|o| o.outcome)
+    };
+    assert_eq!(of(&site, "late").as_deref(), Some("not_monitored"));
+    // An agent starts reporting for it at 04:00 and the instrument runs
+    // through the later slot: that booking is measured, the earlier stays
+    // not monitored (nobody watched it then), never a no-show.
+    site.alive("xrd-9", "2026-11-20T04:00:00Z", "2026-11-20T08:00:00Z");
+    site.transitions(
+        "xrd-9",
+        &[
+            ("2026-11-20T04:00:00Z", State::Standby),
+            ("2026-11-20T05:00:00Z", State::Running),
+            ("2026-11-20T06:00:00Z", State::Standby),
+        ],
+    );
+    site.catch_up();
+    assert_eq!(of(&site, "early").as_deref(), Some("not_monitored"));
+    assert_eq!(of(&site, "late").as_deref(), Some("used"));
+    // A rebuild agrees with the incremental pass.
+    let before = results(site.conn());
+    let mut conn = super::store_reports::open_writer(site.store.path().parent().unwrap()).unwrap();
+    materialize::rebuild(&mut conn, &site.registry, 0).expect("rebuild");
+    assert_eq!(results(site.conn()), before);
+}
