@@ -30,6 +30,8 @@ struct Server {
     answers: Mutex<VecDeque<(u16, Option<&'static str>, &'static str)>>,
     /// (query, authorization, body) of every request.
     requests: Mutex<Vec<(String, String, String)>>,
+    /// How long each answer takes (ms), so a writer can be caught mid-request.
+    delay_ms: std::sync::atomic::AtomicU64,
 }
 
 async fn write(
@@ -50,6 +52,8 @@ async fn write(
         auth,
         body,
     ));
+    let delay = server.delay_ms.load(std::sync::atomic::Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_millis(delay)).await;
     let (status, retry_after, message) = server
         .answers
         .lock()
@@ -428,4 +432,120 @@ fn the_grafana_dashboards_ask_for_what_the_sink_writes() {
         }
     }
     assert_eq!(files, 2);
+}
+
+/// The promise under SIGKILL: the real collector process is killed at
+/// random while its sink is writing (requests in flight, cursors moving),
+/// ten times, then let finish. The server must hold every point at least
+/// once, and anything twice only from a batch that was in flight at a
+/// kill (its answer never reached the cursor).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_collector_killed_while_writing_loses_no_point() {
+    const SUMMARIES: u64 = 30_000;
+    const KILLS: u64 = 10;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    store_with(&data, SUMMARIES);
+    let (addr, server) = serve().await;
+    server
+        .delay_ms
+        .store(40, std::sync::atomic::Ordering::Relaxed);
+    let config = dir.path().join("collector.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = {data:?}\n[site]\ntime_zone = \"Asia/Shanghai\"\n\
+             [mqtt]\nembedded_listen = \"127.0.0.1:0\"\n[http]\nlisten = \"127.0.0.1:0\"\n\
+             [influxdb]\nurl = \"http://{addr}\"\norg = \"o\"\nbucket = \"b\"\n\
+             [[instruments]]\nid = \"nmr-600\"\nname = \"NMR\"\n"
+        ),
+    )
+    .unwrap();
+    let power_lines = || -> Vec<String> {
+        lines(&server)
+            .into_iter()
+            .filter(|l| l.starts_with("labhours_power,"))
+            .collect()
+    };
+    let start = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_labhours-collector"))
+            .arg("run")
+            .arg("--config")
+            .arg(&config)
+            .env_remove("LABHOURS_COLLECTOR_CONFIG")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("the collector starts")
+    };
+    // A fixed seed: the kill instants differ from run to run of the loop,
+    // not from one test run to the next.
+    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut requests_at_kills = Vec::new();
+    for _ in 0..KILLS {
+        let before = server.requests.lock().unwrap().len();
+        let mut child = start();
+        // Kill only once it is writing: at least one request after this start.
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while server.requests.lock().unwrap().len() <= before {
+            assert!(std::time::Instant::now() < deadline, "the sink never wrote");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+        tokio::time::sleep(Duration::from_millis(10 + (seed >> 33) % 120)).await;
+        child.kill().expect("SIGKILL");
+        child.wait().unwrap();
+        requests_at_kills.push(server.requests.lock().unwrap().len());
+    }
+    let mut child = start();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let expected: std::collections::BTreeSet<i64> = (1..=SUMMARIES as i64)
+        .map(|m| 1_795_161_600_000 + m * 60_000)
+        .collect();
+    let distinct = |ls: &[String]| -> std::collections::BTreeSet<i64> {
+        ls.iter()
+            .map(|l| l.rsplit(' ').next().unwrap().parse().unwrap())
+            .collect()
+    };
+    while distinct(&power_lines()) != expected {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} of {SUMMARIES} summaries written after {KILLS} kills",
+            distinct(&power_lines()).len()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The last answer moves the cursor to the end, and the sink goes idle.
+    let db = data.join("labhours.sqlite3");
+    let cursor = || -> Option<i64> {
+        rusqlite::Connection::open(&db)
+            .ok()?
+            .query_row("SELECT exported_through FROM influx_cursor", [], |r| {
+                r.get(0)
+            })
+            .ok()
+    };
+    while cursor() != Some(SUMMARIES as i64 + 4) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the cursor stopped at {:?}",
+            cursor()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let all = power_lines();
+    assert_eq!(distinct(&all), expected, "every summary written");
+    // Twice only what was in flight: at most one batch (5,000 points) per kill.
+    let twice = all.len() as u64 - SUMMARIES;
+    assert!(
+        twice <= KILLS * 5_000,
+        "{twice} points written twice for {KILLS} kills (requests at kills: {requests_at_kills:?})"
+    );
+    assert_eq!(
+        cursor(),
+        Some(SUMMARIES as i64 + 4),
+        "the cursor reached the last seq"
+    );
 }
