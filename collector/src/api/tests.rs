@@ -355,9 +355,6 @@ impl Reports for Fake {
     fn power(&self, instrument: &str, _range: &Range) -> Result<PowerTrace, QueryError> {
         Err(QueryError::UnknownInstrument(instrument.into()))
     }
-    fn quarantine(&self, _range: &Range, _limit: usize) -> Result<Vec<QuarantineRow>, QueryError> {
-        Ok(vec![])
-    }
     fn create_session(
         &self,
         _id_sha256: &str,

@@ -13,8 +13,9 @@ use super::i18n::Lang;
 use super::page::{Page, short_time};
 use super::session::{Viewer, url_encode};
 use super::{DashState, PageError, blocking};
+use crate::quarantine::{Entry, Filter};
 use crate::registry::thresholds_check::ThresholdDifference;
-use crate::verified::{AgentView, Edge, InstrumentRow, QuarantineRow, Range};
+use crate::verified::{AgentView, Edge, InstrumentRow, Range};
 
 /// How far back quarantined payloads are counted.
 pub const QUARANTINE_DAYS: i64 = 30;
@@ -79,11 +80,7 @@ fn thresholds_text(agent: &AgentView, lang: Lang) -> String {
 
 /// Agents sorted by id, with their quarantine counts; agents known only
 /// from quarantined payloads are listed too.
-pub fn lines(
-    instruments: &[InstrumentRow],
-    quarantine: &[QuarantineRow],
-    lang: Lang,
-) -> Vec<AgentLine> {
+pub fn lines(instruments: &[InstrumentRow], quarantine: &[Entry], lang: Lang) -> Vec<AgentLine> {
     let mut counts: HashMap<&str, usize> = HashMap::new();
     for q in quarantine {
         if let Some(a) = q.agent_id.as_deref() {
@@ -150,7 +147,14 @@ pub async fn page(
         to: Edge::Date(today.tomorrow().unwrap_or(today)),
     };
     let (instruments, quarantine) = blocking(&state, move |r| {
-        Ok((r.instruments(now)?, r.quarantine(&range, 10_000)?))
+        let last_30_days = Filter {
+            limit: 10_000,
+            ..Filter::default()
+        };
+        Ok((
+            r.instruments(now)?,
+            r.quarantine_list(&last_30_days, Some(range.from), Some(range.to))?,
+        ))
     })
     .await?;
     let path = uri.path().to_owned();
@@ -164,7 +168,7 @@ pub async fn page(
             .take(50)
             .map(|q| {
                 (
-                    super::page::local_minute(q.received_at_ms, &zone),
+                    super::page::local_minute(q.received_at.as_millisecond(), &zone),
                     q.agent_id.clone().unwrap_or_default(),
                     lang.t(&format!("quarantine.kind.{}", q.kind)).to_owned(),
                     q.reason.clone(),
@@ -200,9 +204,9 @@ mod tests {
             }],
             ..InstrumentRow::default()
         }];
-        let q = |agent: &str| QuarantineRow {
+        let q = |agent: &str| Entry {
             id: 1,
-            received_at_ms: 0,
+            received_at: jiff::Timestamp::UNIX_EPOCH,
             topic: format!("labhours/v1/{agent}/events"),
             agent_id: Some(agent.into()),
             kind: crate::quarantine::Kind::Undecodable,

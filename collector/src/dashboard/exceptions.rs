@@ -33,7 +33,7 @@ use crate::bookings::UsageType;
 use crate::reconcile::PeriodUnit;
 use crate::verified::{
     BookingSlot, Correction, Edge, GroupBy, HoursQuery, HoursRow, HoursRows, InstrumentRow,
-    NewCorrection, OutcomeRow, QuarantineRow, Range,
+    NewCorrection, OutcomeRow, Range,
 };
 
 /// Items per page.
@@ -122,7 +122,7 @@ pub struct Inputs {
     /// Hours rows per instrument and local day.
     pub days: Vec<HoursRow>,
     pub corrections: Vec<Correction>,
-    pub quarantine: Vec<QuarantineRow>,
+    pub quarantine: Vec<crate::quarantine::Entry>,
     /// The instruments with their agents (threshold mismatches).
     pub instruments: Vec<InstrumentRow>,
     /// When the page is made: a mismatch is a current condition.
@@ -330,13 +330,13 @@ pub fn build(inputs: &Inputs, lang: Lang, zone: &TimeZone) -> Vec<Item> {
             kind: Kind::Quarantined,
             instrument_id: String::new(),
             name: q.agent_id.clone().unwrap_or_else(|| q.topic.clone()),
-            start_ms: q.received_at_ms,
-            end_ms: q.received_at_ms,
+            start_ms: q.received_at.as_millisecond(),
+            end_ms: q.received_at.as_millisecond(),
             booking_id: None,
             move_pair: None,
             detail: format!(
                 "{} · {} · {} B · {}",
-                local_minute(q.received_at_ms, zone),
+                local_minute(q.received_at.as_millisecond(), zone),
                 q.topic,
                 q.payload_len,
                 q.reason
@@ -514,7 +514,14 @@ pub async fn page(
             slots: r.booking_slots(&range)?,
             days,
             corrections: r.corrections(&range, None)?,
-            quarantine: r.quarantine(&range, 1000)?,
+            quarantine: r.quarantine_list(
+                &crate::quarantine::Filter {
+                    limit: 1000,
+                    ..Default::default()
+                },
+                Some(range.from),
+                Some(range.to),
+            )?,
             instruments: r.instruments(now)?,
             now_ms: now.as_millisecond(),
         };
@@ -856,9 +863,9 @@ mod tests {
             .collect(),
             days: vec![day(1.5, 0.0, 2.0)],
             corrections: vec![],
-            quarantine: vec![QuarantineRow {
+            quarantine: vec![crate::quarantine::Entry {
                 id: 1,
-                received_at_ms: 1_741_000_000_000,
+                received_at: Timestamp::from_millisecond(1_741_000_000_000).unwrap(),
                 topic: "labhours/v1/agent-9/events".into(),
                 agent_id: Some("agent-9".into()),
                 kind: crate::quarantine::Kind::Undecodable,

@@ -37,19 +37,6 @@ pub struct PowerTrace {
     pub points: Vec<PowerPoint>,
 }
 
-/// A quarantined payload (without its bytes).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct QuarantineRow {
-    pub id: i64,
-    pub received_at_ms: Ms,
-    pub topic: String,
-    /// The agent the payload came from, when one can be told.
-    pub agent_id: Option<String>,
-    pub kind: crate::quarantine::Kind,
-    pub reason: String,
-    pub payload_len: i64,
-}
-
 /// A browser session as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DashSession {
@@ -113,34 +100,6 @@ pub fn power(
         thresholds: inst.thresholds.clone(),
         points,
     })
-}
-
-/// Quarantined payloads received in `range` (site zone), newest first.
-pub fn quarantine(
-    conn: &Connection,
-    registry: &Registry,
-    range: &Range,
-    limit: usize,
-) -> Result<Vec<QuarantineRow>, QueryError> {
-    let within = resolve_range(range, registry.site_zone())?;
-    let filter = crate::quarantine::Filter {
-        from_ms: Some(within.start),
-        to_ms: Some(within.end),
-        limit,
-        ..Default::default()
-    };
-    Ok(crate::quarantine::list(conn, &filter)?
-        .into_iter()
-        .map(|e| QuarantineRow {
-            id: e.id,
-            received_at_ms: e.received_at.as_millisecond(),
-            topic: e.topic,
-            agent_id: e.agent_id,
-            kind: e.kind,
-            reason: e.reason,
-            payload_len: i64::try_from(e.payload_len).unwrap_or(i64::MAX),
-        })
-        .collect())
 }
 
 /// Records a session (and forgets expired ones).

@@ -22,7 +22,7 @@ pub mod views;
 use jiff::Timestamp;
 
 pub use corrections::{Correction, CorrectionSchema, NewCorrection};
-pub use dashboard::{DashSession, PowerPoint, PowerTrace, QuarantineRow};
+pub use dashboard::{DashSession, PowerPoint, PowerTrace};
 pub use health::Health;
 pub use query::*;
 pub use store_reports::StoreReports;
@@ -103,8 +103,6 @@ pub trait Reports: Send + Sync + 'static {
     fn booking_slots(&self, range: &Range) -> Result<Vec<BookingSlot>, QueryError>;
     /// An instrument's power summaries in `range`, its name and thresholds.
     fn power(&self, instrument: &str, range: &Range) -> Result<PowerTrace, QueryError>;
-    /// Quarantined payloads received in `range`, newest first, at most `limit`.
-    fn quarantine(&self, range: &Range, limit: usize) -> Result<Vec<QuarantineRow>, QueryError>;
     /// Records a dashboard session under the SHA-256 of its secret.
     fn create_session(
         &self,

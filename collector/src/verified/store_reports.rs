@@ -13,7 +13,7 @@ use std::time::Duration;
 use jiff::Timestamp;
 use rusqlite::{Connection, OpenFlags};
 
-use super::dashboard::{self, DashSession, PowerTrace, QuarantineRow};
+use super::dashboard::{self, DashSession, PowerTrace};
 use super::materialize::{Pass, catch_up, reconcile_changed_policies};
 use super::query::{
     BookingSlot, Edge, HoursQuery, HoursRows, InstrumentRow, OutcomeRow, QueryError, Range,
@@ -267,10 +267,6 @@ impl Reports for StoreReports {
 
     fn power(&self, instrument: &str, range: &Range) -> Result<PowerTrace, QueryError> {
         self.read(|conn, registry| dashboard::power(conn, registry, instrument, range))
-    }
-
-    fn quarantine(&self, range: &Range, limit: usize) -> Result<Vec<QuarantineRow>, QueryError> {
-        self.read(|conn, registry| dashboard::quarantine(conn, registry, range, limit))
     }
 
     fn create_session(
