@@ -60,17 +60,6 @@ pub const SCHEMA: &[(&str, &[&str])] = &[
     ),
 ];
 
-/// The numbers a state is written as (`code` of `labhours_state`).
-pub fn state_code(state: State) -> i64 {
-    match state {
-        State::Off => 0,
-        State::Standby => 1,
-        State::Running => 2,
-        State::Fault => 3,
-        State::Unknown => 4,
-    }
-}
-
 /// Creates the trigger that marks written days, and on the first start
 /// (no trigger yet) marks every stored day, so a sink switched on late, or
 /// again, sends all verified days once.
@@ -299,7 +288,7 @@ fn event_point(
         EventKind::Transition { to, .. } => Point {
             measurement: STATE,
             tags: tags(Some(("state", to.as_str()))),
-            fields: vec![("code", Value::Int(state_code(*to)))],
+            fields: vec![("code", Value::Int(to.index() as i64))],
             time_ms: at,
         },
         EventKind::ResultFile(f) => Point {

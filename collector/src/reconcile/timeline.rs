@@ -9,16 +9,6 @@ use super::{Interval, Ms, Timeline};
 /// Number of states (`State::ALL`).
 const STATES: usize = State::ALL.len();
 
-fn slot(state: State) -> usize {
-    match state {
-        State::Off => 0,
-        State::Standby => 1,
-        State::Running => 2,
-        State::Fault => 3,
-        State::Unknown => 4,
-    }
-}
-
 /// The pieces of one state, sorted, with the time in them before each.
 #[derive(Debug, Clone, Default)]
 struct StatePieces {
@@ -69,7 +59,7 @@ impl TimelineIndex {
         let mut by_state: [StatePieces; STATES] = Default::default();
         let mut counts = [0; STATES];
         for &(_, state) in &timeline.transitions {
-            counts[slot(state)] += 1;
+            counts[state.index()] += 1;
         }
         for (sp, n) in by_state.iter_mut().zip(counts) {
             sp.pieces.reserve_exact(n);
@@ -79,7 +69,7 @@ impl TimelineIndex {
         for (piece, state) in timeline.pieces_iter() {
             let c = covered.get_or_insert(piece);
             c.end = piece.end;
-            let sp = &mut by_state[slot(state)];
+            let sp = &mut by_state[state.index()];
             sp.before.push(sp.total);
             sp.pieces.push(piece);
             sp.total += piece.len();
@@ -113,7 +103,7 @@ impl TimelineIndex {
     }
 
     fn before(&self, state: State, x: Ms) -> Ms {
-        self.by_state[slot(state)].before(x)
+        self.by_state[state.index()].before(x)
     }
 }
 

@@ -665,3 +665,10 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_states_index_is_its_place_in_all() {
+    for (i, state) in State::ALL.into_iter().enumerate() {
+        assert_eq!(state.index(), i, "{state:?}");
+    }
+}

@@ -39,6 +39,18 @@ impl State {
         State::Unknown,
     ];
 
+    /// Its place in [`State::ALL`]: stable, so it can index arrays and be
+    /// written as a number (the collector's `labhours_state` `code`).
+    pub const fn index(self) -> usize {
+        match self {
+            State::Off => 0,
+            State::Standby => 1,
+            State::Running => 2,
+            State::Fault => 3,
+            State::Unknown => 4,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             State::Off => "off",
