@@ -26,6 +26,7 @@ use labhours_agent::delivery::Delivery;
 use labhours_agent::outbox::Outbox;
 use labhours_collector::app::{self, Running};
 use labhours_collector::config::CollectorConfig;
+use labhours_collector::dashboard::session::url_encode;
 use labhours_collector::ingest::IngestOptions;
 use labhours_tests::brokers::free_port;
 use labhours_tests::http;
@@ -95,7 +96,10 @@ impl Victoria {
     async fn export(&self, metric: &str) -> Vec<(BTreeMap<String, String>, i64, f64)> {
         let flushed = http::get(self.addr, "/internal/force_flush").await.unwrap();
         assert_eq!(flushed.status, 200);
-        let target = format!("/api/v1/export?match%5B%5D=%7B__name__%3D%22{metric}%22%7D");
+        let target = format!(
+            "/api/v1/export?match%5B%5D={}",
+            url_encode(&format!("{{__name__=\"{metric}\"}}"))
+        );
         let answer = http::get(self.addr, &target).await.unwrap();
         assert_eq!(answer.status, 200, "{}", answer.text().unwrap_or(""));
         let mut out = Vec::new();
@@ -144,11 +148,23 @@ fn day_of_samples(path: &Path, date: &str) {
     std::fs::write(path, text).unwrap();
 }
 
-fn collector_config(data_dir: &Path, vm: SocketAddr) -> CollectorConfig {
-    collector_config_for(data_dir, vm, "v2")
+/// The real collector writing to `server` through `api`, and a replay
+/// agent that delivers to its embedded broker.
+async fn start(dir: &Path, data: &Path, server: SocketAddr, api: &str) -> (Running, AgentConfig) {
+    let collector = app::start(
+        collector_config(data, server, api),
+        IngestOptions::default(),
+    )
+    .await
+    .expect("collector starts");
+    tokio::time::timeout(WAIT, collector.subscribed())
+        .await
+        .unwrap();
+    let agent = agent_config(dir, collector.broker_addr().unwrap());
+    (collector, agent)
 }
 
-fn collector_config_for(data_dir: &Path, vm: SocketAddr, api: &str) -> CollectorConfig {
+fn collector_config(data_dir: &Path, server: SocketAddr, api: &str) -> CollectorConfig {
     CollectorConfig::parse(&format!(
         r#"
         data_dir = {data_dir:?}
@@ -159,7 +175,7 @@ fn collector_config_for(data_dir: &Path, vm: SocketAddr, api: &str) -> Collector
         [http]
         listen = "127.0.0.1:0"
         [influxdb]
-        url = "http://{vm}"
+        url = "http://{server}"
         org = "labhours"
         bucket = "labhours"
         api = "{api}"
@@ -282,13 +298,7 @@ async fn two_days_reach_victoria_metrics_exactly_once_through_an_outage() {
     let mut vm = Victoria::start(bin, dir.path().join("vm"));
     vm.wait_ready().await;
     let data = dir.path().join("collector");
-    let collector = app::start(collector_config(&data, vm.addr), IngestOptions::default())
-        .await
-        .expect("collector starts");
-    tokio::time::timeout(WAIT, collector.subscribed())
-        .await
-        .unwrap();
-    let agent = agent_config(dir.path(), collector.broker_addr().unwrap());
+    let (collector, agent) = start(dir.path(), &data, vm.addr, "v2").await;
 
     let day1 = dir.path().join("day1.csv");
     day_of_samples(&day1, "2026-11-20");
@@ -444,32 +454,14 @@ async fn a_replayed_day_reaches_influxdb_1x_through_its_v1_write_api() {
         assert!(Instant::now() < deadline, "influxd did not start");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let query = |q: &str| {
-        let q: String = q
-            .bytes()
-            .map(|b| match b {
-                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'_' => (b as char).to_string(),
-                _ => format!("%{b:02X}"),
-            })
-            .collect();
-        format!("/query?db=labhours&epoch=ms&q={q}")
-    };
+    let query = |q: &str| format!("/query?db=labhours&epoch=ms&q={}", url_encode(q));
     let created = http::get(http_addr, &query("CREATE DATABASE labhours"))
         .await
         .unwrap();
     assert_eq!(created.status, 200);
 
     let data = dir.path().join("collector");
-    let collector = app::start(
-        collector_config_for(&data, http_addr, "v1"),
-        IngestOptions::default(),
-    )
-    .await
-    .expect("collector starts");
-    tokio::time::timeout(WAIT, collector.subscribed())
-        .await
-        .unwrap();
-    let agent = agent_config(dir.path(), collector.broker_addr().unwrap());
+    let (collector, agent) = start(dir.path(), &data, http_addr, "v1").await;
     let day = dir.path().join("day.csv");
     day_of_samples(&day, "2026-11-20");
     replay_and_deliver(&agent, &day).await;

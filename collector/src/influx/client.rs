@@ -12,6 +12,7 @@
 use std::time::Duration;
 
 use crate::config::{InfluxApi, InfluxConfig};
+use crate::dashboard::session::url_encode as encode;
 
 /// How long one request may take in all.
 const TIMEOUT: Duration = Duration::from_secs(30);
@@ -134,19 +135,6 @@ impl Target {
     }
 }
 
-/// Percent-encodes a query value.
-fn encode(value: &str) -> String {
-    let mut out = String::new();
-    for b in value.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -194,8 +182,17 @@ mod tests {
     }
 
     #[test]
-    fn query_values_are_percent_encoded() {
-        assert_eq!(encode("my org/δ"), "my%20org%2F%CE%B4");
-        assert_eq!(encode("lab-hours_1.x~"), "lab-hours_1.x~");
+    fn org_and_bucket_are_percent_encoded_in_the_write_url() {
+        let config = InfluxConfig {
+            url: "http://db:8086/".into(),
+            org: "my org/δ".into(),
+            bucket: "lab&hours".into(),
+            token_file: None,
+            api: InfluxApi::V2,
+        };
+        assert_eq!(
+            Target::new(&config, None).url,
+            "http://db:8086/api/v2/write?org=my%20org/%CE%B4&bucket=lab%26hours&precision=ms"
+        );
     }
 }
