@@ -179,11 +179,7 @@ async fn serve_http(
         reports.clone(),
         stop.clone(),
     ));
-    let registry = std::sync::Arc::new(
-        crate::registry::Registry::from_config(config)
-            .map_err(|errors| anyhow::anyhow!("invalid config: {errors}"))?,
-    );
-    let (sink_stats, sink) = match crate::influx::start(config, registry, stop.clone())? {
+    let (sink_stats, sink) = match crate::influx::start(config, reports.registry(), stop.clone())? {
         Some((stats, task)) => (Some(stats), Some(task)),
         None => (None, None),
     };

@@ -10,7 +10,6 @@
 
 use std::collections::HashMap;
 
-use labhours_shared::state::State;
 use labhours_shared::wire::{Event, EventKind};
 use rusqlite::{Connection, params};
 

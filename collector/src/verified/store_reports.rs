@@ -74,6 +74,11 @@ impl StoreReports {
         }
     }
 
+    /// The registry it answers with (shared with the InfluxDB sink).
+    pub fn registry(&self) -> Arc<Registry> {
+        self.registry.clone()
+    }
+
     fn read<T>(
         &self,
         f: impl FnOnce(&Connection, &Registry) -> Result<T, QueryError>,
