@@ -254,7 +254,7 @@ fn main() -> anyhow::Result<()> {
             let t = Instant::now();
             let answer = reports.hours(&query)?;
             times.push(t.elapsed().as_secs_f64() * 1000.0);
-            rows = match answer {
+            rows = match answer.rows {
                 HoursRows::Totals(r) => r.len(),
                 HoursRows::UsageTypes(r) => r.len(),
             };

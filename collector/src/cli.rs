@@ -318,9 +318,8 @@ fn report(args: &ReportArgs) -> anyhow::Result<()> {
         ReportFormat::Json => Format::Json,
     };
     let reports = crate::verified::open_reports(&config)?;
-    let rows = reports.hours(&query)?;
-    let settled = reports.settled_through(&query)?;
-    let mut body = hours_body(&query, rows, settled, format)?;
+    let answer = reports.hours(&query)?;
+    let mut body = hours_body(&query, answer.rows, answer.settled_through, format)?;
     match &args.output {
         Some(path) => std::fs::write(path, &body)
             .with_context(|| format!("cannot write {}", path.display()))?,

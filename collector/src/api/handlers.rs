@@ -291,11 +291,9 @@ pub async fn hours(
     let xlsx = params.get("format") == Some("xlsx");
     let format = if xlsx { Format::Csv } else { params.format()? };
     let asked = query.clone();
-    let (rows, settled) = blocking(&state, move |r| {
-        Ok((r.hours(&asked)?, r.settled_through(&asked)?))
-    })
-    .await?;
-    let body = hours_body(&query, rows, settled, format).map_err(ApiError::internal)?;
+    let hours = blocking(&state, move |r| r.hours(&asked)).await?;
+    let body = hours_body(&query, hours.rows, hours.settled_through, format)
+        .map_err(ApiError::internal)?;
     if xlsx {
         let book = csv_to_xlsx(&body, "hours").map_err(ApiError::internal)?;
         return Ok((

@@ -153,10 +153,10 @@ fn new_correction() -> NewCorrection {
 }
 
 impl Reports for Fake {
-    fn hours(&self, query: &HoursQuery) -> Result<HoursRows, QueryError> {
+    fn hours(&self, query: &HoursQuery) -> Result<HoursAnswer, QueryError> {
         self.record(Call::Hours(query.clone()));
         Self::check(query.instrument.as_deref())?;
-        Ok(match query.group_by {
+        let rows = match query.group_by {
             GroupBy::UsageType => HoursRows::UsageTypes(vec![UsageTypeRow {
                 period_start: "2025-03-01".into(),
                 period_end: "2025-04-01".into(),
@@ -167,10 +167,11 @@ impl Reports for Fake {
                 provisional: false,
             }]),
             _ => HoursRows::Totals(vec![hours_row()]),
+        };
+        Ok(HoursAnswer {
+            rows,
+            settled_through: Some("2025-03-31T16:00:00Z".parse().unwrap()),
         })
-    }
-    fn settled_through(&self, _query: &HoursQuery) -> Result<Option<Timestamp>, QueryError> {
-        Ok(Some("2025-03-31T16:00:00Z".parse().unwrap()))
     }
     fn health(&self, now: Timestamp) -> Result<Health, QueryError> {
         self.record(Call::Health(now));

@@ -499,13 +499,16 @@ pub async fn page(
     };
     let now = state.now();
     let inputs = blocking(&state, move |r| {
-        let days = match r.hours(&HoursQuery {
-            range,
-            instrument: None,
-            unit: None,
-            period: Some(PeriodUnit::Day),
-            group_by: GroupBy::Instrument,
-        })? {
+        let days = match r
+            .hours(&HoursQuery {
+                range,
+                instrument: None,
+                unit: None,
+                period: Some(PeriodUnit::Day),
+                group_by: GroupBy::Instrument,
+            })?
+            .rows
+        {
             HoursRows::Totals(rows) => rows,
             HoursRows::UsageTypes(_) => Vec::new(),
         };

@@ -269,7 +269,7 @@ async fn snapshot(state: &DashState) -> Result<Vec<FleetRow>, PageError> {
         blocking(state, move |r| r.instruments(now)),
         blocking(state, move |r| r.hours(&query)),
     )?;
-    Ok(rows(instruments, &hours_today))
+    Ok(rows(instruments, &hours_today.rows))
 }
 
 fn table(page: Page, filter: &FleetFilter, all: &[FleetRow]) -> FleetTable {

@@ -251,7 +251,7 @@ async fn load(
         blocking(state, move |r| r.hours(&by_instrument)),
         blocking(state, move |r| r.hours(&by_unit)),
     )?;
-    Ok((year, totals(instruments), totals(units)))
+    Ok((year, totals(instruments.rows), totals(units.rows)))
 }
 
 #[derive(askama::Template)]

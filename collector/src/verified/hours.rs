@@ -14,7 +14,8 @@ use rusqlite::{Connection, params};
 
 use super::materialize::{TYPE_KEYS, load, local_day_start, restart_point};
 use super::query::{
-    CorrectedHours, Edge, GroupBy, HoursQuery, HoursRow, HoursRows, QueryError, Range, UsageTypeRow,
+    CorrectedHours, Edge, GroupBy, HoursAnswer, HoursQuery, HoursRow, HoursRows, QueryError, Range,
+    UsageTypeRow,
 };
 use super::settled;
 use crate::reconcile::hours::{hours, ratio};
@@ -399,17 +400,33 @@ pub fn query(
     conn: &Connection,
     registry: &Registry,
     q: &HoursQuery,
-) -> Result<HoursRows, QueryError> {
+) -> Result<HoursAnswer, QueryError> {
     let instruments = select_measured(conn, registry, q.instrument.as_deref(), q.unit.as_deref())?;
     if instruments.is_empty() {
         // Still check the range so a bad one is reported.
         resolve_range(&q.range, registry.site_zone())?;
     }
-    let totals = totals(conn, &instruments, &q.range, q.period)?;
-    let site = registry.site_zone();
     let settled = settled::per_instrument(conn)?;
+    let rows = rows(conn, registry, q, &instruments, &settled)?;
+    let through = settled::overall(&settled, instruments.iter().map(|i| i.id.as_str()));
+    Ok(HoursAnswer {
+        rows,
+        settled_through: through.and_then(|ms| Timestamp::from_millisecond(ms).ok()),
+    })
+}
+
+/// The rows of `q` over `instruments`, each flagged provisional from `settled`.
+fn rows(
+    conn: &Connection,
+    registry: &Registry,
+    q: &HoursQuery,
+    instruments: &[Instrument],
+    settled: &HashMap<String, Option<Ms>>,
+) -> Result<HoursRows, QueryError> {
+    let totals = totals(conn, instruments, &q.range, q.period)?;
+    let site = registry.site_zone();
     let provisional = |i: usize, t: &PeriodTotals| {
-        settled::provisional(&settled, &instruments[i].id, t.period.end)
+        settled::provisional(settled, &instruments[i].id, t.period.end)
     };
     match q.group_by {
         GroupBy::Instrument => Ok(HoursRows::Totals(
@@ -500,21 +517,6 @@ pub fn query(
             ))
         }
     }
-}
-
-/// The instant the figures of the instruments `q` selects are settled
-/// through (see [`settled`]).
-pub fn settled_through(
-    conn: &Connection,
-    registry: &Registry,
-    q: &HoursQuery,
-) -> Result<Option<Ms>, QueryError> {
-    let instruments = select(conn, registry, q.instrument.as_deref(), q.unit.as_deref())?;
-    let settled = settled::per_instrument(conn)?;
-    Ok(settled::overall(
-        &settled,
-        instruments.iter().map(|i| i.id.as_str()),
-    ))
 }
 
 #[cfg(test)]

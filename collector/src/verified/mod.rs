@@ -35,10 +35,8 @@ use crate::bookings::{Booking, Format as BookingsFormat};
 /// real one.
 /// Methods block (SQLite): call them from `spawn_blocking`.
 pub trait Reports: Send + Sync + 'static {
-    fn hours(&self, query: &HoursQuery) -> Result<HoursRows, QueryError>;
-    /// The instant the figures of the instruments `query` selects are
-    /// final through (`None`: some has settled nothing).
-    fn settled_through(&self, query: &HoursQuery) -> Result<Option<Timestamp>, QueryError>;
+    /// The rows, and the instant the selected instruments' figures are final through.
+    fn hours(&self, query: &HoursQuery) -> Result<HoursAnswer, QueryError>;
     /// Reconciliation progress and quarantine counts at `now`.
     fn health(&self, now: Timestamp) -> Result<Health, QueryError>;
     /// Quarantined payloads `filter` selects, newest first, received in

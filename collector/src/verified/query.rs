@@ -124,6 +124,15 @@ pub enum HoursRows {
     UsageTypes(Vec<UsageTypeRow>),
 }
 
+/// The answer to an [`HoursQuery`] with how far it is final.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HoursAnswer {
+    pub rows: HoursRows,
+    /// The selected instruments' figures are final before this instant
+    /// (`None`: one of them has settled nothing; docs/verified.md).
+    pub settled_through: Option<Timestamp>,
+}
+
 /// One booking's §5 report, as the API serves it.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct OutcomeRow {

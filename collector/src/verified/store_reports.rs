@@ -16,7 +16,7 @@ use rusqlite::{Connection, OpenFlags};
 use super::dashboard::{self, DashSession, PowerTrace};
 use super::materialize::{Pass, catch_up, reconcile_changed_policies};
 use super::query::{
-    BookingSlot, Edge, HoursQuery, HoursRows, InstrumentRow, OutcomeRow, QueryError, Range,
+    BookingSlot, Edge, HoursAnswer, HoursQuery, InstrumentRow, OutcomeRow, QueryError, Range,
     SessionRow, TimelineView,
 };
 use super::{Correction, Health, NewCorrection, Reports, corrections, hours, views};
@@ -131,13 +131,8 @@ impl StoreReports {
 }
 
 impl Reports for StoreReports {
-    fn hours(&self, query: &HoursQuery) -> Result<HoursRows, QueryError> {
+    fn hours(&self, query: &HoursQuery) -> Result<HoursAnswer, QueryError> {
         self.read(|conn, registry| hours::query(conn, registry, query))
-    }
-
-    fn settled_through(&self, query: &HoursQuery) -> Result<Option<Timestamp>, QueryError> {
-        let ms = self.read(|conn, registry| hours::settled_through(conn, registry, query))?;
-        Ok(ms.and_then(|ms| Timestamp::from_millisecond(ms).ok()))
     }
 
     fn health(&self, now: Timestamp) -> Result<Health, QueryError> {

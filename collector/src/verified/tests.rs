@@ -167,6 +167,7 @@ impl Site {
                 group_by,
             })
             .expect("hours")
+            .rows
     }
 }
 
