@@ -141,25 +141,41 @@ struct SpanTable {
     join_ms: i64,
 }
 
+/// The statements of a span table named `$table` (columns
+/// `instrument_id, start_ms, end_ms`), built at compile time.
+macro_rules! span_table {
+    ($table:literal, $join_ms:expr) => {
+        SpanTable {
+            select: concat!(
+                "SELECT start_ms, end_ms FROM ",
+                $table,
+                " WHERE instrument_id = ?1 AND start_ms < ?2 ORDER BY start_ms DESC"
+            ),
+            delete: concat!(
+                "DELETE FROM ",
+                $table,
+                " WHERE instrument_id = ?1 AND start_ms = ?2"
+            ),
+            insert: concat!(
+                "INSERT INTO ",
+                $table,
+                " (instrument_id, start_ms, end_ms) VALUES (?1, ?2, ?3)"
+            ),
+            extend: concat!(
+                "UPDATE ",
+                $table,
+                " SET end_ms = ?3 WHERE instrument_id = ?1 AND start_ms = ?2"
+            ),
+            join_ms: $join_ms,
+        }
+    };
+}
+
 /// Signs of life (instants, joined while less than [`SPAN_JOIN_MS`] apart).
-const ALIVE_SPANS: SpanTable = SpanTable {
-    select: "SELECT start_ms, end_ms FROM alive_spans
-             WHERE instrument_id = ?1 AND start_ms < ?2 ORDER BY start_ms DESC",
-    delete: "DELETE FROM alive_spans WHERE instrument_id = ?1 AND start_ms = ?2",
-    insert: "INSERT INTO alive_spans (instrument_id, start_ms, end_ms) VALUES (?1, ?2, ?3)",
-    extend: "UPDATE alive_spans SET end_ms = ?3 WHERE instrument_id = ?1 AND start_ms = ?2",
-    join_ms: SPAN_JOIN_MS,
-};
+const ALIVE_SPANS: SpanTable = span_table!("alive_spans", SPAN_JOIN_MS);
 
 /// Time whose energy is counted (`[start, end)`, merged where they touch).
-const ENERGY_COVERAGE: SpanTable = SpanTable {
-    select: "SELECT start_ms, end_ms FROM energy_coverage
-             WHERE instrument_id = ?1 AND start_ms < ?2 ORDER BY start_ms DESC",
-    delete: "DELETE FROM energy_coverage WHERE instrument_id = ?1 AND start_ms = ?2",
-    insert: "INSERT INTO energy_coverage (instrument_id, start_ms, end_ms) VALUES (?1, ?2, ?3)",
-    extend: "UPDATE energy_coverage SET end_ms = ?3 WHERE instrument_id = ?1 AND start_ms = ?2",
-    join_ms: 1,
-};
+const ENERGY_COVERAGE: SpanTable = span_table!("energy_coverage", 1);
 
 impl SpanTable {
     /// Calls `each` with the stored spans that come closer than `join_ms`
