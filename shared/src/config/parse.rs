@@ -24,6 +24,11 @@ pub struct Example {
     pub text: &'static str,
 }
 
+/// Problems found by deserializing again at most: each retry reads the whole
+/// document, so a file full of errors must not take time growing with the
+/// product of its size and its problem count.
+pub const MAX_PROBLEMS: usize = 100;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Seg {
     Key(String),
@@ -59,6 +64,14 @@ pub fn parse_toml<T: DeserializeOwned>(
     let mut removed: Vec<Vec<Seg>> = Vec::new();
     let mut stood_in: Vec<Vec<Seg>> = Vec::new();
     let value = loop {
+        if errors.len() >= MAX_PROBLEMS {
+            errors.push(ConfigError::new(
+                "",
+                format!("more than {MAX_PROBLEMS} problems; the first {MAX_PROBLEMS} are listed"),
+                "fix these and check the file again",
+            ));
+            break None;
+        }
         let de = toml::de::Deserializer::from(root.clone());
         let err = match serde_path_to_error::deserialize::<_, T>(de) {
             Ok(value) => break Some(value),
@@ -418,6 +431,23 @@ mod tests {
                 ("meters[1].onn".to_owned(), 9),
                 ("poll_interval_ms".to_owned(), 2),
             ]
+        );
+    }
+
+    #[test]
+    fn a_file_full_of_problems_lists_the_first_hundred_and_says_so() {
+        let mut text = String::from("name = \"m\"\n");
+        for i in 0..150 {
+            text.push_str(&format!("unknown_{i} = 1\n"));
+        }
+        let found = errors(&text);
+        assert_eq!(found.len(), MAX_PROBLEMS + 1);
+        assert!(
+            found[MAX_PROBLEMS]
+                .problem
+                .starts_with("more than 100 problems"),
+            "{}",
+            found[MAX_PROBLEMS]
         );
     }
 
