@@ -213,6 +213,117 @@ async fn a_full_disk_stops_new_events_and_loses_nothing_accepted() {
     collector.shutdown().await.expect("collector stops");
 }
 
+/// The race the agent test above meets only sometimes, made certain: the
+/// disk fills between the outbox's free-space check and sled's write, so
+/// sled's own write fails and the database must be closed and opened again
+/// on a full disk. The outbox's reserve makes that possible: everything
+/// accepted stays readable for delivery while the disk stays full, nothing
+/// new is accepted until there is room to take the reserve back, and
+/// numbering goes on without reusing a seq.
+#[test]
+#[ignore = "needs root (tmpfs): run tests/interop/run.sh tmpfs"]
+fn a_write_failing_on_a_full_disk_still_leaves_what_was_accepted_deliverable() {
+    use labhours_agent::outbox::{Outbox, OutboxError, OutboxSettings};
+    use labhours_shared::wire::EventKind;
+
+    labhours_shared::config::LogConfig::default().init();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let disk = Tmpfs::mount(&dir.path().join("disk"), "8m");
+    let data_dir = disk.0.join("agent");
+    let settings = OutboxSettings {
+        max_bytes: 64 * 1024 * 1024,
+        summary_flush_ms: 1000,
+        cache_bytes: 1024 * 1024,
+        min_free_bytes: 2 * 1024 * 1024,
+    };
+    let (outbox, _) = Outbox::open(&data_dir, settings, jiff::Timestamp::now()).expect("opens");
+    assert!(
+        data_dir.join("outbox.reserve").exists(),
+        "a reserve is held"
+    );
+    let event = |i: u64| EventKind::Fault {
+        source: "test".into(),
+        message: format!("event {i}"),
+    };
+    let mut accepted: Vec<u64> = Vec::new();
+    for i in 0..200 {
+        accepted.extend(
+            outbox
+                .append(jiff::Timestamp::now(), vec![event(i)])
+                .expect("room"),
+        );
+    }
+
+    // The disk fills right after a successful check: the next appends reach
+    // sled, whose write fails.
+    fill(&disk.0.join("filler"));
+    let mut write_failed = false;
+    for i in 200..400 {
+        match outbox.append(jiff::Timestamp::now(), vec![event(i)]) {
+            Ok(seqs) => accepted.extend(seqs),
+            Err(OutboxError::WriteFailed { .. }) => {
+                write_failed = true;
+                break;
+            }
+            Err(e) => panic!("expected sled's write to fail first, got: {e}"),
+        }
+    }
+    assert!(write_failed, "the full disk reached sled");
+
+    // Still full: what was accepted is delivered all the same.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let pending = loop {
+        match outbox.pending(0, usize::MAX, usize::MAX) {
+            Ok(events) => break events,
+            Err(e) if Instant::now() < deadline => {
+                eprintln!("not yet: {e}");
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            Err(e) => panic!("what was accepted cannot be read on a full disk: {e}"),
+        }
+    };
+    let readable: Vec<u64> = pending.iter().map(|e| e.seq).collect();
+    for seq in &accepted {
+        assert!(
+            readable.contains(seq),
+            "accepted seq {seq} is not deliverable"
+        );
+    }
+    assert!(
+        outbox.health().reopens >= 1,
+        "the database was opened again"
+    );
+    assert!(
+        !data_dir.join("outbox.reserve").exists(),
+        "the reserve was given back to reopen"
+    );
+    let refused = outbox.append(jiff::Timestamp::now(), vec![event(1000)]);
+    assert!(
+        matches!(refused, Err(OutboxError::DiskFull { .. })),
+        "new events wait for room: {refused:?}"
+    );
+    outbox
+        .ack_through(accepted[accepted.len() / 2])
+        .expect("acks");
+
+    // Space returns: the reserve is taken back and appends go on above
+    // every seq handed out before.
+    std::fs::remove_file(disk.0.join("filler")).expect("free the disk");
+    let after = outbox
+        .append(jiff::Timestamp::now(), vec![event(2000)])
+        .expect("room again");
+    assert!(
+        data_dir.join("outbox.reserve").exists(),
+        "the reserve is back"
+    );
+    let highest = *readable.iter().max().expect("some");
+    assert!(
+        after[0] > highest,
+        "seq {} reused (had {highest})",
+        after[0]
+    );
+}
+
 /// The collector's side: its data dir on a tmpfs filled to the last byte
 /// while an agent keeps sending. Commits may fail, but the collector does
 /// not crash, acknowledges nothing it did not store, and once space returns

@@ -91,6 +91,8 @@ pub fn run_child() {
         return;
     };
     let config = AgentConfig::load(Path::new(&path)).expect("config");
+    // Its log goes to the test's output: a failing run shows what it did.
+    config.log.init();
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     runtime
         .block_on(labhours_agent::run(config, std::future::pending()))

@@ -6,9 +6,16 @@
 //! outbox stops appending *before* the disk is full: it keeps
 //! `min_free_bytes` free for sled's own housekeeping (deletions after acks,
 //! snapshots), which keeps delivery going while new events are refused.
+//!
+//! Another program can still take the last byte between two checks; sled's
+//! write then fails and the database must be closed and opened again, which
+//! itself needs room. So the outbox also holds a [`Reserve`]: a file of
+//! `min_free_bytes` it allocates beside the database and deletes when it has
+//! to reopen on a full disk — what was accepted can still be delivered
+//! (CockroachDB keeps an "emergency ballast" file for the same reason).
 
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 /// How long a free-space reading is trusted while little is written.
@@ -105,6 +112,64 @@ impl SpaceGuard {
     }
 }
 
+/// Disk space set aside for reopening the database on a full disk: a file
+/// whose blocks are really allocated (not sparse), given back on demand.
+#[derive(Debug)]
+pub struct Reserve {
+    path: PathBuf,
+    bytes: u64,
+    held: bool,
+}
+
+impl Reserve {
+    /// The reserve file in `dir`, held if a full one is already there
+    /// (0 bytes: no reserve, always "held").
+    pub fn new(dir: &Path, bytes: u64) -> Self {
+        let path = dir.join("outbox.reserve");
+        let held = bytes == 0 || std::fs::metadata(&path).is_ok_and(|m| m.len() >= bytes);
+        Self { path, bytes, held }
+    }
+
+    /// How big it is when held.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// Whether the space is set aside.
+    pub fn held(&self) -> bool {
+        self.held
+    }
+
+    /// Allocates the file; a partial one is removed, so a failure leaves
+    /// the disk as it was.
+    pub fn hold(&mut self) -> io::Result<()> {
+        if self.held {
+            return Ok(());
+        }
+        let allocated = (|| {
+            let file = std::fs::File::create(&self.path)?;
+            fs4::fs_std::FileExt::allocate(&file, self.bytes)?;
+            file.sync_all()
+        })();
+        match allocated {
+            Ok(()) => self.held = true,
+            Err(_) => {
+                let _ = std::fs::remove_file(&self.path);
+            }
+        }
+        allocated
+    }
+
+    /// Gives the space back; true when there was something to give.
+    pub fn release(&mut self) -> bool {
+        if self.bytes == 0 || !self.held {
+            return false;
+        }
+        self.held = false;
+        std::fs::remove_file(&self.path).is_ok()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -150,6 +215,42 @@ mod tests {
             later,
             "a quarter written: asked again"
         );
+    }
+
+    #[test]
+    fn a_reserve_takes_real_blocks_and_gives_them_back() {
+        use fs4::fs_std::FileExt as _;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut reserve = Reserve::new(dir.path(), 256 * 1024);
+        assert!(!reserve.held());
+        reserve.hold().expect("room");
+        assert!(reserve.held());
+        let file = std::fs::File::open(dir.path().join("outbox.reserve")).expect("file");
+        assert!(
+            file.allocated_size().expect("size") >= 256 * 1024,
+            "not sparse"
+        );
+        assert!(reserve.release());
+        assert!(!reserve.held());
+        assert!(!reserve.release(), "nothing left to give");
+        reserve.hold().expect("room");
+        assert!(
+            Reserve::new(dir.path(), 256 * 1024).held(),
+            "found held after a restart"
+        );
+        assert!(
+            Reserve::new(dir.path(), 0).held(),
+            "no reserve: nothing to hold"
+        );
+    }
+
+    #[test]
+    fn a_reserve_that_does_not_fit_leaves_no_partial_file() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut reserve = Reserve::new(dir.path(), u64::MAX / 2);
+        assert!(reserve.hold().is_err());
+        assert!(!reserve.held());
+        assert!(!dir.path().join("outbox.reserve").exists());
     }
 
     #[test]

@@ -69,7 +69,7 @@ use sled::transaction::{ConflictableTransactionError, TransactionError, Transact
 
 use crate::results::Fingerprint;
 pub use disk::free_bytes;
-use disk::{SpaceGuard, is_disk_full, sled_disk_full};
+use disk::{Reserve, SpaceGuard, is_disk_full, sled_disk_full};
 use seq_file::SeqFile;
 
 /// How much the cap frees at once, so a full outbox does not drop on every append.
@@ -228,6 +228,8 @@ struct Counters {
     /// An ack whose deletions wait for disk space.
     deferred_ack: u64,
     guard: SpaceGuard,
+    /// Room to reopen the database on a full disk (see `disk`).
+    reserve: Reserve,
     outage: Option<Outage>,
     last_reopen_try: Option<Instant>,
     health: OutboxHealth,
@@ -290,6 +292,7 @@ impl Outbox {
                     acked_through: 0,
                     deferred_ack: 0,
                     guard: SpaceGuard::new(settings.min_free_bytes),
+                    reserve: Reserve::new(data_dir, settings.min_free_bytes),
                     outage: None,
                     last_reopen_try: None,
                     health: OutboxHealth::default(),
@@ -298,6 +301,9 @@ impl Outbox {
             }),
         };
         outbox.lock().install(loaded);
+        if let Err(e) = outbox.take_reserve(&mut outbox.lock(), 0) {
+            tracing::warn!(error = %e, "the outbox has no reserve yet; it takes one when the disk has room");
+        }
         outbox.append(now, notices)?;
         Ok((outbox, recovery))
     }
@@ -324,7 +330,10 @@ impl Outbox {
         let n = events.len() as u64;
         // Rough size of what is about to be written (the guard's estimate).
         let incoming = n * 256;
-        if let Err(e) = self.usable(&mut state, incoming) {
+        if let Err(e) = self
+            .usable(&mut state, incoming)
+            .and_then(|()| self.take_reserve(&mut state, incoming))
+        {
             state.refuse(last_at, &e, n, 0);
             return Err(e);
         }
@@ -420,7 +429,17 @@ impl Outbox {
             return Err(self.unavailable(state));
         }
         state.last_reopen_try = Some(now);
-        self.check_space(state, 0, now)?;
+        if let Err(full) = self.check_space(state, 0, now) {
+            // Reopening needs room: give back the reserve. New events stay
+            // refused until it can be taken again ([`Self::take_reserve`]).
+            if !state.reserve.release() {
+                return Err(full);
+            }
+            tracing::warn!(
+                bytes = state.reserve.bytes(),
+                "the disk is full: the outbox gave back its reserve to reopen, so accepted events can still be delivered"
+            );
+        }
         let at = state
             .outage
             .as_ref()
@@ -452,6 +471,26 @@ impl Outbox {
                 Err(self.unavailable(state))
             }
         }
+    }
+
+    /// Takes the reserve again (appends wait until the disk has room for it
+    /// on top of `incoming` and the usual free space).
+    fn take_reserve(&self, state: &mut Counters, incoming: u64) -> Result<(), OutboxError> {
+        if state.reserve.held() {
+            return Ok(());
+        }
+        let bytes = state.reserve.bytes();
+        self.check_space(state, incoming.saturating_add(bytes), Instant::now())?;
+        if let Err(e) = state.reserve.hold() {
+            tracing::debug!(error = %e, "the outbox's reserve cannot be taken yet");
+            return Err(OutboxError::DiskFull {
+                path: self.inner.data_dir.clone(),
+                free_bytes: free_bytes(&self.inner.data_dir).unwrap_or(0),
+                min_free_bytes: self.inner.settings.min_free_bytes.saturating_add(bytes),
+            });
+        }
+        state.guard.wrote(bytes);
+        Ok(())
     }
 
     fn unavailable(&self, state: &Counters) -> OutboxError {
@@ -689,16 +728,21 @@ impl Outbox {
         max_events: usize,
         max_bytes: usize,
     ) -> Result<Vec<Event>, OutboxError> {
+        {
+            // Reopen first: what is on disk is deliverable even while the
+            // disk is too full for anything new.
+            let mut state = self.lock();
+            if state.trees.is_none() {
+                self.try_reopen(&mut state)?;
+            }
+        }
         let head = self.next_seq().saturating_sub(1);
         if head <= after {
             return Ok(Vec::new());
         }
         self.flush_through(head, Timestamp::now(), 0)?;
         let (trees, durable) = {
-            let mut state = self.lock();
-            if state.trees.is_none() {
-                self.try_reopen(&mut state)?;
-            }
+            let state = self.lock();
             let trees = state
                 .trees
                 .clone()
@@ -820,7 +864,9 @@ impl Outbox {
     /// Changes the free-space reserve (tests make a disk "full" and free it).
     #[cfg(test)]
     pub(crate) fn set_min_free_bytes(&self, min_free_bytes: u64) {
-        self.lock().guard = SpaceGuard::new(min_free_bytes);
+        let mut state = self.lock();
+        state.guard = SpaceGuard::new(min_free_bytes);
+        state.reserve = Reserve::new(&self.inner.data_dir, min_free_bytes);
     }
 
     fn lock(&self) -> MutexGuard<'_, Counters> {
