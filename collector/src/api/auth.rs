@@ -170,9 +170,11 @@ fn sha256(bytes: &[u8]) -> [u8; 32] {
     out
 }
 
-/// Equal in time independent of where the first difference is.
+/// Equal in time independent of where the first difference is (`subtle`
+/// keeps the optimiser from turning the comparison into an early exit).
 fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    use subtle::ConstantTimeEq as _;
+    a.ct_eq(b).into()
 }
 
 fn parse_hex32(text: &str) -> Option<[u8; 32]> {
