@@ -1,15 +1,18 @@
 //! Wire types and pure logic shared by `labhours-agent` and `labhours-collector`.
 //!
-//! Apart from [`process`] and the logger set-up in [`config`], nothing in this
-//! crate does I/O or reads a clock: callers pass instants in.
+//! Apart from [`process`], the logger set-up in [`config`] and key files in
+//! [`trust::key_file`], nothing in this crate does I/O or reads a clock:
+//! callers pass instants in.
 //!
 //! - [`wire`]: the MQTT message contract (see `docs/protocol.md`).
 //! - [`state`]: the state engine that turns readings into state transitions
 //!   and interval summaries (reconciliation rules §1).
+//! - [`trust`]: agents' keys, signatures and the per-event hash chain.
 //! - [`config`]: loading a config file and reporting every problem in it,
 //!   the files it names, and the logger.
 
 pub mod config;
 pub mod process;
 pub mod state;
+pub mod trust;
 pub mod wire;

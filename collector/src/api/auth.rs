@@ -178,30 +178,12 @@ fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
 }
 
 fn parse_hex32(text: &str) -> Option<[u8; 32]> {
-    let bytes = text.as_bytes();
-    if bytes.len() != 64 {
-        return None;
-    }
-    let mut out = [0u8; 32];
-    for (i, pair) in bytes.chunks(2).enumerate() {
-        let hi = (pair[0] as char).to_digit(16)?;
-        let lo = (pair[1] as char).to_digit(16)?;
-        out[i] = (hi * 16 + lo) as u8;
-    }
-    Some(out)
-}
-
-fn to_hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    bytes.iter().fold(String::new(), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
+    labhours_shared::trust::from_hex::<32>(text)
 }
 
 /// The lower-case hex SHA-256 of a token, as `[[http.tokens]]` keeps it.
 pub fn hash_token(token: &str) -> String {
-    to_hex(&sha256(token.as_bytes()))
+    labhours_shared::trust::hex(&sha256(token.as_bytes()))
 }
 
 /// A new random token: `lh_` and 32 random bytes in hex.
@@ -209,7 +191,7 @@ pub fn new_token() -> anyhow::Result<String> {
     let mut bytes = [0u8; 32];
     getrandom::fill(&mut bytes)
         .map_err(|e| anyhow::anyhow!("cannot get random bytes from the system: {e}"))?;
-    Ok(format!("lh_{}", to_hex(&bytes)))
+    Ok(format!("lh_{}", labhours_shared::trust::hex(&bytes)))
 }
 
 #[cfg(test)]

@@ -34,10 +34,7 @@ pub fn asset_version() -> &'static str {
             hash.update(name.as_bytes());
             hash.update(bytes);
         }
-        hash.finalize()[..6]
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect()
+        labhours_shared::trust::hex(&hash.finalize()[..6])
     })
 }
 

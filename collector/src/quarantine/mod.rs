@@ -268,7 +268,7 @@ pub fn get(conn: &Connection, id: i64) -> rusqlite::Result<Option<Detail>> {
             let payload: Vec<u8> = row.get(7)?;
             Ok(Detail {
                 truncated: (payload.len() as u64) < entry.payload_len,
-                payload_hex: payload.iter().map(|b| format!("{b:02x}")).collect(),
+                payload_hex: labhours_shared::trust::hex(&payload),
                 payload_text: String::from_utf8(payload).ok(),
                 entry,
             })

@@ -14,7 +14,6 @@ pub mod thresholds_check;
 mod tests;
 
 use std::collections::HashMap;
-use std::fmt::Write as _;
 
 use jiff::tz::TimeZone;
 use labhours_shared::config::{ConfigError, ConfigErrors};
@@ -196,11 +195,7 @@ impl Instrument {
         };
         // Plain structs, strings and numbers: serialising cannot fail.
         let json = serde_json::to_string(&policy).unwrap_or_default();
-        let mut hex = String::with_capacity(64);
-        for byte in Sha256::digest(json.as_bytes()) {
-            let _ = write!(hex, "{byte:02x}");
-        }
-        hex
+        labhours_shared::trust::hex(&Sha256::digest(json.as_bytes()))
     }
 }
 
