@@ -190,8 +190,8 @@ impl Histogram {
         // best[j][b]: bins 0..b in j + 1 classes; from[j][b]: where the last starts.
         let mut best = vec![vec![f64::NEG_INFINITY; n + 1]; k];
         let mut from = vec![vec![0usize; n + 1]; k];
-        for b in 1..=n {
-            best[0][b] = term(0, b);
+        for (b, v) in best[0].iter_mut().enumerate().skip(1) {
+            *v = term(0, b);
         }
         for j in 1..k {
             for b in j + 1..=n {
