@@ -19,7 +19,7 @@ fn help_describes_every_subcommand() {
     let out = agent(&["--help"]);
     assert!(out.status.success());
     let help = text(&out.stdout);
-    for sub in ["run", "check-config", "probe", "replay"] {
+    for sub in ["run", "check-config", "probe", "replay", "calibrate"] {
         assert!(help.contains(sub), "{sub} missing from:\n{help}");
     }
 }
