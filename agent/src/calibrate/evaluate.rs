@@ -13,8 +13,9 @@ use super::Sample;
 pub struct Outcome {
     /// Changes of state, not counting the start and the end of the recording.
     pub transitions: usize,
-    /// Share of the recorded time in off, standby, running, fault, unknown
-    /// (the order of `State::ALL`).
+    /// Share of the recorded time in each state, in the order of
+    /// `State::ALL` (in JSON: by state name).
+    #[serde(serialize_with = "by_state")]
     pub shares: [f64; 5],
     /// Brief changes of the raw classification that the dwell absorbed, and
     /// the longest of them in ms.
@@ -85,6 +86,15 @@ pub fn evaluate(samples: &[Sample], rules: &StateRules, poll_ms: u64) -> Outcome
         timeline,
         end_ms: end,
     }
+}
+
+fn by_state<S: serde::Serializer>(shares: &[f64; 5], s: S) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeMap as _;
+    let mut map = s.serialize_map(Some(shares.len()))?;
+    for state in State::ALL {
+        map.serialize_entry(state.as_str(), &shares[state.index()])?;
+    }
+    map.end()
 }
 
 fn collect(out: &mut Vec<Output>, timeline: &mut Vec<(i64, State)>) {
