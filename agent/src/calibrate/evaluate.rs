@@ -108,25 +108,11 @@ fn collect(out: &mut Vec<Output>, timeline: &mut Vec<(i64, State)>) {
 /// Stretches of the classification (thresholds and hysteresis, no dwell)
 /// shorter than the dwell: how many, and the longest.
 fn brief_changes(samples: &[Sample], s: &EngineSettings) -> (usize, i64) {
-    let classify = |w: f64, running: bool| {
-        let running_from = if running {
-            s.running_exit_below_w
-        } else {
-            s.running_above_w
-        };
-        if w >= running_from {
-            State::Running
-        } else if w >= s.on_above_w {
-            State::Standby
-        } else {
-            State::Off
-        }
-    };
     let (mut count, mut longest) = (0, 0);
     let mut current: Option<(State, i64)> = None;
     for sample in samples {
         let Some(w) = sample.watts else { continue };
-        let state = classify(w, current.is_some_and(|(c, _)| c == State::Running));
+        let state = s.classify_power(w, current.is_some_and(|(c, _)| c == State::Running));
         match current {
             Some((c, since)) if c != state => {
                 let held = sample.at_ms - since;

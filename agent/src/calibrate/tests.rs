@@ -19,6 +19,16 @@ fn samples_of(recording: &[TrueSample]) -> Vec<Sample> {
         .collect()
 }
 
+/// `n` readings a second apart from `T0_MS`.
+fn series(n: i64, watts: impl Fn(i64) -> Option<f64>) -> Vec<Sample> {
+    (0..n)
+        .map(|i| Sample {
+            at_ms: T0_MS + i * 1000,
+            watts: watts(i),
+        })
+        .collect()
+}
+
 /// Placeholder thresholds, as a config has them before calibration.
 fn placeholder() -> StateRules {
     StateRules::with_thresholds(0.5, 10_000.0)
@@ -123,13 +133,10 @@ fn the_levels_are_reported_with_their_holds() {
 
 #[test]
 fn a_flat_recording_says_thresholds_cannot_be_inferred() {
-    let samples: Vec<Sample> = (0..600)
-        .map(|i| Sample {
-            at_ms: T0_MS + i * 1000,
-            // A noisy single level: halves of it must not pass as two levels.
-            watts: Some(420.0 * (1.0 + 0.03 * ((i * 7919 % 601) as f64 / 300.0 - 1.0))),
-        })
-        .collect();
+    // A noisy single level: halves of it must not pass as two levels.
+    let samples = series(600, |i| {
+        Some(420.0 * (1.0 + 0.03 * ((i * 7919 % 601) as f64 / 300.0 - 1.0)))
+    });
     let err = calibrate(&samples, &placeholder(), 1000).unwrap_err();
     let text = err.to_string();
     assert!(
@@ -144,12 +151,7 @@ fn a_flat_recording_says_thresholds_cannot_be_inferred() {
 
 #[test]
 fn off_and_one_powered_level_cannot_tell_standby_from_running() {
-    let samples: Vec<Sample> = (0..600)
-        .map(|i| Sample {
-            at_ms: T0_MS + i * 1000,
-            watts: Some(if i < 300 { 2.0 } else { 800.0 }),
-        })
-        .collect();
+    let samples = series(600, |i| Some(if i < 300 { 2.0 } else { 800.0 }));
     let err = calibrate(&samples, &placeholder(), 1000).unwrap_err();
     assert!(
         matches!(
@@ -162,12 +164,7 @@ fn off_and_one_powered_level_cannot_tell_standby_from_running() {
 
 #[test]
 fn too_few_samples_are_refused_and_failed_reads_do_not_count() {
-    let samples: Vec<Sample> = (0..40)
-        .map(|i| Sample {
-            at_ms: T0_MS + i * 1000,
-            watts: (i % 2 == 0).then_some(100.0),
-        })
-        .collect();
+    let samples = series(40, |i| (i % 2 == 0).then_some(100.0));
     assert_eq!(
         calibrate(&samples, &placeholder(), 1000).unwrap_err(),
         CalibrateError::TooFewSamples {
@@ -204,12 +201,7 @@ fn three_clean_levels_give_thresholds_between_them_and_exact_evidence() {
         1 | 3 => 300.0,
         _ => 1500.0,
     };
-    let samples: Vec<Sample> = (0..2400)
-        .map(|i| Sample {
-            at_ms: T0_MS + i * 1000,
-            watts: Some(watts(i)),
-        })
-        .collect();
+    let samples = series(2400, |i| Some(watts(i)));
     let c = calibrate(&samples, &placeholder(), 1000).expect("calibrates");
     let s = &c.state;
     assert!(3.0 < s.on_above_w && s.on_above_w < 300.0, "{s:?}");
@@ -237,12 +229,7 @@ fn three_clean_levels_give_thresholds_between_them_and_exact_evidence() {
 #[test]
 fn halves_of_one_noisy_level_are_not_two_levels() {
     // A sine-shaped pump pulsation is the widest single level: ±20 %.
-    let samples: Vec<Sample> = (0..3600)
-        .map(|i| Sample {
-            at_ms: T0_MS + i * 1000,
-            watts: Some(500.0 * (1.0 + 0.2 * (i as f64 * 0.9).sin())),
-        })
-        .collect();
+    let samples = series(3600, |i| Some(500.0 * (1.0 + 0.2 * (i as f64 * 0.9).sin())));
     let found = levels::find(&samples, 1000, 3000);
     assert_eq!(
         found.levels.len(),
