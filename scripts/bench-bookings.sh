@@ -22,31 +22,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-runs=3
-build=1
-keep=
-while (($#)); do
-  case $1 in
-    -r) runs=$2; shift 2 ;;
-    --no-build) build=; shift ;;
-    --keep) keep=1; shift ;;
-    *) sed -n '2,21p' "$0" >&2; exit 2 ;;
-  esac
-done
-
 . scripts/lib.sh
+bench_options 21 "$@"
 ensure_debian_packages time
 
-if [ -n "$build" ]; then
-  cargo build --release -p labhours-collector
-fi
-collector=${CARGO_TARGET_DIR:-target}/release/labhours-collector
-[ -x "$collector" ] || { echo "no $collector: build it or drop --no-build" >&2; exit 1; }
-
-mkdir -p target/bench-bookings
-work=$(mktemp -d target/bench-bookings/run.XXXXXX)
-cleanup() { if [ -z "$keep" ]; then rm -rf "$work"; else echo "kept $work"; fi; }
-trap cleanup EXIT
+collector=$(release_binary labhours-collector labhours-collector)
+bench_workdir bench-bookings
 
 python3 scripts/gen-bookings.py csv 10000 "$work/b10k.csv"
 python3 scripts/gen-bookings.py csv 100000 "$work/b100k.csv"
@@ -84,7 +65,6 @@ run() {
     "$rss_kb" "$(tail -n 1 "$work/out.txt")"
 }
 
-median() { printf '%s\n' "$@" | sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 
 echo "load before: $(uptime)"
 summary=()

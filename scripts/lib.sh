@@ -50,3 +50,49 @@ ensure_debian_packages() {
 ensure_pip_packages() {
   PIP_ROOT_USER_ACTION=ignore python3 -m pip install --quiet --disable-pip-version-check "$@"
 }
+
+# Options of the bench scripts: -r RUNS (default 3), --no-build, --keep; sets
+# `runs`, `build` and `keep`. Anything else prints lines 2..$1 of the
+# calling script (its usage) and exits 2.
+bench_options() {
+  local usage_end=$1
+  shift
+  runs=3 build=1 keep=
+  while (($#)); do
+    case $1 in
+      -r) runs=$2; shift 2 ;;
+      --no-build) build=; shift ;;
+      --keep) keep=1; shift ;;
+      *) sed -n "2,${usage_end}p" "$0" >&2; exit 2 ;;
+    esac
+  done
+}
+
+# The release binary $1 of package $2, built first when `build` is set;
+# honours CARGO_TARGET_DIR. Prints its path.
+release_binary() {
+  if [ -n "${build:-}" ]; then cargo build --release -p "$2" >&2; fi
+  local bin=${CARGO_TARGET_DIR:-target}/release/$1
+  [ -x "$bin" ] || { echo "no $bin: build it or drop --no-build" >&2; return 1; }
+  echo "$bin"
+}
+
+# A fresh work directory under target/$1/ in `work`, removed on exit unless
+# `keep` is set.
+bench_workdir() {
+  mkdir -p "target/$1"
+  work=$(mktemp -d "target/$1/run.XXXXXX")
+  trap 'if [ -z "$keep" ]; then rm -rf "$work"; else echo "kept $work"; fi' EXIT
+}
+
+# The median of the numbers given.
+median() { printf '%s\n' "$@" | sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
+
+# Wall-clock seconds and maximum RSS (KiB) from a `/usr/bin/time -v` report in file $1.
+time_wall_s() {
+  grep -F 'Elapsed (wall clock)' "$1" | awk '{print $NF}' |
+    awk -F: '{ if (NF == 3) print $1 * 3600 + $2 * 60 + $3; else print $1 * 60 + $2 }'
+}
+time_max_rss_kb() { grep -F 'Maximum resident set size' "$1" | awk '{print $NF}'; }
+# CPU seconds (user + system) from the same report: steadier than wall time on a busy machine.
+time_cpu_s() { awk -F': ' '/User time|System time/ { s += $2 } END { printf "%.2f", s }' "$1"; }

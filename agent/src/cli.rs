@@ -48,6 +48,26 @@ pub enum Command {
         #[arg(long)]
         no_wait: bool,
     },
+    /// Suggest `[state]` thresholds from the instrument's own power: read
+    /// the meters for a while (or load a recording), find the levels the
+    /// power sits at and print a `[state]` block to paste, with the
+    /// evidence. Never writes the config.
+    Calibrate {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// How long to read the meters, in minutes (0.5 = 30 s).
+        #[arg(long, default_value_t = 30.0)]
+        minutes: f64,
+        /// Calibrate on a recording instead (CSV `timestamp,watts[,status_line]`, as for `replay`).
+        #[arg(long, conflicts_with = "minutes")]
+        samples: Option<PathBuf>,
+        /// Also write what was read as a CSV, for a later `--samples`.
+        #[arg(long, conflicts_with = "samples")]
+        save: Option<PathBuf>,
+        /// Print JSON instead of tables.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -85,6 +105,19 @@ impl Command {
                 print!("{report}");
                 anyhow::ensure!(all_ok, "some sources did not answer (see above)");
                 Ok(())
+            }
+            Command::Calibrate {
+                config,
+                minutes,
+                samples,
+                save,
+                json,
+            } => {
+                let input = match samples {
+                    Some(path) => crate::calibrate::command::Input::Samples(path),
+                    None => crate::calibrate::command::Input::Minutes(minutes),
+                };
+                crate::calibrate::command::run(&config.config, input, save.as_deref(), json)
             }
             Command::Replay {
                 config,

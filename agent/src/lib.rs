@@ -9,11 +9,14 @@
 pub use app::run;
 
 pub mod app;
+pub mod calibrate;
 pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod delivery;
 pub mod events;
+#[cfg(any(test, feature = "sim"))]
+pub mod instrument_sim;
 pub mod meter;
 #[cfg(feature = "sim")]
 pub mod modbus_sim;

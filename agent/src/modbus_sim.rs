@@ -138,6 +138,11 @@ pub struct SimUnit {
     pub fault: Option<Fault>,
     /// Requests addressed to this unit so far.
     pub requests: u64,
+    /// Power values served one per read of the power register, the last
+    /// one repeated: a recording played back at the poller's own pace, so a
+    /// test needs no timing (`calibrate --minutes`).
+    pub power_script: Vec<f64>,
+    script_position: usize,
 }
 
 impl SimUnit {
@@ -150,6 +155,26 @@ impl SimUnit {
             kwh: 0.0,
             fault: None,
             requests: 0,
+            power_script: Vec::new(),
+            script_position: 0,
+        }
+    }
+
+    /// Serves `watts` one value per power read, then the last one.
+    pub fn scripted(mut self, watts: Vec<f64>) -> Self {
+        self.power_script = watts;
+        self
+    }
+
+    /// Moves the script on if this request reads the power register.
+    fn play_script(&mut self, kind: RegisterKind, address: u16) {
+        let reads_power = self
+            .layout
+            .iter()
+            .any(|r| r.quantity == Quantity::Power && r.kind == kind && r.address == address);
+        if reads_power && let Some(&w) = self.power_script.get(self.script_position) {
+            self.watts = w;
+            self.script_position += 1;
         }
     }
 
@@ -286,6 +311,7 @@ impl Sim {
             Some(Fault::Late(d)) => delay = d,
             _ => {}
         }
+        unit.play_script(kind, address);
         let result = unit.read(kind, address, count).map(|words| {
             Some(match kind {
                 RegisterKind::Input => Response::ReadInputRegisters(words),

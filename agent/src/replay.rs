@@ -64,7 +64,8 @@ pub fn replay(
     let mut rows = 0u64;
     let mut first = None;
     let mut last = None;
-    for_each_row(samples, rules.is_some(), |r| {
+    let status_lines = StatusLines::for_rules(rules.is_some());
+    for_each_row(samples, status_lines, |r| {
         rows += 1;
         first.get_or_insert(r.at);
         last = Some(r.at);
@@ -83,7 +84,7 @@ pub fn replay(
     let mut matched = 0u64;
     let mut appended = 0u64;
     let mut feed_error = None;
-    for_each_row(samples, rules.is_some(), |r| {
+    for_each_row(samples, status_lines, |r| {
         readings.push(Reading::Power {
             at: r.at,
             watts: r.watts,
@@ -132,18 +133,35 @@ const FEED_CHUNK: usize = 8192;
 const READ_BUFFER: usize = 256 * 1024;
 
 /// One parsed row; `status` is the non-empty, trimmed status line.
-struct Row<'a> {
-    at: Timestamp,
-    watts: Option<f64>,
-    status: Option<&'a str>,
+pub(crate) struct Row<'a> {
+    pub at: Timestamp,
+    pub watts: Option<f64>,
+    pub status: Option<&'a str>,
+}
+
+/// What to do with the `status_line` column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum StatusLines {
+    /// Hand them on: the config has rules to match them.
+    Match,
+    /// A row with one is an error: nothing could match it.
+    Refuse,
+    /// Leave them out unread (`calibrate` looks at power only).
+    Ignore,
+}
+
+impl StatusLines {
+    fn for_rules(has_rules: bool) -> Self {
+        if has_rules { Self::Match } else { Self::Refuse }
+    }
 }
 
 /// Reads and checks every row, in order. `ByteRecord` and the cached
 /// timestamp parser keep this free of per-row allocation; a field is checked
 /// for UTF-8 only when it is used.
-fn for_each_row(
+pub(crate) fn for_each_row(
     path: &Path,
-    has_rules: bool,
+    status_lines: StatusLines,
     mut each: impl FnMut(Row<'_>),
 ) -> Result<(), ReplayError> {
     let name = || path.display().to_string();
@@ -226,12 +244,13 @@ fn for_each_row(
             Some(value)
         };
         let status = match record.get(2) {
+            _ if status_lines == StatusLines::Ignore => None,
             Some(bytes) if !bytes.is_empty() => {
                 Some(field(2, "status_line")?).filter(|s| !s.is_empty())
             }
             _ => None,
         };
-        if status.is_some() && !has_rules {
+        if status.is_some() && status_lines == StatusLines::Refuse {
             return Err(bad(
                 "a status_line is given but the config has no [status] rules to match it".into(),
             ));

@@ -19,7 +19,7 @@ fn help_describes_every_subcommand() {
     let out = agent(&["--help"]);
     assert!(out.status.success());
     let help = text(&out.stdout);
-    for sub in ["run", "check-config", "probe", "replay"] {
+    for sub in ["run", "check-config", "probe", "replay", "calibrate"] {
         assert!(help.contains(sub), "{sub} missing from:\n{help}");
     }
 }
@@ -181,4 +181,226 @@ fn a_replay_only_config_replays_without_hardware_and_logs_without_colour() {
     let logs = text(&out.stderr);
     assert!(logs.contains("DEBUG"), "{logs}");
     assert!(!logs.contains('\u{1b}'), "{logs:?}");
+}
+
+/// A replay-only config for `calibrate --samples`, with placeholder thresholds.
+fn calibrate_config(dir: &std::path::Path) -> String {
+    let path = dir.join("agent.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "agent_id = \"gcms-pc\"\ninstrument_id = \"gcms-01\"\ndata_dir = {:?}\n[state]\non_above_w = 1\nrunning_above_w = 100\nmin_dwell_s = 20\n",
+            dir.join("data")
+        ),
+    )
+    .expect("write config");
+    path.to_str().expect("utf-8").to_owned()
+}
+
+/// A day of the simulated GC-MS as a replay CSV (with a status column, as
+/// `replay` files have; calibration ignores it).
+fn gc_ms_day(dir: &std::path::Path) -> String {
+    use labhours_agent::instrument_sim::Profile;
+    let t0: jiff::Timestamp = "2026-11-22T00:00:00Z".parse().expect("instant");
+    let mut csv = String::from("timestamp,watts,status_line\n");
+    for s in Profile::GcMs.record(11, 86_400) {
+        let at = t0 + jiff::SignedDuration::from_secs(s.at_s);
+        csv.push_str(&format!("{at},{},\n", s.watts));
+    }
+    let path = dir.join("gcms.csv");
+    std::fs::write(&path, csv).expect("write samples");
+    path.to_str().expect("utf-8").to_owned()
+}
+
+/// The `[state]` block of a calibrate report, parsed.
+fn state_block(report: &str) -> labhours_shared::state::StateRules {
+    let start = report.find("[state]\n").expect("a [state] block");
+    let block: String = report[start..]
+        .lines()
+        .take_while(|l| !l.trim().is_empty())
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let table: toml::Table = block.parse().expect("the block is TOML");
+    table["state"].clone().try_into().expect("a valid [state]")
+}
+
+#[test]
+fn calibrate_on_a_recording_prints_a_state_block_to_paste_and_changes_nothing() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = calibrate_config(dir.path());
+    let before = std::fs::read_to_string(&config).expect("config");
+    let samples = gc_ms_day(dir.path());
+    let out = agent(&["calibrate", "--config", &config, "--samples", &samples]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let report = text(&out.stdout);
+    let state = state_block(&report);
+    // Standby 320 W, the oven's hold 550–850 W inside the band, its ramp 1600 W.
+    assert!(
+        320.0 * 1.03 < state.exit_w() && state.exit_w() < 550.0,
+        "{report}"
+    );
+    assert!(850.0 < state.running_above_w && state.running_above_w < 1600.0 * 0.97);
+    assert!(40.0 < state.on_above_w && state.on_above_w < 320.0);
+    assert_eq!(state.min_dwell_s, 20, "the config's other keys are kept");
+    assert!(report.contains("running (hold)"), "{report}");
+    assert!(report.contains("nothing was written"), "{report}");
+    assert_eq!(std::fs::read_to_string(&config).expect("config"), before);
+
+    let out = agent(&[
+        "calibrate",
+        "--config",
+        &config,
+        "--samples",
+        &samples,
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(json["state"]["running_above_w"], state.running_above_w);
+    assert_eq!(json["levels"].as_array().map(Vec::len), Some(3));
+}
+
+#[test]
+fn calibrate_on_a_flat_recording_says_why_it_cannot_suggest_anything() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = calibrate_config(dir.path());
+    let path = dir.path().join("flat.csv");
+    let rows: String = (0..120)
+        .map(|s| {
+            format!(
+                "2026-11-22T08:{:02}:{:02}Z,{}\n",
+                s / 60,
+                s % 60,
+                400 + s % 7
+            )
+        })
+        .collect();
+    std::fs::write(&path, format!("timestamp,watts\n{rows}")).expect("write");
+    let out = agent(&[
+        "calibrate",
+        "--config",
+        &config,
+        "--samples",
+        path.to_str().expect("utf-8"),
+    ]);
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("one level") && err.contains("cannot be inferred"),
+        "{err}"
+    );
+}
+
+mod calibrate_live {
+    use super::{agent, text};
+    use labhours_agent::config::{DataType, Register, RegisterKind, RegisterMap, WordOrder};
+    use labhours_agent::modbus_sim::{Fault, Sim, SimUnit, TcpSim, layout_of};
+
+    /// A meter serving power only, so each poll is one read of the script.
+    fn power_only() -> SimUnit {
+        SimUnit::new(layout_of(&RegisterMap {
+            power_w: Register {
+                kind: RegisterKind::Input,
+                address: 12,
+                data_type: DataType::F32,
+                word_order: WordOrder::Abcd,
+                scale: 1.0,
+            },
+            voltage_v: None,
+            current_a: None,
+            energy_kwh: None,
+        }))
+    }
+
+    fn config(dir: &std::path::Path, port: u16) -> String {
+        let path = dir.join("agent.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "agent_id = \"sem-pc\"\ninstrument_id = \"sem-01\"\ndata_dir = {:?}\npoll_interval_ms = 100\n\
+                 [state]\non_above_w = 1\nrunning_above_w = 100\nmin_dwell_s = 1\n\
+                 [[meters]]\nname = \"sem-main\"\nmodel = \"custom\"\ntimeout_ms = 80\ntcp = {{ host = \"127.0.0.1\", port = {port} }}\n\
+                 registers.power_w = {{ kind = \"input\", address = 12, data_type = \"f32\" }}\n",
+                dir.join("data")
+            ),
+        )
+        .expect("write config");
+        path.to_str().expect("utf-8").to_owned()
+    }
+
+    async fn run(args: Vec<String>) -> std::process::Output {
+        tokio::task::spawn_blocking(move || {
+            agent(&args.iter().map(String::as_str).collect::<Vec<_>>())
+        })
+        .await
+        .expect("the agent ran")
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn calibrate_reads_the_meter_for_the_given_minutes_and_saves_what_it_read() {
+        // 30 polls of 100 ms (0.05 min): off, standby, imaging, one value per poll.
+        let script: Vec<f64> = [(10, 4.0), (10, 420.0), (10, 1650.0)]
+            .iter()
+            .flat_map(|&(n, w)| std::iter::repeat_n(w, n))
+            .collect();
+        let sim = Sim::new().with_unit(1, power_only().scripted(script));
+        let server = TcpSim::start(sim.clone()).await.expect("sim");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config = config(dir.path(), server.addr().port());
+        let saved = dir.path().join("recorded.csv");
+        let saved = saved.to_str().expect("utf-8").to_owned();
+        let out = run([
+            "calibrate",
+            "--config",
+            &config,
+            "--minutes",
+            "0.05",
+            "--save",
+            &saved,
+        ]
+        .map(String::from)
+        .to_vec())
+        .await;
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        assert_eq!(sim.requests(1), 30, "one read per poll for 0.05 min");
+        let report = text(&out.stdout);
+        let state = super::state_block(&report);
+        assert!(
+            4.0 < state.on_above_w && state.on_above_w < 420.0,
+            "{report}"
+        );
+        assert!(
+            420.0 < state.exit_w() && state.running_above_w < 1650.0,
+            "{report}"
+        );
+        assert!(report.contains("30 samples"), "{report}");
+
+        // What was saved calibrates to the same block.
+        let again = run(["calibrate", "--config", &config, "--samples", &saved]
+            .map(String::from)
+            .to_vec())
+        .await;
+        assert!(again.status.success(), "{}", text(&again.stderr));
+        assert_eq!(super::state_block(&text(&again.stdout)), state);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_meter_that_does_not_answer_is_named_and_never_read_as_zero_watts() {
+        let sim = Sim::new().with_unit(1, power_only().reading(0.0, 0.0, 0.0, 0.0));
+        sim.update(1, |u| u.fault = Some(Fault::Silent));
+        let server = TcpSim::start(sim).await.expect("sim");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config = config(dir.path(), server.addr().port());
+        let out = run(["calibrate", "--config", &config, "--minutes", "0.05"]
+            .map(String::from)
+            .to_vec())
+        .await;
+        assert!(!out.status.success());
+        let err = text(&out.stderr);
+        assert!(
+            err.contains("meter `sem-main` could not be read: no answer within 80 ms"),
+            "{err}"
+        );
+        assert!(!text(&out.stdout).contains("[state]"));
+    }
 }

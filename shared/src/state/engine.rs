@@ -327,19 +327,8 @@ impl StateEngine {
 
     /// Thresholds with hysteresis judged against the confirmed state.
     fn classify_power(&self, watts: f64) -> State {
-        let s = &self.settings;
-        let running_from = if self.confirmed == State::Running {
-            s.running_exit_below_w
-        } else {
-            s.running_above_w
-        };
-        if watts >= running_from {
-            State::Running
-        } else if watts >= s.on_above_w {
-            State::Standby
-        } else {
-            State::Off
-        }
+        self.settings
+            .classify_power(watts, self.confirmed == State::Running)
     }
 
     fn confirm_if_held(&mut self, t: i64, out: &mut Vec<Output>) {

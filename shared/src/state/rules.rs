@@ -177,6 +177,27 @@ impl EngineSettings {
     }
 }
 
+impl EngineSettings {
+    /// The state `watts` stands for, with the running hysteresis: `running`
+    /// is kept down to `running_exit_below_w` while the state is running,
+    /// and entered only from `running_above_w` otherwise.
+    pub fn classify_power(&self, watts: f64, running: bool) -> super::State {
+        use super::State;
+        let running_from = if running {
+            self.running_exit_below_w
+        } else {
+            self.running_above_w
+        };
+        if watts >= running_from {
+            State::Running
+        } else if watts >= self.on_above_w {
+            State::Standby
+        } else {
+            State::Off
+        }
+    }
+}
+
 fn secs_to_ms(s: u64) -> i64 {
     i64::try_from(s.saturating_mul(1000)).unwrap_or(i64::MAX)
 }
