@@ -65,6 +65,10 @@ pub struct BookingsConfig {
     /// e-mail domain is used, else the group is empty.
     #[serde(default = "defaults::ical_group_property")]
     pub ical_group_property: String,
+    /// Recurring events without COUNT or UNTIL are expanded this many days
+    /// ahead of each import (1 to 3660).
+    #[serde(default = "defaults::ical_horizon_days")]
+    pub ical_horizon_days: u32,
 }
 
 impl Default for BookingsConfig {
@@ -72,6 +76,7 @@ impl Default for BookingsConfig {
         Self {
             ical_instrument_property: defaults::ical_instrument_property(),
             ical_group_property: defaults::ical_group_property(),
+            ical_horizon_days: defaults::ical_horizon_days(),
         }
     }
 }
@@ -499,6 +504,12 @@ mod defaults {
     pub fn ical_group_property() -> String {
         "X-LABHOURS-GROUP".into()
     }
+
+    /// About twelve months.
+    pub fn ical_horizon_days() -> u32 {
+        365
+    }
+
     pub fn topic_prefix() -> String {
         DEFAULT_TOPIC_PREFIX.into()
     }
@@ -703,6 +714,14 @@ impl CollectorConfig {
             errors.extend(influx.validate());
         }
         errors.extend(validate_http(&self.http));
+        let horizon = self.bookings.ical_horizon_days;
+        if !(1..=3660).contains(&horizon) {
+            errors.push(ConfigError::new(
+                "bookings.ical_horizon_days",
+                format!("{horizon} is not from 1 to 3660 days"),
+                "use the default 365 (twelve months), or how far ahead bookings are made",
+            ));
+        }
         errors.extend(
             self.reconciliation
                 .validate()
