@@ -928,6 +928,18 @@ mod tests {
     }
 
     #[test]
+    fn an_ical_horizon_outside_1_to_3660_days_names_the_key() {
+        for days in [0, 3661] {
+            let text = format!("[bookings]\nical_horizon_days = {days}\n");
+            let err = CollectorConfig::parse(&text).unwrap_err();
+            assert_eq!(err.0[0].field, "bookings.ical_horizon_days");
+        }
+        let ok = CollectorConfig::parse("[bookings]\nical_horizon_days = 90\n").unwrap();
+        assert_eq!(ok.bookings.ical_horizon_days, 90);
+        assert_eq!(BookingsConfig::default().ical_horizon_days, 365);
+    }
+
+    #[test]
     fn unknown_is_never_usage() {
         let text = "[reconciliation]\nin_use_states = [\"running\", \"unknown\"]\n";
         let err = CollectorConfig::parse(text).unwrap_err();
