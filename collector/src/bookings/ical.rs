@@ -872,35 +872,39 @@ pub fn parse(text: &str, ctx: &ParseContext, progress: &Progress) -> Parsed {
     let mut reader = Reader { ctx, zones };
     let mut book = Book::default();
     let mut uid_line: HashMap<String, u64> = HashMap::new();
-    let mut overrides = Vec::new();
-    for event in &events {
+    // Each series is dropped once read: a large feed's text is not held
+    // twice over (as properties and as bookings).
+    let (overrides, series): (Vec<Component>, Vec<Component>) = events
+        .into_iter()
+        .partition(|e| e.get("RECURRENCE-ID").is_some());
+    for event in series {
         progress.parsed_one();
         let uid = event.uid();
-        if event.get("RECURRENCE-ID").is_some() {
-            overrides.push(event);
-            continue;
-        }
         if let Some(first) = uid_line.get(uid).filter(|_| !uid.is_empty()) {
             let message = format!("the same UID is also the event on line {first}");
-            parsed.error(event.line, event_error(event, &message));
+            parsed.error(event.line, event_error(&event, &message));
             continue;
         }
         uid_line.insert(uid.to_owned(), event.line);
-        let read = read(event, &mut reader).and_then(|mut s| Ok((bookings(&mut s, ctx)?, s)));
+        let read = read(&event, &mut reader).and_then(|mut s| Ok((bookings(&mut s, ctx)?, s)));
         match read {
             Ok((bookings, s)) => {
-                warn(&mut parsed, event, &s);
-                for (at, b) in bookings {
-                    let i = book.put(&mut parsed, event.line, b);
-                    book.series.entry(s.uid.clone()).or_default().push((at, i));
-                }
+                warn(&mut parsed, &event, &s);
+                let placed: Vec<(Timestamp, usize)> = bookings
+                    .into_iter()
+                    .map(|(at, b)| (at, book.put(&mut parsed, event.line, b)))
+                    .collect();
+                book.series.insert(s.uid, placed);
             }
-            Err(e) => parsed.error(event.line, event_error(event, &e)),
+            Err(e) => parsed.error(event.line, event_error(&event, &e)),
         }
     }
-    let mut series: Vec<(&Component, Result<Series, String>)> = overrides
+    let mut series: Vec<(Component, Result<Series, String>)> = overrides
         .into_iter()
-        .map(|event| (event, read(event, &mut reader)))
+        .map(|event| {
+            let s = read(&event, &mut reader);
+            (event, s)
+        })
         .collect();
     // Ranges first, earliest first, so that a later range and a single
     // override both win over an earlier range.
@@ -915,8 +919,8 @@ pub fn parse(text: &str, ctx: &ParseContext, progress: &Progress) -> Parsed {
             Ok(s)
         });
         match done {
-            Ok(s) => warn(&mut parsed, event, &s),
-            Err(e) => parsed.error(event.line, event_error(event, &e)),
+            Ok(s) => warn(&mut parsed, &event, &s),
+            Err(e) => parsed.error(event.line, event_error(&event, &e)),
         }
     }
     parsed

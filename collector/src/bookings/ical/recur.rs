@@ -246,15 +246,27 @@ fn year_dates(rule: &Rule, year: Date, start: Date) -> Vec<Date> {
         .collect()
 }
 
-/// The dates of the week starting at `week` (WEEKLY).
+/// The dates of the week starting at `week` (WEEKLY): one step from the
+/// week's start per weekday, not a walk over its seven days (feeds are
+/// mostly weekly series, so this is the hot path).
 fn week_dates(rule: &Rule, week: Date, start: Date) -> Vec<Date> {
-    days(week, week.saturating_add(6.days()))
-        .filter(|d| match rule.by_day.is_empty() {
-            true => d.weekday() == start.weekday(),
-            false => by_day_matches(rule, *d, week, week),
-        })
-        .filter(|d| by_month_matches(rule, *d))
-        .collect()
+    let offset = |day: Weekday| i64::from(day.since(rule.week_start));
+    let mut dates: Vec<Date> = match rule.by_day.is_empty() {
+        true => week
+            .checked_add(offset(start.weekday()).days())
+            .ok()
+            .into_iter()
+            .collect(),
+        false => rule
+            .by_day
+            .iter()
+            .filter_map(|(_, d)| week.checked_add(offset(*d).days()).ok())
+            .collect(),
+    };
+    dates.retain(|d| by_month_matches(rule, *d));
+    dates.sort_unstable();
+    dates.dedup();
+    dates
 }
 
 fn day_dates(rule: &Rule, day: Date) -> Vec<Date> {
