@@ -393,7 +393,8 @@ fn import_bookings(
         ),
     };
     let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
-    let text = bookings::decode(&file.display().to_string(), bytes).map_err(anyhow::Error::msg)?;
+    let text =
+        bookings::decode(&file.display().to_string(), bytes, format).map_err(anyhow::Error::msg)?;
     let ctx = ParseContext::from_config(config)
         .with_context(|| format!("site.time_zone {:?}", config.site.time_zone()))?;
     let name = file.file_name().map_or_else(
@@ -402,14 +403,18 @@ fn import_bookings(
     );
     let progress = bookings::Progress::default();
     let report = with_progress(&name, &progress, || -> anyhow::Result<_> {
+        let now = jiff::Timestamp::now();
+        let ctx = ctx.at(now);
         let parsed = bookings::parse_counted(format, &text, &ctx, &progress);
         let mut store =
             crate::store::Store::open(&config.data_dir, crate::store::Durability::Full)?;
-        let now = jiff::Timestamp::now();
         Ok(store.import_bookings_counted(parsed, &name, options, now, &progress)?)
     })?;
     for error in &report.errors {
         println!("{name} {error}");
+    }
+    for warning in &report.warnings {
+        println!("{name} line {}: warning: {}", warning.line, warning.message);
     }
     if let Some(line) = report.not_monitored_summary() {
         println!("{name}: {line}");

@@ -65,6 +65,10 @@ pub struct BookingsConfig {
     /// e-mail domain is used, else the group is empty.
     #[serde(default = "defaults::ical_group_property")]
     pub ical_group_property: String,
+    /// Recurring events without COUNT or UNTIL are expanded this many days
+    /// ahead of each import (1 to 3660).
+    #[serde(default = "defaults::ical_horizon_days")]
+    pub ical_horizon_days: u32,
 }
 
 impl Default for BookingsConfig {
@@ -72,6 +76,7 @@ impl Default for BookingsConfig {
         Self {
             ical_instrument_property: defaults::ical_instrument_property(),
             ical_group_property: defaults::ical_group_property(),
+            ical_horizon_days: defaults::ical_horizon_days(),
         }
     }
 }
@@ -499,6 +504,12 @@ mod defaults {
     pub fn ical_group_property() -> String {
         "X-LABHOURS-GROUP".into()
     }
+
+    /// About twelve months.
+    pub fn ical_horizon_days() -> u32 {
+        365
+    }
+
     pub fn topic_prefix() -> String {
         DEFAULT_TOPIC_PREFIX.into()
     }
@@ -703,6 +714,14 @@ impl CollectorConfig {
             errors.extend(influx.validate());
         }
         errors.extend(validate_http(&self.http));
+        let horizon = self.bookings.ical_horizon_days;
+        if !(1..=3660).contains(&horizon) {
+            errors.push(ConfigError::new(
+                "bookings.ical_horizon_days",
+                format!("{horizon} is not from 1 to 3660 days"),
+                "use the default 365 (twelve months), or how far ahead bookings are made",
+            ));
+        }
         errors.extend(
             self.reconciliation
                 .validate()
@@ -906,6 +925,18 @@ mod tests {
         assert_eq!(err.0.len(), 1);
         assert_eq!(err.0[0].field, "http.tokens");
         assert!(CollectorConfig::parse("[http]\nlisten = \"[::1]:0\"\n").is_ok());
+    }
+
+    #[test]
+    fn an_ical_horizon_outside_1_to_3660_days_names_the_key() {
+        for days in [0, 3661] {
+            let text = format!("[bookings]\nical_horizon_days = {days}\n");
+            let err = CollectorConfig::parse(&text).unwrap_err();
+            assert_eq!(err.0[0].field, "bookings.ical_horizon_days");
+        }
+        let ok = CollectorConfig::parse("[bookings]\nical_horizon_days = 90\n").unwrap();
+        assert_eq!(ok.bookings.ical_horizon_days, 90);
+        assert_eq!(BookingsConfig::default().ical_horizon_days, 365);
     }
 
     #[test]

@@ -378,6 +378,24 @@ fn an_ics_feed_is_imported_with_recurrences_and_updates_are_named() {
 }
 
 #[test]
+fn an_ics_series_that_starts_off_rule_is_imported_with_a_warning_naming_its_line() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = setup(dir.path());
+    let file = dir.path().join("feed.ics");
+    // Tuesday 24 November; the rule says Mondays and Wednesdays.
+    let feed = "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nBEGIN:VEVENT\r\nUID:o1\r\nCATEGORIES:research\r\nLOCATION:nmr-600\r\nDTSTART:20261124T010000Z\r\nDTEND:20261124T020000Z\r\nRRULE:FREQ=WEEKLY;BYDAY=MO,WE;COUNT=2\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n";
+    std::fs::write(&file, feed).expect("write");
+    let out = import(&config, &file, &[]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        stdout.contains("feed.ics line 3: warning: event UID \"o1\": DTSTART 2026-11-24 (Tuesday)"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("3 inserted"), "{stdout}");
+}
+
+#[test]
 fn an_unknown_extension_needs_format() {
     let dir = tempfile::tempdir().expect("temp dir");
     let config = setup(dir.path());

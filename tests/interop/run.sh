@@ -84,11 +84,16 @@ peer_pymodbus() {
 
 # Python's icalendar package, an independent RFC 5545 writer, produces a
 # bookings feed (TZID with VTIMEZONE, all-day, weekly RRULE with EXDATE,
-# CANCELLED, folded and escaped text) that the collector must import.
+# CANCELLED, folded and escaped text) that the collector must import; then
+# icalendar + recurring-ical-events expand 200 random feeds (seed 17) and
+# the collector's import must give the same occurrences (docs/bookings.md).
 peer_icalendar() {
-  ensure_pip_packages "icalendar==7.3.0" || return 1
+  ensure_pip_packages "icalendar==7.3.0" "recurring-ical-events==3.8.2" || return 1
   python3 tests/interop/icalendar_feed.py "$work/feed.ics" || return 1
   LABHOURS_ICAL_FEED="$work/feed.ics" run_rust_tests icalendar interop_bookings
+  python3 tests/interop/ical_differential.py "$work/ical-differential" 200 17 || return 1
+  LABHOURS_ICAL_DIFFERENTIAL="$work/ical-differential" \
+    run_rust_tests icalendar-differential interop_ical_differential --nocapture
 }
 
 # Schemathesis, an independent OpenAPI fuzzer, reads the collector's own

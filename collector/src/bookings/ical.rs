@@ -1,22 +1,26 @@
-//! iCalendar (RFC 5545) bookings, as booking systems export them: one
-//! booking per VEVENT, recurring events expanded. See `docs/bookings.md`.
+//! iCalendar (RFC 5545) bookings, as booking systems and calendar clients
+//! export them: one booking per VEVENT, recurring events expanded. See
+//! `docs/bookings.md`.
 //!
-//! Supported recurrence: one RRULE with FREQ=DAILY or WEEKLY, INTERVAL,
-//! COUNT or UNTIL (one of them is required), BYDAY (plain weekdays, no
-//! ordinals) and WKST; EXDATE (any number, lists, TZID / UTC / DATE);
-//! RECURRENCE-ID overrides replace the occurrence they name. Anything else
-//! (RDATE, other FREQ or BY* parts, unbounded rules) is an error naming the
-//! event, never silently skipped.
+//! Recurrence: one RRULE (DAILY, WEEKLY, MONTHLY, YEARLY with INTERVAL,
+//! COUNT / UNTIL or open-ended up to the configured horizon, BYDAY with
+//! ordinals, BYMONTHDAY, BYMONTH, BYSETPOS, WKST: `recur`), RDATE, EXDATE,
+//! RECURRENCE-ID overrides (RANGE=THISANDFUTURE too). TZIDs: `zones`.
+//! Anything else is an error naming the event, never silently skipped;
+//! what is read by a guess is imported with a warning naming the line.
+
+mod recur;
+mod zones;
 
 use std::collections::HashMap;
 
-use jiff::civil::{Date, DateTime, Time, Weekday};
+use jiff::civil::{Date, DateTime, Time};
 use jiff::tz::TimeZone;
 use jiff::{SignedDuration, Span, Timestamp, ToSpan};
 
-use super::{
-    Booking, BookingStatus, ParseContext, Parsed, Progress, UsageType, local_to_instant, to_millis,
-};
+use self::recur::Rule;
+use self::zones::{Observance, Zones};
+use super::{Booking, BookingStatus, ParseContext, Parsed, Progress, UsageType, to_millis};
 
 /// At most this many occurrences per recurring event.
 pub const MAX_OCCURRENCES: usize = 5000;
@@ -38,22 +42,6 @@ impl Property {
     }
 }
 
-/// A VEVENT: its BEGIN line and properties (nested components left out).
-#[derive(Debug)]
-struct Event {
-    line: u64,
-    props: Vec<Property>,
-}
-
-impl Event {
-    fn get(&self, name: &str) -> Option<&Property> {
-        self.props.iter().find(|p| p.name == name)
-    }
-    fn all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a Property> + 'a {
-        self.props.iter().filter(move |p| p.name == name)
-    }
-}
-
 /// Unfolds lines (a line starting with a space or tab continues the one
 /// before); each logical line keeps the number of its first physical line.
 fn unfold(text: &str) -> Vec<(u64, String)> {
@@ -70,6 +58,33 @@ fn unfold(text: &str) -> Vec<(u64, String)> {
             out.push((i as u64 + 1, raw.to_owned()));
         }
     }
+    out
+}
+
+/// Unfolds bytes: each continuation is joined to its line, and its line
+/// break moved after the joined line (as an empty line, which [`unfold`]
+/// skips), so a character split by a fold is whole again and every later
+/// line keeps its number.
+pub fn unfold_bytes(bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(bytes.len() + 2);
+    let mut breaks = 0usize;
+    for (i, line) in bytes.split(|b| *b == b'\n').enumerate() {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        match line.split_first() {
+            Some((b' ' | b'\t', rest)) if i > 0 => {
+                out.extend_from_slice(rest);
+                breaks += 1;
+            }
+            _ => {
+                if i > 0 {
+                    out.extend(std::iter::repeat_n(b'\n', breaks + 1));
+                }
+                breaks = 0;
+                out.extend_from_slice(line);
+            }
+        }
+    }
+    out.extend(std::iter::repeat_n(b'\n', breaks));
     out
 }
 
@@ -162,72 +177,45 @@ fn text_list(text: &str) -> Vec<String> {
     items
 }
 
-/// A DATE or DATE-TIME value with where it lives.
-#[derive(Debug, Clone)]
-enum When {
-    /// All-day (VALUE=DATE).
-    Date(Date),
-    /// A wall-clock time in a zone (UTC for `Z`, the TZID's, or the site's when floating).
-    At(DateTime, TimeZone),
+/// A component (VEVENT, VTIMEZONE, STANDARD...): its BEGIN line, its
+/// properties and the components inside it that matter (a VTIMEZONE's).
+#[derive(Debug)]
+struct Component {
+    name: String,
+    line: u64,
+    props: Vec<Property>,
+    children: Vec<Component>,
 }
 
-impl When {
-    fn instant(&self, site: &TimeZone) -> Result<Timestamp, String> {
-        match self {
-            When::Date(d) => local_to_instant(d.to_datetime(Time::midnight()), site),
-            When::At(dt, tz) => local_to_instant(*dt, tz),
-        }
+impl Component {
+    fn get(&self, name: &str) -> Option<&Property> {
+        self.props.iter().find(|p| p.name == name)
+    }
+    fn all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a Property> + 'a {
+        self.props.iter().filter(move |p| p.name == name)
+    }
+    fn uid(&self) -> &str {
+        self.get("UID").map_or("", |p| p.value.trim())
     }
 }
 
-fn parse_date(value: &str) -> Result<Date, String> {
-    Date::strptime("%Y%m%d", value).map_err(|_| format!("{value:?} is not a DATE (YYYYMMDD)"))
+/// A file's VEVENTs, and its VTIMEZONEs by TZID.
+struct Calendar {
+    events: Vec<Component>,
+    zones: Zones,
 }
 
-fn parse_value(
-    value: &str,
-    tzid: Option<&str>,
-    is_date: bool,
-    site: &TimeZone,
-) -> Result<When, String> {
-    let value = value.trim();
-    if is_date || (value.len() == 8 && !value.contains('T')) {
-        return parse_date(value).map(When::Date);
-    }
-    let (body, utc) = match value.strip_suffix(['Z', 'z']) {
-        Some(b) => (b, true),
-        None => (value, false),
+/// Splits the file into components; VEVENTs and VTIMEZONEs are kept, other
+/// components (VTODO, VALARM inside events...) are skipped.
+fn calendar(text: &str, parsed: &mut Parsed) -> Calendar {
+    let mut out = Calendar {
+        events: Vec::new(),
+        zones: Zones::default(),
     };
-    let dt = DateTime::strptime("%Y%m%dT%H%M%S", body)
-        .map_err(|_| format!("{value:?} is not a DATE-TIME (YYYYMMDDTHHMMSS[Z])"))?;
-    let tz = if utc {
-        TimeZone::UTC
-    } else if let Some(id) = tzid {
-        TimeZone::get(id).map_err(|_| {
-            format!("TZID {id:?} is not a time zone of the tz database (e.g. Asia/Shanghai)")
-        })?
-    } else {
-        site.clone()
-    };
-    Ok(When::At(dt, tz))
-}
-
-fn prop_when(p: &Property, site: &TimeZone) -> Result<When, String> {
-    let is_date = p
-        .param("VALUE")
-        .is_some_and(|v| v.eq_ignore_ascii_case("DATE"));
-    parse_value(&p.value, p.param("TZID"), is_date, site).map_err(|e| format!("{} {e}", p.name))
-}
-
-/// Splits the file into VEVENTs; other components (VTIMEZONE, VALARM inside
-/// events, VTODO...) are skipped.
-fn events(text: &str, parsed: &mut Parsed) -> Vec<Event> {
-    let mut events = Vec::new();
-    let mut current: Option<Event> = None;
-    let mut nested = 0usize;
+    let mut stack: Vec<Component> = Vec::new();
     for (line, raw) in unfold(text) {
         let Some(prop) = content_line(&raw) else {
-            match &current {
+            match stack.iter().rfind(|c| c.name == "VEVENT") {
                 Some(ev) => parsed.error(
                     ev.line,
                     format!("event: line {line} is not a content line: {raw:?}"),
@@ -236,237 +224,259 @@ fn events(text: &str, parsed: &mut Parsed) -> Vec<Event> {
             }
             continue;
         };
-        let value = prop.value.trim().to_ascii_uppercase();
-        match (prop.name.as_str(), current.as_mut()) {
-            ("BEGIN", None) if value == "VEVENT" => {
-                current = Some(Event {
-                    line,
-                    props: Vec::new(),
-                })
+        match prop.name.as_str() {
+            "BEGIN" => stack.push(Component {
+                name: prop.value.trim().to_ascii_uppercase(),
+                line,
+                props: Vec::new(),
+                children: Vec::new(),
+            }),
+            "END" => {
+                if let Some(done) = stack.pop() {
+                    close(done, stack.last_mut(), &mut out);
+                }
             }
-            ("BEGIN", Some(_)) => nested += 1,
-            ("END", Some(_)) if nested > 0 => nested -= 1,
-            ("END", Some(_)) if value == "VEVENT" => events.extend(current.take()),
-            (_, Some(ev)) if nested == 0 => ev.props.push(prop),
-            _ => {}
+            _ => {
+                if let Some(c) = stack.last_mut() {
+                    c.props.push(prop);
+                }
+            }
         }
     }
-    if let Some(ev) = current {
-        parsed.error(ev.line, "VEVENT has no END:VEVENT");
+    for open in stack.iter().filter(|c| c.name == "VEVENT") {
+        parsed.error(open.line, "VEVENT has no END:VEVENT");
     }
-    events
+    out
 }
 
-/// The parts of an RRULE this importer supports.
-#[derive(Debug)]
-struct Rule {
-    daily: bool,
-    interval: i64,
-    count: Option<usize>,
-    until: Option<When>,
-    by_day: Vec<Weekday>,
-    week_start: Weekday,
+/// Files a finished component: events and time zones are kept, the parts
+/// of a time zone go to it, the rest is dropped.
+fn close(done: Component, parent: Option<&mut Component>, out: &mut Calendar) {
+    let parent_name = parent.as_ref().map(|p| p.name.as_str());
+    match (done.name.as_str(), parent_name) {
+        ("VEVENT", None | Some("VCALENDAR")) => out.events.push(done),
+        ("VTIMEZONE", _) => {
+            let tzid = done.get("TZID").map(|p| p.value.trim().to_owned());
+            let observances = done.children.iter().filter_map(observance).collect();
+            out.zones.defs.extend(tzid.map(|t| (t, observances)));
+        }
+        ("STANDARD" | "DAYLIGHT", Some("VTIMEZONE")) => {
+            if let Some(p) = parent {
+                p.children.push(done);
+            }
+        }
+        _ => {}
+    }
 }
 
-fn weekday(code: &str) -> Option<Weekday> {
-    Some(match code {
-        "MO" => Weekday::Monday,
-        "TU" => Weekday::Tuesday,
-        "WE" => Weekday::Wednesday,
-        "TH" => Weekday::Thursday,
-        "FR" => Weekday::Friday,
-        "SA" => Weekday::Saturday,
-        "SU" => Weekday::Sunday,
-        _ => return None,
+fn observance(c: &Component) -> Option<Observance> {
+    let value = |name: &str| c.get(name).map(|p| p.value.trim());
+    Some(Observance {
+        daylight: c.name == "DAYLIGHT",
+        start: DateTime::strptime("%Y%m%dT%H%M%S", value("DTSTART")?).ok()?,
+        to: zones::parse_offset(value("TZOFFSETTO")?).ok()?,
+        rule: value("RRULE").map(str::to_owned),
     })
 }
 
-fn parse_rule(value: &str, site: &TimeZone) -> Result<Rule, String> {
-    let mut rule = Rule {
-        daily: false,
-        interval: 1,
-        count: None,
-        until: None,
-        by_day: Vec::new(),
-        week_start: Weekday::Monday,
-    };
-    let mut freq = None;
-    for part in value.trim().split(';').filter(|p| !p.is_empty()) {
-        let (k, v) = part
-            .split_once('=')
-            .ok_or_else(|| format!("RRULE part {part:?} is not NAME=VALUE"))?;
-        let v = v.to_ascii_uppercase();
-        match k.to_ascii_uppercase().as_str() {
-            "FREQ" => freq = Some(v),
-            "INTERVAL" => {
-                rule.interval = v
-                    .parse()
-                    .ok()
-                    .filter(|n| *n >= 1)
-                    .ok_or_else(|| format!("RRULE INTERVAL {v:?} is not a positive number"))?
-            }
-            "COUNT" => {
-                rule.count = Some(
-                    v.parse()
-                        .ok()
-                        .filter(|n| *n >= 1)
-                        .ok_or_else(|| format!("RRULE COUNT {v:?} is not a positive number"))?,
-                )
-            }
-            "UNTIL" => rule.until = Some(parse_value(&v, None, false, site)?),
-            "BYDAY" => {
-                for code in v.split(',') {
-                    rule.by_day.push(weekday(code.trim()).ok_or_else(|| {
-                        format!(
-                            "RRULE BYDAY {code:?} is not supported (only MO..SU without ordinals)"
-                        )
-                    })?);
-                }
-            }
-            "WKST" => {
-                rule.week_start =
-                    weekday(&v).ok_or_else(|| format!("RRULE WKST {v:?} is not a weekday"))?
-            }
-            other => {
-                return Err(format!(
-                    "RRULE part {other} is not supported (supported: FREQ=DAILY|WEEKLY, INTERVAL, COUNT, UNTIL, BYDAY, WKST)"
-                ));
-            }
+/// How a DATE-TIME is anchored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Anchor {
+    Utc,
+    Tzid,
+    /// No `Z`, no TZID: the site's zone (RFC 5545's "floating").
+    Floating,
+}
+
+/// A DATE or DATE-TIME value with where it lives.
+#[derive(Debug, Clone)]
+enum When {
+    /// All-day (VALUE=DATE), in the site zone.
+    Date(Date),
+    At(DateTime, TimeZone, Anchor),
+}
+
+/// A local time as an instant by RFC 5545 §3.3.5: a time that happens
+/// twice is the earlier instant; one in a gap takes the offset before the
+/// gap (so 02:30 on a spring-forward night is 03:30 after it).
+fn instant(dt: DateTime, zone: &TimeZone) -> Result<Timestamp, String> {
+    zone.to_ambiguous_timestamp(dt)
+        .compatible()
+        .map_err(|e| e.to_string())
+}
+
+impl When {
+    fn instant(&self, site: &TimeZone) -> Result<Timestamp, String> {
+        match self {
+            When::Date(d) => instant(d.to_datetime(Time::midnight()), site),
+            When::At(dt, tz, _) => instant(*dt, tz),
         }
     }
-    match freq.as_deref() {
-        Some("DAILY") => rule.daily = true,
-        Some("WEEKLY") => {}
-        Some(f) => {
-            return Err(format!(
-                "RRULE FREQ={f} is not supported (only DAILY and WEEKLY)"
+
+    fn date(&self) -> Date {
+        match self {
+            When::Date(d) => *d,
+            When::At(dt, ..) => dt.date(),
+        }
+    }
+
+    fn zone<'a>(&'a self, site: &'a TimeZone) -> &'a TimeZone {
+        match self {
+            When::Date(_) => site,
+            When::At(_, tz, _) => tz,
+        }
+    }
+
+    /// The same kind of value and wall-clock time on `date`.
+    fn on(&self, date: Date) -> When {
+        match self {
+            When::Date(_) => When::Date(date),
+            When::At(dt, tz, a) => When::At(date.to_datetime(dt.time()), tz.clone(), *a),
+        }
+    }
+
+    /// This value's kind and zone at the instant `at` (a shifted occurrence).
+    fn at(&self, at: Timestamp, site: &TimeZone) -> When {
+        let local = at.to_zoned(self.zone(site).clone()).datetime();
+        match self {
+            When::Date(_) => When::Date(local.date()),
+            When::At(_, tz, a) => When::At(local, tz.clone(), *a),
+        }
+    }
+}
+
+fn parse_date(value: &str) -> Result<Date, String> {
+    Date::strptime("%Y%m%d", value).map_err(|_| format!("{value:?} is not a DATE (YYYYMMDD)"))
+}
+
+fn zone_name(tz: &TimeZone) -> &str {
+    tz.iana_name().unwrap_or("the VTIMEZONE's rules")
+}
+
+/// A floating value in a series whose DTSTART has a TZID is read in
+/// DTSTART's zone, the only sensible reading, with a warning.
+fn in_start_zone(w: When, start: &When, what: &str, warnings: &mut Vec<String>) -> When {
+    match (w, start) {
+        (When::At(dt, _, Anchor::Floating), When::At(_, tz, Anchor::Tzid)) => {
+            warnings.push(format!(
+                "{what} {dt} has no zone while DTSTART has a TZID: read in DTSTART's zone ({})",
+                zone_name(tz)
             ));
+            When::At(dt, tz.clone(), Anchor::Tzid)
         }
-        None => return Err("RRULE has no FREQ".into()),
+        (w, _) => w,
     }
-    if rule.count.is_none() && rule.until.is_none() {
-        return Err("RRULE without COUNT or UNTIL (an endless series) is not supported".into());
-    }
-    if rule.count.is_some() && rule.until.is_some() {
-        return Err("RRULE has both COUNT and UNTIL".into());
-    }
-    Ok(rule)
 }
 
-/// The dates of a rule's occurrences, from `first` on (before COUNT/UNTIL and EXDATE).
-fn rule_dates(rule: &Rule, first: Date) -> impl Iterator<Item = Date> + '_ {
-    let by_day = if rule.by_day.is_empty() {
-        vec![first.weekday()]
-    } else {
-        rule.by_day.clone()
-    };
-    let week0 = first
-        .checked_sub((first.weekday().since(rule.week_start) as i64).days())
-        .unwrap_or(first);
-    let mut offsets: Vec<i64> = by_day
-        .iter()
-        .map(|d| d.since(rule.week_start) as i64)
-        .collect();
-    offsets.sort_unstable();
-    offsets.dedup();
-    let daily = rule.daily;
-    let interval = rule.interval;
-    let filter = rule.by_day.clone();
-    (0i64..)
-        .flat_map(move |k| -> Vec<Date> {
-            if daily {
-                first
-                    .checked_add((k * interval).days())
-                    .ok()
-                    .into_iter()
-                    .filter(|d| filter.is_empty() || filter.contains(&d.weekday()))
-                    .collect()
-            } else {
-                let Ok(week) = week0.checked_add((k * interval * 7).days()) else {
-                    return Vec::new();
-                };
-                offsets
-                    .iter()
-                    .filter_map(|o| week.checked_add(o.days()).ok())
-                    .collect()
-            }
+/// Reads values of one file: its TZIDs resolved once each.
+struct Reader<'a> {
+    ctx: &'a ParseContext,
+    zones: Zones,
+}
+
+impl Reader<'_> {
+    fn value(&mut self, value: &str, tzid: Option<&str>, is_date: bool) -> Result<When, String> {
+        let value = value.trim();
+        if is_date || (value.len() == 8 && !value.contains('T')) {
+            return parse_date(value).map(When::Date);
+        }
+        let (body, utc) = match value.strip_suffix(['Z', 'z']) {
+            Some(b) => (b, true),
+            None => (value, false),
+        };
+        let dt = DateTime::strptime("%Y%m%dT%H%M%S", body)
+            .map_err(|_| format!("{value:?} is not a DATE-TIME (YYYYMMDDTHHMMSS[Z])"))?;
+        Ok(match (utc, tzid) {
+            (true, _) => When::At(dt, TimeZone::UTC, Anchor::Utc),
+            (false, Some(id)) => When::At(dt, self.zones.get(id.trim())?, Anchor::Tzid),
+            (false, None) => When::At(dt, self.ctx.zone.clone(), Anchor::Floating),
         })
-        .filter(move |d| *d >= first)
-        .take_while(|d| d.year() < 9000)
+    }
+
+    fn when(&mut self, p: &Property) -> Result<When, String> {
+        self.list(p)?
+            .into_iter()
+            .next()
+            .ok_or_else(|| format!("{} is empty", p.name))
+    }
+
+    /// A property's values (EXDATE and RDATE take comma lists).
+    fn list(&mut self, p: &Property) -> Result<Vec<When>, String> {
+        let is_date = p
+            .param("VALUE")
+            .is_some_and(|v| v.eq_ignore_ascii_case("DATE"));
+        if p.param("VALUE")
+            .is_some_and(|v| v.eq_ignore_ascii_case("PERIOD"))
+        {
+            return Err(format!("{} VALUE=PERIOD is not supported", p.name));
+        }
+        p.value
+            .split(',')
+            .filter(|v| !v.trim().is_empty())
+            .map(|v| self.value(v, p.param("TZID"), is_date))
+            .collect::<Result<_, _>>()
+            .map_err(|e| format!("{} {e}", p.name))
+    }
 }
 
-/// The compact UTC form used in occurrence ids: `20261123T010000Z`.
-pub fn compact_utc(ts: Timestamp) -> String {
-    ts.strftime("%Y%m%dT%H%M%SZ").to_string()
+/// What every booking of an event shares.
+#[derive(Debug, Clone)]
+struct Fields {
+    instrument: String,
+    user: String,
+    group: String,
+    usage_type: UsageType,
+    status: BookingStatus,
 }
 
-/// Parses iCalendar text (without BOM).
-pub fn parse(text: &str, ctx: &ParseContext, progress: &Progress) -> Parsed {
-    let mut parsed = Parsed::default();
-    let events = events(text, &mut parsed);
-    // booking_id → index in parsed.bookings, and the UID's first line.
-    let mut by_id: HashMap<String, usize> = HashMap::new();
-    let mut uid_line: HashMap<String, u64> = HashMap::new();
-    let mut overrides = Vec::new();
-    for event in &events {
-        progress.parsed_one();
-        if event.get("RECURRENCE-ID").is_some() {
-            overrides.push(event);
-            continue;
-        }
-        let uid = event
-            .get("UID")
-            .map(|p| p.value.trim().to_owned())
-            .unwrap_or_default();
-        if !uid.is_empty() {
-            if let Some(first) = uid_line.get(&uid) {
-                parsed.error(
-                    event.line,
-                    format!("event UID {uid:?}: the same UID is also the event on line {first}"),
-                );
-                continue;
-            }
-            uid_line.insert(uid.clone(), event.line);
-        }
-        match expand(event, ctx) {
-            Ok(bookings) => {
-                for b in bookings {
-                    by_id.insert(b.booking_id.clone(), parsed.bookings.len());
-                    parsed.bookings.push((event.line, b));
-                }
-            }
-            Err(e) => parsed.error(event.line, event_error(event, &e)),
-        }
-    }
-    for event in overrides {
-        progress.parsed_one();
-        match expand(event, ctx) {
-            Ok(bookings) => {
-                for b in bookings {
-                    match by_id.get(&b.booking_id) {
-                        Some(&i) => parsed.bookings[i] = (event.line, b),
-                        None => {
-                            by_id.insert(b.booking_id.clone(), parsed.bookings.len());
-                            parsed.bookings.push((event.line, b));
-                        }
-                    }
-                }
-            }
-            Err(e) => parsed.error(event.line, event_error(event, &e)),
-        }
-    }
-    parsed
+/// How long each occurrence lasts.
+#[derive(Debug, Clone)]
+enum Length {
+    /// All-day: to local midnight this many days on.
+    Days(i64),
+    /// DTEND: the same exact length for every occurrence.
+    Exact(SignedDuration),
+    /// DURATION: days and weeks are nominal (the same local time days
+    /// later, in the event's zone), hours and less exact (§3.3.6).
+    Nominal(Span),
 }
 
-fn event_error(event: &Event, message: &str) -> String {
-    match event
-        .get("UID")
-        .map(|p| p.value.trim())
-        .filter(|u| !u.is_empty())
-    {
-        Some(uid) => format!("event UID {uid:?}: {message}"),
-        None => format!("event: {message}"),
+impl Length {
+    fn end(&self, start: &When, at: Timestamp, site: &TimeZone) -> Result<Timestamp, String> {
+        let nominal = |span: Span| {
+            at.to_zoned(start.zone(site).clone())
+                .checked_add(span)
+                .map(|z| z.timestamp())
+                .map_err(|e| format!("DURATION: {e}"))
+        };
+        match (self, start) {
+            (Length::Days(n), When::Date(d)) => {
+                let end = d.checked_add(n.days()).map_err(|e| e.to_string())?;
+                When::Date(end).instant(site)
+            }
+            (Length::Days(n), When::At(..)) => nominal(n.days()),
+            (Length::Exact(d), _) => at.checked_add(*d).map_err(|e| e.to_string()),
+            (Length::Nominal(span), _) => nominal(*span),
+        }
     }
+}
+
+/// One VEVENT, read: what its bookings share and where they fall.
+#[derive(Debug)]
+struct Series {
+    uid: String,
+    fields: Fields,
+    start: When,
+    length: Length,
+    rule: Option<Rule>,
+    until: Option<When>,
+    exdates: Vec<When>,
+    rdates: Vec<When>,
+    /// RECURRENCE-ID: the occurrence it names, and whether later ones
+    /// change too (RANGE=THISANDFUTURE).
+    recurrence: Option<(Timestamp, bool)>,
+    /// Read by a guess: imported, and said in the import summary.
+    warnings: Vec<String>,
 }
 
 /// The user: ORGANIZER's (else the first ATTENDEE's) CN, else its address without `mailto:`.
@@ -482,22 +492,32 @@ fn mail(p: &Property) -> Option<String> {
     (v.len() > 7 && v[..7].eq_ignore_ascii_case("mailto:")).then(|| v[7..].to_owned())
 }
 
-/// One event → its bookings (one, or one per occurrence).
-fn expand(event: &Event, ctx: &ParseContext) -> Result<Vec<Booking>, String> {
-    let mut problems = Vec::new();
-    let uid = event
-        .get("UID")
-        .map(|p| p.value.trim().to_owned())
-        .unwrap_or_default();
-    if uid.is_empty() {
-        problems.push("has no UID (the booking_id)".to_owned());
+fn usage_type(event: &Component, problems: &mut Vec<String>) -> Option<UsageType> {
+    let categories: Vec<String> = event
+        .all("CATEGORIES")
+        .flat_map(|p| text_list(&p.value))
+        .map(|c| c.trim().to_owned())
+        .filter(|c| !c.is_empty())
+        .collect();
+    let found = categories.iter().find_map(|c| UsageType::parse(c));
+    if found.is_none() {
+        problems.push(if categories.is_empty() {
+            format!(
+                "has no CATEGORIES naming the usage type (one of {})",
+                UsageType::ACCEPTED
+            )
+        } else {
+            format!(
+                "CATEGORIES {:?} name no usage type (one of {})",
+                categories.join(","),
+                UsageType::ACCEPTED
+            )
+        });
     }
-    if event.get("RDATE").is_some() {
-        problems.push("RDATE is not supported".to_owned());
-    }
-    if event.all("RRULE").count() > 1 {
-        problems.push("more than one RRULE is not supported".to_owned());
-    }
+    found
+}
+
+fn fields(event: &Component, ctx: &ParseContext, problems: &mut Vec<String>) -> Option<Fields> {
     let instrument = event
         .get(&ctx.ical_instrument_property)
         .or_else(|| event.get("LOCATION"))
@@ -521,227 +541,393 @@ fn expand(event: &Event, ctx: &ParseContext) -> Result<Vec<Booking>, String> {
             .and_then(|m| m.rsplit_once('@').map(|(_, d)| d.to_owned()))
             .unwrap_or_default(),
     };
-    let categories: Vec<String> = event
-        .all("CATEGORIES")
-        .flat_map(|p| text_list(&p.value))
-        .map(|c| c.trim().to_owned())
-        .filter(|c| !c.is_empty())
-        .collect();
-    let usage_type = categories.iter().find_map(|c| UsageType::parse(c));
-    if usage_type.is_none() {
-        problems.push(if categories.is_empty() {
-            format!(
-                "has no CATEGORIES naming the usage type (one of {})",
-                UsageType::ACCEPTED
-            )
-        } else {
-            format!(
-                "CATEGORIES {:?} name no usage type (one of {})",
-                categories.join(","),
-                UsageType::ACCEPTED
-            )
-        });
-    }
-    let status = match event
-        .get("STATUS")
-        .map(|p| p.value.trim().to_ascii_uppercase())
-    {
-        Some(s) if s == "CANCELLED" => BookingStatus::Cancelled,
+    let status = match event.get("STATUS").map(|p| p.value.trim()) {
+        Some(s) if s.eq_ignore_ascii_case("CANCELLED") => BookingStatus::Cancelled,
         _ => BookingStatus::Confirmed,
     };
+    Some(Fields {
+        usage_type: usage_type(event, problems)?,
+        instrument,
+        user,
+        group,
+        status,
+    })
+}
+
+/// DTEND or DURATION (or an all-day event's one day).
+fn length(event: &Component, start: &When, r: &mut Reader) -> Result<Length, String> {
+    let site = &r.ctx.zone;
+    if let Some(p) = event.get("DTEND") {
+        return match (r.when(p)?, start) {
+            (When::Date(e), When::Date(s)) => Ok(Length::Days((e - *s).get_days() as i64)),
+            (end, _) => Ok(Length::Exact(
+                end.instant(site)?.duration_since(start.instant(site)?),
+            )),
+        };
+    }
+    if let Some(p) = event.get("DURATION") {
+        let text = p.value.trim();
+        let span: Span = text
+            .parse()
+            .map_err(|_| format!("DURATION {text:?} is not a duration"))?;
+        let whole_days = span.get_hours() == 0
+            && span.get_minutes() == 0
+            && span.get_seconds() == 0
+            && span.get_milliseconds() == 0;
+        return Ok(match start {
+            When::Date(_) if whole_days => {
+                Length::Days(i64::from(span.get_days()) + 7 * i64::from(span.get_weeks()))
+            }
+            _ => Length::Nominal(span),
+        });
+    }
+    match start {
+        When::Date(_) => Ok(Length::Days(1)),
+        When::At(..) => Err("has neither DTEND nor DURATION".into()),
+    }
+}
+
+/// The first occurrence's end is after its start, within MAX_BOOKING_DAYS.
+fn check_length(start: &When, length: &Length, site: &TimeZone) -> Result<(), String> {
+    let s = start.instant(site)?;
+    let e = length.end(start, s, site)?;
+    if e <= s {
+        return Err("end is not after start".into());
+    }
+    super::too_long(s, e).map_or(Ok(()), Err)
+}
+
+/// Pushes the error of `result` to `problems`, keeping the value.
+fn noted<T>(result: Result<T, String>, problems: &mut Vec<String>) -> Option<T> {
+    result.map_err(|e| problems.push(e)).ok()
+}
+
+fn read(event: &Component, r: &mut Reader) -> Result<Series, String> {
+    let ctx = r.ctx;
+    let mut problems = Vec::new();
+    let mut warnings = Vec::new();
+    let uid = event.uid().to_owned();
+    if uid.is_empty() {
+        problems.push("has no UID (the booking_id)".to_owned());
+    }
+    if event.all("RRULE").count() > 1 {
+        problems.push("more than one RRULE is not supported".to_owned());
+    }
+    let fields = fields(event, ctx, &mut problems);
     let start = match event.get("DTSTART") {
-        Some(p) => prop_when(p, &ctx.zone).map_err(|e| problems.push(e)).ok(),
+        Some(p) => noted(r.when(p), &mut problems),
         None => {
             problems.push("has no DTSTART".into());
             None
         }
     };
-    // The length: nominal days for all-day events, else an exact duration.
-    enum Length {
-        Days(i64),
-        Exact(SignedDuration),
-    }
-    let mut length = None;
-    if let Some(start) = &start {
-        let start_at = start.instant(&ctx.zone);
-        if let Some(p) = event.get("DTEND") {
-            match (prop_when(p, &ctx.zone), start) {
-                (Ok(When::Date(e)), When::Date(s)) => {
-                    length = Some(Length::Days((e - *s).get_days() as i64))
-                }
-                (Ok(end), _) => match (start_at.clone(), end.instant(&ctx.zone)) {
-                    (Ok(s), Ok(e)) => length = Some(Length::Exact(e.duration_since(s))),
-                    (Err(e), _) | (_, Err(e)) => problems.push(e),
-                },
-                (Err(e), _) => problems.push(e),
-            }
-        } else if let Some(p) = event.get("DURATION") {
-            match p.value.trim().parse::<Span>() {
-                Ok(span) => match (start, start_at.clone()) {
-                    (When::Date(_), _) if span.get_hours() == 0 && span.get_minutes() == 0 => {
-                        length = Some(Length::Days(
-                            span.get_days() as i64 + 7 * span.get_weeks() as i64,
-                        ))
-                    }
-                    (_, Ok(s)) => match s.to_zoned(ctx.zone.clone()).checked_add(span) {
-                        Ok(e) => length = Some(Length::Exact(e.timestamp().duration_since(s))),
-                        Err(e) => problems.push(format!("DURATION: {e}")),
-                    },
-                    (_, Err(e)) => problems.push(e),
-                },
-                Err(_) => problems.push(format!("DURATION {:?} is not a duration", p.value.trim())),
-            }
-        } else if matches!(start, When::Date(_)) {
-            length = Some(Length::Days(1));
-        } else {
-            problems.push("has neither DTEND nor DURATION".into());
+    let length = start.as_ref().and_then(|s| {
+        let length = noted(length(event, s, r), &mut problems)?;
+        noted(check_length(s, &length, &ctx.zone), &mut problems).map(|_| length)
+    });
+    let rule = event
+        .get("RRULE")
+        .and_then(|p| noted(recur::parse(&p.value), &mut problems));
+    let mut list = |name: &str, r: &mut Reader, problems: &mut Vec<String>| -> Vec<When> {
+        let values = event.all(name).filter_map(|p| noted(r.list(p), problems));
+        let values: Vec<When> = values.flatten().collect();
+        match &start {
+            Some(s) => values
+                .into_iter()
+                .map(|w| in_start_zone(w, s, name, &mut warnings))
+                .collect(),
+            None => values,
         }
-        if let Err(e) = start_at {
-            problems.push(format!("DTSTART {e}"));
-        }
-        let positive = match &length {
-            Some(Length::Days(d)) => *d > 0,
-            Some(Length::Exact(d)) => d.is_positive(),
-            None => true,
-        };
-        if !positive {
-            problems.push("end is not after start".into());
-        }
-        let days = match &length {
-            Some(Length::Days(d)) => *d,
-            Some(Length::Exact(d)) => d.as_secs() / 86_400,
-            None => 0,
-        };
-        if days > super::MAX_BOOKING_DAYS {
-            problems.push(format!(
-                "lasts {days} days, more than {}: check the dates, or split it",
-                super::MAX_BOOKING_DAYS
-            ));
-        }
-    }
-    let rule = match event.get("RRULE") {
-        Some(p) => parse_rule(&p.value, &ctx.zone)
-            .map(Some)
-            .unwrap_or_else(|e| {
-                problems.push(e);
-                None
-            }),
-        None => None,
     };
-    let mut exdates: Vec<When> = Vec::new();
-    for p in event.all("EXDATE") {
-        let is_date = p
-            .param("VALUE")
-            .is_some_and(|v| v.eq_ignore_ascii_case("DATE"));
-        for v in p.value.split(',') {
-            match parse_value(v, p.param("TZID"), is_date, &ctx.zone) {
-                Ok(w) => exdates.push(w),
-                Err(e) => problems.push(format!("EXDATE {e}")),
-            }
+    let exdates = list("EXDATE", r, &mut problems);
+    let rdates = list("RDATE", r, &mut problems);
+    let until = match (rule.as_ref().and_then(|r| r.until.clone()), &start) {
+        (Some(u), Some(s)) => noted(r.value(&u, None, false), &mut problems)
+            .map(|w| in_start_zone(w, s, "RRULE UNTIL", &mut warnings)),
+        _ => None,
+    };
+    let recurrence = match event.get("RECURRENCE-ID") {
+        Some(p) => {
+            let future = p
+                .param("RANGE")
+                .is_some_and(|v| v.eq_ignore_ascii_case("THISANDFUTURE"));
+            let at = r.when(p).and_then(|w| w.instant(&ctx.zone));
+            noted(at, &mut problems).map(|at| (at, future))
         }
-    }
-    let recurrence_id = match event.get("RECURRENCE-ID") {
-        Some(p) => match prop_when(p, &ctx.zone).and_then(|w| w.instant(&ctx.zone)) {
-            Ok(ts) => Some(ts),
-            Err(e) => {
-                problems.push(e);
-                None
-            }
-        },
         None => None,
     };
     if !problems.is_empty() {
         return Err(problems.join("; "));
     }
-    let (Some(start), Some(length), Some(usage_type)) = (start, length, usage_type) else {
+    let (Some(fields), Some(start), Some(length)) = (fields, start, length) else {
         return Err("incomplete event".into());
     };
-    let booking = |id: String, s: &When| -> Result<Booking, String> {
-        let s_at = s.instant(&ctx.zone)?;
-        let e_at = match (&length, s) {
-            (Length::Days(n), When::Date(d)) => {
-                let end = d.checked_add(n.days()).map_err(|e| e.to_string())?;
-                When::Date(end).instant(&ctx.zone)?
-            }
-            (Length::Exact(dur), _) => s_at.checked_add(*dur).map_err(|e| e.to_string())?,
-            (Length::Days(n), When::At(..)) => s_at
-                .checked_add(SignedDuration::from_hours(24 * n))
-                .map_err(|e| e.to_string())?,
-        };
-        Ok(Booking {
-            booking_id: id,
-            instrument_id: instrument.clone(),
-            user: user.clone(),
-            group: group.clone(),
-            usage_type,
-            start: to_millis(s_at),
-            end: to_millis(e_at),
-            status,
-        })
-    };
-    if let Some(rid) = recurrence_id {
-        return Ok(vec![booking(
-            format!("{uid}/{}", compact_utc(rid)),
-            &start,
-        )?]);
-    }
-    let Some(rule) = rule else {
-        return Ok(vec![booking(uid, &start)?]);
-    };
-    let first = match &start {
-        When::Date(d) => *d,
-        When::At(dt, _) => dt.date(),
-    };
-    let until = match &rule.until {
-        Some(When::Date(d)) => Some(UntilBound::Date(*d)),
-        Some(w) => Some(UntilBound::Instant(w.instant(&ctx.zone)?)),
-        None => None,
-    };
-    let mut out = Vec::new();
-    for (n, date) in rule_dates(&rule, first).enumerate() {
-        if rule.count.is_some_and(|c| n >= c) || n >= MAX_OCCURRENCES * 10 {
-            break;
-        }
-        let occurrence = match &start {
-            When::Date(_) => When::Date(date),
-            When::At(dt, tz) => When::At(date.to_datetime(dt.time()), tz.clone()),
-        };
-        let at = match &occurrence {
-            When::At(dt, tz) => tz
-                .to_ambiguous_timestamp(*dt)
-                .compatible()
-                .map_err(|e| e.to_string())?,
-            When::Date(_) => occurrence.instant(&ctx.zone)?,
-        };
-        match until {
-            Some(UntilBound::Date(d)) if date > d => break,
-            Some(UntilBound::Instant(u)) if at > u => break,
-            _ => {}
-        }
-        let excluded = exdates.iter().any(|x| match x {
-            When::Date(d) => *d == date,
-            When::At(..) => x.instant(&ctx.zone).is_ok_and(|t| t == at),
-        });
-        if excluded {
-            continue;
-        }
-        if out.len() >= MAX_OCCURRENCES {
-            return Err(format!(
-                "RRULE gives more than {MAX_OCCURRENCES} occurrences"
-            ));
-        }
-        let mut b = booking(format!("{uid}/{}", compact_utc(at)), &occurrence)?;
-        b.start = to_millis(at);
-        if let Length::Exact(dur) = length {
-            b.end = to_millis(at.checked_add(dur).map_err(|e| e.to_string())?);
-        }
-        out.push(b);
-    }
-    Ok(out)
+    Ok(Series {
+        uid,
+        fields,
+        start,
+        length,
+        rule,
+        until,
+        exdates,
+        rdates,
+        recurrence,
+        warnings,
+    })
 }
 
 #[derive(Debug, Clone, Copy)]
 enum UntilBound {
     Date(Date),
     Instant(Timestamp),
+}
+
+/// The rule's occurrences (instant, local start), COUNT and UNTIL applied,
+/// an open-ended rule cut at the horizon. DTSTART is the first occurrence
+/// even when the rule does not give it (§3.3.10), with a warning.
+fn rule_occurrences(
+    s: &mut Series,
+    rule: &Rule,
+    ctx: &ParseContext,
+) -> Result<Vec<(Timestamp, When)>, String> {
+    let site = &ctx.zone;
+    let until = match &s.until {
+        Some(When::Date(d)) => Some(UntilBound::Date(*d)),
+        Some(w) => Some(UntilBound::Instant(w.instant(site)?)),
+        None => None,
+    };
+    let horizon = (rule.count.is_none() && until.is_none()).then(|| ctx.horizon_end());
+    let first = s.start.date();
+    let mut dates = recur::dates(rule, first).peekable();
+    let mut out = Vec::new();
+    if dates.peek() != Some(&first) {
+        s.warnings.push(format!(
+            "DTSTART {first} ({}) is not a day of its RRULE: kept as the first occurrence \
+             (the series starts off-rule)",
+            first.strftime("%A")
+        ));
+        out.push((s.start.instant(site)?, s.start.clone()));
+    }
+    for (n, date) in dates.enumerate() {
+        if rule.count.is_some_and(|c| n >= c) || n >= MAX_OCCURRENCES * 10 {
+            break;
+        }
+        let occurrence = s.start.on(date);
+        let at = occurrence.instant(site)?;
+        let past = match until {
+            Some(UntilBound::Date(d)) => date > d,
+            Some(UntilBound::Instant(u)) => at > u,
+            None => horizon.is_some_and(|h| at > h),
+        };
+        if past {
+            break;
+        }
+        out.push((at, occurrence));
+    }
+    Ok(out)
+}
+
+/// Every occurrence (instant, local start): the rule's or DTSTART, plus
+/// RDATEs, less EXDATEs, in order.
+fn occurrences(s: &mut Series, ctx: &ParseContext) -> Result<Vec<(Timestamp, When)>, String> {
+    let site = &ctx.zone;
+    let mut out = match s.rule.take() {
+        Some(rule) => {
+            let out = rule_occurrences(s, &rule, ctx);
+            s.rule = Some(rule);
+            out?
+        }
+        None => vec![(s.start.instant(site)?, s.start.clone())],
+    };
+    for r in &s.rdates {
+        out.push((r.instant(site)?, r.clone()));
+    }
+    out.sort_by_key(|(at, _)| *at);
+    out.dedup_by_key(|(at, _)| *at);
+    let excluded: Vec<Result<Timestamp, Date>> = s
+        .exdates
+        .iter()
+        .map(|x| match x {
+            When::Date(d) => Err(*d),
+            When::At(..) => x.instant(site).map(Ok).unwrap_or(Err(Date::MIN)),
+        })
+        .collect();
+    out.retain(|(at, w)| {
+        !excluded.iter().any(|x| match x {
+            Ok(t) => t == at,
+            Err(d) => *d == w.date(),
+        })
+    });
+    if out.len() > MAX_OCCURRENCES {
+        return Err(format!(
+            "RRULE gives more than {MAX_OCCURRENCES} occurrences"
+        ));
+    }
+    Ok(out)
+}
+
+/// The compact UTC form used in occurrence ids: `20261123T010000Z`.
+pub fn compact_utc(ts: Timestamp) -> String {
+    ts.strftime("%Y%m%dT%H%M%SZ").to_string()
+}
+
+fn booking(id: String, f: &Fields, start: Timestamp, end: Timestamp) -> Booking {
+    Booking {
+        booking_id: id,
+        instrument_id: f.instrument.clone(),
+        user: f.user.clone(),
+        group: f.group.clone(),
+        usage_type: f.usage_type,
+        start: to_millis(start),
+        end: to_millis(end),
+        status: f.status,
+    }
+}
+
+/// A series' bookings: (occurrence instant, booking); a single event's id
+/// is its UID, an occurrence's `UID/<start in UTC>`.
+fn bookings(s: &mut Series, ctx: &ParseContext) -> Result<Vec<(Timestamp, Booking)>, String> {
+    let recurring = s.rule.is_some() || !s.rdates.is_empty();
+    occurrences(s, ctx)?
+        .into_iter()
+        .map(|(at, w)| {
+            let id = match recurring {
+                true => format!("{}/{}", s.uid, compact_utc(at)),
+                false => s.uid.clone(),
+            };
+            let end = s.length.end(&w, at, &ctx.zone)?;
+            Ok((at, booking(id, &s.fields, at, end)))
+        })
+        .collect()
+}
+
+fn event_error(event: &Component, message: &str) -> String {
+    match event.uid() {
+        "" => format!("event: {message}"),
+        uid => format!("event UID {uid:?}: {message}"),
+    }
+}
+
+/// The bookings so far, by id, and each series' occurrences by UID.
+#[derive(Default)]
+struct Book {
+    by_id: HashMap<String, usize>,
+    series: HashMap<String, Vec<(Timestamp, usize)>>,
+}
+
+impl Book {
+    /// Adds `b` (from `line`), or replaces the booking of the same id.
+    fn put(&mut self, parsed: &mut Parsed, line: u64, b: Booking) -> usize {
+        match self.by_id.get(&b.booking_id) {
+            Some(&i) => {
+                parsed.bookings[i] = (line, b);
+                i
+            }
+            None => {
+                let i = parsed.bookings.len();
+                self.by_id.insert(b.booking_id.clone(), i);
+                parsed.bookings.push((line, b));
+                i
+            }
+        }
+    }
+}
+
+/// A RECURRENCE-ID override: replaces the occurrence it names; with
+/// RANGE=THISANDFUTURE, later occurrences take its fields, length and
+/// shift (§3.8.4.4) and keep their ids.
+fn apply_override(
+    s: &Series,
+    line: u64,
+    ctx: &ParseContext,
+    book: &mut Book,
+    parsed: &mut Parsed,
+) -> Result<(), String> {
+    let Some((rid, future)) = s.recurrence else {
+        return Ok(());
+    };
+    let site = &ctx.zone;
+    let at = s.start.instant(site)?;
+    let id = format!("{}/{}", s.uid, compact_utc(rid));
+    let end = s.length.end(&s.start, at, site)?;
+    book.put(parsed, line, booking(id, &s.fields, at, end));
+    if !future {
+        return Ok(());
+    }
+    let shift = at.duration_since(rid);
+    let later = book.series.get(&s.uid).into_iter().flatten();
+    for &(original, i) in later.filter(|(r, _)| *r > rid) {
+        let start = original.checked_add(shift).map_err(|e| e.to_string())?;
+        let end = s.length.end(&s.start.at(start, site), start, site)?;
+        let id = parsed.bookings[i].1.booking_id.clone();
+        parsed.bookings[i] = (line, booking(id, &s.fields, start, end));
+    }
+    Ok(())
+}
+
+/// Parses iCalendar text (without BOM).
+pub fn parse(text: &str, ctx: &ParseContext, progress: &Progress) -> Parsed {
+    let mut parsed = Parsed::default();
+    let Calendar { events, zones } = calendar(text, &mut parsed);
+    let mut reader = Reader { ctx, zones };
+    let mut book = Book::default();
+    let mut uid_line: HashMap<String, u64> = HashMap::new();
+    // Each series is dropped once read: a large feed's text is not held
+    // twice over (as properties and as bookings).
+    let (overrides, series): (Vec<Component>, Vec<Component>) = events
+        .into_iter()
+        .partition(|e| e.get("RECURRENCE-ID").is_some());
+    for event in series {
+        progress.parsed_one();
+        let uid = event.uid();
+        if let Some(first) = uid_line.get(uid).filter(|_| !uid.is_empty()) {
+            let message = format!("the same UID is also the event on line {first}");
+            parsed.error(event.line, event_error(&event, &message));
+            continue;
+        }
+        uid_line.insert(uid.to_owned(), event.line);
+        let read = read(&event, &mut reader).and_then(|mut s| Ok((bookings(&mut s, ctx)?, s)));
+        match read {
+            Ok((bookings, s)) => {
+                warn(&mut parsed, &event, &s);
+                let placed: Vec<(Timestamp, usize)> = bookings
+                    .into_iter()
+                    .map(|(at, b)| (at, book.put(&mut parsed, event.line, b)))
+                    .collect();
+                book.series.insert(s.uid, placed);
+            }
+            Err(e) => parsed.error(event.line, event_error(&event, &e)),
+        }
+    }
+    let mut series: Vec<(Component, Result<Series, String>)> = overrides
+        .into_iter()
+        .map(|event| {
+            let s = read(&event, &mut reader);
+            (event, s)
+        })
+        .collect();
+    // Ranges first, earliest first, so that a later range and a single
+    // override both win over an earlier range.
+    series.sort_by_key(|(_, s)| match s.as_ref().map(|s| s.recurrence) {
+        Ok(Some((rid, true))) => (0, Some(rid)),
+        _ => (1, None),
+    });
+    for (event, s) in series {
+        progress.parsed_one();
+        let done = s.and_then(|s| {
+            apply_override(&s, event.line, ctx, &mut book, &mut parsed)?;
+            Ok(s)
+        });
+        match done {
+            Ok(s) => warn(&mut parsed, &event, &s),
+            Err(e) => parsed.error(event.line, event_error(&event, &e)),
+        }
+    }
+    parsed
+}
+
+fn warn(parsed: &mut Parsed, event: &Component, s: &Series) {
+    for w in &s.warnings {
+        parsed.warn(event.line, event_error(event, w));
+    }
 }

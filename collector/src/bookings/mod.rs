@@ -169,6 +169,9 @@ pub struct Parsed {
     /// Instruments of good bookings that the collector does not monitor,
     /// with how many bookings each (a typo shows up here).
     pub not_monitored: BTreeMap<String, u64>,
+    /// What was imported by a guess (an iCalendar series that starts
+    /// off-rule, a floating UNTIL read in DTSTART's zone): not errors.
+    pub warnings: Vec<RowError>,
 }
 
 impl Parsed {
@@ -196,6 +199,13 @@ impl Parsed {
 
     fn error(&mut self, line: u64, message: impl Into<String>) {
         self.errors.push(RowError {
+            line,
+            message: message.into(),
+        });
+    }
+
+    fn warn(&mut self, line: u64, message: impl Into<String>) {
+        self.warnings.push(RowError {
             line,
             message: message.into(),
         });
@@ -233,6 +243,10 @@ pub struct ParseContext {
     pub ical_instrument_property: String,
     /// iCalendar property holding the group (else the ORGANIZER's domain).
     pub ical_group_property: String,
+    /// Open-ended iCalendar rules are expanded up to this many days after `now`.
+    pub ical_horizon_days: u32,
+    /// The import's clock reading (the horizon counts from it).
+    pub now: Timestamp,
 }
 
 impl ParseContext {
@@ -244,7 +258,21 @@ impl ParseContext {
             instruments: None,
             ical_instrument_property: defaults.ical_instrument_property,
             ical_group_property: defaults.ical_group_property,
+            ical_horizon_days: defaults.ical_horizon_days,
+            now: Timestamp::now(),
         }
+    }
+
+    /// This context with its clock reading `now`.
+    pub fn at(mut self, now: Timestamp) -> Self {
+        self.now = now;
+        self
+    }
+
+    /// Where open-ended iCalendar rules stop: `ical_horizon_days` after `now`.
+    pub fn horizon_end(&self) -> Timestamp {
+        let horizon = jiff::SignedDuration::from_hours(24 * i64::from(self.ical_horizon_days));
+        self.now.saturating_add(horizon).unwrap_or(Timestamp::MAX)
     }
 
     /// The site zone, the configured instruments and the iCalendar properties of `config`.
@@ -260,6 +288,8 @@ impl ParseContext {
                 .ical_instrument_property
                 .to_ascii_uppercase(),
             ical_group_property: config.bookings.ical_group_property.to_ascii_uppercase(),
+            ical_horizon_days: config.bookings.ical_horizon_days,
+            now: Timestamp::now(),
         })
     }
 
@@ -298,17 +328,26 @@ pub fn too_long(start: Timestamp, end: Timestamp) -> Option<String> {
 /// A file's bytes as text, or where the first byte that is not UTF-8 is
 /// (line, column in characters, byte offset, all from 1) and what to do:
 /// such files were almost always saved in a local code page (GBK, Windows-1252).
-pub fn decode(name: &str, bytes: Vec<u8>) -> Result<String, String> {
+/// iCalendar lines are unfolded as bytes first (RFC 5545 §3.1: a fold may
+/// split a character), keeping every line's number.
+pub fn decode(name: &str, bytes: Vec<u8>, format: Format) -> Result<String, String> {
+    let bytes = match format {
+        Format::Ics if std::str::from_utf8(&bytes).is_err() => ical::unfold_bytes(&bytes),
+        _ => bytes,
+    };
     String::from_utf8(bytes).map_err(|e| {
         let at = e.utf8_error().valid_up_to();
         let bytes = e.as_bytes();
         // The prefix is valid UTF-8.
         let before = std::str::from_utf8(&bytes[..at]).unwrap_or_default();
         let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+        let fix = match format {
+            Format::Csv => "save the file as \"CSV UTF-8\" (Excel: Save As → CSV UTF-8)",
+            Format::Ics => "export the calendar as UTF-8",
+        };
         format!(
-            "{name} line {}, column {} (byte {}, 0x{:02X}): not UTF-8; save the file as \
-             \"CSV UTF-8\" (Excel: Save As → CSV UTF-8) or convert it (iconv -f GBK -t UTF-8) \
-             and import it again",
+            "{name} line {}, column {} (byte {}, 0x{:02X}): not UTF-8; {fix} or convert it \
+             (iconv -f GBK -t UTF-8) and import it again",
             1 + before.matches('\n').count(),
             1 + before[line_start..].chars().count(),
             at + 1,

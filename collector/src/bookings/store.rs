@@ -49,6 +49,8 @@ pub struct ImportReport {
     pub not_monitored: Vec<NotMonitored>,
     /// Every bad row or event, in file order.
     pub errors: Vec<RowError>,
+    /// What was imported by a guess, with its line (docs/bookings.md).
+    pub warnings: Vec<RowError>,
     /// Whether the changes were written (false for a dry run, and for a
     /// file with errors without `skip_invalid`).
     pub applied: bool,
@@ -176,6 +178,7 @@ pub fn import_counted(
     let write = !options.dry_run && (parsed.errors.is_empty() || options.skip_invalid);
     let mut report = ImportReport {
         errors: parsed.errors,
+        warnings: parsed.warnings,
         not_monitored: parsed
             .not_monitored
             .into_iter()

@@ -212,11 +212,14 @@ fn a_file_that_is_not_utf8_names_the_line_column_and_fix() {
     let mut bytes = format!("{HEADER}B1,nmr,a\nB2,nmr,é").into_bytes();
     bytes.extend([0xD5, 0xC5]);
     bytes.extend(b",g\n");
-    let e = decode("b.csv", bytes).unwrap_err();
+    let e = decode("b.csv", bytes, Format::Csv).unwrap_err();
     assert!(e.starts_with("b.csv line 3, column 9 (byte "), "{e}");
     assert!(e.contains("0xD5"), "{e}");
     assert!(e.contains("CSV UTF-8"), "{e}");
-    assert_eq!(decode("b.csv", b"ok\n".to_vec()).unwrap(), "ok\n");
+    assert_eq!(
+        decode("b.csv", b"ok\n".to_vec(), Format::Csv).unwrap(),
+        "ok\n"
+    );
 }
 
 #[test]
@@ -351,14 +354,36 @@ fn utc_and_floating_times_are_utc_and_site_local() {
 }
 
 #[test]
-fn an_unknown_tzid_is_an_error_naming_the_event() {
+fn windows_tzids_are_read_as_their_cldr_zones() {
     let p = ical(&format!(
-        "BEGIN:VEVENT\r\nUID:e1\r\n{ORG}DTSTART;TZID=China Standard Time:20261123T090000\r\nDTEND;TZID=China Standard Time:20261123T100000\r\nEND:VEVENT\r\n"
+        "BEGIN:VEVENT\r\nUID:e1\r\n{ORG}DTSTART;TZID=W. Europe Standard Time:20261123T090000\r\nDTEND;TZID=W. Europe Standard Time:20261123T100000\r\nEND:VEVENT\r\n"
+    ));
+    let b = p.into_result().unwrap().remove(0);
+    assert_eq!(b.start, ts("2026-11-23T08:00:00Z"));
+}
+
+/// Outlook's own VTIMEZONE for a zone under a name no table knows.
+const CUSTOM_EASTERN: &str = "BEGIN:VTIMEZONE\r\nTZID:Lab Eastern\r\nBEGIN:STANDARD\r\nDTSTART:16011104T020000\r\nRRULE:FREQ=YEARLY;BYDAY=1SU;BYMONTH=11\r\nTZOFFSETFROM:-0400\r\nTZOFFSETTO:-0500\r\nEND:STANDARD\r\nBEGIN:DAYLIGHT\r\nDTSTART:16010311T020000\r\nRRULE:FREQ=YEARLY;BYDAY=2SU;BYMONTH=3\r\nTZOFFSETFROM:-0500\r\nTZOFFSETTO:-0400\r\nEND:DAYLIGHT\r\nEND:VTIMEZONE\r\n";
+
+#[test]
+fn an_unknown_tzid_falls_back_to_the_files_vtimezone() {
+    let p = ical(&format!(
+        "{CUSTOM_EASTERN}BEGIN:VEVENT\r\nUID:e1\r\n{ORG}DTSTART;TZID=Lab Eastern:20261031T090000\r\nDTEND;TZID=Lab Eastern:20261031T100000\r\nRRULE:FREQ=DAILY;COUNT=2\r\nEND:VEVENT\r\n"
+    ));
+    let b = p.into_result().unwrap();
+    assert_eq!(b[0].start, ts("2026-10-31T13:00:00Z"));
+    assert_eq!(b[1].start, ts("2026-11-01T14:00:00Z"));
+}
+
+#[test]
+fn an_unknown_tzid_without_a_vtimezone_is_an_error_naming_the_event() {
+    let p = ical(&format!(
+        "BEGIN:VEVENT\r\nUID:e1\r\n{ORG}DTSTART;TZID=Lab Time:20261123T090000\r\nDTEND;TZID=Lab Time:20261123T100000\r\nEND:VEVENT\r\n"
     ));
     let e = only_error(&p);
     assert_eq!(e.line, 4);
     assert!(
-        e.message.contains("event UID \"e1\"") && e.message.contains("China Standard Time"),
+        e.message.contains("event UID \"e1\"") && e.message.contains("Lab Time"),
         "{e}"
     );
 }
@@ -546,14 +571,201 @@ fn a_recurrence_id_override_replaces_its_occurrence() {
 #[test]
 fn unsupported_recurrence_is_an_error_naming_the_event() {
     let p = ical(&format!(
-        "BEGIN:VEVENT\r\nUID:m1\r\n{ORG}DTSTART:20261123T010000Z\r\nDTEND:20261123T020000Z\r\nRRULE:FREQ=MONTHLY;COUNT=3\r\nEND:VEVENT\r\nBEGIN:VEVENT\r\nUID:m2\r\n{ORG}DTSTART:20261123T010000Z\r\nDTEND:20261123T020000Z\r\nRRULE:FREQ=WEEKLY\r\nEND:VEVENT\r\n"
+        "BEGIN:VEVENT\r\nUID:m1\r\n{ORG}DTSTART:20261123T010000Z\r\nDTEND:20261123T020000Z\r\nRRULE:FREQ=HOURLY;COUNT=3\r\nEND:VEVENT\r\nBEGIN:VEVENT\r\nUID:m2\r\n{ORG}DTSTART:20261123T010000Z\r\nDTEND:20261123T020000Z\r\nRRULE:FREQ=YEARLY;BYWEEKNO=20\r\nEND:VEVENT\r\n"
     ));
     assert_eq!(p.errors.len(), 2, "{:?}", p.errors);
-    assert!(p.errors[0].message.contains("\"m1\"") && p.errors[0].message.contains("FREQ=MONTHLY"));
-    assert!(
-        p.errors[1].message.contains("\"m2\"") && p.errors[1].message.contains("COUNT or UNTIL")
-    );
+    assert!(p.errors[0].message.contains("\"m1\"") && p.errors[0].message.contains("FREQ=HOURLY"));
+    assert!(p.errors[1].message.contains("\"m2\"") && p.errors[1].message.contains("BYWEEKNO"));
     assert!(p.bookings.is_empty());
+}
+
+fn starts(p: &Parsed) -> Vec<String> {
+    p.bookings
+        .iter()
+        .map(|(_, b)| b.start.to_string())
+        .collect()
+}
+
+fn hours(p: &Parsed) -> Vec<i64> {
+    let length = |b: &Booking| b.end.duration_since(b.start).as_secs() / 3600;
+    p.bookings.iter().map(|(_, b)| length(b)).collect()
+}
+
+#[test]
+fn an_occurrence_in_a_spring_forward_gap_takes_the_offset_before_the_gap() {
+    let p = ical(&format!(
+        "BEGIN:VEVENT\r\nUID:g1\r\n{ORG}DTSTART;TZID=America/New_York:20260306T023000\r\nDTEND;TZID=America/New_York:20260306T033000\r\nRRULE:FREQ=DAILY;COUNT=4\r\nEND:VEVENT\r\n"
+    ));
+    assert!(p.errors.is_empty(), "{:?}", p.errors);
+    // 02:30 on 8 March does not exist: -05:00 gives 07:30Z (03:30 EDT).
+    assert_eq!(
+        starts(&p),
+        [
+            "2026-03-06T07:30:00Z",
+            "2026-03-07T07:30:00Z",
+            "2026-03-08T07:30:00Z",
+            "2026-03-09T06:30:00Z"
+        ]
+    );
+}
+
+#[test]
+fn a_floating_time_in_a_gap_of_the_site_zone_takes_the_offset_before_it() {
+    let ctx = ParseContext::new(TimeZone::get("Europe/Berlin").unwrap());
+    let text = ics(&format!(
+        "BEGIN:VEVENT\r\nUID:g1\r\n{ORG}DTSTART:20260329T023000\r\nDTEND:20260329T040000\r\nEND:VEVENT\r\n"
+    ));
+    let b = parse(Format::Ics, &text, &ctx).into_result().unwrap();
+    assert_eq!(b[0].start, ts("2026-03-29T01:30:00Z"));
+}
+
+#[test]
+fn a_duration_in_days_is_nominal_in_the_events_zone_for_each_occurrence() {
+    // Site Shanghai; the event in New York, across the 1 November change.
+    let p = ical(&format!(
+        "BEGIN:VEVENT\r\nUID:d1\r\n{ORG}DTSTART;TZID=America/New_York:20261030T100000\r\nDURATION:P1DT1H\r\nRRULE:FREQ=DAILY;COUNT=3\r\nEND:VEVENT\r\n"
+    ));
+    assert_eq!(hours(&p), [25, 26, 25]);
+}
+
+#[test]
+fn dtend_keeps_the_same_exact_length_across_a_dst_change() {
+    let p = ical(&format!(
+        "BEGIN:VEVENT\r\nUID:d1\r\n{ORG}DTSTART;TZID=America/New_York:20261031T100000\r\nDTEND;TZID=America/New_York:20261101T100000\r\nRRULE:FREQ=DAILY;COUNT=2\r\nEND:VEVENT\r\n"
+    ));
+    assert_eq!(hours(&p), [25, 25]);
+}
+
+#[test]
+fn recurrence_id_thisandfuture_changes_that_occurrence_and_every_later_one() {
+    let p = ical(&format!(
+        "BEGIN:VEVENT\r\nUID:r1\r\n{ORG}DTSTART:20261123T010000Z\r\nDTEND:20261123T020000Z\r\nRRULE:FREQ=DAILY;COUNT=4\r\nEND:VEVENT\r\nBEGIN:VEVENT\r\nUID:r1\r\nORGANIZER:mailto:bob@x.org\r\nCATEGORIES:teaching\r\nLOCATION:nmr-600\r\nRECURRENCE-ID;RANGE=THISANDFUTURE:20261125T010000Z\r\nDTSTART:20261125T030000Z\r\nDTEND:20261125T060000Z\r\nEND:VEVENT\r\n"
+    ));
+    let b = p.into_result().unwrap();
+    let ids: Vec<&str> = b.iter().map(|b| b.booking_id.as_str()).collect();
+    assert_eq!(
+        ids,
+        [
+            "r1/20261123T010000Z",
+            "r1/20261124T010000Z",
+            "r1/20261125T010000Z",
+            "r1/20261126T010000Z"
+        ]
+    );
+    assert_eq!(
+        (b[1].start, b[1].user.as_str()),
+        (ts("2026-11-24T01:00:00Z"), "Alice Li")
+    );
+    for (b, day) in b[2..].iter().zip(["25", "26"]) {
+        assert_eq!(b.start, ts(&format!("2026-11-{day}T03:00:00Z")));
+        assert_eq!(b.end, ts(&format!("2026-11-{day}T06:00:00Z")));
+        assert_eq!(
+            (b.user.as_str(), b.usage_type),
+            ("bob@x.org", UsageType::Teaching)
+        );
+    }
+}
+
+#[test]
+fn a_fold_that_splits_a_multibyte_character_imports() {
+    // "科研" with the fold between the first two bytes of 研 (E7 A0 94).
+    let mut bytes = ics(
+        "BEGIN:VEVENT\r\nUID:e1\r\nLOCATION:nmr\r\nDTSTART:20261123T010000Z\r\nDTEND:20261123T020000Z\r\nCATEGORIES:科SPLIT\r\nEND:VEVENT\r\n",
+    )
+    .into_bytes();
+    let at = bytes.windows(5).position(|w| w == b"SPLIT").unwrap();
+    bytes.splice(at..at + 5, [0xE7, b'\r', b'\n', b' ', 0xA0, 0x94]);
+    let text = decode("feed.ics", bytes, Format::Ics).unwrap();
+    let p = parse(Format::Ics, &text, &shanghai());
+    assert_eq!(p.into_result().unwrap()[0].usage_type, UsageType::Research);
+}
+
+#[test]
+fn an_ics_file_that_is_not_utf8_names_its_line() {
+    let mut bytes = ics("BEGIN:VEVENT\r\nUID:e1\r\nSUMMARY:BAD\r\nEND:VEVENT\r\n").into_bytes();
+    let at = bytes.windows(3).position(|w| w == b"BAD").unwrap();
+    bytes[at] = 0xD5;
+    let e = decode("feed.ics", bytes, Format::Ics).unwrap_err();
+    assert!(e.starts_with("feed.ics line 6, column 9"), "{e}");
+    assert!(e.contains("UTF-8") && !e.contains("CSV"), "{e}");
+}
+
+#[test]
+fn a_dtstart_off_the_rule_is_kept_as_the_first_occurrence_with_a_warning() {
+    // Tuesday 24 November; the rule says Mondays and Wednesdays.
+    let p = ical(&format!(
+        "BEGIN:VEVENT\r\nUID:o1\r\n{ORG}DTSTART:20261124T010000Z\r\nDTEND:20261124T020000Z\r\nRRULE:FREQ=WEEKLY;BYDAY=MO,WE;COUNT=4\r\nEND:VEVENT\r\n"
+    ));
+    assert_eq!(
+        starts(&p),
+        [
+            "2026-11-24T01:00:00Z",
+            "2026-11-25T01:00:00Z",
+            "2026-11-30T01:00:00Z",
+            "2026-12-02T01:00:00Z",
+            "2026-12-07T01:00:00Z"
+        ]
+    );
+    assert_eq!(p.warnings.len(), 1, "{:?}", p.warnings);
+    assert_eq!(p.warnings[0].line, 4);
+    assert!(
+        p.warnings[0].message.contains("off-rule"),
+        "{:?}",
+        p.warnings
+    );
+}
+
+#[test]
+fn a_floating_until_and_exdate_in_a_tzid_series_are_read_in_its_zone_with_a_warning() {
+    // Berlin 09:00 = 08:00Z; read in Shanghai (the site) they would miss.
+    let p = ical(&format!(
+        "BEGIN:VEVENT\r\nUID:u1\r\n{ORG}DTSTART;TZID=Europe/Berlin:20261123T090000\r\nDTEND;TZID=Europe/Berlin:20261123T100000\r\nRRULE:FREQ=DAILY;UNTIL=20261126T090000\r\nEXDATE:20261124T090000\r\nEND:VEVENT\r\n"
+    ));
+    assert_eq!(
+        starts(&p),
+        [
+            "2026-11-23T08:00:00Z",
+            "2026-11-25T08:00:00Z",
+            "2026-11-26T08:00:00Z"
+        ]
+    );
+    assert_eq!(p.warnings.len(), 2, "{:?}", p.warnings);
+    assert!(
+        p.warnings
+            .iter()
+            .all(|w| w.line == 4 && w.message.contains("Europe/Berlin"))
+    );
+}
+
+#[test]
+fn monthly_and_yearly_rules_with_ordinals_setpos_and_rdate_expand() {
+    let p = ical(&format!(
+        "BEGIN:VEVENT\r\nUID:m1\r\n{ORG}DTSTART:20260105T010000Z\r\nDTEND:20260105T020000Z\r\nRRULE:FREQ=MONTHLY;BYDAY=1MO;COUNT=3\r\nRDATE:20260110T010000Z\r\nEND:VEVENT\r\nBEGIN:VEVENT\r\nUID:y1\r\n{ORG}DTSTART:20261231T010000Z\r\nDTEND:20261231T020000Z\r\nRRULE:FREQ=YEARLY;BYMONTH=11,12;BYDAY=MO,TU,WE,TH,FR;BYSETPOS=-1;COUNT=2\r\nEND:VEVENT\r\n"
+    ));
+    assert_eq!(
+        starts(&p),
+        [
+            "2026-01-05T01:00:00Z",
+            "2026-01-10T01:00:00Z",
+            "2026-02-02T01:00:00Z",
+            "2026-03-02T01:00:00Z",
+            "2026-12-31T01:00:00Z",
+            "2027-12-31T01:00:00Z"
+        ]
+    );
+}
+
+#[test]
+fn an_open_ended_rule_is_expanded_up_to_the_horizon_from_now() {
+    let mut ctx = shanghai().at(ts("2026-11-23T00:00:00Z"));
+    ctx.ical_horizon_days = 10;
+    let text = ics(&format!(
+        "BEGIN:VEVENT\r\nUID:w1\r\n{ORG}DTSTART:20261120T010000Z\r\nDTEND:20261120T020000Z\r\nRRULE:FREQ=WEEKLY\r\nEND:VEVENT\r\n"
+    ));
+    let p = parse(Format::Ics, &text, &ctx);
+    assert_eq!(starts(&p), ["2026-11-20T01:00:00Z", "2026-11-27T01:00:00Z"]);
+    let later = parse(Format::Ics, &text, &ctx.at(ts("2026-12-01T00:00:00Z")));
+    assert_eq!(later.bookings.len(), 3);
 }
 
 #[test]

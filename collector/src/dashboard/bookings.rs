@@ -77,7 +77,8 @@ async fn read(mut multipart: Multipart) -> Result<Upload, String> {
                 let file_name = field.file_name().unwrap_or("").to_owned();
                 let bytes = field.bytes().await.map_err(|e| e.body_text())?;
                 if !bytes.is_empty() {
-                    upload.text = crate::bookings::decode(&file_name, bytes.to_vec())?;
+                    let format = format_of(&file_name).unwrap_or(Format::Csv);
+                    upload.text = crate::bookings::decode(&file_name, bytes.to_vec(), format)?;
                     upload.file_name = file_name;
                 }
             }

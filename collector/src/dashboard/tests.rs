@@ -457,6 +457,28 @@ async fn a_bookings_preview_names_instruments_not_monitored_in_both_languages() 
 }
 
 #[tokio::test]
+async fn a_bookings_preview_lists_ical_warnings_with_their_line_in_both_languages() {
+    let site = site(false);
+    // Tuesday DTSTART, Monday/Wednesday rule: imported, off-rule.
+    let file = "BEGIN:VCALENDAR\r\nBEGIN:VEVENT\r\nUID:o1\r\nLOCATION:nmr-600\r\n\
+                CATEGORIES:research\r\nDTSTART:20250311T010000Z\r\nDTEND:20250311T020000Z\r\n\
+                RRULE:FREQ=WEEKLY;BYDAY=MO,WE;COUNT=2\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n";
+    for (lang, label) in [
+        ("en", "Imported with a warning"),
+        ("zh-CN", "已导入，但有警告"),
+    ] {
+        let answer = send(&site.router, preview("feed.ics", file, lang)).await;
+        assert_eq!(answer.status, StatusCode::OK);
+        let html = answer.text();
+        assert!(!html.contains("id=\"bad-rows\""), "{html}");
+        assert!(html.contains("id=\"warnings\""), "{html}");
+        assert!(html.contains(label), "{lang}: {html}");
+        assert!(html.contains("<td class=\"num\">2</td>"), "{html}");
+        assert!(html.contains("off-rule"), "{html}");
+    }
+}
+
+#[tokio::test]
 async fn every_page_answers_in_both_languages_without_a_raw_label_key() {
     let site = site(false);
     let pages = [

@@ -247,7 +247,7 @@ impl Reports for StoreReports {
         options: ImportOptions,
         now: Timestamp,
     ) -> Result<ImportReport, QueryError> {
-        let parsed = crate::bookings::parse(format, text, &self.parse);
+        let parsed = crate::bookings::parse(format, text, &self.parse.clone().at(now));
         self.write(|conn, registry| {
             let report = crate::bookings::store::import(conn, parsed, source, options, now)?;
             if report.applied {
