@@ -47,6 +47,9 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> any
         match Agent::start(config.clone(), Arc::new(SystemClock)) {
             Ok(agent) => break agent,
             Err(e) if disk_full(&e) => {
+                if labhours_shared::process::stop_requested(shutdown.as_mut()).await {
+                    return Ok(());
+                }
                 // Up, and waiting: a start timeout would restart it in a loop.
                 notify::ready("waiting for space on the outbox's disk");
                 tracing::error!(error = %format!("{e:#}"), retry_in_s = DISK_FULL_RETRY.as_secs(), "cannot start: the outbox's disk is full; waiting for space");
@@ -58,6 +61,10 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> any
             Err(e) => return Err(e),
         }
     };
+    if labhours_shared::process::stop_requested(shutdown.as_mut()).await {
+        notify::stopping();
+        return agent.stop().await;
+    }
     notify::ready("running");
     shutdown.await;
     notify::stopping();

@@ -37,6 +37,10 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let running = start(config, IngestOptions::default()).await?;
+    tokio::pin!(shutdown);
+    if labhours_shared::process::stop_requested(shutdown.as_mut()).await {
+        return running.shutdown().await;
+    }
     // Under systemd: ready once started, watchdog pings, stopping.
     notify::ready("running");
     let _watchdog = notify::start_watchdog();

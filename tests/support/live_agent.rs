@@ -97,6 +97,18 @@ pub fn run_child() {
         .expect("the agent runs until killed");
 }
 
+/// The body of a child test that runs the agent as the binary's `run`
+/// does (logger, runtime, stop on SIGTERM or Ctrl-C, systemd readiness)
+/// until it is told to stop; a failed stop fails the child (exit code 101).
+pub fn run_child_until_signal() {
+    let Ok(path) = std::env::var(CHILD_CONFIG) else {
+        eprintln!("not started by a live-agent test: nothing to do");
+        return;
+    };
+    let config = AgentConfig::load(Path::new(&path)).expect("config");
+    labhours_agent::app::serve(config, Default::default(), false).expect("a clean stop");
+}
+
 /// The agent's process; killed (SIGKILL) when dropped, so a failing test
 /// leaves no agent behind.
 #[derive(Debug)]
@@ -107,6 +119,27 @@ impl AgentProcess {
     pub fn kill(&mut self) {
         self.0.kill().expect("SIGKILL");
         self.0.wait().expect("reaped");
+    }
+
+    /// SIGTERM (what systemd sends), then waits at most `within` for the
+    /// process to exit; its exit status.
+    pub async fn terminate(&mut self, within: Duration) -> std::process::ExitStatus {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill -TERM {}", self.0.id());
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            if let Some(exit) = self.0.try_wait().expect("status") {
+                return exit;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the agent did not exit within {within:?} of SIGTERM"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     /// Whether it is still running.
@@ -124,10 +157,20 @@ impl Drop for AgentProcess {
 
 /// Starts the agent in a child process through the test named `child_test`.
 pub fn spawn(child_test: &str, config: &Path) -> AgentProcess {
+    spawn_with_env(child_test, config, &[])
+}
+
+/// [`spawn`] with more environment variables (e.g. NOTIFY_SOCKET).
+pub fn spawn_with_env(
+    child_test: &str,
+    config: &Path,
+    env: &[(&str, &std::ffi::OsStr)],
+) -> AgentProcess {
     let child = Command::new(std::env::current_exe().expect("test binary"))
         .args([child_test, "--exact", "--ignored", "--nocapture"])
         .env(CHILD_CONFIG, config)
         .env_remove("RUST_LOG")
+        .envs(env.iter().copied())
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
