@@ -203,8 +203,24 @@ peer_influxdb() {
   LABHOURS_INFLUXD="$bin" run_rust_tests influxdb interop_influx influxdb_1x
 }
 
+# The Debian packages, built by cargo-deb from the debug binaries and
+# installed with dpkg into a throwaway root: contents, conffile, unit,
+# maintainer scripts, an upgrade over an edited config, remove, purge
+# (scripts/build-debs.sh; installs cargo-deb when missing).
+peer_debs() {
+  local log="$work/debs.log" status=0
+  scripts/build-debs.sh 2>&1 | tee "$log" || status=$?
+  local p f
+  p=$(grep -c '^  ok ' "$log" || true)
+  f=$(grep -c '^FAIL: ' "$log" || true)
+  if [ "$status" -ne 0 ] && [ "$f" -eq 0 ]; then f=1; fi
+  passed=$((passed + p))
+  failed=$((failed + f))
+  summary+=("debs: $p passed, $f failed")
+}
+
 peers=("$@")
-((${#peers[@]})) || peers=(mosquitto pymodbus icalendar schemathesis tmpfs chromium victoria_metrics influxdb)
+((${#peers[@]})) || peers=(mosquitto pymodbus icalendar schemathesis tmpfs chromium victoria_metrics influxdb debs)
 for peer in "${peers[@]}"; do
   "peer_$peer" || { failed=$((failed + 1)); summary+=("$peer: could not be set up"); }
   stop_peers
