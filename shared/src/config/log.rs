@@ -181,13 +181,15 @@ pub fn rolling_files(
     dir: &std::path::Path,
     prefix: &str,
     max_files: usize,
-) -> Result<tracing_appender::rolling::RollingFileAppender, tracing_appender::rolling::InitError> {
-    tracing_appender::rolling::Builder::new()
+) -> Result<tracing_appender::rolling::RollingFileAppender, Box<dyn std::error::Error>> {
+    // Made first: the appender looks for old files to prune before it makes the folder.
+    std::fs::create_dir_all(dir)?;
+    Ok(tracing_appender::rolling::Builder::new()
         .rotation(tracing_appender::rolling::Rotation::DAILY)
         .filename_prefix(prefix)
         .filename_suffix("log")
         .max_log_files(max_files.max(1))
-        .build(dir)
+        .build(dir)?)
 }
 
 #[cfg(test)]
