@@ -242,7 +242,7 @@ pub fn uninstall_steps(program: &Program) -> Vec<Step> {
     ]
 }
 
-pub(super) fn execute(
+pub fn execute(
     program: &Program,
     command: ServiceCommand,
     writable: WritablePaths,
