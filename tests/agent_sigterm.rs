@@ -22,11 +22,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use labhours_agent::config::MeterModel;
-use labhours_collector::app;
-use labhours_collector::ingest::IngestOptions;
-use labhours_tests::live_agent::{self, AgentProcess, wait_until};
-use labhours_tests::modbus_sim::{Sim, SimUnit, TcpSim};
+use labhours_tests::live_agent::{self, AgentProcess, Rig, Rng, wait_until};
 use tokio::net::UnixDatagram;
 
 const AGENT: &str = "sigterm-agent";
@@ -37,17 +33,6 @@ const INSTRUMENT: &str = "sigterm-xrd";
 #[ignore = "child process of sigterm_100_times_under_load_loses_and_duplicates_nothing"]
 fn sigterm_child() {
     live_agent::run_child_until_signal();
-}
-
-/// Deterministic noise for the schedule (xorshift64).
-struct Rng(u64);
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n
-    }
 }
 
 /// The notify socket's messages, as systemd would read them.
@@ -104,36 +89,13 @@ async fn sigterm_100_times_under_load_loses_and_duplicates_nothing() {
     let started = Instant::now();
     let mut rng = Rng(seed);
     let dir = tempfile::tempdir().expect("temp dir");
-    let data_dir = dir.path().join("collector");
-    let results = dir.path().join("results");
-    std::fs::create_dir_all(&results).expect("results folder");
-
-    let collector = app::start(
-        live_agent::collector_config(&data_dir, 0),
-        IngestOptions::default(),
-    )
-    .await
-    .expect("collector starts");
-    tokio::time::timeout(Duration::from_secs(10), collector.subscribed())
-        .await
-        .expect("collector subscribed");
-    let mqtt_port = collector.broker_addr().expect("embedded broker").port();
-
-    let sim = Sim::new().with_unit(
-        1,
-        SimUnit::preset(MeterModel::Sdm120).reading(50.0, 230.0, 0.2, 1.0),
-    );
-    let meter = TcpSim::start(sim.clone()).await.expect("simulator");
-    let config_path = dir.path().join("agent.toml");
-    let toml = live_agent::agent_toml(
+    let rig = Rig::start(
+        dir.path(),
         (AGENT, INSTRUMENT),
-        &dir.path().join("agent"),
-        &results,
-        meter.addr(),
-        mqtt_port,
         "[log]\n        level = \"warn\"",
-    );
-    std::fs::write(&config_path, toml).expect("agent config");
+    )
+    .await;
+    let (data_dir, results, config_path) = (&rig.data_dir, &rig.results, &rig.config_path);
     let socket_path = dir.path().join("notify.sock");
     let mut notify = Notify {
         socket: UnixDatagram::bind(&socket_path).expect("notify socket"),
@@ -142,7 +104,7 @@ async fn sigterm_100_times_under_load_loses_and_duplicates_nothing() {
     let start = || {
         live_agent::spawn_with_env(
             "sigterm_child",
-            &config_path,
+            config_path,
             &[("NOTIFY_SOCKET", socket_path.as_os_str())],
         )
     };
@@ -158,7 +120,7 @@ async fn sigterm_100_times_under_load_loses_and_duplicates_nothing() {
         // Mixed traffic while it runs: power flips (transitions), result files.
         while Instant::now() < until {
             let watts = if rng.below(2) == 0 { 50.0 } else { 500.0 };
-            sim.update(1, |u| u.watts = watts);
+            rig.sim.update(1, |u| u.watts = watts);
             if rng.below(2) == 0 {
                 file_no += 1;
                 let name = format!("run-{file_no:05}.dat");
@@ -185,15 +147,15 @@ async fn sigterm_100_times_under_load_loses_and_duplicates_nothing() {
     wait_until(
         Duration::from_secs(30),
         "every result file reported",
-        || result_files(&data_dir).len() >= files_written.len(),
+        || result_files(data_dir).len() >= files_written.len(),
     )
     .await;
     stop(&mut child, cycles).await;
     notify.count_stopping();
     let stops = cycles + 1;
-    let next_seq = live_agent::drain(&dir.path().join("agent"), AGENT, INSTRUMENT, mqtt_port).await;
+    let next_seq = live_agent::drain(&rig.outbox, AGENT, INSTRUMENT, rig.mqtt_port).await;
 
-    let (stored, conflicts) = live_agent::stored(&data_dir, AGENT);
+    let (stored, conflicts) = live_agent::stored(data_dir, AGENT);
     let expected: Vec<u64> = (1..next_seq).collect();
     let missing: Vec<u64> = expected
         .iter()
@@ -201,7 +163,7 @@ async fn sigterm_100_times_under_load_loses_and_duplicates_nothing() {
         .copied()
         .take(20)
         .collect();
-    let reported = result_files(&data_dir);
+    let reported = result_files(data_dir);
     let twice: Vec<_> = reported.iter().filter(|(_, n)| **n > 1).collect();
     let unreported: Vec<_> = files_written
         .iter()
@@ -210,7 +172,7 @@ async fn sigterm_100_times_under_load_loses_and_duplicates_nothing() {
     // Each run starts in `unknown`; a stop in a known state must record the
     // change to `unknown`, or the next run's first transition would not
     // start where the last one ended.
-    let transitions = live_agent::payloads(&data_dir, AGENT, "transition");
+    let transitions = live_agent::payloads(data_dir, AGENT, "transition");
     let breaks: Vec<String> = transitions
         .windows(2)
         .filter(|w| w[1]["from"] != w[0]["to"])
@@ -258,7 +220,7 @@ async fn sigterm_100_times_under_load_loses_and_duplicates_nothing() {
     );
     assert_eq!(notify.stopping, stops, "STOPPING=1 at every stop");
     assert!(stored.len() as u32 > 5 * cycles, "the agent got to publish");
-    collector.shutdown().await.expect("collector stops");
+    rig.collector.shutdown().await.expect("collector stops");
 }
 
 /// SIGTERM; the process must exit with status 0 within 15 s. How long it took.

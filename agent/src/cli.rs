@@ -97,13 +97,12 @@ impl Command {
                 crate::app::serve(config, log, args.windows_service)
             }
             Command::Service(command) => {
-                // A data_dir or log dir outside the state directory must stay writable.
-                let writable = |path: &Path| {
+                let paths = |path: &Path| {
                     AgentConfig::load(path)
-                        .map(|c| service::writable(c.data_dir, c.log.dir))
-                        .unwrap_or_default()
+                        .ok()
+                        .map(|c| (c.data_dir, c.log.dir))
                 };
-                service::execute(&service::AGENT, command, &writable)
+                service::execute(&service::AGENT, command, &paths)
             }
             Command::Probe(arg) => {
                 let config = AgentConfig::load_to_start(&arg.config, Purpose::Run)?;

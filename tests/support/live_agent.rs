@@ -81,6 +81,74 @@ pub fn collector_config(
     config
 }
 
+/// Deterministic noise for test schedules (xorshift64); the seed replays one.
+#[derive(Debug)]
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
+
+/// A real collector (embedded broker, data in `<dir>/collector`), a Modbus
+/// meter simulator at 50 W, and a live agent's config `<dir>/agent.toml`
+/// (outbox in `<dir>/agent`, result files `*.dat` in `<dir>/results`).
+#[derive(Debug)]
+pub struct Rig {
+    pub collector: labhours_collector::app::Running,
+    pub data_dir: std::path::PathBuf,
+    pub mqtt_port: u16,
+    pub sim: crate::modbus_sim::Sim,
+    pub meter: crate::modbus_sim::TcpSim,
+    pub config_path: std::path::PathBuf,
+    pub results: std::path::PathBuf,
+    pub outbox: std::path::PathBuf,
+}
+
+impl Rig {
+    /// Starts the collector and the simulator; `extra` goes into the agent's config.
+    pub async fn start(dir: &Path, ids: (&str, &str), extra: &str) -> Self {
+        use crate::modbus_sim::{Sim, SimUnit, TcpSim};
+        let data_dir = dir.join("collector");
+        let results = dir.join("results");
+        std::fs::create_dir_all(&results).expect("results folder");
+        let collector = labhours_collector::app::start(
+            collector_config(&data_dir, 0),
+            labhours_collector::ingest::IngestOptions::default(),
+        )
+        .await
+        .expect("collector starts");
+        tokio::time::timeout(Duration::from_secs(10), collector.subscribed())
+            .await
+            .expect("collector subscribed");
+        let mqtt_port = collector.broker_addr().expect("embedded broker").port();
+        let sim = Sim::new().with_unit(
+            1,
+            SimUnit::preset(labhours_agent::config::MeterModel::Sdm120)
+                .reading(50.0, 230.0, 0.2, 1.0),
+        );
+        let meter = TcpSim::start(sim.clone()).await.expect("simulator");
+        let config_path = dir.join("agent.toml");
+        let outbox = dir.join("agent");
+        let toml = agent_toml(ids, &outbox, &results, meter.addr(), mqtt_port, extra);
+        std::fs::write(&config_path, toml).expect("agent config");
+        Self {
+            collector,
+            data_dir,
+            mqtt_port,
+            sim,
+            meter,
+            config_path,
+            results,
+            outbox,
+        }
+    }
+}
+
 /// The environment variable that carries the child's config path.
 pub const CHILD_CONFIG: &str = "LABHOURS_LIVE_AGENT_CONFIG";
 

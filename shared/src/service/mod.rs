@@ -89,14 +89,18 @@ pub struct InstallArgs {
     pub dry_run: bool,
 }
 
-/// How a program's `service` command gets to its own config: the binary
-/// reads its config file and answers the writable paths the unit must
-/// allow (a `data_dir` or log `dir` outside the state directory).
-pub type WritablePaths<'a> = &'a dyn Fn(&Path) -> Vec<PathBuf>;
+/// How a program's `service` command reads its own config: the config
+/// file's `data_dir` and `[log] dir`, or `None` if it does not load (the
+/// service's check-config then says why). An absolute one outside the state
+/// directory must stay writable under `ProtectSystem=strict`.
+pub type ConfigPaths<'a> = &'a dyn Fn(&Path) -> Option<(PathBuf, Option<PathBuf>)>;
 
 /// The absolute ones of a config's `data_dir` and log `dir` (a relative
 /// one lands in the state directory, writable anyway).
-pub fn writable(data_dir: PathBuf, log_dir: Option<PathBuf>) -> Vec<PathBuf> {
+pub fn writable(paths: Option<(PathBuf, Option<PathBuf>)>) -> Vec<PathBuf> {
+    let Some((data_dir, log_dir)) = paths else {
+        return Vec::new();
+    };
     [Some(data_dir), log_dir]
         .into_iter()
         .flatten()
@@ -108,16 +112,16 @@ pub fn writable(data_dir: PathBuf, log_dir: Option<PathBuf>) -> Vec<PathBuf> {
 pub fn execute(
     program: &Program,
     command: ServiceCommand,
-    writable: WritablePaths,
+    config_paths: ConfigPaths,
 ) -> anyhow::Result<()> {
     #[cfg(windows)]
     {
-        let _ = writable;
+        let _ = config_paths;
         windows::execute(program, command)
     }
     #[cfg(not(windows))]
     {
-        systemd::execute(program, command, writable)
+        systemd::execute(program, command, config_paths)
     }
 }
 
@@ -270,6 +274,15 @@ mod tests {
                 "--windows-service"
             ]
         );
+    }
+
+    #[test]
+    fn only_absolute_data_and_log_dirs_need_to_be_writable() {
+        let paths = Some(("/srv/outbox".into(), Some("logs".into())));
+        assert_eq!(writable(paths), [PathBuf::from("/srv/outbox")]);
+        let paths = Some(("data".into(), Some("/var/log/labhours".into())));
+        assert_eq!(writable(paths), [PathBuf::from("/var/log/labhours")]);
+        assert!(writable(None).is_empty());
     }
 
     #[test]

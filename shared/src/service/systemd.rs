@@ -10,7 +10,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use super::{InstallArgs, Program, SERVICE_USER, ServiceCommand, WritablePaths};
+use super::{ConfigPaths, InstallArgs, Program, SERVICE_USER, ServiceCommand};
 
 /// Where `service install` puts the unit (the packages use /lib/systemd/system,
 /// which this overrides).
@@ -245,10 +245,10 @@ pub fn uninstall_steps(program: &Program) -> Vec<Step> {
 pub fn execute(
     program: &Program,
     command: ServiceCommand,
-    writable: WritablePaths,
+    config_paths: ConfigPaths,
 ) -> anyhow::Result<()> {
     match command {
-        ServiceCommand::Install(args) => install(program, args, writable),
+        ServiceCommand::Install(args) => install(program, args, config_paths),
         ServiceCommand::Uninstall { dry_run } => {
             let steps = uninstall_steps(program);
             if dry_run {
@@ -287,7 +287,7 @@ pub fn execute(
     }
 }
 
-fn install(program: &Program, args: InstallArgs, writable: WritablePaths) -> anyhow::Result<()> {
+fn install(program: &Program, args: InstallArgs, config_paths: ConfigPaths) -> anyhow::Result<()> {
     let exe = match args.exe {
         Some(exe) => super::absolute(&exe)?,
         None => std::env::current_exe()?,
@@ -303,7 +303,7 @@ fn install(program: &Program, args: InstallArgs, writable: WritablePaths) -> any
         None
     };
     let state = PathBuf::from(state_directory(program));
-    let writable = writable(&config)
+    let writable = super::writable(config_paths(&config))
         .into_iter()
         .filter(|p| !p.starts_with(&state))
         .collect();
@@ -527,11 +527,10 @@ mod tests {
             );
             return;
         };
-        let dir = std::env::temp_dir().join(format!(
-            "labhours-unit-{}-{}",
-            std::process::id(),
-            program.name
-        ));
+        // One folder per call: tests run in parallel in one process.
+        static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("labhours-unit-{}-{call}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let mut options = options.clone();
         options.exe = std::env::current_exe().unwrap();
