@@ -17,11 +17,10 @@
 //! runs; `scripts/agent-kill-soak.sh` runs 1,000); `LABHOURS_KILL_SEED`
 //! replays a schedule.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
+use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use labhours_tests::live_agent::{self, Rig, Rng, wait_until};
+use labhours_tests::live_agent::{self, Delivered, Rig, Rng, wait_until};
 
 const AGENT: &str = "kill-agent";
 
@@ -85,53 +84,23 @@ async fn a_live_agent_killed_at_random_loses_and_reuses_nothing() {
     wait_until(
         Duration::from_secs(30),
         "every result file reported",
-        || result_files(data_dir).len() >= files_written.len(),
+        || live_agent::result_files(data_dir, AGENT).len() >= files_written.len(),
     )
     .await;
     child.kill();
     let next_seq = live_agent::drain(&rig.outbox, AGENT, "kill-nmr", rig.mqtt_port).await;
-    let (stored, conflicts) = live_agent::stored(data_dir, AGENT);
-    let expected: Vec<u64> = (1..next_seq).collect();
-    let missing: Vec<u64> = expected
-        .iter()
-        .filter(|s| stored.binary_search(s).is_err())
-        .copied()
-        .take(20)
-        .collect();
-    let reported = result_files(data_dir);
-    let twice: Vec<_> = reported.iter().filter(|(_, n)| **n > 1).collect();
-    let unreported: Vec<_> = files_written
-        .iter()
-        .filter(|f| !reported.contains_key(*f))
-        .collect();
+    let delivered = Delivered::count(data_dir, AGENT, next_seq, &files_written);
     eprintln!(
-        "agent kill test: {cycles} kills, {} events stored, {} result files, {conflicts} seqs reused, {} seqs missing",
-        stored.len(),
+        "agent kill test: {cycles} kills, {} events stored, {} result files, {} seqs reused, {} seqs missing",
+        delivered.stored.len(),
         files_written.len(),
-        missing.len()
+        delivered.conflicts,
+        delivered.missing.len()
     );
-    assert_eq!(conflicts, 0, "a seq was given twice (seed {seed})");
+    delivered.assert_exactly_once(seed);
     assert!(
-        missing.is_empty(),
-        "events lost: seqs {missing:?} never stored (seed {seed})"
+        delivered.stored.len() as u32 > cycles,
+        "the agent got to publish"
     );
-    assert_eq!(stored, expected, "every seq once (seed {seed})");
-    assert!(twice.is_empty(), "result files reported twice: {twice:?}");
-    assert!(
-        unreported.is_empty(),
-        "result files never reported: {unreported:?}"
-    );
-    assert!(stored.len() as u32 > cycles, "the agent got to publish");
     rig.collector.shutdown().await.expect("collector stops");
-}
-
-/// Result files the collector stored, by path, with how often each came.
-fn result_files(data_dir: &Path) -> BTreeMap<String, u32> {
-    let mut out = BTreeMap::new();
-    for value in live_agent::payloads(data_dir, AGENT, "result_file") {
-        if let Some(path) = value["path"].as_str() {
-            *out.entry(path.to_owned()).or_insert(0) += 1;
-        }
-    }
-    out
 }

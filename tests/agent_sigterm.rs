@@ -18,11 +18,10 @@
 //! `LABHOURS_SIGTERM_CYCLES` sets the number of stops (default 100);
 //! `LABHOURS_SIGTERM_SEED` replays a schedule.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
+use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use labhours_tests::live_agent::{self, AgentProcess, Rig, Rng, wait_until};
+use labhours_tests::live_agent::{self, AgentProcess, Delivered, Rig, Rng, wait_until};
 use tokio::net::UnixDatagram;
 
 const AGENT: &str = "sigterm-agent";
@@ -147,7 +146,7 @@ async fn sigterm_100_times_under_load_loses_and_duplicates_nothing() {
     wait_until(
         Duration::from_secs(30),
         "every result file reported",
-        || result_files(data_dir).len() >= files_written.len(),
+        || live_agent::result_files(data_dir, AGENT).len() >= files_written.len(),
     )
     .await;
     stop(&mut child, cycles).await;
@@ -155,20 +154,7 @@ async fn sigterm_100_times_under_load_loses_and_duplicates_nothing() {
     let stops = cycles + 1;
     let next_seq = live_agent::drain(&rig.outbox, AGENT, INSTRUMENT, rig.mqtt_port).await;
 
-    let (stored, conflicts) = live_agent::stored(data_dir, AGENT);
-    let expected: Vec<u64> = (1..next_seq).collect();
-    let missing: Vec<u64> = expected
-        .iter()
-        .filter(|s| stored.binary_search(s).is_err())
-        .copied()
-        .take(20)
-        .collect();
-    let reported = result_files(data_dir);
-    let twice: Vec<_> = reported.iter().filter(|(_, n)| **n > 1).collect();
-    let unreported: Vec<_> = files_written
-        .iter()
-        .filter(|f| !reported.contains_key(*f))
-        .collect();
+    let delivered = Delivered::count(data_dir, AGENT, next_seq, &files_written);
     // Each run starts in `unknown`; a stop in a known state must record the
     // change to `unknown`, or the next run's first transition would not
     // start where the last one ended.
@@ -184,27 +170,18 @@ async fn sigterm_100_times_under_load_loses_and_duplicates_nothing() {
         .filter(|t| t["reason"] == "data ends (agent stopped)")
         .count();
     eprintln!(
-        "agent SIGTERM test: {stops} stops in {:.1} s (longest stop {} ms), {} events stored for seqs 1..{next_seq}, {} missing, {conflicts} conflicts, {} result files ({} reported twice, {} unreported), {stopped_transitions} 'agent stopped' transitions, {} STOPPING=1",
+        "agent SIGTERM test: {stops} stops in {:.1} s (longest stop {} ms), {} events stored for seqs 1..{next_seq}, {} missing, {} conflicts, {} result files ({} reported twice, {} unreported), {stopped_transitions} 'agent stopped' transitions, {} STOPPING=1",
         started.elapsed().as_secs_f64(),
         longest_stop.as_millis(),
-        stored.len(),
-        missing.len(),
+        delivered.stored.len(),
+        delivered.missing.len(),
+        delivered.conflicts,
         files_written.len(),
-        twice.len(),
-        unreported.len(),
+        delivered.files_reported_twice.len(),
+        delivered.files_unreported.len(),
         notify.stopping,
     );
-    assert_eq!(conflicts, 0, "a seq was given twice (seed {seed})");
-    assert!(
-        missing.is_empty(),
-        "events lost: seqs {missing:?} never stored (seed {seed})"
-    );
-    assert_eq!(stored, expected, "every seq once (seed {seed})");
-    assert!(twice.is_empty(), "result files reported twice: {twice:?}");
-    assert!(
-        unreported.is_empty(),
-        "result files never reported: {unreported:?}"
-    );
+    delivered.assert_exactly_once(seed);
     assert!(
         breaks.is_empty(),
         "a stop was not recorded (seed {seed}): {breaks:?}"
@@ -219,7 +196,10 @@ async fn sigterm_100_times_under_load_loses_and_duplicates_nothing() {
         "most stops happen in a known state"
     );
     assert_eq!(notify.stopping, stops, "STOPPING=1 at every stop");
-    assert!(stored.len() as u32 > 5 * cycles, "the agent got to publish");
+    assert!(
+        delivered.stored.len() as u32 > 5 * cycles,
+        "the agent got to publish"
+    );
     rig.collector.shutdown().await.expect("collector stops");
 }
 
@@ -233,15 +213,4 @@ async fn stop(child: &mut AgentProcess, cycle: u32) -> Duration {
         cycle + 1
     );
     asked.elapsed()
-}
-
-/// Result files the collector stored, by path, with how often each came.
-fn result_files(data_dir: &Path) -> BTreeMap<String, u32> {
-    let mut out = BTreeMap::new();
-    for value in live_agent::payloads(data_dir, AGENT, "result_file") {
-        if let Some(path) = value["path"].as_str() {
-            *out.entry(path.to_owned()).or_insert(0) += 1;
-        }
-    }
-    out
 }

@@ -318,3 +318,84 @@ pub fn payloads(data_dir: &Path, agent_id: &str, kind: &str) -> Vec<serde_json::
         })
         .unwrap_or_default()
 }
+
+/// Result files the collector stored for `agent_id`, by path, with how
+/// often each came.
+pub fn result_files(data_dir: &Path, agent_id: &str) -> std::collections::BTreeMap<String, u32> {
+    let mut out = std::collections::BTreeMap::new();
+    for value in payloads(data_dir, agent_id, "result_file") {
+        if let Some(path) = value["path"].as_str() {
+            *out.entry(path.to_owned()).or_insert(0) += 1;
+        }
+    }
+    out
+}
+
+/// What the collector holds for an agent, against the seqs `1..next_seq`
+/// its outbox gave and the result files a test wrote.
+#[derive(Debug)]
+pub struct Delivered {
+    pub stored: Vec<u64>,
+    /// Seqs that arrived twice with different content (quarantined).
+    pub conflicts: i64,
+    /// The first 20 seqs never stored.
+    pub missing: Vec<u64>,
+    pub files_reported_twice: Vec<String>,
+    pub files_unreported: Vec<String>,
+    next_seq: u64,
+}
+
+impl Delivered {
+    pub fn count(
+        data_dir: &Path,
+        agent_id: &str,
+        next_seq: u64,
+        files_written: &std::collections::BTreeSet<String>,
+    ) -> Self {
+        let (stored, conflicts) = stored(data_dir, agent_id);
+        let missing = (1..next_seq)
+            .filter(|s| stored.binary_search(s).is_err())
+            .take(20)
+            .collect();
+        let reported = result_files(data_dir, agent_id);
+        Self {
+            stored,
+            conflicts,
+            missing,
+            files_reported_twice: reported
+                .iter()
+                .filter(|(_, n)| **n > 1)
+                .map(|(f, _)| f.clone())
+                .collect(),
+            files_unreported: files_written
+                .iter()
+                .filter(|f| !reported.contains_key(*f))
+                .cloned()
+                .collect(),
+            next_seq,
+        }
+    }
+
+    /// Every seq `1..next_seq` stored exactly once, no seq given twice,
+    /// every result file reported exactly once.
+    pub fn assert_exactly_once(&self, seed: u64) {
+        assert_eq!(self.conflicts, 0, "a seq was given twice (seed {seed})");
+        assert!(
+            self.missing.is_empty(),
+            "events lost: seqs {:?} never stored (seed {seed})",
+            self.missing
+        );
+        let expected: Vec<u64> = (1..self.next_seq).collect();
+        assert_eq!(self.stored, expected, "every seq once (seed {seed})");
+        assert!(
+            self.files_reported_twice.is_empty(),
+            "result files reported twice: {:?}",
+            self.files_reported_twice
+        );
+        assert!(
+            self.files_unreported.is_empty(),
+            "result files never reported: {:?}",
+            self.files_unreported
+        );
+    }
+}
