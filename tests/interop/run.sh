@@ -219,8 +219,31 @@ peer_debs() {
   summary+=("debs: $p passed, $f failed")
 }
 
+# The Windows service code (shared/src/service/windows.rs, cfg(windows))
+# compiled and linted for x86_64-pc-windows-gnu with Debian's MinGW: the
+# only compile check it gets off Windows (running it is in docs/release.md).
+# Skipped, and said so, when rustup cannot fetch the target.
+peer_windows() {
+  ensure_debian_packages gcc-mingw-w64-x86-64 || return 1
+  if ! rustup target list --installed | grep -qx x86_64-pc-windows-gnu &&
+    ! rustup target add x86_64-pc-windows-gnu; then
+    summary+=("windows: skipped (rustup could not install the x86_64-pc-windows-gnu target)")
+    return 0
+  fi
+  local status=0
+  cargo clippy --target x86_64-pc-windows-gnu -p labhours-shared -p labhours-agent \
+    -p labhours-collector -- -D warnings 2>&1 | tail -n 20 || status=$?
+  if [ "$status" -eq 0 ]; then
+    passed=$((passed + 1))
+    summary+=("windows: 1 passed, 0 failed (clippy -D warnings for x86_64-pc-windows-gnu)")
+  else
+    failed=$((failed + 1))
+    summary+=("windows: 0 passed, 1 failed (clippy for x86_64-pc-windows-gnu)")
+  fi
+}
+
 peers=("$@")
-((${#peers[@]})) || peers=(mosquitto pymodbus icalendar schemathesis tmpfs chromium victoria_metrics influxdb debs)
+((${#peers[@]})) || peers=(mosquitto pymodbus icalendar schemathesis tmpfs chromium victoria_metrics influxdb debs windows)
 for peer in "${peers[@]}"; do
   "peer_$peer" || { failed=$((failed + 1)); summary+=("$peer: could not be set up"); }
   stop_peers
