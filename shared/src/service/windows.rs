@@ -140,7 +140,14 @@ pub(super) fn execute(program: &Program, command: ServiceCommand) -> anyhow::Res
                 config.display()
             );
             let service = manager
-                .create_service(&info, ServiceAccess::CHANGE_CONFIG | ServiceAccess::START)?;
+                .create_service(&info, ServiceAccess::CHANGE_CONFIG | ServiceAccess::START)
+                .map_err(|e| {
+                    anyhow::anyhow!(
+                        "cannot create the service {} ({e}); if it is already installed: `{} service uninstall` first",
+                        program.name,
+                        program.name
+                    )
+                })?;
             service.set_description(program.description)?;
             service.start::<&str>(&[])?;
             println!(
