@@ -17,15 +17,10 @@
 //! runs; `scripts/agent-kill-soak.sh` runs 1,000); `LABHOURS_KILL_SEED`
 //! replays a schedule.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
+use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use labhours_agent::config::MeterModel;
-use labhours_collector::app;
-use labhours_collector::ingest::IngestOptions;
-use labhours_tests::live_agent::{self, wait_until};
-use labhours_tests::modbus_sim::{Sim, SimUnit, TcpSim};
+use labhours_tests::live_agent::{self, Delivered, Rig, Rng, wait_until};
 
 const AGENT: &str = "kill-agent";
 
@@ -34,17 +29,6 @@ const AGENT: &str = "kill-agent";
 #[ignore = "child process of a_live_agent_killed_at_random_loses_and_reuses_nothing"]
 fn kill_child() {
     live_agent::run_child();
-}
-
-/// Deterministic noise for the schedule (xorshift64).
-struct Rng(u64);
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -60,53 +44,30 @@ async fn a_live_agent_killed_at_random_loses_and_reuses_nothing() {
     eprintln!("agent kill test: {cycles} cycles, LABHOURS_KILL_SEED={seed}");
     let mut rng = Rng(seed);
     let dir = tempfile::tempdir().expect("temp dir");
-    let data_dir = dir.path().join("collector");
-    std::fs::create_dir_all(dir.path().join("results")).expect("results folder");
-
-    let collector = app::start(
-        live_agent::collector_config(&data_dir, 0),
-        IngestOptions::default(),
-    )
-    .await
-    .expect("collector starts");
-    tokio::time::timeout(Duration::from_secs(10), collector.subscribed())
-        .await
-        .expect("collector subscribed");
-    let mqtt_port = collector.broker_addr().expect("embedded broker").port();
-
-    let sim = Sim::new().with_unit(
-        1,
-        SimUnit::preset(MeterModel::Sdm120).reading(50.0, 230.0, 0.2, 1.0),
-    );
-    let meter = TcpSim::start(sim.clone()).await.expect("simulator");
-    let config_path = dir.path().join("agent.toml");
-    let toml = live_agent::agent_toml(
+    let rig = Rig::start(
+        dir.path(),
         (AGENT, "kill-nmr"),
-        &dir.path().join("agent"),
-        &dir.path().join("results"),
-        meter.addr(),
-        mqtt_port,
         // Widens the window the old outbox left open (summaries published
         // before they were flushed): the old code fails this test at once.
         "[outbox]\n        summary_flush_ms = 5000",
-    );
-    std::fs::write(&config_path, toml).expect("agent config");
+    )
+    .await;
+    let (data_dir, config_path) = (&rig.data_dir, &rig.config_path);
 
     let mut files_written = BTreeSet::new();
     let mut file_no = 0u32;
     for cycle in 0..cycles {
-        let mut child = live_agent::spawn("kill_child", &config_path);
+        let mut child = live_agent::spawn("kill_child", config_path);
         let run_for = Duration::from_millis(200 + rng.below(1300));
         let until = Instant::now() + run_for;
         // Mixed traffic while it runs: power flips (transitions), a result file now and then.
         while Instant::now() < until {
             let watts = if rng.below(2) == 0 { 50.0 } else { 500.0 };
-            sim.update(1, |u| u.watts = watts);
+            rig.sim.update(1, |u| u.watts = watts);
             if rng.below(3) == 0 {
                 file_no += 1;
                 let name = format!("run-{file_no:05}.dat");
-                std::fs::write(dir.path().join("results").join(&name), name.as_bytes())
-                    .expect("result file");
+                std::fs::write(rig.results.join(&name), name.as_bytes()).expect("result file");
                 files_written.insert(name);
             }
             tokio::time::sleep(Duration::from_millis(50 + rng.below(150))).await;
@@ -119,58 +80,27 @@ async fn a_live_agent_killed_at_random_loses_and_reuses_nothing() {
 
     // One last clean run so that the files written after the last kill are
     // reported, then the outbox is drained by the same delivery code.
-    let mut child = live_agent::spawn("kill_child", &config_path);
-    let outbox_dir = dir.path().join("agent");
+    let mut child = live_agent::spawn("kill_child", config_path);
     wait_until(
         Duration::from_secs(30),
         "every result file reported",
-        || result_files(&data_dir).len() >= files_written.len(),
+        || live_agent::result_files(data_dir, AGENT).len() >= files_written.len(),
     )
     .await;
     child.kill();
-    let next_seq = live_agent::drain(&outbox_dir, AGENT, "kill-nmr", mqtt_port).await;
-    let (stored, conflicts) = live_agent::stored(&data_dir, AGENT);
-    let expected: Vec<u64> = (1..next_seq).collect();
-    let missing: Vec<u64> = expected
-        .iter()
-        .filter(|s| stored.binary_search(s).is_err())
-        .copied()
-        .take(20)
-        .collect();
-    let reported = result_files(&data_dir);
-    let twice: Vec<_> = reported.iter().filter(|(_, n)| **n > 1).collect();
-    let unreported: Vec<_> = files_written
-        .iter()
-        .filter(|f| !reported.contains_key(*f))
-        .collect();
+    let next_seq = live_agent::drain(&rig.outbox, AGENT, "kill-nmr", rig.mqtt_port).await;
+    let delivered = Delivered::count(data_dir, AGENT, next_seq, &files_written);
     eprintln!(
-        "agent kill test: {cycles} kills, {} events stored, {} result files, {conflicts} seqs reused, {} seqs missing",
-        stored.len(),
+        "agent kill test: {cycles} kills, {} events stored, {} result files, {} seqs reused, {} seqs missing",
+        delivered.stored.len(),
         files_written.len(),
-        missing.len()
+        delivered.conflicts,
+        delivered.missing.len()
     );
-    assert_eq!(conflicts, 0, "a seq was given twice (seed {seed})");
+    delivered.assert_exactly_once(seed);
     assert!(
-        missing.is_empty(),
-        "events lost: seqs {missing:?} never stored (seed {seed})"
+        delivered.stored.len() as u32 > cycles,
+        "the agent got to publish"
     );
-    assert_eq!(stored, expected, "every seq once (seed {seed})");
-    assert!(twice.is_empty(), "result files reported twice: {twice:?}");
-    assert!(
-        unreported.is_empty(),
-        "result files never reported: {unreported:?}"
-    );
-    assert!(stored.len() as u32 > cycles, "the agent got to publish");
-    collector.shutdown().await.expect("collector stops");
-}
-
-/// Result files the collector stored, by path, with how often each came.
-fn result_files(data_dir: &Path) -> BTreeMap<String, u32> {
-    let mut out = BTreeMap::new();
-    for value in live_agent::payloads(data_dir, AGENT, "result_file") {
-        if let Some(path) = value["path"].as_str() {
-            *out.entry(path.to_owned()).or_insert(0) += 1;
-        }
-    }
-    out
+    rig.collector.shutdown().await.expect("collector stops");
 }

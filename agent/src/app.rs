@@ -11,6 +11,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use labhours_shared::config::LogArgs;
+use labhours_shared::service::{self, notify};
 use labhours_shared::state::{EngineSettings, Reading};
 use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
 use tokio::task::JoinSet;
@@ -36,12 +38,20 @@ const DISK_FULL_RETRY: Duration = Duration::from_secs(5);
 
 /// Runs the agent until `shutdown` resolves. A full disk at start is waited
 /// out here (a service manager would otherwise restart the agent in a loop).
+/// Under systemd it reports ready once started (or waiting for disk), pings
+/// the watchdog and reports stopping.
 pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     tokio::pin!(shutdown);
+    let _watchdog = notify::start_watchdog();
     let agent = loop {
         match Agent::start(config.clone(), Arc::new(SystemClock)) {
             Ok(agent) => break agent,
             Err(e) if disk_full(&e) => {
+                if labhours_shared::process::stop_requested(shutdown.as_mut()).await {
+                    return Ok(());
+                }
+                // Up, and waiting: a start timeout would restart it in a loop.
+                notify::ready("waiting for space on the outbox's disk");
                 tracing::error!(error = %format!("{e:#}"), retry_in_s = DISK_FULL_RETRY.as_secs(), "cannot start: the outbox's disk is full; waiting for space");
                 tokio::select! {
                     () = &mut shutdown => return Ok(()),
@@ -51,8 +61,31 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> any
             Err(e) => return Err(e),
         }
     };
+    if labhours_shared::process::stop_requested(shutdown.as_mut()).await {
+        notify::stopping();
+        return agent.stop().await;
+    }
+    notify::ready("running");
     shutdown.await;
+    notify::stopping();
     agent.stop().await
+}
+
+/// `run` as the binary does it: the logger (`--log-format`; on Windows as
+/// a service, files under %ProgramData%\labhours\logs by default), the
+/// runtime, and a stop on Ctrl-C, SIGTERM or the Windows service manager.
+pub fn serve(config: AgentConfig, log: LogArgs, windows_service: bool) -> anyhow::Result<()> {
+    let log = config
+        .log
+        .overridden(log, service::default_log_dir(windows_service));
+    service::serve(
+        &service::AGENT,
+        windows_service,
+        Box::new(move |shutdown| {
+            log.init();
+            crate::cli::runtime()?.block_on(run(config, shutdown))
+        }),
+    )
 }
 
 fn disk_full(e: &anyhow::Error) -> bool {

@@ -5,6 +5,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+use labhours_shared::config::LogArgs;
+use labhours_shared::service::{self, ServiceCommand};
+
 use crate::config::{AgentConfig, Purpose};
 use crate::delivery::{Delivery, wait_until_drained};
 use crate::outbox::Outbox;
@@ -14,6 +17,8 @@ use crate::outbox::Outbox;
 #[derive(Debug, Parser)]
 #[command(name = "labhours-agent", version, about, long_about = None)]
 pub struct Cli {
+    #[command(flatten)]
+    pub log: LogArgs,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -22,7 +27,11 @@ pub struct Cli {
 pub enum Command {
     /// Run as a service: poll the meters, read the status line, watch the
     /// result folders, and deliver events until stopped (Ctrl-C / SIGTERM).
-    Run(ConfigArg),
+    Run(RunArgs),
+    /// Install, remove, start, stop or look at the agent as a system service
+    /// (systemd on Linux, the service manager on Windows).
+    #[command(subcommand)]
+    Service(ServiceCommand),
     /// Check a config file and every file it names, as a start would, and
     /// print a summary; every problem is listed with its key and the fix.
     CheckConfig {
@@ -71,6 +80,15 @@ pub enum Command {
 }
 
 #[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// Started by the Windows service manager (`service install` sets it).
+    #[arg(long = "windows-service", hide = true)]
+    pub windows_service: bool,
+}
+
+#[derive(Debug, clap::Args)]
 pub struct ConfigArg {
     /// The agent's config file (see config/agent.example.toml).
     #[arg(long, short, env = "LABHOURS_AGENT_CONFIG")]
@@ -80,7 +98,7 @@ pub struct ConfigArg {
 impl Cli {
     /// Runs the command; errors are printed with their causes.
     pub fn execute(self) -> ExitCode {
-        match self.command.execute() {
+        match self.command.execute(self.log) {
             Ok(()) => ExitCode::SUCCESS,
             Err(err) => {
                 eprintln!("error: {err:#}");
@@ -91,13 +109,20 @@ impl Cli {
 }
 
 impl Command {
-    fn execute(self) -> anyhow::Result<()> {
+    fn execute(self, log: LogArgs) -> anyhow::Result<()> {
         match self {
             Command::CheckConfig { config, purpose } => check_config(&config.config, purpose),
-            Command::Run(arg) => {
-                let config = AgentConfig::load_to_start(&arg.config, Purpose::Run)?;
-                config.log.init();
-                runtime()?.block_on(crate::run(config, crate::app::shutdown_signal()))
+            Command::Run(args) => {
+                let config = AgentConfig::load_to_start(&args.config.config, Purpose::Run)?;
+                crate::app::serve(config, log, args.windows_service)
+            }
+            Command::Service(command) => {
+                let paths = |path: &Path| {
+                    AgentConfig::load(path)
+                        .ok()
+                        .map(|c| (c.data_dir, c.log.dir))
+                };
+                service::execute(&service::AGENT, command, &paths)
             }
             Command::Probe(arg) => {
                 let config = AgentConfig::load_to_start(&arg.config, Purpose::Run)?;
@@ -125,7 +150,7 @@ impl Command {
                 no_wait,
             } => {
                 let config = AgentConfig::load_to_start(&config.config, Purpose::Replay)?;
-                config.log.init();
+                config.log.overridden(log, None).init();
                 let (outbox, _) = Outbox::open(
                     &config.data_dir,
                     (&config.outbox).into(),
@@ -179,7 +204,7 @@ async fn deliver_all(config: &AgentConfig, outbox: Outbox) -> anyhow::Result<()>
 
 /// The agent's runtime: two worker threads are plenty for a few meters and
 /// ports, and keep the footprint small.
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -403,4 +403,110 @@ mod calibrate_live {
         );
         assert!(!text(&out.stdout).contains("[state]"));
     }
+
+/// A replay-only agent in `dir` with `extra` appended to its config (in
+/// its `[log]` table), run
+/// with `args` before the subcommand; its output.
+fn replay_with(dir: &std::path::Path, extra: &str, args: &[&str]) -> Output {
+    let path = dir.join("agent.toml");
+    std::fs::write(
+        &path,
+        format!("data_dir = {:?}\n{REPLAY_ONLY}\n{extra}", dir.join("data")),
+    )
+    .expect("write config");
+    let samples = dir.join("samples.csv");
+    std::fs::write(
+        &samples,
+        "timestamp,watts,status_line\n2026-11-22T08:00:00Z,5,\n2026-11-22T08:00:01Z,500,\n",
+    )
+    .expect("write samples");
+    let mut all = args.to_vec();
+    all.extend([
+        "replay",
+        "--config",
+        path.to_str().expect("utf-8"),
+        "--samples",
+        samples.to_str().expect("utf-8"),
+        "--no-wait",
+    ]);
+    agent(&all)
+}
+
+#[test]
+fn log_format_json_overrides_the_config_and_every_line_is_json() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = replay_with(dir.path(), "", &["--log-format", "json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let logs = text(&out.stderr);
+    assert!(logs.lines().count() > 0, "no logs");
+    for line in logs.lines() {
+        let value: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert!(value["level"].is_string(), "{line}");
+    }
+}
+
+#[test]
+fn a_log_dir_takes_the_logs_in_daily_files() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let logs = dir.path().join("logs");
+    let out = replay_with(dir.path(), &format!("dir = {logs:?}\n"), &[]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).is_empty(), "{}", text(&out.stderr));
+    let files: Vec<_> = std::fs::read_dir(&logs)
+        .expect("the log dir was made")
+        .map(|e| e.expect("entry").path())
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    let name = files[0].file_name().unwrap().to_string_lossy().into_owned();
+    assert!(
+        name.starts_with("labhours-agent.") && name.ends_with(".log"),
+        "{name}"
+    );
+    assert!(
+        std::fs::read_to_string(&files[0])
+            .unwrap()
+            .contains("DEBUG")
+    );
+}
+
+#[cfg(not(windows))]
+#[test]
+fn service_install_dry_run_prints_the_unit_and_changes_nothing() {
+    let out = agent(&[
+        "service",
+        "install",
+        "--dry-run",
+        "--exe",
+        "/usr/bin/labhours-agent",
+        "--config",
+        "/etc/labhours/agent.toml",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let unit = text(&out.stdout);
+    for line in [
+        "Type=notify",
+        "ExecStart=/usr/bin/labhours-agent run --config /etc/labhours/agent.toml",
+        "StateDirectory=labhours/agent",
+    ] {
+        assert!(unit.lines().any(|l| l == line), "{line} missing:\n{unit}");
+    }
+    let steps = text(&out.stderr);
+    assert!(
+        steps.contains("would run: systemctl enable --now labhours-agent"),
+        "{steps}"
+    );
+}
+
+#[cfg(not(windows))]
+#[test]
+fn the_windows_service_flag_is_refused_on_linux() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/agent.example.toml");
+    let out = agent(&["run", "--config", example, "--windows-service"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("systemd"),
+        "{}",
+        text(&out.stderr)
+    );
 }

@@ -7,8 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use labhours_shared::config::ConfigErrors;
 use labhours_shared::config::file::read_secret;
+use labhours_shared::config::{ConfigErrors, LogArgs};
+use labhours_shared::service::{self, notify};
 use labhours_shared::wire::{TopicKind, Topics};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -35,10 +36,44 @@ pub async fn run(
     config: CollectorConfig,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    start(config, IngestOptions::default())
-        .await?
-        .run_until(shutdown)
+    let running = start(config, IngestOptions::default()).await?;
+    tokio::pin!(shutdown);
+    if labhours_shared::process::stop_requested(shutdown.as_mut()).await {
+        return running.shutdown().await;
+    }
+    // Under systemd: ready once started, watchdog pings, stopping.
+    notify::ready("running");
+    let _watchdog = notify::start_watchdog();
+    running
+        .run_until(async {
+            shutdown.await;
+            notify::stopping();
+        })
         .await
+}
+
+/// `run` as the binary does it: the logger (`--log-format`; on Windows as
+/// a service, files under %ProgramData%\labhours\logs by default), the
+/// runtime, and a stop on Ctrl-C, SIGTERM or the Windows service manager.
+pub fn serve(config: CollectorConfig, log: LogArgs, windows_service: bool) -> anyhow::Result<()> {
+    let log = config
+        .log
+        .overridden(log, service::default_log_dir(windows_service));
+    service::serve(
+        &service::COLLECTOR,
+        windows_service,
+        Box::new(move |shutdown| {
+            log.init_with(Some(Box::new(crate::broker::OversizedWatch::layer())));
+            for warning in config.warnings() {
+                tracing::warn!("{warning}");
+            }
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the async runtime")?;
+            runtime.block_on(run(config, shutdown))
+        }),
+    )
 }
 
 /// A started collector.

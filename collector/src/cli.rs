@@ -1,10 +1,13 @@
 //! Command line of `labhours-collector`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+
+use labhours_shared::config::LogArgs;
+use labhours_shared::service::{self, ServiceCommand};
 
 use crate::config::CollectorConfig;
 
@@ -13,6 +16,8 @@ use crate::config::CollectorConfig;
 #[derive(Debug, Parser)]
 #[command(name = "labhours-collector", version, about, long_about = None)]
 pub struct Cli {
+    #[command(flatten)]
+    pub log: LogArgs,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -21,7 +26,11 @@ pub struct Cli {
 pub enum Command {
     /// Run the collector: embedded MQTT broker (unless an external one is
     /// configured), ingest, reconciliation and the HTTP API, until stopped.
-    Run(ConfigArg),
+    Run(RunArgs),
+    /// Install, remove, start, stop or look at the collector as a system
+    /// service (systemd on Linux, the service manager on Windows).
+    #[command(subcommand)]
+    Service(ServiceCommand),
     /// Check a config file and every file it names, as `run` would at start,
     /// and print a summary; every problem is listed with its key and the fix.
     CheckConfig(ConfigArg),
@@ -121,6 +130,15 @@ pub enum ReportFormat {
 }
 
 #[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// Started by the Windows service manager (`service install` sets it).
+    #[arg(long = "windows-service", hide = true)]
+    pub windows_service: bool,
+}
+
+#[derive(Debug, clap::Args)]
 pub struct ConfigArg {
     /// The collector's config file (see config/collector.example.toml);
     /// without it every setting takes its default.
@@ -154,7 +172,7 @@ impl ConfigArg {
 impl Cli {
     /// Runs the command; errors are printed with their causes.
     pub fn execute(self) -> ExitCode {
-        match self.command.execute() {
+        match self.command.execute(self.log) {
             Ok(()) => ExitCode::SUCCESS,
             Err(err) => {
                 eprintln!("error: {err:#}");
@@ -165,7 +183,7 @@ impl Cli {
 }
 
 impl Command {
-    fn execute(self) -> anyhow::Result<()> {
+    fn execute(self, log: LogArgs) -> anyhow::Result<()> {
         match self {
             Command::CheckConfig(arg) => {
                 let c = arg.load_to_start()?;
@@ -193,19 +211,17 @@ impl Command {
                 );
                 Ok(())
             }
-            Command::Run(arg) => {
-                let config = arg.load_to_start()?;
-                config
-                    .log
-                    .init_with(Some(Box::new(crate::broker::OversizedWatch::layer())));
-                for warning in config.warnings() {
-                    tracing::warn!("{warning}");
-                }
-                let runtime = tokio::runtime::Builder::new_multi_thread()
-                    .enable_all()
-                    .build()
-                    .context("cannot start the async runtime")?;
-                runtime.block_on(crate::run(config, crate::app::shutdown_signal()))
+            Command::Run(args) => {
+                let config = args.config.load_to_start()?;
+                crate::app::serve(config, log, args.windows_service)
+            }
+            Command::Service(command) => {
+                let paths = |path: &Path| {
+                    CollectorConfig::load(path)
+                        .ok()
+                        .map(|c| (c.data_dir, c.log.dir))
+                };
+                service::execute(&service::COLLECTOR, command, &paths)
             }
             Command::Bookings(BookingsCommand::Import {
                 config,

@@ -702,3 +702,93 @@ fn an_operator_lists_shows_and_purges_refused_payloads() {
     assert_eq!(left.lines().count(), 2, "{left}");
     assert!(!left.contains("agent-old"), "{left}");
 }
+
+/// `run` as systemd starts it (Type=notify, WatchdogSec): READY=1 once it
+/// serves, watchdog pings, and on SIGTERM STOPPING=1 and a clean exit. The
+/// test is the notify socket; `sh -c 'WATCHDOG_PID=$$ exec …'` gives the
+/// process its own pid, as systemd does.
+#[cfg(unix)]
+#[test]
+fn run_under_systemd_reports_ready_pings_the_watchdog_and_stops_cleanly_on_sigterm() {
+    use std::os::unix::net::UnixDatagram;
+    use std::time::{Duration, Instant};
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = dir.path().join("collector.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = {:?}\n[site]\ntime_zone = \"Asia/Shanghai\"\n[mqtt]\nembedded_listen = \"127.0.0.1:0\"\n[http]\nlisten = \"127.0.0.1:0\"\n",
+            dir.path().join("data")
+        ),
+    )
+    .expect("write");
+    let socket_path = dir.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).expect("notify socket");
+    socket
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .expect("timeout");
+    let mut child = Command::new("sh")
+        .args(["-c", r#"WATCHDOG_PID=$$ exec "$0" "$@""#])
+        .arg(env!("CARGO_BIN_EXE_labhours-collector"))
+        .args(["run", "--config", config.to_str().expect("utf-8")])
+        .env("NOTIFY_SOCKET", &socket_path)
+        .env("WATCHDOG_USEC", "200000")
+        .env("RUST_LOG", "warn")
+        .spawn()
+        .expect("the binary runs");
+    let pid = child.id().to_string();
+    let mut messages = Vec::new();
+    let mut next = |messages: &mut Vec<String>| {
+        let mut buf = [0u8; 512];
+        match socket.recv(&mut buf) {
+            Ok(n) => messages.push(String::from_utf8_lossy(&buf[..n]).into_owned()),
+            Err(e) => {
+                let _ = child.kill();
+                panic!("nothing on the notify socket within 60 s ({e}); got {messages:?}");
+            }
+        }
+    };
+    while messages.iter().filter(|m| *m == "WATCHDOG=1\n").count() < 2 {
+        next(&mut messages);
+    }
+    assert!(
+        messages.contains(&"READY=1\nSTATUS=running\n".to_owned()),
+        "{messages:?}"
+    );
+    let kill = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill runs");
+    assert!(kill.success());
+    while !messages.iter().any(|m| m == "STOPPING=1\n") {
+        next(&mut messages);
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("status") {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "no exit within 30 s of SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status}");
+}
+
+#[cfg(unix)]
+#[test]
+fn service_install_dry_run_prints_the_collectors_unit() {
+    let out = collector(&[
+        "service",
+        "install",
+        "--print",
+        "--exe",
+        "/usr/bin/labhours-collector",
+        "--config",
+        "/etc/labhours/collector.toml",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        include_str!("../../deploy/labhours-collector.service")
+    );
+}

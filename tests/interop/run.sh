@@ -208,8 +208,47 @@ peer_influxdb() {
   LABHOURS_INFLUXD="$bin" run_rust_tests influxdb interop_influx influxdb_1x
 }
 
+# The Debian packages, built by cargo-deb from the debug binaries and
+# installed with dpkg into a throwaway root: contents, conffile, unit,
+# maintainer scripts, an upgrade over an edited config, remove, purge
+# (scripts/build-debs.sh; installs cargo-deb when missing).
+peer_debs() {
+  local log="$work/debs.log" status=0
+  scripts/build-debs.sh 2>&1 | tee "$log" || status=$?
+  local p f
+  p=$(grep -c '^  ok ' "$log" || true)
+  f=$(grep -c '^FAIL: ' "$log" || true)
+  if [ "$status" -ne 0 ] && [ "$f" -eq 0 ]; then f=1; fi
+  passed=$((passed + p))
+  failed=$((failed + f))
+  summary+=("debs: $p passed, $f failed")
+}
+
+# The Windows service code (shared/src/service/windows.rs, cfg(windows))
+# compiled and linted for x86_64-pc-windows-gnu with Debian's MinGW: the
+# only compile check it gets off Windows (running it is in docs/release.md).
+# Skipped, and said so, when rustup cannot fetch the target.
+peer_windows() {
+  if ! rustup target list --installed | grep -qx x86_64-pc-windows-gnu &&
+    ! rustup target add x86_64-pc-windows-gnu; then
+    summary+=("windows: skipped (rustup could not install the x86_64-pc-windows-gnu target)")
+    return 0
+  fi
+  ensure_debian_packages gcc-mingw-w64-x86-64 || return 1
+  local status=0
+  cargo clippy --target x86_64-pc-windows-gnu -p labhours-shared -p labhours-agent \
+    -p labhours-collector -- -D warnings 2>&1 | tail -n 20 || status=$?
+  if [ "$status" -eq 0 ]; then
+    passed=$((passed + 1))
+    summary+=("windows: 1 passed, 0 failed (clippy -D warnings for x86_64-pc-windows-gnu)")
+  else
+    failed=$((failed + 1))
+    summary+=("windows: 0 passed, 1 failed (clippy for x86_64-pc-windows-gnu)")
+  fi
+}
+
 peers=("$@")
-((${#peers[@]})) || peers=(mosquitto pymodbus icalendar schemathesis tmpfs chromium victoria_metrics influxdb)
+((${#peers[@]})) || peers=(mosquitto pymodbus icalendar schemathesis tmpfs chromium victoria_metrics influxdb debs windows)
 for peer in "${peers[@]}"; do
   "peer_$peer" || { failed=$((failed + 1)); summary+=("$peer: could not be set up"); }
   stop_peers

@@ -81,6 +81,74 @@ pub fn collector_config(
     config
 }
 
+/// Deterministic noise for test schedules (xorshift64); the seed replays one.
+#[derive(Debug)]
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
+
+/// A real collector (embedded broker, data in `<dir>/collector`), a Modbus
+/// meter simulator at 50 W, and a live agent's config `<dir>/agent.toml`
+/// (outbox in `<dir>/agent`, result files `*.dat` in `<dir>/results`).
+#[derive(Debug)]
+pub struct Rig {
+    pub collector: labhours_collector::app::Running,
+    pub data_dir: std::path::PathBuf,
+    pub mqtt_port: u16,
+    pub sim: crate::modbus_sim::Sim,
+    pub meter: crate::modbus_sim::TcpSim,
+    pub config_path: std::path::PathBuf,
+    pub results: std::path::PathBuf,
+    pub outbox: std::path::PathBuf,
+}
+
+impl Rig {
+    /// Starts the collector and the simulator; `extra` goes into the agent's config.
+    pub async fn start(dir: &Path, ids: (&str, &str), extra: &str) -> Self {
+        use crate::modbus_sim::{Sim, SimUnit, TcpSim};
+        let data_dir = dir.join("collector");
+        let results = dir.join("results");
+        std::fs::create_dir_all(&results).expect("results folder");
+        let collector = labhours_collector::app::start(
+            collector_config(&data_dir, 0),
+            labhours_collector::ingest::IngestOptions::default(),
+        )
+        .await
+        .expect("collector starts");
+        tokio::time::timeout(Duration::from_secs(10), collector.subscribed())
+            .await
+            .expect("collector subscribed");
+        let mqtt_port = collector.broker_addr().expect("embedded broker").port();
+        let sim = Sim::new().with_unit(
+            1,
+            SimUnit::preset(labhours_agent::config::MeterModel::Sdm120)
+                .reading(50.0, 230.0, 0.2, 1.0),
+        );
+        let meter = TcpSim::start(sim.clone()).await.expect("simulator");
+        let config_path = dir.join("agent.toml");
+        let outbox = dir.join("agent");
+        let toml = agent_toml(ids, &outbox, &results, meter.addr(), mqtt_port, extra);
+        std::fs::write(&config_path, toml).expect("agent config");
+        Self {
+            collector,
+            data_dir,
+            mqtt_port,
+            sim,
+            meter,
+            config_path,
+            results,
+            outbox,
+        }
+    }
+}
+
 /// The environment variable that carries the child's config path.
 pub const CHILD_CONFIG: &str = "LABHOURS_LIVE_AGENT_CONFIG";
 
@@ -99,6 +167,18 @@ pub fn run_child() {
         .expect("the agent runs until killed");
 }
 
+/// The body of a child test that runs the agent as the binary's `run`
+/// does (logger, runtime, stop on SIGTERM or Ctrl-C, systemd readiness)
+/// until it is told to stop; a failed stop fails the child (exit code 101).
+pub fn run_child_until_signal() {
+    let Ok(path) = std::env::var(CHILD_CONFIG) else {
+        eprintln!("not started by a live-agent test: nothing to do");
+        return;
+    };
+    let config = AgentConfig::load(Path::new(&path)).expect("config");
+    labhours_agent::app::serve(config, Default::default(), false).expect("a clean stop");
+}
+
 /// The agent's process; killed (SIGKILL) when dropped, so a failing test
 /// leaves no agent behind.
 #[derive(Debug)]
@@ -109,6 +189,27 @@ impl AgentProcess {
     pub fn kill(&mut self) {
         self.0.kill().expect("SIGKILL");
         self.0.wait().expect("reaped");
+    }
+
+    /// SIGTERM (what systemd sends), then waits at most `within` for the
+    /// process to exit; its exit status.
+    pub async fn terminate(&mut self, within: Duration) -> std::process::ExitStatus {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill -TERM {}", self.0.id());
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            if let Some(exit) = self.0.try_wait().expect("status") {
+                return exit;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the agent did not exit within {within:?} of SIGTERM"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     /// Whether it is still running.
@@ -126,10 +227,20 @@ impl Drop for AgentProcess {
 
 /// Starts the agent in a child process through the test named `child_test`.
 pub fn spawn(child_test: &str, config: &Path) -> AgentProcess {
+    spawn_with_env(child_test, config, &[])
+}
+
+/// [`spawn`] with more environment variables (e.g. NOTIFY_SOCKET).
+pub fn spawn_with_env(
+    child_test: &str,
+    config: &Path,
+    env: &[(&str, &std::ffi::OsStr)],
+) -> AgentProcess {
     let child = Command::new(std::env::current_exe().expect("test binary"))
         .args([child_test, "--exact", "--ignored", "--nocapture"])
         .env(CHILD_CONFIG, config)
         .env_remove("RUST_LOG")
+        .envs(env.iter().copied())
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
@@ -208,4 +319,85 @@ pub fn payloads(data_dir: &Path, agent_id: &str, kind: &str) -> Vec<serde_json::
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// Result files the collector stored for `agent_id`, by path, with how
+/// often each came.
+pub fn result_files(data_dir: &Path, agent_id: &str) -> std::collections::BTreeMap<String, u32> {
+    let mut out = std::collections::BTreeMap::new();
+    for value in payloads(data_dir, agent_id, "result_file") {
+        if let Some(path) = value["path"].as_str() {
+            *out.entry(path.to_owned()).or_insert(0) += 1;
+        }
+    }
+    out
+}
+
+/// What the collector holds for an agent, against the seqs `1..next_seq`
+/// its outbox gave and the result files a test wrote.
+#[derive(Debug)]
+pub struct Delivered {
+    pub stored: Vec<u64>,
+    /// Seqs that arrived twice with different content (quarantined).
+    pub conflicts: i64,
+    /// The first 20 seqs never stored.
+    pub missing: Vec<u64>,
+    pub files_reported_twice: Vec<String>,
+    pub files_unreported: Vec<String>,
+    next_seq: u64,
+}
+
+impl Delivered {
+    pub fn count(
+        data_dir: &Path,
+        agent_id: &str,
+        next_seq: u64,
+        files_written: &std::collections::BTreeSet<String>,
+    ) -> Self {
+        let (stored, conflicts) = stored(data_dir, agent_id);
+        let missing = (1..next_seq)
+            .filter(|s| stored.binary_search(s).is_err())
+            .take(20)
+            .collect();
+        let reported = result_files(data_dir, agent_id);
+        Self {
+            stored,
+            conflicts,
+            missing,
+            files_reported_twice: reported
+                .iter()
+                .filter(|(_, n)| **n > 1)
+                .map(|(f, _)| f.clone())
+                .collect(),
+            files_unreported: files_written
+                .iter()
+                .filter(|f| !reported.contains_key(*f))
+                .cloned()
+                .collect(),
+            next_seq,
+        }
+    }
+
+    /// Every seq `1..next_seq` stored exactly once, no seq given twice,
+    /// every result file reported exactly once.
+    pub fn assert_exactly_once(&self, seed: u64) {
+        assert_eq!(self.conflicts, 0, "a seq was given twice (seed {seed})");
+        assert!(
+            self.missing.is_empty(),
+            "events lost: seqs {:?} never stored (seed {seed})",
+            self.missing
+        );
+        let expected: Vec<u64> = (1..self.next_seq).collect();
+        assert_eq!(self.stored, expected, "every seq once (seed {seed})");
+        assert!(
+            self.files_reported_twice.is_empty(),
+            "result files reported twice: {:?}",
+            self.files_reported_twice
+        );
+        assert!(
+            self.files_unreported.is_empty(),
+            "result files never reported: {:?}",
+            self.files_unreported
+        );
+    }
 }

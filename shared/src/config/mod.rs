@@ -11,7 +11,7 @@ pub mod parse;
 pub mod tls;
 
 pub use file::{ConfigFileError, load_file};
-pub use log::{LogConfig, LogFormat};
+pub use log::{LogArgs, LogConfig, LogFormat};
 pub use parse::{Example, parse_toml};
 pub use tls::TlsConfig;
 
