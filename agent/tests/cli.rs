@@ -403,6 +403,7 @@ mod calibrate_live {
         );
         assert!(!text(&out.stdout).contains("[state]"));
     }
+}
 
 /// A replay-only agent in `dir` with `extra` appended to its config (in
 /// its `[log]` table), run
