@@ -87,7 +87,8 @@ impl Site {
                     sent_at: at("2026-11-22T00:00:00Z"),
                     acked_through: 0,
                     events,
-                },
+                }
+                .into(),
             }],
             ..Batch::default()
         };
