@@ -19,6 +19,8 @@ CREATE INDEX agent_keys_by_agent ON agent_keys (agent_id);
 -- that brought it was signed by an enrolled key (0 for older rows).
 ALTER TABLE events ADD COLUMN chain_hash BLOB;
 ALTER TABLE events ADD COLUMN signed INTEGER NOT NULL DEFAULT 0;
+-- Hours answers mark periods with unsigned events; only those are indexed.
+CREATE INDEX events_unsigned ON events (instrument_id, at_ms) WHERE signed = 0;
 
 -- Where the collector took an agent's `prev` on trust because it had no
 -- hash for the seq before (first contact, a dropped range, events from
