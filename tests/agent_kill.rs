@@ -11,7 +11,10 @@
 //! - no event lost: the stored seqs are exactly `1..next_seq` (a hole would
 //!   be an event that left the machine and never arrived, or a seq given
 //!   twice and quarantined);
-//! - every result file written is reported exactly once.
+//! - every result file written is reported exactly once;
+//! - the agent signs (`[signing]`, its key enrolled): every event is stored
+//!   signed, and its hash chain, recomputed from seq 1 over the stored
+//!   bytes, is unbroken (no fork, no anchor taken on trust, no trust refusal).
 //!
 //! `LABHOURS_KILL_CYCLES` sets the number of kills (default 25, what CI
 //! runs; `scripts/agent-kill-soak.sh` runs 1,000); `LABHOURS_KILL_SEED`
@@ -63,6 +66,25 @@ async fn a_live_agent_killed_at_random_loses_and_reuses_nothing() {
     let data_dir = dir.path().join("collector");
     std::fs::create_dir_all(dir.path().join("results")).expect("results folder");
 
+    // The agent's key, enrolled before the collector starts.
+    let key_path = dir.path().join("agent.key");
+    let signer = std::sync::Arc::new(
+        labhours_shared::trust::key_file::generate(&key_path).expect("agent key"),
+    );
+    {
+        let store = labhours_collector::store::Store::open(
+            &data_dir,
+            labhours_collector::store::Durability::Full,
+        )
+        .expect("store");
+        labhours_collector::trust::enrol(
+            store.connection(),
+            AGENT,
+            &signer.public_key(),
+            jiff::Timestamp::now(),
+        )
+        .expect("enrol");
+    }
     let collector = app::start(
         live_agent::collector_config(&data_dir, 0),
         IngestOptions::default(),
@@ -88,7 +110,9 @@ async fn a_live_agent_killed_at_random_loses_and_reuses_nothing() {
         mqtt_port,
         // Widens the window the old outbox left open (summaries published
         // before they were flushed): the old code fails this test at once.
-        "[outbox]\n        summary_flush_ms = 5000",
+        &format!(
+            "[outbox]\n        summary_flush_ms = 5000\n        [signing]\n        key_file = {key_path:?}"
+        ),
     );
     std::fs::write(&config_path, toml).expect("agent config");
 
@@ -128,7 +152,8 @@ async fn a_live_agent_killed_at_random_loses_and_reuses_nothing() {
     )
     .await;
     child.kill();
-    let next_seq = live_agent::drain(&outbox_dir, AGENT, "kill-nmr", mqtt_port).await;
+    let next_seq =
+        live_agent::drain_signed(&outbox_dir, AGENT, "kill-nmr", mqtt_port, Some(signer)).await;
     let (stored, conflicts) = live_agent::stored(&data_dir, AGENT);
     let expected: Vec<u64> = (1..next_seq).collect();
     let missing: Vec<u64> = expected
@@ -161,6 +186,10 @@ async fn a_live_agent_killed_at_random_loses_and_reuses_nothing() {
         "result files never reported: {unreported:?}"
     );
     assert!(stored.len() as u32 > cycles, "the agent got to publish");
+    let chained = live_agent::assert_chain_unbroken(&data_dir, AGENT);
+    assert_eq!(chained, stored.len());
+    let refusals = live_agent::trust_refusals(&data_dir);
+    assert!(refusals.is_empty(), "trust refusals: {refusals:?}");
     collector.shutdown().await.expect("collector stops");
 }
 

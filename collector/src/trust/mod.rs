@@ -383,7 +383,10 @@ fn anchor_at(conn: &Connection, agent_id: &str, seq: u64) -> rusqlite::Result<Op
 }
 
 /// Records the anchors of an accepted envelope and drops those its events
-/// have now confirmed (the seq before them arrived with the same hash).
+/// have now confirmed: an anchor at `s` is confirmed once `s - 1` arrived
+/// with a hash equal to it — checked in [`check`] when `s - 1` ends a run,
+/// and implied by the fork check when `s` follows `s - 1` inside a run
+/// (the same stored hash over the same bytes means the same prev).
 pub fn record_anchors(
     conn: &Connection,
     agent_id: &str,
@@ -391,8 +394,16 @@ pub fn record_anchors(
     incoming: &Incoming,
     received_at: Timestamp,
 ) -> rusqlite::Result<()> {
+    if let Some(chain) = &incoming.chain {
+        let mut confirmed = conn.prepare_cached(
+            "DELETE FROM chain_anchors WHERE agent_id = ?1 AND seq >= ?2 AND seq <= ?3",
+        )?;
+        for (run, (_, last)) in chain.runs.iter().zip(run_ends(incoming)) {
+            confirmed.execute(params![agent_id, run.first as i64, (last + 1) as i64])?;
+        }
+    }
     let mut insert = conn.prepare_cached(
-        "INSERT OR IGNORE INTO chain_anchors (agent_id, seq, prev_hash, key_id, received_at_ms)
+        "INSERT OR REPLACE INTO chain_anchors (agent_id, seq, prev_hash, key_id, received_at_ms)
          VALUES (?1, ?2, ?3, ?4, ?5)",
     )?;
     for (seq, prev) in &verdict.anchors {
@@ -403,14 +414,6 @@ pub fn record_anchors(
             verdict.key_id.map(|k| k.to_string()),
             received_at.as_millisecond()
         ])?;
-    }
-    if incoming.chain.is_some() {
-        // Checked equal in `check` when present: no longer on trust.
-        let mut confirmed =
-            conn.prepare_cached("DELETE FROM chain_anchors WHERE agent_id = ?1 AND seq = ?2")?;
-        for (_, seq) in run_ends(incoming) {
-            confirmed.execute(params![agent_id, (seq + 1) as i64])?;
-        }
     }
     Ok(())
 }
