@@ -25,8 +25,6 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use labhours_agent::config::MeterModel;
-use labhours_collector::app;
-use labhours_collector::ingest::IngestOptions;
 use labhours_tests::live_agent::{self, wait_until};
 use labhours_tests::modbus_sim::{Sim, SimUnit, TcpSim};
 
@@ -71,29 +69,8 @@ async fn a_live_agent_killed_at_random_loses_and_reuses_nothing() {
     let signer = std::sync::Arc::new(
         labhours_shared::trust::key_file::generate(&key_path).expect("agent key"),
     );
-    {
-        let store = labhours_collector::store::Store::open(
-            &data_dir,
-            labhours_collector::store::Durability::Full,
-        )
-        .expect("store");
-        labhours_collector::trust::enrol(
-            store.connection(),
-            AGENT,
-            &signer.public_key(),
-            jiff::Timestamp::now(),
-        )
-        .expect("enrol");
-    }
-    let collector = app::start(
-        live_agent::collector_config(&data_dir, 0),
-        IngestOptions::default(),
-    )
-    .await
-    .expect("collector starts");
-    tokio::time::timeout(Duration::from_secs(10), collector.subscribed())
-        .await
-        .expect("collector subscribed");
+    live_agent::enrol(&data_dir, AGENT, &signer.public_key());
+    let collector = live_agent::start_collector(&data_dir).await;
     let mqtt_port = collector.broker_addr().expect("embedded broker").port();
 
     let sim = Sim::new().with_unit(

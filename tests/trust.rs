@@ -13,8 +13,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use jiff::Timestamp;
-use labhours_collector::app::{self, Running};
-use labhours_collector::ingest::IngestOptions;
 use labhours_shared::trust::{ChainHash, Signer, key_file};
 use labhours_shared::wire::{ChainedEnvelope, Event, EventKind, RawRecord, TopicKind, Topics};
 use labhours_tests::agent::{PREFIX, TestAgent, mqtt_config};
@@ -28,19 +26,6 @@ const RETIRED: &str = "lab-c";
 
 fn key(dir: &Path, name: &str) -> Arc<Signer> {
     Arc::new(key_file::generate(&dir.join(name)).expect("key"))
-}
-
-async fn start(data_dir: &Path) -> Running {
-    let collector = app::start(
-        live_agent::collector_config(data_dir, 0),
-        IngestOptions::default(),
-    )
-    .await
-    .expect("collector starts");
-    tokio::time::timeout(Duration::from_secs(10), collector.subscribed())
-        .await
-        .expect("collector subscribed");
-    collector
 }
 
 /// Publishes one payload as a client of its own (QoS 1, waits for PUBACK).
@@ -127,20 +112,24 @@ async fn an_agent_cannot_be_impersonated_and_keeps_flowing_while_forgeries_are_q
         key(dir.path(), "c.key"),
         key(dir.path(), "stranger.key"),
     );
+    live_agent::enrol(&data_dir, AGENT, &a_key.public_key());
+    live_agent::enrol(&data_dir, OTHER, &b_key.public_key());
+    live_agent::enrol(&data_dir, RETIRED, &c_key.public_key());
     {
         let store = labhours_collector::store::Store::open(
             &data_dir,
             labhours_collector::store::Durability::Full,
         )
         .expect("store");
-        let conn = store.connection();
-        let now = Timestamp::now();
-        labhours_collector::trust::enrol(conn, AGENT, &a_key.public_key(), now).expect("a");
-        labhours_collector::trust::enrol(conn, OTHER, &b_key.public_key(), now).expect("b");
-        labhours_collector::trust::enrol(conn, RETIRED, &c_key.public_key(), now).expect("c");
-        labhours_collector::trust::revoke(conn, RETIRED, &c_key.key_id(), now).expect("revoke");
+        labhours_collector::trust::revoke(
+            store.connection(),
+            RETIRED,
+            &c_key.key_id(),
+            Timestamp::now(),
+        )
+        .expect("revoke");
     }
-    let collector = start(&data_dir).await;
+    let collector = live_agent::start_collector(&data_dir).await;
     let port = collector.broker_addr().expect("embedded broker").port();
     let mqtt = mqtt_config(port);
     let mut agent = TestAgent::start_signed(&dir.path().join("agent"), AGENT, &mqtt, a_key.clone());

@@ -81,6 +81,33 @@ pub fn collector_config(
     config
 }
 
+/// Starts the real collector on [`collector_config`] (embedded broker on
+/// any port) and waits until its ingest is subscribed.
+pub async fn start_collector(data_dir: &Path) -> labhours_collector::app::Running {
+    let collector = labhours_collector::app::start(
+        collector_config(data_dir, 0),
+        labhours_collector::ingest::IngestOptions::default(),
+    )
+    .await
+    .expect("collector starts");
+    tokio::time::timeout(Duration::from_secs(10), collector.subscribed())
+        .await
+        .expect("collector subscribed");
+    collector
+}
+
+/// Enrols `key` for `agent_id` in the collector's store in `data_dir`
+/// (creating it), as `labhours-collector agents enrol` does.
+pub fn enrol(data_dir: &Path, agent_id: &str, key: &labhours_shared::trust::PublicKey) {
+    let store = labhours_collector::store::Store::open(
+        data_dir,
+        labhours_collector::store::Durability::Full,
+    )
+    .expect("store");
+    labhours_collector::trust::enrol(store.connection(), agent_id, key, jiff::Timestamp::now())
+        .expect("enrol");
+}
+
 /// The environment variable that carries the child's config path.
 pub const CHILD_CONFIG: &str = "LABHOURS_LIVE_AGENT_CONFIG";
 

@@ -1193,12 +1193,11 @@ fn split_record(seq: u64, value: &[u8]) -> Result<(Option<ChainHash>, &[u8]), Ou
     if first & CHAINED == 0 {
         return Ok((None, &value[1..]));
     }
-    let prev = value
+    let prev: ChainHash = value
         .get(1..CHAINED_HEADER)
+        .and_then(|p| p.try_into().ok())
         .ok_or_else(|| bad("record cut short before its chain hash"))?;
-    let mut hash = [0u8; 32];
-    hash.copy_from_slice(prev);
-    Ok((Some(hash), &value[CHAINED_HEADER..]))
+    Ok((Some(prev), &value[CHAINED_HEADER..]))
 }
 
 fn decode_json(seq: u64, json: &[u8]) -> Result<Event, OutboxError> {
@@ -1234,13 +1233,10 @@ fn raw_record(seq: u64, value: &[u8]) -> Result<RawRecord, OutboxError> {
 /// them (zero when unknown), in one transaction with the new head. A
 /// database whose records all carry `prev` is only read.
 fn upgrade_chain(trees: &Trees, next_seq: u64) -> Result<ChainHash, OutboxError> {
-    let stored_head = trees.meta.get(CHAIN_HEAD)?.and_then(|v| {
-        let mut h = [0u8; 32];
-        (v.len() == 32).then(|| {
-            h.copy_from_slice(&v);
-            h
-        })
-    });
+    let stored_head: Option<ChainHash> = trees
+        .meta
+        .get(CHAIN_HEAD)?
+        .and_then(|v| v.as_ref().try_into().ok());
     let mut rewrites: Vec<(u64, Vec<u8>)> = Vec::new();
     let mut head = [0u8; 32];
     let mut last_seq = None;

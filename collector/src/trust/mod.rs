@@ -166,17 +166,7 @@ fn stored_hash(
             r.get::<_, Option<Vec<u8>>>(0)
         })
         .optional()
-        .map(|found| {
-            found.map(|hash| {
-                hash.and_then(|h| {
-                    let mut out = [0u8; 32];
-                    (h.len() == 32).then(|| {
-                        out.copy_from_slice(&h);
-                        out
-                    })
-                })
-            })
-        })
+        .map(|found| found.map(|hash| hash.and_then(hash_of)))
 }
 
 /// Whether `seq` lies in a range a `dropped` notice of the agent named
@@ -367,19 +357,16 @@ pub fn check(
     Ok(Ok(verdict))
 }
 
+/// A stored hash (a BLOB of 32 bytes).
+fn hash_of(bytes: Vec<u8>) -> Option<ChainHash> {
+    bytes.try_into().ok()
+}
+
 fn anchor_at(conn: &Connection, agent_id: &str, seq: u64) -> rusqlite::Result<Option<ChainHash>> {
     conn.prepare_cached("SELECT prev_hash FROM chain_anchors WHERE agent_id = ?1 AND seq = ?2")?
         .query_row(params![agent_id, seq as i64], |r| r.get::<_, Vec<u8>>(0))
         .optional()
-        .map(|h| {
-            h.and_then(|h| {
-                let mut out = [0u8; 32];
-                (h.len() == 32).then(|| {
-                    out.copy_from_slice(&h);
-                    out
-                })
-            })
-        })
+        .map(|h| h.and_then(hash_of))
 }
 
 /// Records the anchors of an accepted envelope and drops those its events

@@ -109,6 +109,28 @@ fn quarantined_kinds(store: &Store) -> Vec<String> {
         .expect("rows")
 }
 
+/// One envelope from `agent`, committed alone.
+fn send(
+    store: &mut Store,
+    agent: &str,
+    acked: u64,
+    records: &[RawRecord],
+    key: Option<&Signer>,
+) -> crate::store::CommitOutcome {
+    commit(
+        store,
+        vec![received(agent, &payload(agent, acked, records, key))],
+    )
+}
+
+/// A store with a key enrolled for `agent`.
+fn open_keyed(agent: &str) -> (tempfile::TempDir, Store, Signer) {
+    let (dir, store) = open();
+    let key = signer();
+    enrol(store.connection(), agent, &key.public_key(), at()).expect("enrol");
+    (dir, store, key)
+}
+
 fn open() -> (tempfile::TempDir, Store) {
     let dir = tempfile::tempdir().expect("temp dir");
     let store = Store::open(dir.path(), Durability::Normal).expect("store");
@@ -117,22 +139,14 @@ fn open() -> (tempfile::TempDir, Store) {
 
 #[test]
 fn a_signed_agents_events_are_stored_with_their_chain_hashes_and_the_evidence() {
-    let (_dir, mut store) = open();
-    let key = signer();
-    enrol(store.connection(), "a1", &key.public_key(), at()).expect("enrol");
+    let (_dir, mut store, key) = open_keyed("a1");
     let mut history = History::new();
     let first = history.seqs(1..=3);
-    let out = commit(
-        &mut store,
-        vec![received("a1", &payload("a1", 0, &first, Some(&key)))],
-    );
+    let out = send(&mut store, "a1", 0, &first, Some(&key));
     assert_eq!((out.stored, out.trust_refusals), (3, 0));
     assert_eq!(out.acks, vec![("a1".to_owned(), 3)]);
     let next = history.seqs(4..=5);
-    let out = commit(
-        &mut store,
-        vec![received("a1", &payload("a1", 3, &next, Some(&key)))],
-    );
+    let out = send(&mut store, "a1", 3, &next, Some(&key));
     assert_eq!(out.acks, vec![("a1".to_owned(), 5)]);
     let stored: Vec<u8> = store
         .connection()
@@ -170,10 +184,7 @@ fn every_trust_failure_is_quarantined_with_its_reason_and_nothing_of_it_is_commi
     enrol(store.connection(), "b2", &other.public_key(), at()).expect("enrol b2");
     let mut history = History::new();
     let first = history.seqs(1..=3);
-    commit(
-        &mut store,
-        vec![received("a1", &payload("a1", 0, &first, Some(&key)))],
-    );
+    send(&mut store, "a1", 0, &first, Some(&key));
     let mut b2 = History::new();
     let mut b2_through = 0;
 
@@ -255,10 +266,7 @@ fn every_trust_failure_is_quarantined_with_its_reason_and_nothing_of_it_is_commi
     // Revoked: refused from the revocation on; the legitimate next batch
     // under a new key flows.
     revoke(store.connection(), "a1", &key.key_id(), at()).expect("revoke");
-    let out = commit(
-        &mut store,
-        vec![received("a1", &payload("a1", 3, &fourth, Some(&key)))],
-    );
+    let out = send(&mut store, "a1", 3, &fourth, Some(&key));
     assert_eq!(out.trust_refusals, 1);
     assert_eq!(
         quarantined_kinds(&store).last().map(String::as_str),
@@ -266,10 +274,7 @@ fn every_trust_failure_is_quarantined_with_its_reason_and_nothing_of_it_is_commi
     );
     let renewed = signer();
     enrol(store.connection(), "a1", &renewed.public_key(), at()).expect("enrol again");
-    let out = commit(
-        &mut store,
-        vec![received("a1", &payload("a1", 3, &fourth, Some(&renewed)))],
-    );
+    let out = send(&mut store, "a1", 3, &fourth, Some(&renewed));
     assert_eq!(out.acks, vec![("a1".to_owned(), 4)]);
 }
 
@@ -278,10 +283,7 @@ fn unsigned_agents_are_accepted_only_without_a_key_and_while_the_policy_allows()
     let (_dir, mut store) = open();
     let mut history = History::new();
     let first = history.seqs(1..=2);
-    let out = commit(
-        &mut store,
-        vec![received("u1", &payload("u1", 0, &first, None))],
-    );
+    let out = send(&mut store, "u1", 0, &first, None);
     assert_eq!(out.acks, vec![("u1".to_owned(), 2)]);
     assert_eq!(
         count(&store, "SELECT count(*) FROM events WHERE signed = 0"),
@@ -291,26 +293,18 @@ fn unsigned_agents_are_accepted_only_without_a_key_and_while_the_policy_allows()
         allow_unsigned: false,
     });
     let next = history.seqs(3..=3);
-    let out = commit(
-        &mut store,
-        vec![received("u1", &payload("u1", 2, &next, None))],
-    );
+    let out = send(&mut store, "u1", 2, &next, None);
     assert_eq!(out.trust_refusals, 1);
     assert_eq!(quarantined_kinds(&store), vec!["unsigned"]);
 }
 
 #[test]
 fn a_prev_without_a_stored_hash_is_an_anchor_checked_when_the_seq_before_arrives() {
-    let (_dir, mut store) = open();
-    let key = signer();
-    enrol(store.connection(), "a1", &key.public_key(), at()).expect("enrol");
+    let (_dir, mut store, key) = open_keyed("a1");
     let mut history = History::new();
     let all = history.seqs(1..=30);
     // First contact after seqs 1..=9 were acked elsewhere: an anchor at 10.
-    let out = commit(
-        &mut store,
-        vec![received("a1", &payload("a1", 9, &all[9..12], Some(&key)))],
-    );
+    let out = send(&mut store, "a1", 9, &all[9..12], Some(&key));
     assert_eq!(out.acks, vec![("a1".to_owned(), 12)]);
     assert_eq!(
         count(&store, "SELECT count(*) FROM chain_anchors WHERE seq = 10"),
@@ -320,10 +314,7 @@ fn a_prev_without_a_stored_hash_is_an_anchor_checked_when_the_seq_before_arrives
     // at 20 until 19 arrives.
     let mut lanes = all[12..14].to_vec();
     lanes.extend_from_slice(&all[19..21]);
-    commit(
-        &mut store,
-        vec![received("a1", &payload("a1", 9, &lanes, Some(&key)))],
-    );
+    send(&mut store, "a1", 9, &lanes, Some(&key));
     assert_eq!(
         count(&store, "SELECT count(*) FROM chain_anchors WHERE seq = 20"),
         1
@@ -349,16 +340,10 @@ fn a_prev_without_a_stored_hash_is_an_anchor_checked_when_the_seq_before_arrives
             })
             .collect::<Vec<_>>()
     };
-    let out = commit(
-        &mut store,
-        vec![received("a1", &payload("a1", 9, &forged, Some(&key)))],
-    );
+    let out = send(&mut store, "a1", 9, &forged, Some(&key));
     assert_eq!(out.trust_refusals, 1);
     assert_eq!(quarantined_kinds(&store), vec!["broken_chain"]);
-    let out = commit(
-        &mut store,
-        vec![received("a1", &payload("a1", 9, &all[14..19], Some(&key)))],
-    );
+    let out = send(&mut store, "a1", 9, &all[14..19], Some(&key));
     assert_eq!(out.acks, vec![("a1".to_owned(), 21)]);
     assert_eq!(
         count(&store, "SELECT count(*) FROM chain_anchors WHERE seq = 20"),
@@ -369,15 +354,10 @@ fn a_prev_without_a_stored_hash_is_an_anchor_checked_when_the_seq_before_arrives
 
 #[test]
 fn after_a_declared_loss_the_agents_new_chain_is_accepted_as_an_anchor() {
-    let (_dir, mut store) = open();
-    let key = signer();
-    enrol(store.connection(), "a1", &key.public_key(), at()).expect("enrol");
+    let (_dir, mut store, key) = open_keyed("a1");
     let mut history = History::new();
     let first = history.seqs(1..=3);
-    commit(
-        &mut store,
-        vec![received("a1", &payload("a1", 0, &first, Some(&key)))],
-    );
+    send(&mut store, "a1", 0, &first, Some(&key));
     // The agent's outbox was lost after seq 3 was sent: it starts a new
     // chain from zero at 5 with a notice that 3..=4 may be lost.
     let mut fresh = History::new();
@@ -391,10 +371,7 @@ fn after_a_declared_loss_the_agents_new_chain_is_accepted_as_an_anchor() {
             reason: "outbox database lost".into(),
         },
     });
-    let out = commit(
-        &mut store,
-        vec![received("a1", &payload("a1", 2, &[notice], Some(&key)))],
-    );
+    let out = send(&mut store, "a1", 2, &[notice], Some(&key));
     assert_eq!(out.trust_refusals, 0, "{:?}", quarantined_kinds(&store));
     assert_eq!(out.acks, vec![("a1".to_owned(), 5)]);
     assert_eq!(
