@@ -360,10 +360,10 @@ async fn main() -> anyhow::Result<()> {
     let stop_at = measure_from + Duration::from_secs_f64(args.seconds);
     let before = running.stats();
     let mut tasks = Vec::new();
-    for index in 0..args.agents {
+    for (index, signer) in signers.iter().enumerate() {
         tasks.push(tokio::spawn(agent(
             index,
-            signers[index].clone(),
+            signer.clone(),
             host.clone(),
             port,
             Topics::new(&config.mqtt.topic_prefix),
