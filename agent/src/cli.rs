@@ -277,6 +277,17 @@ fn check_config(path: &Path, purpose: Purpose) -> anyhow::Result<()> {
         c.mqtt.host,
         c.mqtt.port,
     );
+    // load_to_start has read the key: it loads.
+    match c.signing.signer()? {
+        Some(signer) => println!(
+            "Envelopes are signed with key {} ({}).",
+            signer.key_id(),
+            signer.public_key()
+        ),
+        None => println!(
+            "Envelopes are unsigned (no [signing]): a collector accepts them only while [trust] allow_unsigned = true; `labhours-agent keygen` makes a key."
+        ),
+    }
     Ok(())
 }
 
