@@ -11,7 +11,10 @@
 //! - no event lost: the stored seqs are exactly `1..next_seq` (a hole would
 //!   be an event that left the machine and never arrived, or a seq given
 //!   twice and quarantined);
-//! - every result file written is reported exactly once.
+//! - every result file written is reported exactly once;
+//! - the agent signs (`[signing]`, its key enrolled): every event is stored
+//!   signed, and its hash chain, recomputed from seq 1 over the stored
+//!   bytes, is unbroken (no fork, no anchor taken on trust, no trust refusal).
 //!
 //! `LABHOURS_KILL_CYCLES` sets the number of kills (default 25, what CI
 //! runs; `scripts/agent-kill-soak.sh` runs 1,000); `LABHOURS_KILL_SEED`
@@ -44,15 +47,23 @@ async fn a_live_agent_killed_at_random_loses_and_reuses_nothing() {
     eprintln!("agent kill test: {cycles} cycles, LABHOURS_KILL_SEED={seed}");
     let mut rng = Rng(seed);
     let dir = tempfile::tempdir().expect("temp dir");
+    // The agent's key, enrolled before the agent first publishes.
+    let key_path = dir.path().join("agent.key");
+    let signer = std::sync::Arc::new(
+        labhours_shared::trust::key_file::generate(&key_path).expect("agent key"),
+    );
     let rig = Rig::start(
         dir.path(),
         (AGENT, "kill-nmr"),
         // Widens the window the old outbox left open (summaries published
         // before they were flushed): the old code fails this test at once.
-        "[outbox]\n        summary_flush_ms = 5000",
+        &format!(
+            "[outbox]\n        summary_flush_ms = 5000\n        [signing]\n        key_file = {key_path:?}"
+        ),
     )
     .await;
     let (data_dir, config_path) = (&rig.data_dir, &rig.config_path);
+    live_agent::enrol(data_dir, AGENT, &signer.public_key());
 
     let mut files_written = BTreeSet::new();
     let mut file_no = 0u32;
@@ -88,7 +99,8 @@ async fn a_live_agent_killed_at_random_loses_and_reuses_nothing() {
     )
     .await;
     child.kill();
-    let next_seq = live_agent::drain(&rig.outbox, AGENT, "kill-nmr", rig.mqtt_port).await;
+    let next_seq =
+        live_agent::drain_signed(&rig.outbox, AGENT, "kill-nmr", rig.mqtt_port, Some(signer)).await;
     let delivered = Delivered::count(data_dir, AGENT, next_seq, &files_written);
     eprintln!(
         "agent kill test: {cycles} kills, {} events stored, {} result files, {} seqs reused, {} seqs missing",
@@ -102,5 +114,9 @@ async fn a_live_agent_killed_at_random_loses_and_reuses_nothing() {
         delivered.stored.len() as u32 > cycles,
         "the agent got to publish"
     );
+    let chained = live_agent::assert_chain_unbroken(data_dir, AGENT);
+    assert_eq!(chained, delivered.stored.len());
+    let refusals = live_agent::trust_refusals(data_dir);
+    assert!(refusals.is_empty(), "trust refusals: {refusals:?}");
     rig.collector.shutdown().await.expect("collector stops");
 }

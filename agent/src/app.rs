@@ -129,13 +129,22 @@ impl Agent {
             "agent starting"
         );
         let events = Events::new(outbox.clone(), clock.clone());
+        let signer = config.signing.signer()?.map(std::sync::Arc::new);
+        if let Some(s) = &signer {
+            tracing::info!(key_id = %s.key_id(), "envelopes are signed");
+        } else {
+            tracing::warn!(
+                "no [signing] key_file: envelopes are unsigned (accepted only where the collector allows it)"
+            );
+        }
         let delivery = Delivery::new(
             &config.mqtt,
             &config.agent_id,
             &config.instrument_id,
             outbox.clone(),
             clock.clone(),
-        )?;
+        )?
+        .with_signer(signer);
         // Only an agent that measures power applies thresholds.
         let delivery = if config.meters.is_empty() && config.status.is_none() {
             delivery

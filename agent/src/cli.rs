@@ -57,6 +57,19 @@ pub enum Command {
         #[arg(long)]
         no_wait: bool,
     },
+    /// Make the agent's Ed25519 signing key (docs/agent.md#signing): writes
+    /// the private key readable by its owner only (never overwriting a
+    /// file), prints the public key, its id, the `[signing]` lines for the
+    /// config and the `labhours-collector agents enrol` line to run.
+    Keygen {
+        /// The agent's config file: the key goes to `<data_dir>/agent.key`
+        /// and the enrol line names its agent_id.
+        #[arg(long, short, env = "LABHOURS_AGENT_CONFIG")]
+        config: Option<PathBuf>,
+        /// Where to write the key instead.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Suggest `[state]` thresholds from the instrument's own power: read
     /// the meters for a while (or load a recording), find the levels the
     /// power sits at and print a `[state]` block to paste, with the
@@ -112,6 +125,7 @@ impl Command {
     fn execute(self, log: LogArgs) -> anyhow::Result<()> {
         match self {
             Command::CheckConfig { config, purpose } => check_config(&config.config, purpose),
+            Command::Keygen { config, out } => keygen(config.as_deref(), out),
             Command::Run(args) => {
                 let config = AgentConfig::load_to_start(&args.config.config, Purpose::Run)?;
                 crate::app::serve(config, log, args.windows_service)
@@ -151,6 +165,7 @@ impl Command {
             } => {
                 let config = AgentConfig::load_to_start(&config.config, Purpose::Replay)?;
                 config.log.overridden(log, None).init();
+                let signer = config.signing.signer()?.map(std::sync::Arc::new);
                 let (outbox, _) = Outbox::open(
                     &config.data_dir,
                     (&config.outbox).into(),
@@ -167,7 +182,7 @@ impl Command {
                     started.elapsed().as_secs_f64()
                 );
                 if !no_wait {
-                    runtime()?.block_on(deliver_all(&config, outbox))?;
+                    runtime()?.block_on(deliver_all(&config, outbox, signer))?;
                     println!("the collector acknowledged everything");
                 }
                 Ok(())
@@ -177,7 +192,11 @@ impl Command {
 }
 
 /// Delivers the outbox until the collector has acknowledged all of it (or Ctrl-C).
-async fn deliver_all(config: &AgentConfig, outbox: Outbox) -> anyhow::Result<()> {
+async fn deliver_all(
+    config: &AgentConfig,
+    outbox: Outbox,
+    signer: Option<std::sync::Arc<labhours_shared::trust::Signer>>,
+) -> anyhow::Result<()> {
     let clock = std::sync::Arc::new(crate::clock::SystemClock);
     let delivery = Delivery::new(
         &config.mqtt,
@@ -185,7 +204,8 @@ async fn deliver_all(config: &AgentConfig, outbox: Outbox) -> anyhow::Result<()>
         &config.instrument_id,
         outbox.clone(),
         clock,
-    )?;
+    )?
+    .with_signer(signer);
     let stop = tokio_util::sync::CancellationToken::new();
     let task = tokio::spawn(delivery.run(stop.clone().cancelled_owned()));
     let drained = tokio::select! {
@@ -211,6 +231,56 @@ pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .build()?)
 }
 
+/// The default key file: `agent.key` in the config's data_dir.
+pub const KEY_FILE_NAME: &str = "agent.key";
+
+fn keygen(config: Option<&Path>, out: Option<PathBuf>) -> anyhow::Result<()> {
+    let config = config.map(AgentConfig::load).transpose()?;
+    let path = match (out, &config) {
+        (Some(out), _) => out,
+        (None, Some(c)) => c.data_dir.join(KEY_FILE_NAME),
+        (None, None) => anyhow::bail!(
+            "give --out <path> for the key file, or --config <agent config> to write it to <data_dir>/{KEY_FILE_NAME}"
+        ),
+    };
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)
+            .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", parent.display()))?;
+    }
+    let signer = labhours_shared::trust::key_file::generate(&path)?;
+    print!(
+        "{}",
+        keygen_report(&path, &signer, config.as_ref().map(|c| c.agent_id.as_str()))
+    );
+    Ok(())
+}
+
+/// What `keygen` prints: the key, and the two steps that make it count.
+fn keygen_report(
+    path: &Path,
+    signer: &labhours_shared::trust::Signer,
+    agent_id: Option<&str>,
+) -> String {
+    let public = signer.public_key();
+    format!(
+        "wrote the private key to {path} (readable by its owner only; keep it there)\n\
+         public key: {public}\n\
+         key id:     {id}\n\
+         \n\
+         1. in the agent's config:\n\
+         \n\
+         [signing]\n\
+         key_file = {path:?}\n\
+         \n\
+         2. on the collector:\n\
+         \n\
+         labhours-collector agents enrol {agent} {public}\n",
+        path = path.display(),
+        id = public.key_id(),
+        agent = agent_id.unwrap_or("<agent_id>"),
+    )
+}
+
 fn check_config(path: &Path, purpose: Purpose) -> anyhow::Result<()> {
     let c = AgentConfig::load_to_start(path, purpose)?;
     let only = match purpose {
@@ -232,5 +302,50 @@ fn check_config(path: &Path, purpose: Purpose) -> anyhow::Result<()> {
         c.mqtt.host,
         c.mqtt.port,
     );
+    // load_to_start has read the key: it loads.
+    match c.signing.signer()? {
+        Some(signer) => println!(
+            "Envelopes are signed with key {} ({}).",
+            signer.key_id(),
+            signer.public_key()
+        ),
+        None => println!(
+            "Envelopes are unsigned (no [signing]): a collector accepts them only while [trust] allow_unsigned = true; `labhours-agent keygen` makes a key."
+        ),
+    }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keygen_writes_a_private_key_next_to_the_data_and_prints_what_to_do_with_it() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let data = dir.path().join("data");
+        let config = dir.path().join("agent.toml");
+        let text = format!(
+            "agent_id = \"nmr-pc\"\ninstrument_id = \"nmr-600\"\ndata_dir = {data:?}\n[state]\non_above_w = 20\nrunning_above_w = 400\n[[meters]]\nname = \"m\"\nmodel = \"sdm120\"\ntcp = {{ host = \"127.0.0.1\" }}\n"
+        );
+        std::fs::write(&config, text).expect("config");
+        keygen(Some(&config), None).expect("keygen");
+        let key = data.join(KEY_FILE_NAME);
+        let signer = labhours_shared::trust::key_file::load(&key).expect("an owner-only key");
+        let report = keygen_report(&key, &signer, Some("nmr-pc"));
+        assert!(report.contains(&format!(
+            "labhours-collector agents enrol nmr-pc {}",
+            signer.public_key()
+        )));
+        assert!(report.contains(&signer.key_id().to_string()));
+        assert!(report.contains("[signing]\nkey_file = "));
+        let again = keygen(Some(&config), None).unwrap_err().to_string();
+        assert!(again.contains("never overwritten"), "{again}");
+        assert!(
+            keygen(None, None)
+                .unwrap_err()
+                .to_string()
+                .contains("--out")
+        );
+    }
 }

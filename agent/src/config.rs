@@ -13,6 +13,8 @@ use labhours_shared::config::{
     ConfigError, ConfigErrors, Example, LogConfig, TlsConfig, load_file, parse_toml,
 };
 use labhours_shared::state::StateRules;
+use labhours_shared::trust::Signer;
+use labhours_shared::trust::key_file::{self, KeyFileError};
 use labhours_shared::wire::{DEFAULT_TOPIC_PREFIX, check_id};
 use serde::{Deserialize, Serialize};
 
@@ -45,8 +47,48 @@ pub struct AgentConfig {
     pub results: Vec<ResultsConfig>,
     #[serde(default)]
     pub outbox: OutboxConfig,
+    /// The agent's signing key (docs/design/trust.md); unsigned without it.
+    #[serde(default)]
+    pub signing: SigningConfig,
     #[serde(default)]
     pub log: LogConfig,
+}
+
+/// `[signing]`: the Ed25519 key every envelope is signed with.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SigningConfig {
+    /// PKCS#8 file written by `labhours-agent keygen`, readable by the
+    /// agent's service account only.
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+}
+
+impl SigningConfig {
+    /// The key, when one is configured: an unreadable, malformed or
+    /// world-readable file is an error naming the key and the fix.
+    pub fn signer(&self) -> Result<Option<Signer>, ConfigError> {
+        let Some(path) = &self.key_file else {
+            return Ok(None);
+        };
+        key_file::load(path).map(Some).map_err(|e| {
+            let fix = match &e {
+                KeyFileError::Readable { path, .. } => {
+                    format!("run `chmod 600 {}`", path.display())
+                }
+                KeyFileError::Io { source, .. }
+                    if source.kind() == std::io::ErrorKind::NotFound =>
+                {
+                    format!(
+                        "create it with `labhours-agent keygen --out {}` and enrol the key it prints, or remove [signing]",
+                        path.display()
+                    )
+                }
+                _ => "point signing.key_file at the file `labhours-agent keygen` wrote".to_owned(),
+            };
+            ConfigError::new("signing.key_file", e.to_string(), fix)
+        })
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -420,6 +462,7 @@ impl AgentConfig {
             errors.extend(tls.client_config("mqtt.tls").err().into_iter().flatten());
         }
         errors.extend(check_dir("data_dir", &self.data_dir));
+        errors.extend(self.signing.signer().err());
         errors
     }
 
@@ -788,6 +831,33 @@ mod tests {
         model = "sdm120"
         tcp = { host = "127.0.0.1" }
     "#;
+
+    #[cfg(unix)]
+    #[test]
+    fn a_signing_key_others_can_read_or_that_is_missing_is_named_with_its_fix() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let key = dir.path().join("agent.key");
+        let text = format!(
+            "data_dir = {:?}\n{MINIMAL}\n[signing]\nkey_file = {key:?}\n",
+            dir.path()
+        );
+        let config = AgentConfig::parse(&text).expect("parses: files are checked at start");
+        let missing = config.unreadable_files();
+        assert_eq!(missing.len(), 1, "{missing:?}");
+        assert_eq!(missing[0].field, "signing.key_file");
+        assert!(
+            missing[0].fix.contains("labhours-agent keygen --out"),
+            "{missing:?}"
+        );
+        labhours_shared::trust::key_file::generate(&key).expect("key");
+        assert!(config.unreadable_files().is_empty());
+        assert!(config.signing.signer().expect("loads").is_some());
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        let readable = config.unreadable_files();
+        assert_eq!(readable[0].field, "signing.key_file");
+        assert!(readable[0].fix.contains("chmod 600"), "{readable:?}");
+    }
 
     fn fields(text: &str) -> Vec<String> {
         AgentConfig::parse(text)

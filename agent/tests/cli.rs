@@ -19,7 +19,14 @@ fn help_describes_every_subcommand() {
     let out = agent(&["--help"]);
     assert!(out.status.success());
     let help = text(&out.stdout);
-    for sub in ["run", "check-config", "probe", "replay", "calibrate"] {
+    for sub in [
+        "run",
+        "check-config",
+        "probe",
+        "replay",
+        "calibrate",
+        "keygen",
+    ] {
         assert!(help.contains(sub), "{sub} missing from:\n{help}");
     }
 }
@@ -509,5 +516,56 @@ fn the_windows_service_flag_is_refused_on_linux() {
         text(&out.stderr).contains("systemd"),
         "{}",
         text(&out.stderr)
+    );
+}
+
+#[cfg(unix)]
+#[test]
+fn keygen_then_check_config_signs_and_a_key_others_can_read_is_refused() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let key = dir.path().join("keys").join("agent.key");
+    let out = agent(&["keygen", "--out", key.to_str().expect("utf-8")]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let printed = text(&out.stdout);
+    let key_id = printed
+        .lines()
+        .find_map(|l| l.strip_prefix("key id:"))
+        .expect("a key id line")
+        .trim()
+        .to_owned();
+    assert!(
+        printed.contains("labhours-collector agents enrol <agent_id> ed25519:"),
+        "{printed}"
+    );
+    let mode = std::fs::metadata(&key).expect("key").permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let again = agent(&["keygen", "--out", key.to_str().expect("utf-8")]);
+    assert!(!again.status.success(), "never overwrites");
+
+    let example = include_str!("../../config/agent.example.toml");
+    let config = dir.path().join("agent.toml");
+    std::fs::write(
+        &config,
+        example.replace(
+            "# key_file = \"labhours-agent-data/agent.key\"",
+            &format!("key_file = {key:?}"),
+        ),
+    )
+    .expect("config");
+    let out = agent(&["check-config", "--config", config.to_str().expect("utf-8")]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains(&format!("Envelopes are signed with key {key_id}")),
+        "{}",
+        text(&out.stdout)
+    );
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o640)).expect("chmod");
+    let out = agent(&["check-config", "--config", config.to_str().expect("utf-8")]);
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("signing.key_file") && err.contains("chmod 600"),
+        "{err}"
     );
 }

@@ -1,7 +1,8 @@
 //! Crash test: a child process appends to the outbox and is killed (SIGKILL)
 //! at a random moment, again and again on the same directory. After every
 //! kill, every event whose append returned (summaries included) must still
-//! be there (or acknowledged), and no seq may ever be handed out twice.
+//! be there (or acknowledged), no seq may ever be handed out twice, and the
+//! hash chain continues unbroken (every record keeps its hash).
 //!
 //! `LABHOURS_CRASH_CYCLES` sets the number of kills (default 100);
 //! `LABHOURS_CRASH_SEED` replays a run. `scripts/outbox-crash-soak.sh` runs
@@ -17,6 +18,7 @@ use std::time::{Duration, Instant};
 use jiff::Timestamp;
 use labhours_agent::outbox::{Outbox, OutboxSettings};
 use labhours_shared::state::State;
+use labhours_shared::trust::{ChainHash, chain_hash};
 use labhours_shared::wire::{EventKind, Summary, TransitionSource};
 
 const CHILD_DIR: &str = "LABHOURS_CRASH_CHILD_DIR";
@@ -113,6 +115,7 @@ fn outbox_survives_being_killed_at_random_points() {
     let mut durable: BTreeSet<u64> = BTreeSet::new();
     let mut max_issued = 0u64;
     let mut total_events = 0u64;
+    let mut hashes: std::collections::BTreeMap<u64, ChainHash> = Default::default();
 
     for cycle in 0..cycles {
         let mut child = Command::new(&exe)
@@ -168,12 +171,36 @@ fn outbox_survives_being_killed_at_random_points() {
         }
 
         let outbox = open(dir.path());
-        let pending: BTreeSet<u64> = outbox
-            .pending(0, usize::MAX, usize::MAX)
-            .expect("readable after a kill")
-            .iter()
-            .map(|e| e.seq)
-            .collect();
+        let records = outbox
+            .pending_raw(0, usize::MAX, usize::MAX)
+            .expect("readable after a kill, every record with its chain hash");
+        // The chain survives the kill: each record's prev is the hash of the
+        // seq before it as first seen (in this cycle or an earlier one), a
+        // seq's hash never changes, and the head is the newest seq's hash.
+        for r in &records {
+            if let Some(before) = hashes.get(&(r.seq - 1)) {
+                assert_eq!(
+                    &r.prev, before,
+                    "cycle {cycle}: seq {} does not continue the chain (seed {seed})",
+                    r.seq
+                );
+            }
+            let h = chain_hash(&r.prev, r.json.as_bytes());
+            assert_eq!(
+                *hashes.entry(r.seq).or_insert(h),
+                h,
+                "cycle {cycle}: the hash of seq {} changed (seed {seed})",
+                r.seq
+            );
+        }
+        if let Some(last) = records.last().filter(|r| r.seq + 1 == outbox.next_seq()) {
+            assert_eq!(
+                outbox.chain_head(),
+                hashes[&last.seq],
+                "cycle {cycle}: head"
+            );
+        }
+        let pending: BTreeSet<u64> = records.iter().map(|e| e.seq).collect();
         for seq in &durable {
             assert!(
                 pending.contains(seq),

@@ -108,7 +108,8 @@ fn main() -> anyhow::Result<()> {
                     sent_at: Timestamp::now(),
                     acked_through: 0,
                     events: evs,
-                },
+                }
+                .into(),
             }],
             ..Batch::default()
         })?;

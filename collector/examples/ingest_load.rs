@@ -25,8 +25,10 @@ use labhours_collector::config::{CollectorConfig, ExternalBroker, InfluxApi, Inf
 use labhours_collector::ingest::IngestOptions;
 use labhours_collector::store::Durability;
 use labhours_shared::state::State;
+use labhours_shared::trust::{ChainHash, Signer, chain_hash};
 use labhours_shared::wire::{
-    Ack, Envelope, Event, EventKind, SCHEMA_VERSION, Summary, TopicKind, Topics, TransitionSource,
+    Ack, ChainedEnvelope, Envelope, Event, EventKind, RawRecord, SCHEMA_VERSION, Summary,
+    TopicKind, Topics, TransitionSource,
 };
 use rumqttc::{AsyncClient, Event as MqttEvent, MqttOptions, Packet, QoS};
 use tokio::sync::Mutex;
@@ -64,6 +66,12 @@ struct Args {
     /// VictoriaMetrics at http://127.0.0.1:8428), to measure its cost.
     #[arg(long)]
     influx: Option<String>,
+    /// Envelopes as agents send them: `v1` (typed, unsigned: the figures
+    /// before issue 14), `chained` (version 2, events verbatim with their
+    /// chain, unsigned) or `signed` (version 2, each agent's key enrolled,
+    /// every envelope signed and verified before commit).
+    #[arg(long, default_value = "v1")]
+    envelopes: String,
 }
 
 #[derive(Debug, Default)]
@@ -97,9 +105,49 @@ fn summary(seq: u64, at: Timestamp) -> Event {
     Event { seq, at, kind }
 }
 
+/// The payload of one envelope in the chosen form; `head` is the agent's
+/// chain head, moved on by the events.
+fn payload(
+    envelope: &Envelope,
+    head: &mut ChainHash,
+    mode: &str,
+    signer: Option<&Signer>,
+) -> anyhow::Result<Vec<u8>> {
+    if mode == "v1" {
+        return Ok(envelope.encode());
+    }
+    let records = envelope
+        .events
+        .iter()
+        .map(|e| {
+            let json = serde_json::to_string(e)?;
+            let record = RawRecord {
+                seq: e.seq,
+                prev: *head,
+                json,
+            };
+            *head = chain_hash(head, record.json.as_bytes());
+            Ok(record)
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let message = ChainedEnvelope {
+        agent_id: &envelope.agent_id,
+        instrument_id: &envelope.instrument_id,
+        sent_at: envelope.sent_at,
+        acked_through: envelope.acked_through,
+        key_id: signer.map(Signer::key_id),
+    }
+    .encode(&records)?;
+    Ok(match signer {
+        Some(s) => s.sign_payload(&message),
+        None => message,
+    })
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn agent(
     index: usize,
+    signer: Option<Arc<Signer>>,
     host: String,
     port: u16,
     topics: Topics,
@@ -150,6 +198,7 @@ async fn agent(
     let topic = topics.topic(&agent_id, TopicKind::Events);
     let mut next_seq = 1u64;
     let mut acked_through = 0u64;
+    let mut head: ChainHash = [0; 32];
     // (last seq, events, sent at) of each unacknowledged envelope, in order.
     let mut in_flight: VecDeque<(u64, u64, Instant)> = VecDeque::new();
     let mut latencies = Vec::new();
@@ -181,9 +230,10 @@ async fn agent(
                 events,
             };
             next_seq += args.batch;
+            let payload = payload(&envelope, &mut head, &args.envelopes, signer.as_deref())?;
             in_flight.push_back((next_seq - 1, args.batch, Instant::now()));
             client
-                .publish(&topic, QoS::AtLeastOnce, false, envelope.encode())
+                .publish(&topic, QoS::AtLeastOnce, false, payload)
                 .await?;
             if let Some(interval) = per_agent_interval {
                 next_send += interval;
@@ -264,6 +314,34 @@ async fn main() -> anyhow::Result<()> {
         durability,
         ..IngestOptions::default()
     };
+    anyhow::ensure!(
+        matches!(args.envelopes.as_str(), "v1" | "chained" | "signed"),
+        "--envelopes {}: use v1, chained or signed",
+        args.envelopes
+    );
+    // Each agent's key, enrolled before the collector starts.
+    let signers: Vec<Option<Arc<Signer>>> = (0..args.agents)
+        .map(|_| -> anyhow::Result<Option<Arc<Signer>>> {
+            if args.envelopes != "signed" {
+                return Ok(None);
+            }
+            let signer = Signer::from_pkcs8(&Signer::generate_pkcs8()?)?;
+            Ok(Some(Arc::new(signer)))
+        })
+        .collect::<anyhow::Result<_>>()?;
+    if args.envelopes == "signed" {
+        let store = labhours_collector::store::Store::open(&data_dir, durability)?;
+        for (index, signer) in signers.iter().enumerate() {
+            if let Some(s) = signer {
+                labhours_collector::trust::enrol(
+                    store.connection(),
+                    &format!("load-{index:05}"),
+                    &s.public_key(),
+                    Timestamp::now(),
+                )?;
+            }
+        }
+    }
     let running = app::start(config.clone(), options).await?;
     tokio::time::timeout(Duration::from_secs(30), running.subscribed())
         .await
@@ -282,9 +360,10 @@ async fn main() -> anyhow::Result<()> {
     let stop_at = measure_from + Duration::from_secs_f64(args.seconds);
     let before = running.stats();
     let mut tasks = Vec::new();
-    for index in 0..args.agents {
+    for (index, signer) in signers.iter().enumerate() {
         tasks.push(tokio::spawn(agent(
             index,
+            signer.clone(),
             host.clone(),
             port,
             Topics::new(&config.mqtt.topic_prefix),
@@ -319,8 +398,9 @@ async fn main() -> anyhow::Result<()> {
     let commits = after.commits - before.commits;
     let envelopes = after.envelopes - before.envelopes;
     println!(
-        "ingest_load: broker={} influx={} agents={} batch={} {} durability={}",
+        "ingest_load: broker={} envelopes={} influx={} agents={} batch={} {} durability={}",
         args.broker.as_deref().unwrap_or("embedded"),
+        args.envelopes,
         args.influx.as_deref().unwrap_or("off"),
         args.agents,
         args.batch,

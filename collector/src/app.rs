@@ -96,9 +96,10 @@ pub async fn start(config: CollectorConfig, options: IngestOptions) -> anyhow::R
     let topics = Topics::new(&config.mqtt.topic_prefix);
     let data_dir = config.data_dir.clone();
     let durability = options.durability;
-    let store = tokio::task::spawn_blocking(move || Store::open(&data_dir, durability))
+    let mut store = tokio::task::spawn_blocking(move || Store::open(&data_dir, durability))
         .await
         .context("the store task panicked")??;
+    store.set_trust_policy(config.trust.policy());
     tracing::info!(path = %store.path().display(), "store open");
 
     let events = topics.all_agents(TopicKind::Events);

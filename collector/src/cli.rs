@@ -43,6 +43,9 @@ pub enum Command {
     /// Look at or purge the payloads the collector refused.
     #[command(subcommand)]
     Quarantine(crate::quarantine::cli::QuarantineCommand),
+    /// Enrol, revoke and list agents' signing keys (docs/design/trust.md).
+    #[command(subcommand)]
+    Agents(crate::trust::cli::AgentsCommand),
     /// Make API tokens and their hashes for [[http.tokens]].
     #[command(subcommand)]
     Token(TokenCommand),
@@ -249,6 +252,7 @@ impl Command {
             }
             Command::Report(args) => report(&args),
             Command::Quarantine(command) => command.execute(),
+            Command::Agents(command) => command.execute(),
             Command::Token(TokenCommand::Hash) => {
                 let mut line = String::new();
                 std::io::stdin()

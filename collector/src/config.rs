@@ -50,8 +50,38 @@ pub struct CollectorConfig {
     /// How bookings files are read (`labhours-collector bookings import`).
     #[serde(default)]
     pub bookings: BookingsConfig,
+    /// Signed agents and the migration period (docs/design/trust.md).
+    #[serde(default)]
+    pub trust: TrustConfig,
     #[serde(default)]
     pub log: LogConfig,
+}
+
+/// `[trust]`: what ingest accepts without a signature.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrustConfig {
+    /// Accept unsigned envelopes from agents without an enrolled key
+    /// (default true during the migration period; their hours are marked
+    /// unsigned). An agent with an enrolled key must sign either way.
+    #[serde(default = "defaults::allow_unsigned")]
+    pub allow_unsigned: bool,
+}
+
+impl Default for TrustConfig {
+    fn default() -> Self {
+        Self {
+            allow_unsigned: defaults::allow_unsigned(),
+        }
+    }
+}
+
+impl TrustConfig {
+    pub fn policy(&self) -> crate::trust::TrustPolicy {
+        crate::trust::TrustPolicy {
+            allow_unsigned: self.allow_unsigned,
+        }
+    }
 }
 
 /// iCalendar properties that carry the instrument and the group (see docs/bookings.md).
@@ -490,6 +520,10 @@ pub struct InstrumentConfig {
 mod defaults {
     use super::*;
 
+    pub fn allow_unsigned() -> bool {
+        true
+    }
+
     pub fn data_dir() -> PathBuf {
         PathBuf::from("labhours-collector-data")
     }
@@ -601,6 +635,7 @@ impl Default for CollectorConfig {
             open_hours: None,
             instruments: Vec::new(),
             bookings: BookingsConfig::default(),
+            trust: TrustConfig::default(),
             log: LogConfig::default(),
         }
     }

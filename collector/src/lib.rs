@@ -30,6 +30,7 @@ pub mod quarantine;
 pub mod reconcile;
 pub mod registry;
 pub mod store;
+pub mod trust;
 pub mod verified;
 
 pub use app::run;

@@ -49,6 +49,7 @@ fn help_describes_every_subcommand() {
         "token",
         "rebuild",
         "demo",
+        "agents",
     ] {
         assert!(help.contains(sub), "{sub} missing from:\n{help}");
     }
@@ -790,5 +791,51 @@ fn service_install_dry_run_prints_the_collectors_unit() {
     assert_eq!(
         text(&out.stdout),
         include_str!("../../deploy/labhours-collector.service")
+    );
+}
+
+#[test]
+fn agents_enrol_lists_and_revokes_keys_and_refuses_a_key_of_another_agent() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = setup(dir.path());
+    let der = labhours_shared::trust::Signer::generate_pkcs8().expect("key");
+    let signer = labhours_shared::trust::Signer::from_pkcs8(&der).expect("parses");
+    let public = signer.public_key().to_string();
+    let key_id = signer.key_id().to_string();
+    let out = collector(&["agents", "enrol", "--config", &config, "nmr-pc", &public]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains(&format!("enrolled key {key_id} for agent nmr-pc")));
+    let out = collector(&["agents", "enrol", "--config", &config, "xrd-pc", &public]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("already enrolled for agent nmr-pc"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = collector(&[
+        "agents",
+        "enrol",
+        "--config",
+        &config,
+        "xrd-pc",
+        "ed25519:12",
+    ]);
+    assert!(
+        text(&out.stderr).contains("64 hex digits"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = collector(&["agents", "keys", "--config", &config, "--json"]);
+    let row: serde_json::Value = serde_json::from_str(text(&out.stdout).trim()).expect("json");
+    assert_eq!(row["agent_id"], "nmr-pc");
+    assert_eq!(row["public_key"], public.as_str());
+    assert!(row["revoked_at"].is_null());
+    let out = collector(&["agents", "revoke", "--config", &config, "nmr-pc", &key_id]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = collector(&["agents", "keys", "--config", &config]);
+    let table = text(&out.stdout);
+    assert!(
+        table.contains(&key_id) && !table.contains(" -  "),
+        "{table}"
     );
 }

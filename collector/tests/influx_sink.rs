@@ -161,7 +161,8 @@ fn store_with(dir: &std::path::Path, n: u64) -> (CollectorConfig, Arc<Registry>)
                     sent_at: Timestamp::now(),
                     acked_through: 0,
                     events,
-                },
+                }
+                .into(),
             }],
             ..Batch::default()
         })

@@ -189,9 +189,10 @@ async fn bad_payloads_are_quarantined_with_their_reason_and_ingest_goes_on() {
 
     a.publish_raw(&topic, b"{\"v\":1, \"agent_id\": tru".to_vec())
         .await;
-    let mut v2 = serde_json::to_value(faults("agent-bad", 0, 1..=1)).expect("json");
-    v2["v"] = 2.into();
-    a.publish_raw(&topic, v2.to_string().into_bytes()).await;
+    // A version this build does not know (2 is the current envelope version).
+    let mut v3 = serde_json::to_value(faults("agent-bad", 0, 1..=1)).expect("json");
+    v3["v"] = 3.into();
+    a.publish_raw(&topic, v3.to_string().into_bytes()).await;
     let mut big = fault(1);
     big.kind = EventKind::Fault {
         source: "meter:main".into(),
@@ -208,7 +209,7 @@ async fn bad_payloads_are_quarantined_with_their_reason_and_ingest_goes_on() {
     assert!(reasons.iter().all(|(t, ..)| *t == topic));
     assert!(reasons[0].1.contains("not valid JSON"), "{}", reasons[0].1);
     assert!(
-        reasons[1].1.contains("schema version 2"),
+        reasons[1].1.contains("schema version 3"),
         "{}",
         reasons[1].1
     );

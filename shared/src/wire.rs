@@ -14,8 +14,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::state::{State, StateRules};
 
-/// The schema version this build speaks.
+/// The schema version of acks and statuses, and of unchained envelopes
+/// (still accepted from older agents).
 pub const SCHEMA_VERSION: u32 = 1;
+
+/// The envelope version this build's agents send: events carried verbatim,
+/// chained and optionally signed ([`ChainedEnvelope`], docs/protocol.md).
+pub const ENVELOPE_VERSION: u32 = 2;
 
 /// Default topic prefix; every topic is `<prefix>/<agent_id>/<kind>`.
 pub const DEFAULT_TOPIC_PREFIX: &str = "labhours/v1";
@@ -387,6 +392,11 @@ impl Default for Topics {
         Self::new(DEFAULT_TOPIC_PREFIX)
     }
 }
+
+mod chained;
+pub use chained::{
+    Chain, ChainBreak, ChainRun, ChainedEnvelope, Incoming, RawRecord, Signed, decode_envelope,
+};
 
 #[cfg(test)]
 mod tests {

@@ -80,6 +80,26 @@ impl TestAgent {
         config: &MqttConfig,
         tuning: DeliveryTuning,
     ) -> Self {
+        Self::start_full(dir, agent_id, config, tuning, None)
+    }
+
+    /// An agent that signs every envelope with `signer`.
+    pub fn start_signed(
+        dir: &Path,
+        agent_id: &str,
+        config: &MqttConfig,
+        signer: Arc<labhours_shared::trust::Signer>,
+    ) -> Self {
+        Self::start_full(dir, agent_id, config, tuning(config), Some(signer))
+    }
+
+    fn start_full(
+        dir: &Path,
+        agent_id: &str,
+        config: &MqttConfig,
+        tuning: DeliveryTuning,
+        signer: Option<Arc<labhours_shared::trust::Signer>>,
+    ) -> Self {
         let outbox = open_outbox(dir);
         let delivery = Delivery::new(
             config,
@@ -89,7 +109,8 @@ impl TestAgent {
             Arc::new(SystemClock),
         )
         .expect("delivery starts")
-        .with_tuning(tuning);
+        .with_tuning(tuning)
+        .with_signer(signer);
         let notifier = delivery.notifier();
         let status = delivery.status();
         let (tx, rx) = oneshot::channel::<()>();

@@ -162,9 +162,10 @@ impl FakeCollector {
             while let Some((topic, payload)) = msg_rx.recv().await {
                 match topics.parse(&topic) {
                     Some((_, TopicKind::Events)) => {
-                        let Ok(envelope) = Envelope::decode(&payload) else {
+                        let Ok(incoming) = labhours_shared::wire::decode_envelope(&payload) else {
                             continue;
                         };
+                        let envelope = incoming.envelope;
                         let through = lock(&store).commit(&envelope);
                         if swallow > 0 {
                             swallow -= 1;

@@ -116,15 +116,7 @@ impl Rig {
         let data_dir = dir.join("collector");
         let results = dir.join("results");
         std::fs::create_dir_all(&results).expect("results folder");
-        let collector = labhours_collector::app::start(
-            collector_config(&data_dir, 0),
-            labhours_collector::ingest::IngestOptions::default(),
-        )
-        .await
-        .expect("collector starts");
-        tokio::time::timeout(Duration::from_secs(10), collector.subscribed())
-            .await
-            .expect("collector subscribed");
+        let collector = start_collector(&data_dir).await;
         let mqtt_port = collector.broker_addr().expect("embedded broker").port();
         let sim = Sim::new().with_unit(
             1,
@@ -147,6 +139,33 @@ impl Rig {
             outbox,
         }
     }
+}
+
+/// Starts the real collector on [`collector_config`] (embedded broker on
+/// any port) and waits until its ingest is subscribed.
+pub async fn start_collector(data_dir: &Path) -> labhours_collector::app::Running {
+    let collector = labhours_collector::app::start(
+        collector_config(data_dir, 0),
+        labhours_collector::ingest::IngestOptions::default(),
+    )
+    .await
+    .expect("collector starts");
+    tokio::time::timeout(Duration::from_secs(10), collector.subscribed())
+        .await
+        .expect("collector subscribed");
+    collector
+}
+
+/// Enrols `key` for `agent_id` in the collector's store in `data_dir`
+/// (creating it), as `labhours-collector agents enrol` does.
+pub fn enrol(data_dir: &Path, agent_id: &str, key: &labhours_shared::trust::PublicKey) {
+    let store = labhours_collector::store::Store::open(
+        data_dir,
+        labhours_collector::store::Durability::Full,
+    )
+    .expect("store");
+    labhours_collector::trust::enrol(store.connection(), agent_id, key, jiff::Timestamp::now())
+        .expect("enrol");
 }
 
 /// The environment variable that carries the child's config path.
@@ -251,6 +270,17 @@ pub fn spawn_with_env(
 /// Delivers what is left in the outbox in `dir` (the agent must be
 /// stopped); returns its next seq.
 pub async fn drain(dir: &Path, agent_id: &str, instrument_id: &str, mqtt_port: u16) -> u64 {
+    drain_signed(dir, agent_id, instrument_id, mqtt_port, None).await
+}
+
+/// [`drain`] for an agent that signs with `signer`.
+pub async fn drain_signed(
+    dir: &Path,
+    agent_id: &str,
+    instrument_id: &str,
+    mqtt_port: u16,
+    signer: Option<Arc<labhours_shared::trust::Signer>>,
+) -> u64 {
     let settings = OutboxSettings {
         max_bytes: 256 * 1024 * 1024,
         summary_flush_ms: 1000,
@@ -267,7 +297,8 @@ pub async fn drain(dir: &Path, agent_id: &str, instrument_id: &str, mqtt_port: u
         outbox.clone(),
         Arc::new(SystemClock),
     )
-    .expect("delivery");
+    .expect("delivery")
+    .with_signer(signer);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(delivery.run(async {
         let _ = stopped.await;
@@ -400,4 +431,63 @@ impl Delivered {
             self.files_unreported
         );
     }
+}
+
+/// Checks `agent_id`'s chain in the collector's store from seq 1: every
+/// event stored with a chain hash that is `chain_hash(previous hash, the
+/// stored bytes)`, signed, and no link taken on trust (anchor). Returns
+/// how many events were checked.
+pub fn assert_chain_unbroken(data_dir: &Path, agent_id: &str) -> usize {
+    use labhours_shared::trust::{chain_hash, hex};
+    let conn = labhours_collector::store::open_read_only(data_dir).expect("database");
+    let mut stmt = conn
+        .prepare(
+            "SELECT seq, payload, chain_hash, signed FROM events WHERE agent_id = ?1 ORDER BY seq",
+        )
+        .expect("query");
+    let rows: Vec<(i64, String, Option<Vec<u8>>, bool)> = stmt
+        .query_map([agent_id], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        })
+        .expect("rows")
+        .collect::<Result<_, _>>()
+        .expect("rows");
+    let mut head = [0u8; 32];
+    for (i, (seq, payload, stored, signed)) in rows.iter().enumerate() {
+        assert_eq!(
+            *seq,
+            i as i64 + 1,
+            "seq {seq}: the chain has a hole before it"
+        );
+        head = chain_hash(&head, payload.as_bytes());
+        let stored = stored
+            .as_deref()
+            .unwrap_or_else(|| panic!("seq {seq} has no chain hash"));
+        assert_eq!(hex(stored), hex(&head), "seq {seq}: the chain breaks here");
+        assert!(*signed, "seq {seq} is not marked signed");
+    }
+    let anchors: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM chain_anchors WHERE agent_id = ?1",
+            [agent_id],
+            |r| r.get(0),
+        )
+        .expect("anchors");
+    assert_eq!(anchors, 0, "every link checked, none taken on trust");
+    rows.len()
+}
+
+/// The trust refusals in the quarantine: (kind, agent, reason), oldest first.
+pub fn trust_refusals(data_dir: &Path) -> Vec<(String, String, String)> {
+    let conn = labhours_collector::store::open_read_only(data_dir).expect("database");
+    conn.prepare(
+        "SELECT kind, COALESCE(agent_id, ''), reason FROM quarantine WHERE kind IN
+         ('unsigned','unknown_key','wrong_agent','revoked_key','bad_signature','broken_chain','fork')
+         ORDER BY id",
+    )
+    .expect("query")
+    .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+    .expect("rows")
+    .collect::<Result<_, _>>()
+    .expect("rows")
 }

@@ -25,21 +25,24 @@ pub use publisher::{
     Delivery, DeliveryTuning, LinkStatus, Notifier, VERSION, install_crypto_provider,
     wait_until_drained,
 };
-pub use tracker::{AckOutcome, EventSource, Rewind, Tracker, TrackerSettings};
+pub use tracker::{AckOutcome, EventSource, Rewind, Sequenced, Tracker, TrackerSettings};
 
-use labhours_shared::wire::Event;
+use labhours_shared::wire::RawRecord;
 
 use crate::outbox::{Outbox, OutboxError};
 
 impl EventSource for Outbox {
     type Error = OutboxError;
+    type Item = RawRecord;
 
+    /// Records as stored, so the envelope carries (and the collector
+    /// hashes) exactly the bytes the outbox chained.
     fn pending(
         &self,
         after: u64,
         max_events: usize,
         max_bytes: usize,
-    ) -> Result<Vec<Event>, OutboxError> {
-        Outbox::pending(self, after, max_events, max_bytes)
+    ) -> Result<Vec<RawRecord>, OutboxError> {
+        Outbox::pending_raw(self, after, max_events, max_bytes)
     }
 }

@@ -16,9 +16,10 @@ use anyhow::bail;
 use labhours_shared::config::ConfigErrors;
 use labhours_shared::config::file::read_secret;
 use labhours_shared::state::StateRules;
+use labhours_shared::trust::Signer;
 use labhours_shared::wire::{
-    Ack, AgentStatus, Envelope, EventKind, Heartbeat, Presence, SCHEMA_VERSION, TopicKind, Topics,
-    check_id,
+    Ack, AgentStatus, ChainedEnvelope, EventKind, Heartbeat, Presence, RawRecord, SCHEMA_VERSION,
+    TopicKind, Topics, check_id,
 };
 use rumqttc::{
     AsyncClient, Event as MqttEvent, EventLoop, LastWill, MqttOptions, Outgoing, Packet, QoS,
@@ -125,6 +126,8 @@ pub struct Delivery {
     status: watch::Sender<LinkStatus>,
     /// Reported in the online status.
     state_rules: Option<StateRules>,
+    /// Signs every envelope when set (`[signing] key_file`).
+    signer: Option<Arc<Signer>>,
 }
 
 impl std::fmt::Debug for Delivery {
@@ -195,10 +198,17 @@ impl Delivery {
             tuning,
             status,
             state_rules: None,
+            signer: None,
         })
     }
 
     /// Reports `rules` (the effective state rules) in every online status.
+    /// Signs every envelope with `signer` (docs/design/trust.md).
+    pub fn with_signer(mut self, signer: Option<Arc<Signer>>) -> Self {
+        self.signer = signer;
+        self
+    }
+
     pub fn with_state_rules(mut self, rules: StateRules) -> Self {
         self.state_rules = Some(rules);
         self
@@ -395,6 +405,7 @@ struct Publisher {
     /// The outbox's [`Outbox::generation`] the tracker was built for.
     outbox_generation: u64,
     state_rules: Option<StateRules>,
+    signer: Option<Arc<Signer>>,
 }
 
 impl Publisher {
@@ -408,6 +419,7 @@ impl Publisher {
             tuning,
             status,
             state_rules,
+            signer,
             ..
         } = delivery;
         let head = outbox.next_seq().saturating_sub(1);
@@ -428,6 +440,7 @@ impl Publisher {
             paused_until: None,
             outbox_generation,
             state_rules,
+            signer,
         }
     }
 
@@ -503,20 +516,19 @@ impl Publisher {
                 events.last().map_or(0, |e| e.seq),
                 events.len(),
             );
-            let envelope = Envelope {
-                v: SCHEMA_VERSION,
-                agent_id: self.agent_id.clone(),
-                instrument_id: self.instrument_id.clone(),
-                sent_at: self.clock.now(),
-                acked_through: self.outbox.acked_through(),
-                events,
+            let payload = match self.envelope(&events) {
+                Ok(payload) => payload,
+                Err(e) => {
+                    tracing::error!(error = %e, first, last, "an outbox record is not JSON; retrying shortly");
+                    self.tracker.rewind(Rewind::PublishFailed, now.into_std());
+                    self.paused_until = Some(now + RETRY_PAUSE);
+                    break;
+                }
             };
-            match self.client.try_publish(
-                &self.events_topic,
-                QoS::AtLeastOnce,
-                false,
-                envelope.encode(),
-            ) {
+            match self
+                .client
+                .try_publish(&self.events_topic, QoS::AtLeastOnce, false, payload)
+            {
                 Ok(()) => {
                     published = true;
                     tracing::debug!(first, last, count, "batch published");
@@ -532,6 +544,23 @@ impl Publisher {
         if published {
             self.set_status(|_| {});
         }
+    }
+
+    /// A version 2 envelope of `records` (verbatim, chained), signed when
+    /// the agent has a key.
+    fn envelope(&self, records: &[RawRecord]) -> Result<Vec<u8>, serde_json::Error> {
+        let message = ChainedEnvelope {
+            agent_id: &self.agent_id,
+            instrument_id: &self.instrument_id,
+            sent_at: self.clock.now(),
+            acked_through: self.outbox.acked_through(),
+            key_id: self.signer.as_ref().map(|s| s.key_id()),
+        }
+        .encode(records)?;
+        Ok(match &self.signer {
+            Some(signer) => signer.sign_payload(&message),
+            None => message,
+        })
     }
 
     fn next_deadline(&self) -> Option<Instant> {

@@ -39,7 +39,7 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use labhours_shared::wire::{Event, SeqRange};
+use labhours_shared::wire::{Event, RawRecord, SeqRange};
 
 /// Limits of the delivery protocol.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,10 +74,28 @@ impl Default for TrackerSettings {
     }
 }
 
+/// Something with a place in the agent's sequence.
+pub trait Sequenced {
+    fn seq(&self) -> u64;
+}
+
+impl Sequenced for Event {
+    fn seq(&self) -> u64 {
+        self.seq
+    }
+}
+
+impl Sequenced for RawRecord {
+    fn seq(&self) -> u64 {
+        self.seq
+    }
+}
+
 /// Read access to the unacknowledged events, in seq order (the outbox's
-/// [`pending`](crate::outbox::Outbox::pending)).
+/// [`pending_raw`](crate::outbox::Outbox::pending_raw)).
 pub trait EventSource {
     type Error;
+    type Item: Sequenced;
     /// Up to `max_events` events with `seq > after`, in seq order, within
     /// about `max_bytes` (at least one event when any is there).
     fn pending(
@@ -85,7 +103,7 @@ pub trait EventSource {
         after: u64,
         max_events: usize,
         max_bytes: usize,
-    ) -> Result<Vec<Event>, Self::Error>;
+    ) -> Result<Vec<Self::Item>, Self::Error>;
 }
 
 /// What an ack from the collector did.
@@ -281,7 +299,7 @@ impl Tracker {
         &mut self,
         now: Instant,
         source: &S,
-    ) -> Result<Option<Vec<Event>>, S::Error> {
+    ) -> Result<Option<Vec<S::Item>>, S::Error> {
         if !self.connected {
             return Ok(None);
         }
@@ -318,8 +336,8 @@ impl Tracker {
             let live = source.pending(after, take, live_bytes)?;
             if let (Some(first), Some(last)) = (live.first(), live.last()) {
                 self.ahead.push(SeqRange {
-                    first: first.seq,
-                    last: last.seq,
+                    first: first.seq(),
+                    last: last.seq(),
                 });
                 drain_bytes = drain_bytes.saturating_sub(live_bytes).max(1);
             }
@@ -338,8 +356,8 @@ impl Tracker {
                     break;
                 }
                 for event in fetched {
-                    self.drain = event.seq;
-                    if !self.is_ahead(event.seq) {
+                    self.drain = event.seq();
+                    if !self.is_ahead(event.seq()) {
                         sent_any = true;
                         events.push(event);
                     }
@@ -359,8 +377,8 @@ impl Tracker {
             }
             return Ok(None);
         }
-        events.sort_by_key(|e| e.seq);
-        let newest = events.last().map_or(0, |e| e.seq);
+        events.sort_by_key(|e| e.seq());
+        let newest = events.last().map_or(0, |e| e.seq());
         self.max_sent = self.max_sent.max(newest);
         self.head = self.head.max(newest);
         if self.waiting_since.is_none() {

@@ -9,8 +9,8 @@
 //!
 //! | tree | key | value |
 //! |---|---|---|
-//! | `events` | seq, u64 big-endian (so iteration is in seq order) | 1 priority byte (0 low, 1 high), then the [`Event`] as JSON |
-//! | `meta` | `next_seq`, `acked_through` | u64 big-endian |
+//! | `events` | seq, u64 big-endian (so iteration is in seq order) | 1 byte: priority (0 low, 1 high) + 0x80; the 32-byte chain hash of seq − 1 (`prev`); then the [`Event`] as JSON |
+//! | `meta` | `next_seq`, `acked_through` (u64 big-endian); `chain_head`: the chain hash of `next_seq − 1` (32 bytes) | |
 //! | `files` | result-file key (`<folder index>:<relative path>`) | [`Fingerprint`]: size u64 BE, mtime ms i64 BE |
 //!
 //! `<data_dir>/outbox.seq` holds the sequence high-water mark outside sled
@@ -31,6 +31,15 @@
 //!   every seq the cap removes is named in a `dropped` event.
 //! - A result file's fingerprint is recorded in the same transaction as its
 //!   event: a file is reported once, or not at all.
+//! - The hash chain (docs/design/trust.md): every record carries `prev`,
+//!   the chain hash of the seq before it, written in the same transaction as
+//!   the event and `chain_head`, so there is no seq without its hash and the
+//!   chain survives a crash exactly as events do. `h(n) = chain_hash(h(n-1),
+//!   json(n))` over the JSON bytes as stored, which is what is sent. Because
+//!   each record keeps its own `prev`, acks and the size cap may delete any
+//!   event and the next envelope still knows the hash before its first
+//!   event. Records of an older outbox (without `prev`) are upgraded at
+//!   open: chained from the zero hash in seq order.
 //!
 //! # What a crash can lose
 //!
@@ -64,7 +73,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
-use labhours_shared::wire::{Event, EventKind, SeqRange};
+use labhours_shared::trust::{ChainHash, chain_hash};
+use labhours_shared::wire::{Event, EventKind, RawRecord, SeqRange};
 use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
 
 use crate::results::Fingerprint;
@@ -219,6 +229,8 @@ struct Counters {
     trees: Option<Trees>,
     seq_file: SeqFile,
     next_seq: u64,
+    /// The chain hash of `next_seq - 1`.
+    chain_head: ChainHash,
     /// Every seq up to here is on disk: only these may be published.
     durable_through: u64,
     /// Bytes of keys and values in `events`.
@@ -247,12 +259,19 @@ struct Outage {
 
 const NEXT_SEQ: &[u8] = b"next_seq";
 const ACKED_THROUGH: &[u8] = b"acked_through";
+const CHAIN_HEAD: &[u8] = b"chain_head";
+/// Set in a record's first byte when `prev` follows it (records written
+/// before the chain have only the priority there).
+const CHAINED: u8 = 0x80;
+/// Bytes before a chained record's JSON.
+const CHAINED_HEADER: usize = 1 + 32;
 
 /// The database as found on disk, ready to become the outbox's state.
 struct Loaded {
     trees: Trees,
     next_seq: u64,
     acked_through: u64,
+    chain_head: ChainHash,
     bytes: u64,
     count: u64,
     lost: Option<SeqRange>,
@@ -286,6 +305,7 @@ impl Outbox {
                     trees: None,
                     seq_file,
                     next_seq: 0,
+                    chain_head: [0; 32],
                     durable_through: 0,
                     bytes: 0,
                     count: 0,
@@ -564,12 +584,15 @@ impl Outbox {
         let next = state.next_seq;
         let n = events.len() as u64;
         state.seq_file.reserve_through(next + n - 1)?;
+        let mut head = state.chain_head;
         let records: Vec<(u64, Vec<u8>)> = events
             .into_iter()
             .zip(next..)
             .map(|((at, kind), seq)| {
                 let kind = bounded(kind);
-                (seq, encode_record(&Event { seq, at, kind }))
+                let value = encode_record(&Event { seq, at, kind }, &head);
+                head = chain_hash(&head, &value[CHAINED_HEADER..]);
+                (seq, value)
             })
             .collect();
         (&trees.events, &trees.meta, &trees.files)
@@ -578,6 +601,7 @@ impl Outbox {
                     ev.insert(&seq.to_be_bytes(), value.as_slice())?;
                 }
                 meta.insert(NEXT_SEQ, &(next + n).to_be_bytes())?;
+                meta.insert(CHAIN_HEAD, &head)?;
                 if let Some((key, fp)) = file_mark {
                     files.insert(key.as_bytes(), &fp_to_bytes(fp))?;
                 }
@@ -589,6 +613,7 @@ impl Outbox {
             })?;
         let written = records.iter().map(|(_, v)| 8 + v.len() as u64).sum::<u64>();
         state.next_seq = next + n;
+        state.chain_head = head;
         state.bytes += written;
         state.count += n;
         state.guard.wrote(written);
@@ -616,7 +641,7 @@ impl Outbox {
                     break;
                 }
                 let (k, v) = entry?;
-                if v.first().copied() != Some(priority as u8) {
+                if record_priority(&v) != Some(priority) {
                     continue;
                 }
                 let seq = u64_from(&k);
@@ -728,6 +753,20 @@ impl Outbox {
         max_events: usize,
         max_bytes: usize,
     ) -> Result<Vec<Event>, OutboxError> {
+        self.pending_raw(after, max_events, max_bytes)?
+            .into_iter()
+            .map(|r| decode_json(r.seq, r.json.as_bytes()))
+            .collect()
+    }
+
+    /// [`Outbox::pending`] as delivered: each record's JSON exactly as
+    /// stored (and hashed), with the chain hash before it.
+    pub fn pending_raw(
+        &self,
+        after: u64,
+        max_events: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<RawRecord>, OutboxError> {
         {
             // Reopen first: what is on disk is deliverable even while the
             // disk is too full for anything new.
@@ -758,7 +797,7 @@ impl Outbox {
                 break;
             }
             bytes += v.len();
-            out.push(decode_record(u64_from(&k), &v)?);
+            out.push(raw_record(u64_from(&k), &v)?);
         }
         Ok(out)
     }
@@ -778,6 +817,11 @@ impl Outbox {
     pub fn acked_through(&self) -> u64 {
         let state = self.lock();
         state.acked_through.max(state.deferred_ack)
+    }
+
+    /// The chain hash of the newest seq (zero before the first event).
+    pub fn chain_head(&self) -> ChainHash {
+        self.lock().chain_head
     }
 
     /// The seq the next event will get.
@@ -880,6 +924,7 @@ impl Counters {
     /// Takes over a freshly opened database.
     fn install(&mut self, loaded: Loaded) {
         self.next_seq = loaded.next_seq;
+        self.chain_head = loaded.chain_head;
         self.durable_through = loaded.next_seq.saturating_sub(1);
         self.bytes = loaded.bytes;
         self.count = loaded.count;
@@ -1023,6 +1068,7 @@ fn load(
         None => (1, None),
     };
     trees.meta.insert(NEXT_SEQ, &next_seq.to_be_bytes())?;
+    let chain_head = upgrade_chain(&trees, next_seq)?;
     let acked_through = read_u64(&trees.meta, ACKED_THROUGH)?.unwrap_or(seq_file.acked_floor());
     let (mut bytes, mut count) = (0u64, 0u64);
     for entry in trees.events.iter() {
@@ -1034,6 +1080,7 @@ fn load(
         trees,
         next_seq,
         acked_through,
+        chain_head,
         bytes,
         count,
         lost,
@@ -1118,23 +1165,128 @@ fn bounded(mut kind: EventKind) -> EventKind {
     kind
 }
 
-fn encode_record(event: &Event) -> Vec<u8> {
-    let mut value = Vec::with_capacity(160);
-    value.push(Priority::of(&event.kind) as u8);
+fn encode_record(event: &Event, prev: &ChainHash) -> Vec<u8> {
+    let mut value = Vec::with_capacity(192);
+    value.push(Priority::of(&event.kind) as u8 | CHAINED);
+    value.extend_from_slice(prev);
     // Events are plain data: serializing cannot fail.
     serde_json::to_writer(&mut value, event).expect("events serialize");
     value
 }
 
-fn decode_record(seq: u64, value: &[u8]) -> Result<Event, OutboxError> {
-    let body = value.get(1..).ok_or(OutboxError::Record {
+/// A record's priority, whichever format it is in.
+fn record_priority(value: &[u8]) -> Option<Priority> {
+    match value.first()? & !CHAINED {
+        0 => Some(Priority::Low),
+        1 => Some(Priority::High),
+        _ => None,
+    }
+}
+
+/// A record's `prev` (none in the format before the chain) and JSON.
+fn split_record(seq: u64, value: &[u8]) -> Result<(Option<ChainHash>, &[u8]), OutboxError> {
+    let bad = |reason: &str| OutboxError::Record {
         seq,
-        reason: "empty record".into(),
-    })?;
-    serde_json::from_slice(body).map_err(|e| OutboxError::Record {
+        reason: reason.into(),
+    };
+    let first = *value.first().ok_or_else(|| bad("empty record"))?;
+    if first & CHAINED == 0 {
+        return Ok((None, &value[1..]));
+    }
+    let prev: ChainHash = value
+        .get(1..CHAINED_HEADER)
+        .and_then(|p| p.try_into().ok())
+        .ok_or_else(|| bad("record cut short before its chain hash"))?;
+    Ok((Some(prev), &value[CHAINED_HEADER..]))
+}
+
+fn decode_json(seq: u64, json: &[u8]) -> Result<Event, OutboxError> {
+    serde_json::from_slice(json).map_err(|e| OutboxError::Record {
         seq,
         reason: e.to_string(),
     })
+}
+
+fn decode_record(seq: u64, value: &[u8]) -> Result<Event, OutboxError> {
+    decode_json(seq, split_record(seq, value)?.1)
+}
+
+fn raw_record(seq: u64, value: &[u8]) -> Result<RawRecord, OutboxError> {
+    let (prev, json) = split_record(seq, value)?;
+    let prev = prev.ok_or_else(|| OutboxError::Record {
+        seq,
+        reason: "record without its chain hash (not upgraded)".into(),
+    })?;
+    let json = std::str::from_utf8(json).map_err(|e| OutboxError::Record {
+        seq,
+        reason: e.to_string(),
+    })?;
+    Ok(RawRecord {
+        seq,
+        prev,
+        json: json.to_owned(),
+    })
+}
+
+/// The chain head of a database just opened, upgrading records written
+/// before the chain: they are chained in seq order from the hash before
+/// them (zero when unknown), in one transaction with the new head. A
+/// database whose records all carry `prev` is only read.
+fn upgrade_chain(trees: &Trees, next_seq: u64) -> Result<ChainHash, OutboxError> {
+    let stored_head: Option<ChainHash> = trees
+        .meta
+        .get(CHAIN_HEAD)?
+        .and_then(|v| v.as_ref().try_into().ok());
+    let mut rewrites: Vec<(u64, Vec<u8>)> = Vec::new();
+    let mut head = [0u8; 32];
+    let mut last_seq = None;
+    for entry in trees.events.iter() {
+        let (k, v) = entry?;
+        let seq = u64_from(&k);
+        let (prev, json) = split_record(seq, &v)?;
+        let prev = match prev {
+            Some(prev) => prev,
+            None => {
+                let mut value = Vec::with_capacity(CHAINED_HEADER + json.len());
+                value.push(v[0] | CHAINED);
+                value.extend_from_slice(&head);
+                value.extend_from_slice(json);
+                rewrites.push((seq, value));
+                head
+            }
+        };
+        head = chain_hash(&prev, json);
+        last_seq = Some(seq);
+    }
+    let head = match (last_seq, stored_head) {
+        // The newest record is the newest seq: its hash is the head.
+        (Some(seq), _) if seq + 1 == next_seq => head,
+        (_, Some(stored)) => stored,
+        (Some(_), None) => head,
+        (None, None) => [0; 32],
+    };
+    if rewrites.is_empty() && stored_head == Some(head) {
+        return Ok(head);
+    }
+    if !rewrites.is_empty() {
+        tracing::info!(
+            records = rewrites.len(),
+            "outbox records from before the hash chain upgraded"
+        );
+    }
+    (&trees.events, &trees.meta)
+        .transaction(|(ev, meta)| {
+            for (seq, value) in &rewrites {
+                ev.insert(&seq.to_be_bytes(), value.as_slice())?;
+            }
+            meta.insert(CHAIN_HEAD, &head)?;
+            Ok::<(), ConflictableTransactionError<()>>(())
+        })
+        .map_err(|e| match e {
+            TransactionError::Storage(e) => OutboxError::Db(e),
+            TransactionError::Abort(()) => unreachable!("this transaction never aborts"),
+        })?;
+    Ok(head)
 }
 
 fn fp_to_bytes(fp: Fingerprint) -> [u8; 16] {

@@ -2,6 +2,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use jiff::Timestamp;
 use labhours_shared::state::State;
+use labhours_shared::trust::{ChainHash, chain_hash};
 use labhours_shared::wire::{EventKind, ResultFile, SeqRange, Summary, TransitionSource};
 use proptest::prelude::*;
 
@@ -165,11 +166,14 @@ fn the_oldest_pending_instant_is_known() {
 #[test]
 fn when_full_summaries_are_dropped_first_oldest_first_and_named() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let record = encode_record(&Event {
-        seq: 1,
-        at: at(1),
-        kind: summary(1.0),
-    })
+    let record = encode_record(
+        &Event {
+            seq: 1,
+            at: at(1),
+            kind: summary(1.0),
+        },
+        &[0; 32],
+    )
     .len() as u64
         + 8;
     // Room for about 10 events.
@@ -201,13 +205,20 @@ fn when_full_summaries_are_dropped_first_oldest_first_and_named() {
 #[test]
 fn when_only_important_events_remain_the_oldest_are_dropped_and_gaps_stay_named() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let outbox = open(dir.path(), 2000);
+    // The cap frees down to 90 % and then writes its notice: 10 % must
+    // hold one notice (records carry their 32-byte chain hash).
+    let outbox = open(dir.path(), 3000);
     for i in 0..40 {
         outbox
             .append(at(i), vec![transition(&format!("t{i}"))])
             .expect("append");
     }
-    assert!(outbox.backlog_bytes() <= 2000);
+    assert!(
+        outbox.backlog_bytes() <= 3000,
+        "{} bytes, {} events",
+        outbox.backlog_bytes(),
+        outbox.backlog()
+    );
     let named: BTreeSet<u64> = dropped_ranges(&outbox)
         .iter()
         .flat_map(|r| r.first..=r.last)
@@ -381,6 +392,7 @@ proptest! {
         let mut acked = 0u64;
         let mut seen_notices: BTreeSet<u64> = BTreeSet::new();
         let mut named_before: BTreeSet<u64> = BTreeSet::new();
+        let mut hashes: BTreeMap<u64, ChainHash> = BTreeMap::new();
 
         for op in ops {
             // Drops never touch the batch being appended.
@@ -439,6 +451,23 @@ proptest! {
                     }
                 }
             }
+            // The chain: every record carries the hash of the seq before it
+            // (seen when that seq was appended, whatever was deleted since),
+            // a record's hash never changes, and the head is the newest hash.
+            for record in outbox.pending_raw(0, usize::MAX, usize::MAX).expect("raw") {
+                let expected_prev = if record.seq == 1 {
+                    [0; 32]
+                } else {
+                    *hashes.get(&(record.seq - 1)).expect("the seq before was seen")
+                };
+                prop_assert_eq!(record.prev, expected_prev, "prev of seq {}", record.seq);
+                let h = chain_hash(&record.prev, record.json.as_bytes());
+                prop_assert_eq!(*hashes.entry(record.seq).or_insert(h), h);
+            }
+            prop_assert_eq!(
+                Some(&outbox.chain_head()),
+                hashes.get(&(outbox.next_seq() - 1)).or(Some(&[0; 32]).filter(|_| outbox.next_seq() == 1))
+            );
             let actual_seqs: Vec<u64> = actual.iter().map(|e| e.seq).collect();
             let model_seqs: Vec<u64> = pending.keys().copied().collect();
             prop_assert_eq!(&actual_seqs, &model_seqs);
@@ -547,5 +576,88 @@ fn long_fault_messages_are_cut_so_every_event_stays_small() {
         message.len() <= MAX_TEXT_BYTES + 4 && message.ends_with(" …"),
         "{}",
         message.len()
+    );
+}
+
+#[test]
+fn an_outbox_written_before_the_chain_is_upgraded_at_open_and_the_chain_continues() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    {
+        let outbox = open(dir.path(), 1 << 20);
+        outbox
+            .append(at(1), vec![transition("a"), summary(1.0), transition("b")])
+            .expect("append");
+        outbox.ack_through(1).expect("ack");
+    }
+    // Rewrite seqs 2 and 3 in the format before the chain (priority byte,
+    // then the JSON) and forget the head, as an older agent left them.
+    {
+        let db = sled::open(dir.path().join("outbox")).expect("sled");
+        let events = db.open_tree("events").expect("tree");
+        for seq in [2u64, 3] {
+            let value = events.get(seq.to_be_bytes()).expect("get").expect("stored");
+            let mut old = vec![value[0] & !CHAINED];
+            old.extend_from_slice(&value[CHAINED_HEADER..]);
+            events.insert(seq.to_be_bytes(), old).expect("insert");
+        }
+        db.open_tree("meta")
+            .expect("meta")
+            .remove(CHAIN_HEAD)
+            .expect("remove");
+        db.flush().expect("flush");
+    }
+    let outbox = open(dir.path(), 1 << 20);
+    let before = outbox.pending_raw(0, usize::MAX, usize::MAX).expect("raw");
+    assert_eq!(before.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![2, 3]);
+    assert_eq!(
+        before[0].prev, [0; 32],
+        "chained from zero: seq 1 was never hashed"
+    );
+    let h2 = chain_hash(&before[0].prev, before[0].json.as_bytes());
+    assert_eq!(before[1].prev, h2);
+    let h3 = chain_hash(&h2, before[1].json.as_bytes());
+    assert_eq!(outbox.chain_head(), h3);
+    outbox.append(at(2), vec![transition("c")]).expect("append");
+    drop(outbox);
+    let outbox = open(dir.path(), 1 << 20);
+    let after = outbox.pending_raw(0, usize::MAX, usize::MAX).expect("raw");
+    assert_eq!(
+        &after[..2],
+        &before[..],
+        "upgraded once, the same after a restart"
+    );
+    assert_eq!(after[2].seq, 4);
+    assert_eq!(
+        after[2].prev, h3,
+        "the chain continues from the upgraded records"
+    );
+}
+
+#[test]
+fn acks_and_the_cap_keep_the_hash_before_every_survivor() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let outbox = open(dir.path(), 1 << 20);
+    let mut hashes = vec![[0u8; 32]];
+    for i in 0..6 {
+        outbox
+            .append(
+                at(1),
+                vec![if i % 2 == 0 {
+                    summary(1.0)
+                } else {
+                    transition("t")
+                }],
+            )
+            .expect("append");
+    }
+    for r in outbox.pending_raw(0, usize::MAX, usize::MAX).expect("raw") {
+        hashes.push(chain_hash(&r.prev, r.json.as_bytes()));
+    }
+    outbox.ack_through(3).expect("ack");
+    let left = outbox.pending_raw(0, usize::MAX, usize::MAX).expect("raw");
+    assert_eq!(left[0].seq, 4);
+    assert_eq!(
+        left[0].prev, hashes[3],
+        "the acked seq 3's hash is known to seq 4"
     );
 }

@@ -98,6 +98,8 @@ fn hours_row() -> HoursRow {
             share_rate: None,
         },
         provisional: false,
+        signed: true,
+        unsigned_events: 0,
     }
 }
 
@@ -475,7 +477,7 @@ fn march() -> Range {
     }
 }
 
-const HOURS_CSV_HEADER: &str = "instrument_id,name,unit,instruments,period_start,period_end,used_hours,booked_hours,booked_used_hours,unbooked_hours,by_usage_type.teaching,by_usage_type.research,by_usage_type.external,by_usage_type.training,by_usage_type.maintenance,by_usage_type.unassigned,external_hours,share_rate,open_hours,utilization,no_show_count,fault_hours,unknown_hours,coverage,result_files,energy_kwh,corrected.assigned_hours,corrected.unbooked_hours,corrected.by_usage_type.teaching,corrected.by_usage_type.research,corrected.by_usage_type.external,corrected.by_usage_type.training,corrected.by_usage_type.maintenance,corrected.by_usage_type.unassigned,corrected.external_hours,corrected.share_rate,provisional";
+const HOURS_CSV_HEADER: &str = "instrument_id,name,unit,instruments,period_start,period_end,used_hours,booked_hours,booked_used_hours,unbooked_hours,by_usage_type.teaching,by_usage_type.research,by_usage_type.external,by_usage_type.training,by_usage_type.maintenance,by_usage_type.unassigned,external_hours,share_rate,open_hours,utilization,no_show_count,fault_hours,unknown_hours,coverage,result_files,energy_kwh,corrected.assigned_hours,corrected.unbooked_hours,corrected.by_usage_type.teaching,corrected.by_usage_type.research,corrected.by_usage_type.external,corrected.by_usage_type.training,corrected.by_usage_type.maintenance,corrected.by_usage_type.unassigned,corrected.external_hours,corrected.share_rate,provisional,signed,unsigned_events";
 
 // --- happy paths ---
 
@@ -558,7 +560,7 @@ async fn hours_as_csv_through_accept_flatten_maps_into_fixed_columns() {
     assert_eq!(
         lines.next(),
         Some(
-            "nmr-600,600 MHz NMR,Chemistry/NMR Centre,1,2025-03-01T00:00:00+08:00,2025-04-01T00:00:00+08:00,12.5,10.0,9.25,3.25,,9.25,,,,3.25,0.0,0.0,,0.02,1,0.5,2.0,0.99,7,,0.0,1.25,2.0,9.25,,,,,0.0,,false"
+            "nmr-600,600 MHz NMR,Chemistry/NMR Centre,1,2025-03-01T00:00:00+08:00,2025-04-01T00:00:00+08:00,12.5,10.0,9.25,3.25,,9.25,,,,3.25,0.0,0.0,,0.02,1,0.5,2.0,0.99,7,,0.0,1.25,2.0,9.25,,,,,0.0,,false,true,0"
         )
     );
     assert_eq!(lines.next(), None);

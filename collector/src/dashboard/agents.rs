@@ -37,6 +37,9 @@ pub struct AgentLine {
     pub thresholds: String,
     /// They differ from the registry's.
     pub thresholds_differ: bool,
+    /// The enrolled key's id, or "unsigned", in the page's language.
+    pub signing: String,
+    pub signed: bool,
 }
 
 /// `running_above_w registry 800 W, agent 500 W; …` (seconds for the dwell settings).
@@ -106,6 +109,11 @@ pub fn lines(instruments: &[InstrumentRow], quarantine: &[Entry], lang: Lang) ->
                 quarantined: counts.remove(a.agent_id.as_str()).unwrap_or(0),
                 thresholds: thresholds_text(a, lang),
                 thresholds_differ: !a.threshold_mismatch.is_empty(),
+                signing: match &a.signing_key {
+                    Some(key) => format!("{} · {key}", lang.t("agents.signed")),
+                    None => lang.t("agents.unsigned").to_owned(),
+                },
+                signed: a.signing_key.is_some(),
             });
         }
     }
@@ -201,6 +209,7 @@ mod tests {
                 applied_thresholds: None,
                 registry_thresholds: None,
                 threshold_mismatch: vec![],
+                signing_key: None,
             }],
             ..InstrumentRow::default()
         }];
@@ -220,6 +229,12 @@ mod tests {
         assert_eq!(out[0].backlog, "4");
         assert_eq!((out[1].agent_id.as_str(), out[1].quarantined), ("ghost", 1));
         assert_eq!(out[0].thresholds, "not reported");
+        assert_eq!(out[0].signing, "unsigned");
+        let mut signed = instruments.clone();
+        signed[0].agents[0].signing_key = Some("0123456789abcdef".into());
+        let zh = lines(&signed, &[], Lang::Zh);
+        assert_eq!(zh[0].signing, "已签名 · 0123456789abcdef");
+        assert!(zh[0].signed);
     }
 
     #[test]
@@ -242,6 +257,7 @@ mod tests {
             applied_thresholds: Some(applied.clone()),
             registry_thresholds: Some(applied.clone()),
             threshold_mismatch: mismatch,
+            signing_key: None,
         };
         assert_eq!(
             thresholds_text(&agent(vec![]), Lang::En),

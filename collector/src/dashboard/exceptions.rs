@@ -53,10 +53,13 @@ pub enum Kind {
     DataGap,
     Quarantined,
     ThresholdMismatch,
+    /// A payload the trust checks refused: bad signature, unknown or
+    /// revoked key, another agent's key, a broken chain or a fork.
+    Trust,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 8] = [
+    pub const ALL: [Kind; 9] = [
         Kind::NoShow,
         Kind::Overrun,
         Kind::Unbooked,
@@ -65,6 +68,7 @@ impl Kind {
         Kind::DataGap,
         Kind::Quarantined,
         Kind::ThresholdMismatch,
+        Kind::Trust,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -77,6 +81,7 @@ impl Kind {
             Kind::DataGap => "data_gap",
             Kind::Quarantined => "quarantined",
             Kind::ThresholdMismatch => "threshold_mismatch",
+            Kind::Trust => "trust",
         }
     }
 
@@ -108,7 +113,10 @@ impl Item {
     /// Admins may act on it with a correction (quarantined payloads have
     /// no instrument; a threshold mismatch is fixed in a config file).
     pub fn actionable(&self) -> bool {
-        !matches!(self.kind, Kind::Quarantined | Kind::ThresholdMismatch)
+        !matches!(
+            self.kind,
+            Kind::Quarantined | Kind::ThresholdMismatch | Kind::Trust
+        )
     }
 }
 
@@ -327,7 +335,11 @@ pub fn build(inputs: &Inputs, lang: Lang, zone: &TimeZone) -> Vec<Item> {
     }
     for q in &inputs.quarantine {
         items.push(Item {
-            kind: Kind::Quarantined,
+            kind: if q.kind.is_trust() {
+                Kind::Trust
+            } else {
+                Kind::Quarantined
+            },
             instrument_id: String::new(),
             name: q.agent_id.clone().unwrap_or_else(|| q.topic.clone()),
             start_ms: q.received_at.as_millisecond(),
@@ -898,6 +910,7 @@ mod tests {
                         registry: 800.0,
                         agent: 500.0,
                     }],
+                    signing_key: None,
                 }],
             }],
             now_ms: 1_742_000_000_000,

@@ -215,7 +215,8 @@ pub fn seed(data_dir: &Path, day: Date) -> anyhow::Result<()> {
                 sent_at: received,
                 acked_through: 0,
                 events,
-            },
+            }
+            .into(),
         }],
         statuses: ["agent-nmr-600", "agent-ms-1"]
             .into_iter()

@@ -27,7 +27,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use bytes::Bytes;
 use jiff::Timestamp;
 use labhours_shared::wire::{
-    Ack, AgentStatus, Envelope, EventKind, SCHEMA_VERSION, TopicKind, Topics,
+    Ack, AgentStatus, Envelope, EventKind, Incoming, SCHEMA_VERSION, TopicKind, Topics,
+    decode_envelope,
 };
 use tokio::sync::mpsc;
 
@@ -93,6 +94,7 @@ pub struct IngestStats {
     acks: AtomicU64,
     floor_raises: AtomicU64,
     implausible_floors: AtomicU64,
+    trust_refusals: AtomicU64,
 }
 
 /// A copy of the counters.
@@ -119,6 +121,9 @@ pub struct IngestCounts {
     pub floor_raises: u64,
     /// Envelopes quarantined for claiming a floor above anything received.
     pub implausible_floors: u64,
+    /// Envelopes quarantined by the trust checks (signature, key, chain;
+    /// docs/design/trust.md).
+    pub trust_refusals: u64,
 }
 
 impl IngestStats {
@@ -136,6 +141,7 @@ impl IngestStats {
             acks: get(&self.acks),
             floor_raises: get(&self.floor_raises),
             implausible_floors: get(&self.implausible_floors),
+            trust_refusals: get(&self.trust_refusals),
         }
     }
 }
@@ -147,7 +153,7 @@ fn add(counter: &AtomicU64, n: u64) {
 /// What a publish turned out to be.
 #[derive(Debug)]
 pub enum Classified {
-    Envelope(Received<Envelope>),
+    Envelope(Received<Incoming>),
     Status(Received<AgentStatus>),
     Quarantine(Quarantined),
     /// Nothing to do (an empty retained message clearing a status topic).
@@ -187,7 +193,7 @@ pub fn classify(topics: &Topics, max_payload_bytes: usize, msg: &Inbound) -> Cla
         );
     }
     match topic_kind {
-        TopicKind::Events => match Envelope::decode(&msg.payload) {
+        TopicKind::Events => match decode_envelope(&msg.payload) {
             Err(err) => refuse(Kind::Undecodable, format!("undecodable envelope: {err}")),
             Ok(env) if env.agent_id != topic_agent => refuse(
                 Kind::AgentMismatch,
@@ -343,6 +349,8 @@ pub fn ingest_loop(
                 add(&stats.floor_raises, outcome.floor_raises);
                 add(&stats.implausible_floors, outcome.implausible_floors);
                 add(&stats.quarantined, outcome.implausible_floors);
+                add(&stats.trust_refusals, outcome.trust_refusals);
+                add(&stats.quarantined, outcome.trust_refusals);
                 for (agent_id, committed_through) in outcome.acks {
                     let topic = topics.topic(&agent_id, TopicKind::Ack);
                     let payload = Ack {

@@ -21,7 +21,8 @@ pub enum QuarantineCommand {
         #[arg(long)]
         agent: Option<String>,
         /// Only this kind: bad_topic, oversized, undecodable, agent_mismatch,
-        /// unstorable_seq, inconsistent_seqs, seq_conflict, implausible_floor, other.
+        /// unstorable_seq, inconsistent_seqs, seq_conflict, implausible_floor, unsigned,
+        /// unknown_key, wrong_agent, revoked_key, bad_signature, broken_chain, fork, other.
         #[arg(long)]
         kind: Option<String>,
         /// Received at or after: YYYY-MM-DD (site zone) or an RFC 3339 instant.

@@ -52,13 +52,29 @@ pub enum Kind {
     SeqConflict,
     /// An `acked_through` above anything received that does not continue from it.
     ImplausibleFloor,
+    /// Unsigned, from an agent with an enrolled key or while `[trust]
+    /// allow_unsigned = false` (docs/design/trust.md).
+    Unsigned,
+    /// Signed with a key id no one enrolled.
+    UnknownKey,
+    /// Signed with a key enrolled for another agent: an agent publishing
+    /// under another's topic with its own key.
+    WrongAgent,
+    /// Signed with a revoked key.
+    RevokedKey,
+    /// The signature does not verify over the bytes received (forged or garbled).
+    BadSignature,
+    /// `prev` differs from the stored hash of the seq before.
+    BrokenChain,
+    /// A seq already stored with another chain hash: two histories.
+    Fork,
     /// Stored by a version that did not classify, and not recognised.
     #[default]
     Other,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 9] = [
+    pub const ALL: [Kind; 16] = [
         Self::BadTopic,
         Self::Oversized,
         Self::Undecodable,
@@ -67,6 +83,13 @@ impl Kind {
         Self::InconsistentSeqs,
         Self::SeqConflict,
         Self::ImplausibleFloor,
+        Self::Unsigned,
+        Self::UnknownKey,
+        Self::WrongAgent,
+        Self::RevokedKey,
+        Self::BadSignature,
+        Self::BrokenChain,
+        Self::Fork,
         Self::Other,
     ];
 
@@ -80,8 +103,30 @@ impl Kind {
             Self::InconsistentSeqs => "inconsistent_seqs",
             Self::SeqConflict => "seq_conflict",
             Self::ImplausibleFloor => "implausible_floor",
+            Self::Unsigned => "unsigned",
+            Self::UnknownKey => "unknown_key",
+            Self::WrongAgent => "wrong_agent",
+            Self::RevokedKey => "revoked_key",
+            Self::BadSignature => "bad_signature",
+            Self::BrokenChain => "broken_chain",
+            Self::Fork => "fork",
             Self::Other => "other",
         }
+    }
+
+    /// A refusal by the trust checks (signature, key, chain): the
+    /// exceptions inbox lists these as trust failures.
+    pub fn is_trust(self) -> bool {
+        matches!(
+            self,
+            Self::Unsigned
+                | Self::UnknownKey
+                | Self::WrongAgent
+                | Self::RevokedKey
+                | Self::BadSignature
+                | Self::BrokenChain
+                | Self::Fork
+        )
     }
 
     pub fn parse(text: &str) -> Option<Self> {

@@ -48,6 +48,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0008_bookings_by_length",
         include_str!("../../migrations/0008_bookings_by_length.sql"),
     ),
+    (
+        "0009_trust",
+        include_str!("../../migrations/0009_trust.sql"),
+    ),
 ];
 
 /// The version that last changed how [`super::derived`] fills its tables

@@ -38,13 +38,14 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use jiff::Timestamp;
-use labhours_shared::wire::{AgentStatus, Envelope, EventKind, Presence};
+use labhours_shared::wire::{AgentStatus, EventKind, Incoming, Presence};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
 pub use crate::quarantine::Quarantined;
 pub use gaps::SeqTracker;
 
 use crate::quarantine::Kind as QuarantineKind;
+use crate::trust::TrustPolicy;
 
 /// The database file inside `data_dir`.
 pub const DB_FILE: &str = "labhours.sqlite3";
@@ -98,7 +99,7 @@ pub struct Received<T> {
 /// Everything that arrived since the last commit; committed in one transaction.
 #[derive(Debug, Default)]
 pub struct Batch {
-    pub envelopes: Vec<Received<Envelope>>,
+    pub envelopes: Vec<Received<Incoming>>,
     pub statuses: Vec<Received<AgentStatus>>,
     pub quarantined: Vec<Quarantined>,
 }
@@ -127,6 +128,8 @@ pub struct CommitOutcome {
     /// Envelopes quarantined because their `acked_through` claimed a floor
     /// above anything this collector received from the agent.
     pub implausible_floors: u64,
+    /// Envelopes quarantined by the trust checks (signature, key, chain).
+    pub trust_refusals: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -141,6 +144,7 @@ pub struct Store {
     conn: Connection,
     path: PathBuf,
     agents: HashMap<String, AgentState>,
+    trust: TrustPolicy,
 }
 
 fn ms(t: Timestamp) -> i64 {
@@ -218,9 +222,15 @@ impl Store {
             conn,
             path,
             agents: HashMap::new(),
+            trust: TrustPolicy::default(),
         };
         store.load_trackers()?;
         Ok(store)
+    }
+
+    /// What ingest accepts unsigned (`[trust]`).
+    pub fn set_trust_policy(&mut self, policy: TrustPolicy) {
+        self.trust = policy;
     }
 
     /// The database file.
@@ -331,8 +341,9 @@ impl Store {
         {
             let mut insert_event = tx.prepare_cached(
                 "INSERT OR IGNORE INTO events
-                 (agent_id, seq, instrument_id, at_ms, type, payload, received_at_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                 (agent_id, seq, instrument_id, at_ms, type, payload, received_at_ms,
+                  chain_hash, signed)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             )?;
             let mut insert_dropped = tx.prepare_cached(
                 "INSERT OR IGNORE INTO dropped_ranges (agent_id, first_seq, last_seq, event_seq)
@@ -340,6 +351,13 @@ impl Store {
             )?;
             let mut stored_payload =
                 tx.prepare_cached("SELECT payload FROM events WHERE agent_id = ?1 AND seq = ?2")?;
+            let mut fill_hash = tx.prepare_cached(
+                "UPDATE events SET chain_hash = ?3 WHERE agent_id = ?1 AND seq = ?2 AND chain_hash IS NULL",
+            )?;
+            let mut insert_evidence = tx.prepare_cached(
+                "INSERT INTO signed_envelopes (agent_id, key_id, first_seq, last_seq, received_at_ms, payload)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?;
             let mut insert_raise = tx.prepare_cached(
                 "INSERT INTO floor_raises (agent_id, received_at_ms, skipped_first, skipped_last)
                  VALUES (?1, ?2, ?3, ?4)",
@@ -362,7 +380,8 @@ impl Store {
             )?;
 
             for received in &batch.envelopes {
-                let env = &received.message;
+                let incoming = &received.message;
+                let env = &incoming.envelope;
                 let agent_id = env.agent_id.as_str();
                 if !touched.contains_key(agent_id) {
                     let state = self.agents.get(agent_id).cloned().unwrap_or(AgentState {
@@ -374,6 +393,35 @@ impl Store {
                 }
                 let known = self.agents.contains_key(agent_id) || seen_in_batch.contains(agent_id);
                 let state = touched.get_mut(agent_id).expect("inserted above");
+                // Signature, key and chain before anything of it is written.
+                let verdict = match crate::trust::check(
+                    &tx,
+                    self.trust,
+                    incoming,
+                    received.received_at,
+                    state.tracker.highest_closed(),
+                )? {
+                    Ok(verdict) => verdict,
+                    Err(refusal) => {
+                        tracing::error!(
+                            agent_id,
+                            kind = %refusal.kind,
+                            reason = %refusal.reason,
+                            "envelope refused by the trust checks; quarantined"
+                        );
+                        Quarantined::new(
+                            received.received_at,
+                            &received.topic,
+                            Some(agent_id),
+                            refusal.kind,
+                            refusal.reason,
+                            &incoming.payload(),
+                        )
+                        .insert(&tx)?;
+                        outcome.trust_refusals += 1;
+                        continue;
+                    }
+                };
                 // A floor above anything received from a known agent is what a
                 // forged envelope would claim to stall the real agent's acks.
                 // A real agent shows it only after this collector lost data
@@ -402,7 +450,7 @@ impl Store {
                         Some(agent_id),
                         QuarantineKind::ImplausibleFloor,
                         reason,
-                        &env.encode(),
+                        &incoming.payload(),
                     )
                     .insert(&tx)?;
                     outcome.implausible_floors += 1;
@@ -427,9 +475,19 @@ impl Store {
                     outcome.floor_raises += 1;
                 }
                 let received_ms = ms(received.received_at);
-                for event in &env.events {
-                    let payload = serde_json::to_string(event)
-                        .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+                let signed = verdict.key_id.is_some();
+                let mut new_events = 0u64;
+                for (i, event) in env.events.iter().enumerate() {
+                    // Version 2: the bytes the agent hashed (and signed), verbatim.
+                    let (payload, chain_hash) = match &incoming.chain {
+                        Some(chain) => (chain.raw[i].clone(), Some(chain.hashes[i].as_slice())),
+                        None => (
+                            serde_json::to_string(event).map_err(|e| {
+                                rusqlite::Error::ToSqlConversionFailure(Box::new(e))
+                            })?,
+                            None,
+                        ),
+                    };
                     let written = insert_event.execute(params![
                         agent_id,
                         sql_seq(event.seq),
@@ -438,15 +496,22 @@ impl Store {
                         kind_name(&event.kind),
                         payload,
                         received_ms,
+                        chain_hash,
+                        signed,
                     ])?;
                     if written == 1 {
                         outcome.stored += 1;
+                        new_events += 1;
                         deriver.event(&tx, &env.instrument_id, agent_id, event)?;
                     } else {
                         let first: String = stored_payload
                             .query_row(params![agent_id, sql_seq(event.seq)], |r| r.get(0))?;
                         if first == payload {
                             outcome.duplicates += 1;
+                            if let Some(hash) = chain_hash {
+                                // Stored from a version 1 envelope: now chained.
+                                fill_hash.execute(params![agent_id, sql_seq(event.seq), hash])?;
+                            }
                         } else {
                             // Same id, same seq, other content: a second agent
                             // claims this id. Keep the first, quarantine the
@@ -486,6 +551,23 @@ impl Store {
                         }
                     }
                 }
+                if let (Some(key_id), true) = (verdict.key_id, new_events > 0) {
+                    insert_evidence.execute(params![
+                        agent_id,
+                        key_id.to_string(),
+                        sql_seq(env.events.first().map_or(0, |e| e.seq)),
+                        sql_seq(env.events.last().map_or(0, |e| e.seq)),
+                        received_ms,
+                        incoming.payload(),
+                    ])?;
+                }
+                crate::trust::record_anchors(
+                    &tx,
+                    agent_id,
+                    &verdict,
+                    incoming,
+                    received.received_at,
+                )?;
                 let skew = received_ms - ms(env.sent_at);
                 upsert_agent.execute(params![
                     agent_id,

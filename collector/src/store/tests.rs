@@ -20,7 +20,7 @@ fn fault(seq: u64) -> Event {
     }
 }
 
-fn envelope(agent: &str, acked_through: u64, events: Vec<Event>) -> Received<Envelope> {
+fn envelope(agent: &str, acked_through: u64, events: Vec<Event>) -> Received<Incoming> {
     Received {
         received_at: at("2026-11-22T08:00:07Z"),
         topic: format!("labhours/v1/{agent}/events"),
@@ -31,11 +31,12 @@ fn envelope(agent: &str, acked_through: u64, events: Vec<Event>) -> Received<Env
             sent_at: at("2026-11-22T08:00:05Z"),
             acked_through,
             events,
-        },
+        }
+        .into(),
     }
 }
 
-fn batch(envelopes: Vec<Received<Envelope>>) -> Batch {
+fn batch(envelopes: Vec<Received<Incoming>>) -> Batch {
     Batch {
         envelopes,
         ..Batch::default()

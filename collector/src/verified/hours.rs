@@ -392,7 +392,22 @@ fn row(t: &PeriodTotals, zone: &TimeZone, n: u32) -> HoursRow {
         energy_kwh: r.energy_kwh,
         corrected: corrected(t),
         provisional: true,
+        signed: true,
+        unsigned_events: 0,
     }
+}
+
+/// Events of `instrument` in `period` that came unsigned (a partial index
+/// holds only those: free for a signed fleet).
+fn unsigned_events(conn: &Connection, instrument: &str, period: Interval) -> rusqlite::Result<u64> {
+    conn.prepare_cached(
+        "SELECT count(*) FROM events INDEXED BY events_unsigned
+         WHERE signed = 0 AND instrument_id = ?1 AND at_ms >= ?2 AND at_ms < ?3",
+    )?
+    .query_row(params![instrument, period.start, period.end], |r| {
+        r.get::<_, i64>(0)
+    })
+    .map(|n| n.max(0) as u64)
 }
 
 /// Answers an hours query.
@@ -424,6 +439,7 @@ fn rows(
     settled: &HashMap<String, Option<Ms>>,
 ) -> Result<HoursRows, QueryError> {
     let totals = totals(conn, instruments, &q.range, q.period)?;
+    let unsigned = |i: usize, t: &PeriodTotals| unsigned_events(conn, &instruments[i].id, t.period);
     let site = registry.site_zone();
     let provisional = |i: usize, t: &PeriodTotals| {
         settled::provisional(settled, &instruments[i].id, t.period.end)
@@ -434,41 +450,54 @@ fn rows(
                 .iter()
                 .flat_map(|(i, ts)| {
                     let inst = &instruments[*i];
-                    ts.iter().map(move |t| HoursRow {
-                        instrument_id: Some(inst.id.clone()),
-                        name: Some(inst.name.clone()),
-                        unit: inst.unit.clone(),
-                        provisional: provisional(*i, t),
-                        ..row(t, &inst.zone, 1)
+                    ts.iter().map(move |t| {
+                        let unsigned_events = unsigned(*i, t)?;
+                        Ok(HoursRow {
+                            instrument_id: Some(inst.id.clone()),
+                            name: Some(inst.name.clone()),
+                            unit: inst.unit.clone(),
+                            provisional: provisional(*i, t),
+                            signed: unsigned_events == 0,
+                            unsigned_events,
+                            ..row(t, &inst.zone, 1)
+                        })
                     })
                 })
-                .collect(),
+                .collect::<rusqlite::Result<_>>()?,
         )),
         GroupBy::Unit => {
-            // (unit, period index) → sum, instrument count, any provisional.
-            let mut groups: BTreeMap<(String, usize), (PeriodTotals, u32, bool)> = BTreeMap::new();
+            // (unit, period index) → sum, instrument count, any provisional,
+            // unsigned events.
+            let mut groups: BTreeMap<(String, usize), (PeriodTotals, u32, bool, u64)> =
+                BTreeMap::new();
             for (i, ts) in &totals {
                 let unit = instruments[*i].unit.clone().unwrap_or_default();
                 for (k, t) in ts.iter().enumerate() {
                     let p = provisional(*i, t);
+                    let u = unsigned(*i, t)?;
                     groups
                         .entry((unit.clone(), k))
-                        .and_modify(|(sum, n, any)| {
+                        .and_modify(|(sum, n, any, unsigned)| {
                             sum.add(t);
                             *n += 1;
                             *any |= p;
+                            *unsigned += u;
                         })
-                        .or_insert_with(|| (t.clone(), 1, p));
+                        .or_insert_with(|| (t.clone(), 1, p, u));
                 }
             }
             Ok(HoursRows::Totals(
                 groups
                     .into_iter()
-                    .map(|((unit, _), (t, n, provisional))| HoursRow {
-                        unit: Some(unit),
-                        provisional,
-                        ..row(&t, site, n)
-                    })
+                    .map(
+                        |((unit, _), (t, n, provisional, unsigned_events))| HoursRow {
+                            unit: Some(unit),
+                            provisional,
+                            signed: unsigned_events == 0,
+                            unsigned_events,
+                            ..row(&t, site, n)
+                        },
+                    )
                     .collect(),
             ))
         }

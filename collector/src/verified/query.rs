@@ -99,6 +99,18 @@ pub struct HoursRow {
     /// The figures may still change: the period ends after the instant its
     /// instruments are settled through (docs/verified.md).
     pub provisional: bool,
+    /// Every event in the period came in an envelope signed by an enrolled
+    /// key (docs/design/trust.md); `false` when any came unsigned.
+    #[serde(default = "signed_by_default")]
+    pub signed: bool,
+    /// Events in the period that came unsigned (older or unsigned agents,
+    /// accepted while `[trust] allow_unsigned`).
+    #[serde(default)]
+    pub unsigned_events: u64,
+}
+
+fn signed_by_default() -> bool {
+    true
 }
 
 /// Usage of one type in one period over the selected instruments.
@@ -267,6 +279,11 @@ pub struct AgentView {
     /// Where those differ from the registry's `thresholds` for the
     /// instrument (empty when they agree or the registry has none).
     pub threshold_mismatch: Vec<ThresholdDifference>,
+    /// The id of the agent's enrolled, unrevoked signing key: its envelopes
+    /// must be signed with it. `null`: the agent is unsigned (accepted only
+    /// while `[trust] allow_unsigned`; docs/design/trust.md).
+    #[serde(default)]
+    pub signing_key: Option<String>,
 }
 
 /// `GET /api/v1/instruments`.

@@ -139,7 +139,8 @@ mod tests {
                             version: "test".into(),
                         }),
                     }],
-                },
+                }
+                .into(),
             }],
             ..Batch::default()
         }

@@ -87,7 +87,8 @@ impl Site {
                     sent_at: at("2026-11-22T00:00:00Z"),
                     acked_through: 0,
                     events,
-                },
+                }
+                .into(),
             }],
             ..Batch::default()
         };
@@ -296,6 +297,30 @@ fn a_day_of_hand_computed_usage_is_reported_with_the_section_6_fields() {
     );
     assert_eq!(o.first_use.as_deref(), Some("2026-11-20T09:00:00+08:00"));
     assert_eq!(o.last_use.as_deref(), Some("2026-11-20T11:00:00+08:00"));
+}
+
+#[test]
+fn days_with_unsigned_events_are_marked_in_the_hours_answer() {
+    let mut site = Site::new(CONFIG);
+    one_day(&mut site);
+    site.alive("ms-1", "2026-11-20T00:00:00Z", "2026-11-20T00:10:00Z");
+    // ms-1's agent signs (as ingest marks events from enrolled keys);
+    // nmr-600's is an older, unsigned agent.
+    site.conn()
+        .execute(
+            "UPDATE events SET signed = 1 WHERE agent_id = 'agent-ms-1'",
+            [],
+        )
+        .expect("mark");
+    let rows = site.day_rows();
+    let nmr = row_of(&rows, "nmr-600");
+    assert!(!nmr.signed);
+    assert!(nmr.unsigned_events > 600, "{}", nmr.unsigned_events);
+    let ms = row_of(&rows, "ms-1");
+    assert!(ms.signed);
+    assert_eq!(ms.unsigned_events, 0);
+    let units = totals(site.hours(day(2026, 11, 20), day(2026, 11, 21), None, GroupBy::Unit));
+    assert!(units.iter().any(|r| !r.signed), "the unit holding nmr-600");
 }
 
 #[test]

@@ -364,7 +364,10 @@ pub fn instruments(
     {
         let mut stmt = conn.prepare_cached(
             "SELECT instrument_id, agent_id, presence, last_seen_ms, backlog, clock_skew_ms, version,
-                    state_rules
+                    state_rules,
+                    (SELECT k.key_id FROM agent_keys k
+                     WHERE k.agent_id = agents.agent_id AND k.revoked_at_ms IS NULL
+                     ORDER BY k.enrolled_at_ms DESC LIMIT 1)
              FROM agents WHERE instrument_id IS NOT NULL ORDER BY instrument_id, agent_id",
         )?;
         let rows = stmt.query_map([], |r| {
@@ -381,11 +384,15 @@ pub fn instruments(
                     r.get::<_, Option<String>>(6)?,
                     r.get::<_, Option<String>>(7)?,
                 ),
+                r.get::<_, Option<String>>(8)?,
             ))
         })?;
         for row in rows {
-            let ((instrument_id, agent_id, presence, last_seen), (backlog, skew, version, rules)) =
-                row?;
+            let (
+                (instrument_id, agent_id, presence, last_seen),
+                (backlog, skew, version, rules),
+                signing_key,
+            ) = row?;
             let inst = registry.instrument(&instrument_id);
             // Stored by this collector from a decoded status: unreadable only
             // if written by a future version, then treated as not reported.
@@ -409,6 +416,7 @@ pub fn instruments(
                     .as_ref()
                     .map(|t| (&t.to_state_rules()).into()),
                 threshold_mismatch,
+                signing_key,
             });
         }
     }

@@ -56,6 +56,7 @@ fn record_bytes(event: &Event) -> usize {
 }
 
 impl EventSource for Mem {
+    type Item = Event;
     type Error = Infallible;
     fn pending(
         &self,
