@@ -190,7 +190,7 @@ pub fn import_counted(
         applied: write,
         ..ImportReport::default()
     };
-    let tx = conn.transaction()?;
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let mut seen: HashSet<&str> = HashSet::with_capacity(parsed.bookings.len());
     // Earliest changed start per instrument: one dirty mark each, at the end.
     let mut dirty: HashMap<String, i64> = HashMap::new();

@@ -326,7 +326,7 @@ fn event_point(
 /// Records what the server took (or what was set aside): cursors move, and
 /// day marks not re-marked since they were read are cleared.
 pub fn commit(conn: &mut Connection, batch: &Batch) -> rusqlite::Result<()> {
-    let tx = conn.transaction()?;
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     {
         let mut cursor = tx.prepare_cached(
             "INSERT INTO influx_cursor (agent_id, exported_through) VALUES (?1, ?2)

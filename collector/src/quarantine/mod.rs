@@ -357,7 +357,7 @@ pub fn topic_agent(topic: &str) -> Option<String> {
 /// Gives rows stored before schema 5 their agent and kind, from the topic
 /// and the reason text they were written with.
 pub fn classify_legacy_rows(conn: &mut Connection) -> rusqlite::Result<usize> {
-    let tx = conn.transaction()?;
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let rows: Vec<(i64, String, String)> = tx
         .prepare("SELECT id, topic, reason FROM quarantine WHERE agent_id IS NULL")?
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?

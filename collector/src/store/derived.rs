@@ -261,7 +261,7 @@ pub fn mark_dirty(conn: &Connection, instrument_id: &str, from_ms: i64) -> rusql
 /// Derives every table again from `events` (in one transaction) and marks
 /// every instrument dirty from its first event. Returns the events read.
 pub fn rebuild(conn: &mut Connection) -> rusqlite::Result<u64> {
-    let tx = conn.transaction()?;
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     tx.execute_batch(
         "DELETE FROM transitions; DELETE FROM result_files; DELETE FROM energy_hours;
          DELETE FROM energy_coverage; DELETE FROM alive_spans;",

@@ -336,7 +336,13 @@ impl Store {
         let mut order: Vec<&str> = Vec::new();
         // Agents with an accepted envelope in this batch.
         let mut seen_in_batch: std::collections::HashSet<&str> = Default::default();
-        let tx = self.conn.transaction()?;
+        // Immediate: this transaction reads (chains, keys) before it writes;
+        // a deferred one fails at once, without waiting, when another
+        // connection (an import, `agents enrol`, the InfluxDB cursor) wrote
+        // in between.
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let mut deriver = derived::Deriver::default();
         {
             let mut insert_event = tx.prepare_cached(

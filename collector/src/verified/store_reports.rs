@@ -198,7 +198,8 @@ impl Reports for StoreReports {
             // Corrections cannot be rebuilt from anything: sync them fully.
             conn.pragma_update(None, "synchronous", "FULL")?;
             let added = (|| {
-                let tx = conn.transaction()?;
+                let tx =
+                    conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
                 let c = corrections::add(&tx, correction, created_by, now, |id| {
                     known.get(id).cloned()
                 })?;
