@@ -240,7 +240,7 @@ pub(crate) fn hash(path: &Path, before: Fingerprint, cancel: &AtomicBool) -> io:
     match stat(path) {
         Stat::File(after) if after.fingerprint == before && total == before.size_bytes => {
             Ok(Hashed::Done {
-                sha256: hex(&hasher.finalize()),
+                sha256: labhours_shared::trust::hex(&hasher.finalize()),
             })
         }
         Stat::File(after) => Ok(Hashed::Changed(after)),
@@ -260,16 +260,6 @@ fn changed(path: &Path) -> Hashed {
 /// (sharing or lock violation): that file is still being written.
 fn still_being_written(e: &io::Error) -> bool {
     cfg!(windows) && matches!(e.raw_os_error(), Some(32 | 33))
-}
-
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push(DIGITS[usize::from(b >> 4)] as char);
-        s.push(DIGITS[usize::from(b & 0xf)] as char);
-    }
-    s
 }
 
 /// Sets the flag when dropped: a hashing future dropped on shutdown stops
@@ -322,7 +312,10 @@ mod tests {
 
     #[test]
     fn hex_is_lower_case_and_two_digits_per_byte() {
-        assert_eq!(hex(&[0x00, 0x0f, 0xa0, 0xff]), "000fa0ff");
+        assert_eq!(
+            labhours_shared::trust::hex(&[0x00, 0x0f, 0xa0, 0xff]),
+            "000fa0ff"
+        );
     }
 
     fn version_of(path: &Path) -> Version {

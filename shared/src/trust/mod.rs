@@ -176,13 +176,14 @@ pub fn split_signed(payload: &[u8]) -> (&[u8], Option<Vec<u8>>) {
 
 /// Lower-case hex.
 pub fn hex(bytes: &[u8]) -> String {
-    use fmt::Write as _;
-    bytes
-        .iter()
-        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-            let _ = write!(s, "{b:02x}");
-            s
-        })
+    // A table, not `write!`: result files are hashed on the agent's hot path.
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(char::from(DIGITS[usize::from(b >> 4)]));
+        s.push(char::from(DIGITS[usize::from(b & 0xf)]));
+    }
+    s
 }
 
 /// Exactly `N` bytes from `2N` hex digits (either case).
