@@ -107,6 +107,11 @@ pub const COLUMNS: &[(&str, Fill)] = &[
     }),
     ("report.col.no_shows", |r| Cell::Count(r.no_show_count)),
     ("report.coverage", |r| Cell::Ratio(Some(r.coverage))),
+    // Evidence: events in the row that came without an agent's signature
+    // (0 = every figure rests on signed, chained events).
+    ("report.col.unsigned_events", |r| {
+        Cell::Count(r.unsigned_events)
+    }),
 ];
 
 /// Rows and their cells, with translated headers.

@@ -369,6 +369,32 @@ async fn the_report_downloads_as_csv_and_as_a_workbook_and_the_api_answers_xlsx(
 }
 
 #[tokio::test]
+async fn the_report_counts_unsigned_events_per_row_so_an_evaluator_sees_what_is_not_signed() {
+    let site = site(false);
+    let csv = send(&site.router, get("/report.csv?year=2025", None, "zh-CN")).await;
+    let mut reader = csv::ReaderBuilder::new()
+        .flexible(true)
+        .from_reader(csv.body.as_slice());
+    let headers = reader.headers().expect("headers").clone();
+    let column = headers
+        .iter()
+        .position(|h| h == "未签名事件数（0 = 全部已签名）")
+        .expect("the unsigned-events column");
+    // The instrument table ends at the blank line before the units table.
+    let unsigned: Vec<u64> = reader
+        .records()
+        .map(|r| r.expect("row"))
+        .take_while(|r| r.len() > 1)
+        .map(|r| r[column].parse().expect("a count"))
+        .collect();
+    // The seeded agents predate signing: every row with events counts them.
+    assert!(
+        !unsigned.is_empty() && unsigned.iter().any(|n| *n > 0),
+        "{unsigned:?}"
+    );
+}
+
+#[tokio::test]
 async fn the_agents_page_counts_the_quarantined_payload_and_assets_are_cached() {
     let site = site(false);
     let agents = send(&site.router, get("/agents", None, "en")).await.text();
