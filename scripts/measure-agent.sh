@@ -9,17 +9,24 @@
 #   the agent reads the other end as its status serial port;
 # - a result folder with a few files, and a writer adding one every 10 s;
 # - an MQTT host pointing at a closed local port (events accumulate in the
-#   outbox).
+#   outbox), or with --collector a release collector with its embedded
+#   broker, so the agent publishes and deletes what is acknowledged (the
+#   steady state in service);
+# - with --signing (implies --collector) the agent signs: a key from
+#   `labhours-agent keygen`, enrolled on the collector, every event chained
+#   at append and every envelope signed at publish.
 # Then runs the release agent, lets it warm up, samples VmRSS from
 # /proc/<pid>/status every second and takes CPU from utime+stime in
 # /proc/<pid>/stat over the measured window. Everything is stopped on exit,
 # even on failure. Prints one summary line per run (and the median of runs).
 #
-# Usage: scripts/measure-agent.sh [-d SECONDS] [-w SECONDS] [-r RUNS] [--no-build] [--keep]
+# Usage: scripts/measure-agent.sh [-d SECONDS] [-w SECONDS] [-r RUNS] [--collector] [--signing] [--no-build] [--keep]
 #   -d SECONDS   measured window (default 120)
 #   -w SECONDS   warm-up before measuring (default 20)
 #   -r RUNS      runs (default 1); with more, the median is printed too
-#   --no-build   use target/release/labhours-agent as it is
+#   --collector  publish to a real collector instead of a closed port
+#   --signing    sign (and publish to a real collector)
+#   --no-build   use target/release/labhours-agent (and -collector) as they are
 #   --keep       keep the work directory (config, logs, outbox)
 # The agent inherits the environment, e.g. MALLOC_ARENA_MAX=2 scripts/measure-agent.sh
 set -euo pipefail
@@ -30,14 +37,18 @@ warmup=20
 runs=1
 build=1
 keep=
+collector=
+signing=
 while (($#)); do
   case $1 in
     -d) duration=$2; shift 2 ;;
     -w) warmup=$2; shift 2 ;;
     -r) runs=$2; shift 2 ;;
+    --collector) collector=1; shift ;;
+    --signing) signing=1; collector=1; shift ;;
     --no-build) build=; shift ;;
     --keep) keep=1; shift ;;
-    *) sed -n '2,25p' "$0" >&2; exit 2 ;;
+    *) sed -n '2,33p' "$0" >&2; exit 2 ;;
   esac
 done
 
@@ -46,11 +57,14 @@ ensure_debian_packages socat time
 python3 -c 'import pymodbus, sys; sys.exit(pymodbus.__version__ != "3.16.1")' 2>/dev/null ||
   ensure_pip_packages "pymodbus[serial]==3.16.1"
 
+target_dir=${CARGO_TARGET_DIR:-target}
 if [ -n "$build" ]; then
-  cargo build --release -p labhours-agent
+  cargo build --release -p labhours-agent ${collector:+-p labhours-collector}
 fi
-agent=target/release/labhours-agent
+agent=$target_dir/release/labhours-agent
+collector_bin=$target_dir/release/labhours-collector
 [ -x "$agent" ] || { echo "no $agent: build it or drop --no-build" >&2; exit 1; }
+[ -z "$collector" ] || [ -x "$collector_bin" ] || { echo "no $collector_bin: build it or drop --no-build" >&2; exit 1; }
 
 mkdir -p target/measure-agent
 work=$(mktemp -d "$(pwd)/target/measure-agent/run.XXXXXX")
@@ -118,7 +132,27 @@ seed_results() {
 ) &
 pids+=($!)
 
-closed_port=$(free_port) # nothing listens here
+mqtt_port=$(free_port) # nothing listens here, unless --collector
+
+if [ -n "$collector" ]; then
+  cat >"$work/collector.toml" <<TOML
+data_dir = "$work/collector-data"
+[site]
+name = "measure"
+[mqtt]
+embedded_listen = "127.0.0.1:$mqtt_port"
+[http]
+listen = "127.0.0.1:$(free_port)"
+TOML
+  if [ -n "$signing" ]; then
+    "$agent" keygen --out "$work/agent.key" >"$work/keygen.txt"
+    public=$(awk '/^public key:/ { print $3 }' "$work/keygen.txt")
+    "$collector_bin" agents enrol --config "$work/collector.toml" measure "$public" >/dev/null
+  fi
+  "$collector_bin" run --config "$work/collector.toml" >"$work/collector.log" 2>&1 &
+  pids+=($!)
+  wait_for bash -c "exec 3<>/dev/tcp/127.0.0.1/$mqtt_port"
+fi
 
 write_config() { # path data_dir
   {
@@ -130,7 +164,7 @@ poll_interval_ms = 1000
 
 [mqtt]
 host = "127.0.0.1"
-port = $closed_port
+port = $mqtt_port
 
 [state]
 on_above_w = 40.0
@@ -163,6 +197,9 @@ sample_id_pattern = "(?P<sample>S\\\\d{4,})"
 [log]
 level = "info"
 TOML
+    if [ -n "$signing" ]; then
+      printf '\n[signing]\nkey_file = "%s"\n' "$work/agent.key"
+    fi
   } >"$1"
 }
 
@@ -221,7 +258,7 @@ for run in $(seq "$runs"); do
   pids=("${rest[@]}")
 
   mean=$((sum / count))
-  cpu=$(awk -v c="$((c1 - c0))" -v hz="$clk_tck" -v t0="$t0" -v t1="$t1" 'BEGIN { printf "%.2f", c / hz / (t1 - t0) * 100 }')
+  cpu=$(awk -v c="$((c1 - c0))" -v hz="$clk_tck" -v t0="$t0" -v t1="$t1" 'BEGIN { printf "%.3f", c / hz / (t1 - t0) * 100 }')
   faults=$(grep -c 'fault' "$work/agent-$run.log" || true)
   files=$(find "$results" -name '*.fid' | wc -l)
   backlog=$(sed 's/\x1b\[[0-9;]*m//g' "$work/agent-$run.log" | sed -n 's/.*stopped; unacknowledged.* backlog=\([0-9]*\).*/\1/p')
