@@ -459,3 +459,73 @@ fn write_year_bundle() {
     .expect("export");
     println!("{} events", lab.records.len());
 }
+
+/// An independent implementation (Python's `cryptography`, following
+/// docs/evidence.md) verifies a checkpoint the collector signed, and
+/// refuses it with one byte changed.
+#[test]
+fn python_verifies_a_checkpoint_as_documented() {
+    let probe = std::process::Command::new("python3")
+        .args(["-c", "import cryptography"])
+        .status();
+    if !probe.is_ok_and(|s| s.success()) {
+        eprintln!("skipped: python3 with `cryptography` is not installed");
+        return;
+    }
+    let lab = lab();
+    let c = lab.checkpoint();
+    let key = checkpoint::load_key(&lab.config).expect("key").public_key();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("interop/check_checkpoint.py");
+    let run = |note: &str| {
+        let file = lab.root.join("note.txt");
+        std::fs::write(&file, note).expect("write");
+        std::process::Command::new("python3")
+            .arg(&script)
+            .arg(&file)
+            .arg(&c.key_name)
+            .arg(key.to_string())
+            .output()
+            .expect("python3 runs")
+    };
+    let ok = run(&c.note);
+    let stdout = String::from_utf8_lossy(&ok.stdout);
+    assert!(
+        ok.status.success(),
+        "{stdout} {}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert!(stdout.starts_with("labhours/Test-Lab\ntime "), "{stdout}");
+    assert!(stdout.contains(&format!("\nagent {AGENT} ")), "{stdout}");
+    assert!(
+        stdout.contains(&format!("\ninputs {INSTRUMENT} 3 ")),
+        "{stdout}"
+    );
+    let bad = run(&c.note.replacen("agent ", "agent  ", 1));
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&bad.stdout).contains("InvalidSignature"));
+}
+
+/// The command line `labhours-verify` runs (its `main` is only this call):
+/// exit 0 on a clean bundle, 1 when something differs, 2 for a bad key.
+#[test]
+fn the_command_exits_0_when_verified_1_when_not_2_on_bad_arguments() {
+    let lab = lab();
+    let dir = lab.export("bundle");
+    let code = |key: Option<&str>| {
+        let args = verify::Args {
+            bundle: dir.clone(),
+            collector_key: key.map(str::to_owned),
+        };
+        format!("{:?}", verify::run(args))
+    };
+    assert_eq!(code(None), format!("{:?}", std::process::ExitCode::SUCCESS));
+    assert_eq!(
+        code(Some("nonsense")),
+        format!("{:?}", std::process::ExitCode::from(2))
+    );
+    let events = dir.join("events.jsonl");
+    let mut bytes = std::fs::read(&events).expect("read");
+    bytes[100] ^= 1;
+    std::fs::write(&events, bytes).expect("write");
+    assert_eq!(code(None), format!("{:?}", std::process::ExitCode::from(1)));
+}

@@ -183,7 +183,9 @@ pub fn insert_lines(
             })
             .collect::<Result<_, _>>()
             .map_err(|e| format!("{}.jsonl line {}: {e}", table.name(), n + 1))?;
-        conn.execute(&sql, rusqlite::params_from_iter(values))
+        // The same columns every row: one prepared statement.
+        conn.prepare_cached(&sql)
+            .and_then(|mut stmt| stmt.execute(rusqlite::params_from_iter(values)))
             .map_err(|e| format!("{}.jsonl line {}: {e}", table.name(), n + 1))?;
     }
     Ok(())

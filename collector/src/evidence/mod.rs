@@ -9,4 +9,5 @@ pub mod checkpoint;
 pub mod cli;
 pub mod export;
 pub mod note;
+pub mod task;
 pub mod verify;
