@@ -57,8 +57,75 @@ struct KeyLine {
 struct Signed {
     hash: ChainHash,
     prev: ChainHash,
-    raw: String,
     instrument_id: String,
+    /// A stored event row matched it.
+    stored: bool,
+}
+
+/// A row of `events.jsonl` (the columns the recomputation needs).
+#[derive(Deserialize)]
+struct EventRow {
+    agent_id: String,
+    seq: u64,
+    instrument_id: String,
+    at_ms: i64,
+    #[serde(rename = "type")]
+    kind: String,
+    payload: String,
+    received_at_ms: i64,
+    chain_hash: Option<HexBlob>,
+    signed: i64,
+}
+
+#[derive(Deserialize)]
+struct HexBlob {
+    hex: String,
+}
+
+/// The scratch in-memory store, with the collector's schema.
+struct Scratch {
+    conn: rusqlite::Connection,
+}
+
+impl Scratch {
+    fn new() -> Result<Self, String> {
+        let mut conn =
+            rusqlite::Connection::open_in_memory().map_err(|e| format!("recomputing: {e}"))?;
+        crate::store::migrations::apply(&mut conn, Path::new(":memory:"))
+            .map_err(|e| format!("recomputing: {e}"))?;
+        Ok(Self { conn })
+    }
+}
+
+fn insert_event(conn: &rusqlite::Connection, row: &EventRow) -> Result<(), String> {
+    let hash = match &row.chain_hash {
+        Some(h) => Some(
+            labhours_shared::trust::from_hex::<32>(&h.hex)
+                .ok_or("chain_hash is not 64 hex digits")?
+                .to_vec(),
+        ),
+        None => None,
+    };
+    conn.prepare_cached(
+        "INSERT INTO events (agent_id, seq, instrument_id, at_ms, type, payload,
+                             received_at_ms, chain_hash, signed)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+    )
+    .and_then(|mut stmt| {
+        stmt.execute(rusqlite::params![
+            row.agent_id,
+            row.seq as i64,
+            row.instrument_id,
+            row.at_ms,
+            row.kind,
+            row.payload,
+            row.received_at_ms,
+            hash,
+            row.signed
+        ])
+    })
+    .map(drop)
+    .map_err(|e| e.to_string())
 }
 
 /// Checks the bundle in `dir`; `pinned` is the collector's key as the
@@ -118,11 +185,25 @@ pub fn verify(dir: &Path, pinned: Option<&PublicKey>) -> Findings {
     for (agent, events) in &signed {
         check_chain(agent, events, dropped.get(agent), &mut f.problems);
     }
-    let mut rows: Vec<Map<String, Value>> = Vec::new();
-    let mut stored: HashMap<(String, u64), ()> = HashMap::new();
+    // The rows go straight into the scratch store the figures are
+    // recomputed in (a year is half a million rows: nothing is kept twice).
+    let scratch = match Scratch::new() {
+        Ok(s) => Some(s),
+        Err(e) => {
+            f.problems.push(e);
+            None
+        }
+    };
     let mut unsigned = 0usize;
-    for (n, line) in lines(&read(bundle::EVENTS, &mut f).unwrap_or_default()) {
-        let row: Map<String, Value> = match serde_json::from_str(line) {
+    let events_text = read(bundle::EVENTS, &mut f).unwrap_or_default();
+    let tx = scratch.as_ref().map(|s| &s.conn);
+    if let Some(tx) = tx
+        && let Err(e) = tx.execute_batch("BEGIN")
+    {
+        f.problems.push(format!("recomputing: {e}"));
+    }
+    for (n, line) in lines(&events_text) {
+        let row: EventRow = match serde_json::from_str(line) {
             Ok(r) => r,
             Err(e) => {
                 f.problems.push(format!("{} line {n}: {e}", bundle::EVENTS));
@@ -130,49 +211,52 @@ pub fn verify(dir: &Path, pinned: Option<&PublicKey>) -> Findings {
             }
         };
         f.events += 1;
-        let agent = row
-            .get("agent_id")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_owned();
-        let seq = row.get("seq").and_then(Value::as_u64).unwrap_or(0);
-        let payload = row.get("payload").and_then(Value::as_str).unwrap_or("");
-        let chain_hash = row
-            .get("chain_hash")
-            .and_then(|v| v.get("hex"))
-            .and_then(Value::as_str)
-            .map(str::to_owned);
-        let what = format!("event seq {seq} of agent {agent}");
-        match signed.get(&agent).and_then(|m| m.get(&seq)) {
+        let what = format!("event seq {} of agent {}", row.seq, row.agent_id);
+        let stored_hash = row.chain_hash.as_ref().map(|h| h.hex.as_str());
+        match signed
+            .get_mut(&row.agent_id)
+            .and_then(|m| m.get_mut(&row.seq))
+        {
             Some(s) => {
-                if payload != s.raw {
+                s.stored = true;
+                // The chain hash covers the bytes: equal hashes, equal payloads.
+                if labhours_shared::trust::chain_hash(&s.prev, row.payload.as_bytes()) != s.hash {
                     f.problems.push(format!(
                         "{what}: stored content differs from the signed envelope"
                     ));
                 }
-                if chain_hash.as_deref() != Some(hex(&s.hash).as_str()) {
+                if stored_hash != Some(hex(&s.hash).as_str()) {
                     f.problems.push(format!(
                         "{what}: chain hash mismatch (stored {}, signed chain {})",
-                        chain_hash.as_deref().unwrap_or("none"),
+                        stored_hash.unwrap_or("none"),
                         hex(&s.hash)
                     ));
                 }
             }
-            None if chain_hash.is_some() => f.problems.push(format!(
+            None if stored_hash.is_some() => f.problems.push(format!(
                 "{what}: stored as signed, but no signed envelope carries it"
             )),
             None => unsigned += 1,
         }
-        if row.get("instrument_id").and_then(Value::as_str) != Some(instrument.as_str()) {
+        if row.instrument_id != instrument {
             f.problems
                 .push(format!("{what}: not an event of instrument {instrument}"));
         }
-        stored.insert((agent, seq), ());
-        rows.push(row);
+        if let Some(tx) = &tx
+            && let Err(e) = insert_event(tx, &row)
+        {
+            f.problems.push(format!("{} line {n}: {e}", bundle::EVENTS));
+        }
     }
+    if let Some(tx) = tx
+        && let Err(e) = tx.execute_batch("COMMIT")
+    {
+        f.problems.push(format!("recomputing: {e}"));
+    }
+    drop(events_text);
     for (agent, events) in &signed {
         for (seq, s) in events {
-            if s.instrument_id == instrument && !stored.contains_key(&(agent.clone(), *seq)) {
+            if s.instrument_id == instrument && !s.stored {
                 f.problems.push(format!(
                     "event seq {seq} of agent {agent}: signed, but missing from the store's events"
                 ));
@@ -210,7 +294,9 @@ pub fn verify(dir: &Path, pinned: Option<&PublicKey>) -> Findings {
     }
 
     // 5. Figures.
-    if let Err(why) = recompute(dir, &manifest, &rows, &bookings, &corrections, &mut f) {
+    if let Some(scratch) = scratch
+        && let Err(why) = recompute(dir, &manifest, scratch, &bookings, &corrections, &mut f)
+    {
         f.problems.push(why);
     }
     f
@@ -317,8 +403,8 @@ fn check_envelope(
         let entry = Signed {
             hash: chain.hashes[i],
             prev,
-            raw: chain.raw[i].clone(),
             instrument_id: incoming.instrument_id.clone(),
+            stored: false,
         };
         match agent.get(&event.seq) {
             Some(before) if before.hash != entry.hash => {
@@ -516,7 +602,7 @@ fn check_checkpoints(
 fn recompute(
     dir: &Path,
     manifest: &Manifest,
-    events: &[Map<String, Value>],
+    scratch: Scratch,
     bookings: &str,
     corrections: &str,
     f: &mut Findings,
@@ -534,9 +620,7 @@ fn recompute(
     let query = super::export::hours_query(&manifest.instrument_id, &manifest.from, &manifest.to)
         .map_err(|e| format!("{}: {e}", bundle::MANIFEST))?;
     let sql = |e: rusqlite::Error| format!("recomputing: {e}");
-    let mut conn = rusqlite::Connection::open_in_memory().map_err(sql)?;
-    crate::store::migrations::apply(&mut conn, Path::new(":memory:"))
-        .map_err(|e| format!("recomputing: {e}"))?;
+    let mut conn = scratch.conn;
     let parse = |name: &str, text: &str| -> Result<Vec<Map<String, Value>>, String> {
         lines(text)
             .map(|(n, l)| serde_json::from_str(l).map_err(|e| format!("{name} line {n}: {e}")))
@@ -544,7 +628,6 @@ fn recompute(
     };
     let step = |what: &'static str| move |e: rusqlite::Error| format!("recomputing ({what}): {e}");
     let tx = conn.transaction().map_err(sql)?;
-    bundle::insert_lines(&tx, Table::Events, events)?;
     bundle::insert_lines(&tx, Table::Bookings, &parse(bundle::BOOKINGS, bookings)?)?;
     bundle::insert_lines(
         &tx,
