@@ -136,7 +136,7 @@ pub fn base64_encode(bytes: &[u8]) -> String {
 /// Standard base64 with padding; `None` for anything else.
 pub fn base64_decode(text: &str) -> Option<Vec<u8>> {
     let bytes = text.as_bytes();
-    if bytes.len() % 4 != 0 {
+    if !bytes.len().is_multiple_of(4) {
         return None;
     }
     let mut out = Vec::with_capacity(bytes.len() / 4 * 3);
