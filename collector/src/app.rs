@@ -219,7 +219,20 @@ async fn serve_http(
         Some((stats, task)) => (Some(stats), Some(task)),
         None => (None, None),
     };
-    let state = ApiState::new(reports, &config.http.tokens)?.with_sink(sink_stats);
+    // The collector's own key: checkpoints a day, served with them.
+    let signer = std::sync::Arc::new(crate::evidence::checkpoint::load_key(config)?);
+    let collector_key =
+        crate::evidence::checkpoint::CollectorKey::new(&config.site.name, &signer.public_key());
+    let checkpoints = tokio::spawn(crate::evidence::task::run(
+        config.data_dir.clone(),
+        signer,
+        config.site.name.clone(),
+        Arc::new(jiff::Timestamp::now),
+        stop.clone(),
+    ));
+    let state = ApiState::new(reports, &config.http.tokens)?
+        .with_sink(sink_stats)
+        .with_collector_key(collector_key);
     let site_zone = jiff::tz::TimeZone::get(config.site.time_zone())
         .with_context(|| format!("site.time_zone {:?}", config.site.time_zone()))?;
     let dashboard =
@@ -238,6 +251,7 @@ async fn serve_http(
         tokio::spawn(async move {
             let served = server.await;
             let _ = reconciler.await;
+            let _ = checkpoints.await;
             if let Some(sink) = sink {
                 let _ = sink.await;
             }

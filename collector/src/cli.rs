@@ -46,6 +46,12 @@ pub enum Command {
     /// Enrol, revoke and list agents' signing keys (docs/design/trust.md).
     #[command(subcommand)]
     Agents(crate::trust::cli::AgentsCommand),
+    /// Sign, list and show the key of the collector's checkpoints (docs/evidence.md).
+    #[command(subcommand)]
+    Checkpoint(crate::evidence::cli::CheckpointCommand),
+    /// Export an instrument's evidence bundle for `labhours-verify`.
+    #[command(subcommand)]
+    Evidence(crate::evidence::cli::EvidenceCommand),
     /// Make API tokens and their hashes for [[http.tokens]].
     #[command(subcommand)]
     Token(TokenCommand),
@@ -253,6 +259,8 @@ impl Command {
             Command::Report(args) => report(&args),
             Command::Quarantine(command) => command.execute(),
             Command::Agents(command) => command.execute(),
+            Command::Checkpoint(command) => command.execute(),
+            Command::Evidence(command) => command.execute(),
             Command::Token(TokenCommand::Hash) => {
                 let mut line = String::new();
                 std::io::stdin()

@@ -66,12 +66,18 @@ pub struct TrustConfig {
     /// unsigned). An agent with an enrolled key must sign either way.
     #[serde(default = "defaults::allow_unsigned")]
     pub allow_unsigned: bool,
+    /// The collector's own Ed25519 key, which signs checkpoints
+    /// (docs/evidence.md); absent: `<data_dir>/collector.key`, created on
+    /// first use.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_file: Option<PathBuf>,
 }
 
 impl Default for TrustConfig {
     fn default() -> Self {
         Self {
             allow_unsigned: defaults::allow_unsigned(),
+            key_file: None,
         }
     }
 }

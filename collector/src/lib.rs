@@ -24,6 +24,7 @@ pub mod cli;
 pub mod config;
 pub mod dashboard;
 pub mod demo;
+pub mod evidence;
 pub mod influx;
 pub mod ingest;
 pub mod quarantine;

@@ -737,6 +737,62 @@ pub async fn quarantine_entry(
         .ok_or_else(no_row)
 }
 
+/// What `GET /api/v1/checkpoints` answers.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct CheckpointsAnswer {
+    /// The key every checkpoint is signed with (absent when the collector
+    /// has none loaded).
+    pub key: Option<crate::evidence::checkpoint::CollectorKey>,
+    /// Oldest first; only the newest with `?latest`.
+    pub checkpoints: Vec<crate::evidence::checkpoint::Checkpoint>,
+}
+
+/// Query parameters of `GET /api/v1/checkpoints`.
+#[derive(Debug, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub struct CheckpointParams {
+    /// Only the newest checkpoint (`?latest` or `?latest=true`).
+    latest: Option<bool>,
+}
+
+/// The collector's signed checkpoints (C2SP signed notes over every
+/// agent's chain head and every instrument's bookings) and its key.
+#[utoipa::path(
+    get,
+    path = "/api/v1/checkpoints",
+    tag = "evidence",
+    params(CheckpointParams),
+    responses(
+        (status = 200, description = "The key and the checkpoints", body = CheckpointsAnswer),
+        (status = 400, description = "A bad parameter (named in the body)", body = ErrorBody),
+        (status = 401, description = "No or an unknown bearer token", body = ErrorBody),
+        (status = 500, description = "Internal error (details in the log)", body = ErrorBody),
+    )
+)]
+pub async fn checkpoints(
+    State(state): State<ApiState>,
+    _caller: Caller,
+    params: Params,
+) -> Result<Json<CheckpointsAnswer>, ApiError> {
+    params.only(&["latest"])?;
+    let latest = match params.get("latest") {
+        None | Some("false") => false,
+        Some("" | "true") => true,
+        Some(other) => {
+            return Err(ApiError::bad_parameter(
+                "latest",
+                format!("latest {other:?} is not true or false (or give ?latest alone)"),
+            ));
+        }
+    };
+    let checkpoints = blocking(&state, move |r| r.checkpoints(latest)).await?;
+    Ok(Json(CheckpointsAnswer {
+        key: state.collector_key.clone(),
+        checkpoints,
+    }))
+}
+
 /// Any other path.
 pub async fn not_found(uri: Uri) -> ApiError {
     ApiError::new(

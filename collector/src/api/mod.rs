@@ -49,6 +49,8 @@ pub struct ApiState {
     clock: Clock,
     /// The InfluxDB sink's figures, when it runs (for `healthz`).
     sink: Option<Arc<crate::influx::SinkStats>>,
+    /// The key checkpoints are signed with (served beside them).
+    collector_key: Option<crate::evidence::checkpoint::CollectorKey>,
 }
 
 impl std::fmt::Debug for ApiState {
@@ -70,7 +72,14 @@ impl ApiState {
             auth: Arc::new(auth::Auth::new(tokens)?),
             clock: Arc::new(Timestamp::now),
             sink: None,
+            collector_key: None,
         })
+    }
+
+    /// The same state serving the collector's checkpoint key.
+    pub fn with_collector_key(mut self, key: crate::evidence::checkpoint::CollectorKey) -> Self {
+        self.collector_key = Some(key);
+        self
     }
 
     /// The same state reporting the InfluxDB sink's figures in `healthz`.
@@ -112,6 +121,7 @@ pub fn app(state: ApiState) -> Router {
             post(handlers::import_bookings).layer(DefaultBodyLimit::max(MAX_BOOKINGS_BODY_BYTES)),
         )
         .route("/api/v1/instruments", get(handlers::instruments))
+        .route("/api/v1/checkpoints", get(handlers::checkpoints))
         .route("/api/v1/quarantine", get(handlers::quarantine))
         .route("/api/v1/quarantine/{id}", get(handlers::quarantine_entry))
         .route("/api/v1/instruments/{id}/timeline", get(handlers::timeline))
@@ -142,6 +152,7 @@ pub fn app(state: ApiState) -> Router {
         handlers::import_bookings,
         handlers::quarantine,
         handlers::quarantine_entry,
+        handlers::checkpoints,
         handlers::openapi_json,
         handlers::healthz,
     ),
@@ -154,6 +165,7 @@ pub fn app(state: ApiState) -> Router {
         (name = "bookings", description = "Booking outcomes and booking imports"),
         (name = "instruments", description = "Instruments, their state and timelines"),
         (name = "corrections", description = "Admin corrections of unbooked usage (§7)"),
+        (name = "evidence", description = "The collector's signed checkpoints (docs/evidence.md)"),
         (name = "meta", description = "Health, the quarantine of refused payloads, and this document"),
     )
 )]

@@ -209,6 +209,21 @@ impl Reports for Fake {
             payload_len: 3,
         }])
     }
+    fn checkpoints(
+        &self,
+        latest: bool,
+    ) -> Result<Vec<crate::evidence::checkpoint::Checkpoint>, QueryError> {
+        let all: Vec<_> = [1, 2]
+            .map(|id| crate::evidence::checkpoint::Checkpoint {
+                id,
+                signed_at: Timestamp::from_second(86_400 * id).unwrap(),
+                key_name: "labhours/test".into(),
+                note: format!("labhours/test\ntime {id}\n\n\u{2014} labhours/test AAAA\n"),
+            })
+            .into();
+        Ok(if latest { all[1..].to_vec() } else { all })
+    }
+
     fn quarantine_entry(&self, id: i64) -> Result<Option<Detail>, QueryError> {
         Ok((id == 7).then(|| Detail {
             entry: Entry {
@@ -1283,6 +1298,7 @@ async fn the_openapi_document_lists_every_route_its_statuses_and_the_bearer_sche
         [
             "/api/v1/bookings",
             "/api/v1/bookings/outcomes",
+            "/api/v1/checkpoints",
             "/api/v1/corrections",
             "/api/v1/healthz",
             "/api/v1/hours",
@@ -1613,4 +1629,38 @@ async fn accept_with_q_zero_never_gets_that_format() {
             assert_eq!(a.json()["parameter"], "format");
         }
     }
+}
+
+#[tokio::test]
+async fn checkpoints_are_served_to_evaluators_all_or_the_newest() {
+    let (_, router) = setup();
+    let all = get(&router, "/api/v1/checkpoints").await;
+    assert_eq!(all.status, StatusCode::OK, "{}", all.text());
+    let ids: Vec<i64> = all.json()["checkpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(ids, [1, 2]);
+    for uri in [
+        "/api/v1/checkpoints?latest",
+        "/api/v1/checkpoints?latest=true",
+    ] {
+        let newest = get(&router, uri).await;
+        assert_eq!(newest.status, StatusCode::OK, "{uri}");
+        assert_eq!(newest.json()["checkpoints"][0]["id"], 2, "{uri}");
+        assert_eq!(newest.json()["checkpoints"].as_array().unwrap().len(), 1);
+        assert!(
+            newest.json()["checkpoints"][0]["note"]
+                .as_str()
+                .unwrap()
+                .contains("\u{2014} labhours/test ")
+        );
+    }
+    let bad = get(&router, "/api/v1/checkpoints?latest=maybe").await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    assert_eq!(bad.json()["parameter"], "latest");
+    let unknown = get(&router, "/api/v1/checkpoints?newest").await;
+    assert_eq!(unknown.status, StatusCode::BAD_REQUEST);
 }

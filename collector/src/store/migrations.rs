@@ -52,6 +52,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0009_trust",
         include_str!("../../migrations/0009_trust.sql"),
     ),
+    (
+        "0010_checkpoints",
+        include_str!("../../migrations/0010_checkpoints.sql"),
+    ),
 ];
 
 /// The version that last changed how [`super::derived`] fills its tables

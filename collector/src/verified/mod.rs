@@ -116,6 +116,12 @@ pub trait Reports: Send + Sync + 'static {
     ) -> Result<Option<DashSession>, QueryError>;
     /// Ends a session (logout).
     fn end_session(&self, id_sha256: &str) -> Result<(), QueryError>;
+    /// The collector's signed checkpoints, oldest first (only the newest
+    /// with `latest`).
+    fn checkpoints(
+        &self,
+        latest: bool,
+    ) -> Result<Vec<crate::evidence::checkpoint::Checkpoint>, QueryError>;
 }
 #[cfg(test)]
 mod tests;

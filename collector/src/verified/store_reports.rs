@@ -156,6 +156,13 @@ impl Reports for StoreReports {
         })
     }
 
+    fn checkpoints(
+        &self,
+        latest: bool,
+    ) -> Result<Vec<crate::evidence::checkpoint::Checkpoint>, QueryError> {
+        self.read(|conn, _| Ok(crate::evidence::checkpoint::list(conn, latest)?))
+    }
+
     fn quarantine_entry(&self, id: i64) -> Result<Option<quarantine::Detail>, QueryError> {
         self.read(|conn, _| Ok(quarantine::get(conn, id)?))
     }
