@@ -111,12 +111,27 @@ pub async fn start(config: CollectorConfig, options: IngestOptions) -> anyhow::R
     let max_packet_bytes = MAX_INCOMING_PACKET_BYTES;
     let (settings, broker_addr) = match &config.mqtt.external {
         None => {
-            let addr = broker::start(config.mqtt.embedded_listen, &events)?;
+            let access = if config.mqtt.require_credentials {
+                broker::Access::Credentials {
+                    data_dir: config.data_dir.clone(),
+                }
+            } else {
+                broker::Access::Open
+            };
+            let tls = config
+                .mqtt
+                .embedded_tls
+                .as_ref()
+                .map(|tls| tls.server_config("mqtt.embedded_tls"))
+                .transpose()
+                .map_err(ConfigErrors)?;
+            let started = broker::start(config.mqtt.embedded_listen, &events, access, tls)?;
+            let addr = started.addr;
             let settings = ClientSettings {
-                host: loopback_for(addr.ip()).to_string(),
-                port: addr.port(),
-                client_id: "labhours-collector-ingest".into(),
-                credentials: None,
+                host: loopback_for(started.ingest_addr.ip()).to_string(),
+                port: started.ingest_addr.port(),
+                client_id: broker::credentials::INTERNAL_CLIENT_ID.into(),
+                credentials: started.ingest_login,
                 filters: vec![events, status],
                 max_packet_bytes,
                 keep_alive: Duration::from_secs(30),

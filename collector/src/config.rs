@@ -12,7 +12,8 @@ use std::path::{Path, PathBuf};
 pub use labhours_shared::config::ConfigFileError;
 use labhours_shared::config::file::{check_dir, read_secret};
 use labhours_shared::config::{
-    ConfigError, ConfigErrors, Example, LogConfig, TlsConfig, load_file, parse_toml,
+    ConfigError, ConfigErrors, Example, LogConfig, ServerTlsConfig, TlsConfig, load_file,
+    parse_toml,
 };
 use labhours_shared::state::{State, StateRules};
 use labhours_shared::wire::{DEFAULT_TOPIC_PREFIX, check_id};
@@ -140,6 +141,14 @@ pub struct MqttConfig {
     /// Address of the embedded broker (used when `external` is absent).
     #[serde(default = "defaults::embedded_listen")]
     pub embedded_listen: SocketAddr,
+    /// The embedded broker refuses a CONNECT without an agent credential
+    /// (`agents credential`). Off by default for the migration period: an
+    /// existing fleet keeps connecting until the admin turns it on.
+    #[serde(default)]
+    pub require_credentials: bool,
+    /// The embedded broker speaks TLS only, with this certificate.
+    #[serde(default)]
+    pub embedded_tls: Option<ServerTlsConfig>,
     #[serde(default)]
     pub external: Option<ExternalBroker>,
 }
@@ -593,6 +602,8 @@ impl Default for MqttConfig {
         Self {
             topic_prefix: defaults::topic_prefix(),
             embedded_listen: defaults::embedded_listen(),
+            require_credentials: false,
+            embedded_tls: None,
             external: None,
         }
     }
@@ -680,6 +691,14 @@ impl CollectorConfig {
                 );
             }
         }
+        if let Some(tls) = &self.mqtt.embedded_tls {
+            errors.extend(
+                tls.server_config("mqtt.embedded_tls")
+                    .err()
+                    .into_iter()
+                    .flatten(),
+            );
+        }
         if let Some(path) = self.influxdb.as_ref().and_then(|i| i.token_file.as_ref()) {
             errors.extend(read_secret("influxdb.token_file", path).err());
         }
@@ -714,6 +733,19 @@ impl CollectorConfig {
             ));
         }
         if let Some(ext) = &self.mqtt.external {
+            // Settings of the embedded broker would silently do nothing.
+            for (key, set) in [
+                ("mqtt.require_credentials", self.mqtt.require_credentials),
+                ("mqtt.embedded_tls", self.mqtt.embedded_tls.is_some()),
+            ] {
+                if set {
+                    errors.push(ConfigError::new(
+                        key,
+                        "applies to the embedded broker, but [mqtt.external] is set",
+                        "remove it and configure credentials and TLS in the external broker (see docs/configuration.md)",
+                    ));
+                }
+            }
             if ext.host.trim().is_empty() {
                 errors.push(ConfigError::new(
                     "mqtt.external.host",
@@ -1052,5 +1084,30 @@ mod tests {
             "{err}"
         );
         CollectorConfig::load(&path).expect("valid without the files");
+    }
+
+    #[test]
+    fn the_embedded_brokers_credentials_and_tls_are_checked_and_named() {
+        let both = "[mqtt]\nrequire_credentials = true\n[mqtt.embedded_tls]\ncert_file = \"c.pem\"\nkey_file = \"k.pem\"\n";
+        let config = CollectorConfig::parse(both).expect("valid");
+        assert!(config.mqtt.require_credentials);
+        assert!(!CollectorConfig::default().mqtt.require_credentials);
+        // With an external broker they would do nothing: refused, by name.
+        let err =
+            CollectorConfig::parse(&format!("{both}[mqtt.external]\nhost = \"b\"\n")).unwrap_err();
+        let fields: Vec<&str> = err.0.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            ["mqtt.require_credentials", "mqtt.embedded_tls"],
+            "{err}"
+        );
+        // Missing certificate files are named before a start.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("collector.toml");
+        std::fs::write(&path, both.replace("c.pem", "/nonexistent/c.pem")).unwrap();
+        let err = CollectorConfig::load_to_start(&path).unwrap_err();
+        let fields = err.fields();
+        assert!(fields.contains(&"mqtt.embedded_tls.cert_file"), "{err}");
+        assert!(fields.contains(&"mqtt.embedded_tls.key_file"), "{err}");
     }
 }

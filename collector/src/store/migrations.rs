@@ -52,6 +52,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0009_trust",
         include_str!("../../migrations/0009_trust.sql"),
     ),
+    (
+        "0011_broker_credentials",
+        include_str!("../../migrations/0011_broker_credentials.sql"),
+    ),
 ];
 
 /// The version that last changed how [`super::derived`] fills its tables
