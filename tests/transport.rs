@@ -20,7 +20,9 @@ use labhours_shared::wire::{ChainedEnvelope, Event, EventKind, RawRecord, TopicK
 use labhours_tests::agent::{PREFIX, TestAgent, mqtt_config};
 use labhours_tests::live_agent::{self, wait_until};
 use labhours_tests::tls::TestCerts;
-use rumqttc::{AsyncClient, Event as MqttEvent, MqttOptions, Packet, QoS, TlsConfiguration, Transport};
+use rumqttc::{
+    AsyncClient, Event as MqttEvent, MqttOptions, Packet, QoS, TlsConfiguration, Transport,
+};
 
 const A: &str = "lab-a";
 const B: &str = "lab-b";
@@ -50,10 +52,12 @@ async fn start_collector(data_dir: &Path, tls: Option<&TestCerts>) -> Running {
         cert_file: certs.server_cert.clone(),
         key_file: certs.server_key.clone(),
     });
-    let collector =
-        labhours_collector::app::start(config, labhours_collector::ingest::IngestOptions::default())
-            .await
-            .expect("collector starts");
+    let collector = labhours_collector::app::start(
+        config,
+        labhours_collector::ingest::IngestOptions::default(),
+    )
+    .await
+    .expect("collector starts");
     // Subscribed: the ingest's own client got in with its internal login.
     tokio::time::timeout(Duration::from_secs(10), collector.subscribed())
         .await
@@ -139,6 +143,7 @@ fn envelope(agent: &str, records: &[RawRecord], signer: Option<&Signer>) -> Vec<
         sent_at: Timestamp::now(),
         acked_through: 0,
         key_id: signer.map(Signer::key_id),
+        rotation: signer.and_then(Signer::rotation),
     }
     .encode(records)
     .expect("encodes");
@@ -201,10 +206,18 @@ async fn credentials_are_checked_at_connect_and_agent_a_cannot_inject_as_agent_b
         mqtt.password_file = Some(file.to_owned());
         mqtt
     };
-    let mut agent_a =
-        TestAgent::start_signed(&dir.path().join("a"), A, &with_login(A, &a_file), a_key.clone());
-    let mut agent_b =
-        TestAgent::start_signed(&dir.path().join("b"), B, &with_login(B, &b_file), b_key.clone());
+    let mut agent_a = TestAgent::start_signed(
+        &dir.path().join("a"),
+        A,
+        &with_login(A, &a_file),
+        a_key.clone(),
+    );
+    let mut agent_b = TestAgent::start_signed(
+        &dir.path().join("b"),
+        B,
+        &with_login(B, &b_file),
+        b_key.clone(),
+    );
     agent_a.append(10);
     agent_b.append(10);
     agent_a.wait_drained(Duration::from_secs(30)).await;
@@ -227,18 +240,30 @@ async fn credentials_are_checked_at_connect_and_agent_a_cannot_inject_as_agent_b
     client(port, A, Some((A, &a_secret)), None, forgeries)
         .await
         .expect("lab-a connects and the broker takes its publishes");
-    wait_until(Duration::from_secs(20), "the three forgeries quarantined", || {
-        quarantined(&data_dir).len() >= before + 3
-    })
+    wait_until(
+        Duration::from_secs(20),
+        "the three forgeries quarantined",
+        || quarantined(&data_dir).len() >= before + 3,
+    )
     .await;
     // Ordered by kind: a topic mismatch is refused before the commit, the
     // trust failures inside it.
     let mut found = quarantined(&data_dir)[before..].to_vec();
     found.sort();
     let kinds: Vec<&str> = found.iter().map(|(k, _)| k.as_str()).collect();
-    assert_eq!(kinds, ["agent_mismatch", "unsigned", "wrong_agent"], "{found:?}");
-    assert!(found[0].1.contains("differs from \"lab-b\" in the topic"), "{found:?}");
-    assert!(found[1].1.contains("an agent with a key must sign"), "{found:?}");
+    assert_eq!(
+        kinds,
+        ["agent_mismatch", "unsigned", "wrong_agent"],
+        "{found:?}"
+    );
+    assert!(
+        found[0].1.contains("differs from \"lab-b\" in the topic"),
+        "{found:?}"
+    );
+    assert!(
+        found[1].1.contains("an agent with a key must sign"),
+        "{found:?}"
+    );
     assert!(found[2].1.contains("belongs to agent lab-a"), "{found:?}");
 
     // lab-b keeps flowing and holds only its own events, chain unbroken.
@@ -247,7 +272,10 @@ async fn credentials_are_checked_at_connect_and_agent_a_cannot_inject_as_agent_b
     let (stored, conflicts) = live_agent::stored(&data_dir, B);
     assert_eq!(conflicts, 0);
     assert_eq!(stored, (1..agent_b.outbox.next_seq()).collect::<Vec<_>>());
-    assert_eq!(live_agent::assert_chain_unbroken(&data_dir, B), stored.len());
+    assert_eq!(
+        live_agent::assert_chain_unbroken(&data_dir, B),
+        stored.len()
+    );
     let injected_stored = live_agent::payloads(&data_dir, B, "fault")
         .iter()
         .chain(&live_agent::payloads(&data_dir, A, "fault"))
@@ -286,7 +314,10 @@ async fn the_embedded_broker_speaks_tls_when_configured_and_refuses_plaintext() 
 
     // Plaintext on the TLS listener: refused, even with a valid login.
     let outcome = client(port, A, Some((A, &a_secret)), None, Vec::new()).await;
-    assert!(outcome.is_err(), "a plaintext client got in on the TLS listener");
+    assert!(
+        outcome.is_err(),
+        "a plaintext client got in on the TLS listener"
+    );
     // TLS with a wrong password: refused; with the right one: in.
     let outcome = client(port, A, Some((A, "nope")), Some(&certs.ca), Vec::new()).await;
     assert!(outcome.is_err(), "a wrong password got in over TLS");

@@ -142,9 +142,8 @@ pub fn stored(conn: &Connection, agent_id: &str) -> rusqlite::Result<Option<Secr
 }
 
 pub fn list(conn: &Connection) -> rusqlite::Result<Vec<CredentialRow>> {
-    let mut stmt = conn.prepare(
-        "SELECT agent_id, issued_at_ms FROM broker_credentials ORDER BY agent_id",
-    )?;
+    let mut stmt =
+        conn.prepare("SELECT agent_id, issued_at_ms FROM broker_credentials ORDER BY agent_id")?;
     let rows = stmt
         .query_map([], |row| {
             Ok(CredentialRow {
@@ -162,7 +161,7 @@ mod tests {
 
     fn db() -> Connection {
         let conn = Connection::open_in_memory().unwrap();
-        conn.execute_batch(include_str!("../../migrations/0011_broker_credentials.sql"))
+        conn.execute_batch("CREATE TABLE broker_credentials (agent_id TEXT NOT NULL PRIMARY KEY, secret_sha256 BLOB NOT NULL, issued_at_ms INTEGER NOT NULL);")
             .unwrap();
         conn
     }
@@ -216,7 +215,13 @@ mod tests {
         let internal = hash("s3cret");
         let none = |_: &str| None;
         assert_eq!(
-            decide(INTERNAL_CLIENT_ID, INTERNAL_USERNAME, "s3cret", &internal, none),
+            decide(
+                INTERNAL_CLIENT_ID,
+                INTERNAL_USERNAME,
+                "s3cret",
+                &internal,
+                none
+            ),
             Ok(())
         );
         assert_eq!(

@@ -44,7 +44,9 @@ async fn relay(acceptor: TlsAcceptor, tcp: TcpStream, backend: SocketAddr) -> st
     tcp.set_nodelay(true)?;
     let mut tls = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp))
         .await
-        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS handshake timed out"))??;
+        .map_err(|_| {
+            std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS handshake timed out")
+        })??;
     let mut plain = TcpStream::connect(backend).await?;
     plain.set_nodelay(true)?;
     tokio::io::copy_bidirectional(&mut tls, &mut plain).await?;

@@ -53,8 +53,8 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         include_str!("../../migrations/0009_trust.sql"),
     ),
     (
-        "0011_broker_credentials",
-        include_str!("../../migrations/0011_broker_credentials.sql"),
+        "0011_transport",
+        include_str!("../../migrations/0011_transport.sql"),
     ),
 ];
 
