@@ -337,9 +337,11 @@ async fn a_live_agent_rotates_its_key_mid_stream_without_losing_the_chain() {
             .ok()
             .flatten()
     };
-    wait_until(Duration::from_secs(30), "the new key enrolled by rotation", || {
-        rotated_to(&new).is_some()
-    })
+    wait_until(
+        Duration::from_secs(30),
+        "the new key enrolled by rotation",
+        || rotated_to(&new).is_some(),
+    )
     .await;
     assert_eq!(rotated_to(&new), Some(old.key_id().to_string()));
     wait_until(Duration::from_secs(30), "events under the new key", || {
@@ -359,12 +361,20 @@ async fn a_live_agent_rotates_its_key_mid_stream_without_losing_the_chain() {
     publish(
         port,
         &topic,
-        envelope(ROTATING, 0, &fake, Some(&stranger_rotated), Some(&stranger_rotated)),
+        envelope(
+            ROTATING,
+            0,
+            &fake,
+            Some(&stranger_rotated),
+            Some(&stranger_rotated),
+        ),
     )
     .await;
-    wait_until(Duration::from_secs(20), "the second successor quarantined", || {
-        !live_agent::trust_refusals(data_dir).is_empty()
-    })
+    wait_until(
+        Duration::from_secs(20),
+        "the second successor quarantined",
+        || !live_agent::trust_refusals(data_dir).is_empty(),
+    )
     .await;
 
     // The admin revokes the old key: what it signs is refused from now on,
@@ -384,23 +394,35 @@ async fn a_live_agent_rotates_its_key_mid_stream_without_losing_the_chain() {
         .expect("revoke");
     }
     let fake = [record(1_000_001, [7; 32], "old key after revoke")];
-    publish(port, &topic, envelope(ROTATING, 0, &fake, Some(&old), Some(&old))).await;
-    wait_until(Duration::from_secs(20), "both forgeries quarantined", || {
-        live_agent::trust_refusals(data_dir).len() >= 2
-    })
+    publish(
+        port,
+        &topic,
+        envelope(ROTATING, 0, &fake, Some(&old), Some(&old)),
+    )
+    .await;
+    wait_until(
+        Duration::from_secs(20),
+        "both forgeries quarantined",
+        || live_agent::trust_refusals(data_dir).len() >= 2,
+    )
     .await;
     let refusals = live_agent::trust_refusals(data_dir);
     let kinds: Vec<&str> = refusals.iter().map(|(k, _, _)| k.as_str()).collect();
     assert_eq!(kinds, ["unknown_key", "revoked_key"], "{refusals:?}");
-    assert!(refusals[0].2.contains("already rotated to key"), "{refusals:?}");
+    assert!(
+        refusals[0].2.contains("already rotated to key"),
+        "{refusals:?}"
+    );
     assert!(refusals[1].2.contains("revoked at"), "{refusals:?}");
 
     // The agent keeps flowing on the new key after the revocation.
     let after_revoke = stored_count();
     rig.sim.update(1, |u| u.watts = 500.0);
-    wait_until(Duration::from_secs(30), "events after the revocation", || {
-        stored_count() >= after_revoke + 3
-    })
+    wait_until(
+        Duration::from_secs(30),
+        "events after the revocation",
+        || stored_count() >= after_revoke + 3,
+    )
     .await;
     let exit = child.terminate(Duration::from_secs(15)).await;
     assert!(exit.success(), "{exit:?}");

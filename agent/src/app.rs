@@ -129,7 +129,10 @@ impl Agent {
             "agent starting"
         );
         let events = Events::new(outbox.clone(), clock.clone());
-        let signer = config.signing.signer(&config.agent_id)?.map(std::sync::Arc::new);
+        let signer = config
+            .signing
+            .signer(&config.agent_id)?
+            .map(std::sync::Arc::new);
         if let Some(s) = &signer {
             tracing::info!(key_id = %s.key_id(), "envelopes are signed");
             if let Some(r) = s.rotation() {

@@ -165,7 +165,10 @@ impl Command {
             } => {
                 let config = AgentConfig::load_to_start(&config.config, Purpose::Replay)?;
                 config.log.overridden(log, None).init();
-                let signer = config.signing.signer(&config.agent_id)?.map(std::sync::Arc::new);
+                let signer = config
+                    .signing
+                    .signer(&config.agent_id)?
+                    .map(std::sync::Arc::new);
                 let (outbox, _) = Outbox::open(
                     &config.data_dir,
                     (&config.outbox).into(),

@@ -92,7 +92,10 @@ impl SigningConfig {
         if previous.key_id() == current.key_id() {
             return Err(ConfigError::new(
                 "signing.previous_key_file",
-                format!("holds the same key ({}) as signing.key_file", current.key_id()),
+                format!(
+                    "holds the same key ({}) as signing.key_file",
+                    current.key_id()
+                ),
                 "make a new key with `labhours-agent keygen --out <new file>` and point key_file at it",
             ));
         }
@@ -912,7 +915,10 @@ mod tests {
             field(signing(Some(&old), Some(&old))),
             "signing.previous_key_file"
         );
-        assert_eq!(field(signing(None, Some(&old))), "signing.previous_key_file");
+        assert_eq!(
+            field(signing(None, Some(&old))),
+            "signing.previous_key_file"
+        );
         assert_eq!(
             field(signing(Some(&new), Some(&dir.path().join("gone.key")))),
             "signing.previous_key_file"

@@ -144,15 +144,13 @@ pub fn stored(conn: &Connection, agent_id: &str) -> rusqlite::Result<Option<Secr
 pub fn list(conn: &Connection) -> rusqlite::Result<Vec<CredentialRow>> {
     let mut stmt =
         conn.prepare("SELECT agent_id, issued_at_ms FROM broker_credentials ORDER BY agent_id")?;
-    let rows = stmt
-        .query_map([], |row| {
-            Ok(CredentialRow {
-                agent_id: row.get(0)?,
-                issued_at: Timestamp::from_millisecond(row.get(1)?).unwrap_or_default(),
-            })
-        })?
-        .collect();
-    rows
+    stmt.query_map([], |row| {
+        Ok(CredentialRow {
+            agent_id: row.get(0)?,
+            issued_at: Timestamp::from_millisecond(row.get(1)?).unwrap_or_default(),
+        })
+    })?
+    .collect()
 }
 
 #[cfg(test)]

@@ -477,7 +477,13 @@ fn rotations_that_do_not_hold_are_refused_and_enrol_nothing() {
     let (_dir2, mut fresh, old2) = open_keyed("c1");
     revoke(fresh.connection(), "c1", &old2.key_id(), at()).expect("revoke");
     let late = signer().rotated_from(&old2, "c1");
-    send(&mut fresh, "c1", 0, &History::new().seqs(1..=1), Some(&late));
+    send(
+        &mut fresh,
+        "c1",
+        0,
+        &History::new().seqs(1..=1),
+        Some(&late),
+    );
     assert_eq!(quarantined_kinds(&fresh), ["revoked_key"]);
     assert_eq!(count(&fresh, "SELECT count(*) FROM agent_keys"), 1);
 }
