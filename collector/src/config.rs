@@ -67,12 +67,75 @@ pub struct TrustConfig {
     /// unsigned). An agent with an enrolled key must sign either way.
     #[serde(default = "defaults::allow_unsigned")]
     pub allow_unsigned: bool,
+    /// Agents' keys enrolled by config (as `agents enrol` does), at every
+    /// start. Removing one here does not unenrol it: revoke it with
+    /// `agents revoke`.
+    #[serde(default)]
+    pub keys: Vec<TrustKey>,
+}
+
+/// `[[trust.keys]]`: one agent's public key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrustKey {
+    pub agent_id: String,
+    /// `ed25519:<64 hex digits>`, as `labhours-agent keygen` prints it.
+    pub public_key: String,
+}
+
+impl TrustConfig {
+    /// The configured keys, parsed; every problem named by its entry.
+    pub fn parsed_keys(
+        &self,
+    ) -> Result<Vec<(String, labhours_shared::trust::PublicKey)>, Vec<ConfigError>> {
+        let mut errors = Vec::new();
+        let mut keys = Vec::new();
+        let mut owners = std::collections::HashMap::new();
+        for (i, entry) in self.keys.iter().enumerate() {
+            let at = |field: &str| format!("trust.keys[{i}].{field}");
+            if check_id("agent_id", &entry.agent_id).is_err() {
+                errors.push(ConfigError::new(
+                    at("agent_id"),
+                    format!("{:?} is not an agent id", entry.agent_id),
+                    "use the agent's agent_id: 1-64 characters from A-Z a-z 0-9 . _ -",
+                ));
+            }
+            match entry
+                .public_key
+                .parse::<labhours_shared::trust::PublicKey>()
+            {
+                Err(e) => errors.push(ConfigError::new(
+                    at("public_key"),
+                    e.to_string(),
+                    "copy the `public key: ed25519:…` line `labhours-agent keygen` printed",
+                )),
+                Ok(key) => match owners.insert(key, (i, entry.agent_id.clone())) {
+                    Some((first, owner)) if owner != entry.agent_id => {
+                        errors.push(ConfigError::new(
+                            at("public_key"),
+                            format!(
+                                "is also trust.keys[{first}]'s, for agent {owner}; a key belongs to one agent"
+                            ),
+                            "give each agent its own key (labhours-agent keygen on each)",
+                        ));
+                    }
+                    _ => keys.push((entry.agent_id.clone(), key)),
+                },
+            }
+        }
+        if errors.is_empty() {
+            Ok(keys)
+        } else {
+            Err(errors)
+        }
+    }
 }
 
 impl Default for TrustConfig {
     fn default() -> Self {
         Self {
             allow_unsigned: defaults::allow_unsigned(),
+            keys: Vec::new(),
         }
     }
 }
@@ -780,6 +843,7 @@ impl CollectorConfig {
         if let Some(influx) = &self.influxdb {
             errors.extend(influx.validate());
         }
+        errors.extend(self.trust.parsed_keys().err().into_iter().flatten());
         errors.extend(validate_http(&self.http));
         let horizon = self.bookings.ical_horizon_days;
         if !(1..=3660).contains(&horizon) {
@@ -1109,5 +1173,35 @@ mod tests {
         let fields = err.fields();
         assert!(fields.contains(&"mqtt.embedded_tls.cert_file"), "{err}");
         assert!(fields.contains(&"mqtt.embedded_tls.key_file"), "{err}");
+    }
+
+    #[test]
+    fn trust_keys_in_the_config_are_parsed_and_each_problem_names_its_entry() {
+        let key = |byte: u8| format!("ed25519:{}", "0".repeat(62) + &format!("{byte:02x}"));
+        let ok = format!(
+            "[[trust.keys]]\nagent_id = \"nmr-pc\"\npublic_key = \"{}\"\n",
+            key(1)
+        );
+        let config = CollectorConfig::parse(&ok).expect("valid");
+        let keys = config.trust.parsed_keys().expect("parsed");
+        assert_eq!(keys.len(), 1);
+        assert_eq!(keys[0].0, "nmr-pc");
+        let bad = format!(
+            "{ok}[[trust.keys]]\nagent_id = \"bad/id\"\npublic_key = \"ed25519:12\"\n\
+             [[trust.keys]]\nagent_id = \"xrd-pc\"\npublic_key = \"{}\"\n",
+            key(1)
+        );
+        let err = CollectorConfig::parse(&bad).unwrap_err();
+        let fields: Vec<&str> = err.0.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "trust.keys[1].agent_id",
+                "trust.keys[1].public_key",
+                "trust.keys[2].public_key"
+            ],
+            "{err}"
+        );
+        assert!(err.0[2].problem.contains("for agent nmr-pc"), "{err}");
     }
 }
