@@ -17,12 +17,20 @@ use labhours_shared::trust::{ChainHash, Signer, key_file};
 use labhours_shared::wire::{ChainedEnvelope, Event, EventKind, RawRecord, TopicKind, Topics};
 use labhours_tests::agent::{PREFIX, TestAgent, mqtt_config};
 use labhours_tests::http;
-use labhours_tests::live_agent::{self, wait_until};
+use labhours_tests::live_agent::{self, Delivered, Rig, wait_until};
 use rumqttc::{AsyncClient, Event as MqttEvent, MqttOptions, Packet, QoS};
 
 const AGENT: &str = "lab-a";
 const OTHER: &str = "lab-b";
 const RETIRED: &str = "lab-c";
+const ROTATING: &str = "rotating-agent";
+
+/// The child: the agent as `labhours-agent run` runs it, until SIGTERM.
+#[test]
+#[ignore = "child process of a_live_agent_rotates_its_key_mid_stream_without_losing_the_chain"]
+fn rotation_child() {
+    live_agent::run_child_until_signal();
+}
 
 fn key(dir: &Path, name: &str) -> Arc<Signer> {
     Arc::new(key_file::generate(&dir.join(name)).expect("key"))
@@ -81,6 +89,7 @@ fn envelope(
         sent_at: Timestamp::now(),
         acked_through: acked,
         key_id: key_id.map(Signer::key_id),
+        rotation: key_id.and_then(Signer::rotation),
     }
     .encode(records)
     .expect("encodes");
@@ -259,4 +268,177 @@ async fn an_agent_cannot_be_impersonated_and_keeps_flowing_while_forgeries_are_q
     );
     agent.stop().await;
     collector.shutdown().await.expect("collector stops");
+}
+
+/// Rotation under a live agent (the agent's own `run`, in a child process,
+/// reading power from a simulator and publishing through the real
+/// collector's embedded broker): it runs on its enrolled key, is stopped
+/// with SIGTERM mid-stream, and restarts with `[signing] key_file` = a new
+/// key and `previous_key_file` = the old one. The collector enrols the new
+/// key on the old one's signature, with no admin step; every event arrives
+/// once, the chain is unbroken across the switch. Then the admin revokes
+/// the old key: envelopes signed with it, and a second rotation it
+/// endorses, are quarantined, while the agent keeps flowing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_agent_rotates_its_key_mid_stream_without_losing_the_chain() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let old_path = dir.path().join("old.key");
+    let new_path = dir.path().join("new.key");
+    let old = Arc::new(key_file::generate(&old_path).expect("old key"));
+    let new = key_file::generate(&new_path).expect("new key");
+    let stranger_path = dir.path().join("stranger.key");
+    key_file::generate(&stranger_path).expect("stranger key");
+    let signing = |rotating: bool| {
+        let mut text = format!(
+            "[log]\n        level = \"warn\"\n        [signing]\n        key_file = {:?}",
+            if rotating { &new_path } else { &old_path }
+        );
+        if rotating {
+            text += &format!("\n        previous_key_file = {old_path:?}");
+        }
+        text
+    };
+    let rig = Rig::start(dir.path(), (ROTATING, "rot-nmr"), &signing(false)).await;
+    let data_dir = &rig.data_dir;
+    live_agent::enrol(data_dir, ROTATING, &old.public_key());
+    let stored_count = || live_agent::stored(data_dir, ROTATING).0.len();
+
+    let mut child = live_agent::spawn("rotation_child", &rig.config_path);
+    wait_until(Duration::from_secs(30), "events under the old key", || {
+        stored_count() >= 5
+    })
+    .await;
+    rig.sim.update(1, |u| u.watts = 500.0);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let exit = child.terminate(Duration::from_secs(15)).await;
+    assert!(exit.success(), "{exit:?}");
+    let before_rotation = stored_count();
+
+    // Rotate: new key, old key as previous; the admin does nothing.
+    let toml = live_agent::agent_toml(
+        (ROTATING, "rot-nmr"),
+        &rig.outbox,
+        &rig.results,
+        rig.meter.addr(),
+        rig.mqtt_port,
+        &signing(true),
+    );
+    std::fs::write(&rig.config_path, toml).expect("rotated config");
+    let mut child = live_agent::spawn("rotation_child", &rig.config_path);
+    rig.sim.update(1, |u| u.watts = 50.0);
+    let rotated_to = |key: &Signer| {
+        labhours_collector::store::open_read_only(data_dir)
+            .expect("db")
+            .query_row(
+                "SELECT rotated_from FROM agent_keys WHERE key_id = ?1 AND agent_id = ?2",
+                rusqlite::params![key.key_id().to_string(), ROTATING],
+                |r| r.get::<_, Option<String>>(0),
+            )
+            .ok()
+            .flatten()
+    };
+    wait_until(
+        Duration::from_secs(30),
+        "the new key enrolled by rotation",
+        || rotated_to(&new).is_some(),
+    )
+    .await;
+    assert_eq!(rotated_to(&new), Some(old.key_id().to_string()));
+    wait_until(Duration::from_secs(30), "events under the new key", || {
+        stored_count() >= before_rotation + 5
+    })
+    .await;
+
+    // The old key cannot endorse a second successor.
+    let port = rig.mqtt_port;
+    let topic = Topics::new(PREFIX).topic(ROTATING, TopicKind::Events);
+    let stranger_rotated = Arc::new(
+        key_file::load(&stranger_path)
+            .expect("key")
+            .rotated_from(&old, ROTATING),
+    );
+    let fake = [record(1_000_000, [7; 32], "second successor")];
+    publish(
+        port,
+        &topic,
+        envelope(
+            ROTATING,
+            0,
+            &fake,
+            Some(&stranger_rotated),
+            Some(&stranger_rotated),
+        ),
+    )
+    .await;
+    wait_until(
+        Duration::from_secs(20),
+        "the second successor quarantined",
+        || !live_agent::trust_refusals(data_dir).is_empty(),
+    )
+    .await;
+
+    // The admin revokes the old key: what it signs is refused from now on,
+    // and so is a rotation it endorses.
+    {
+        let store = labhours_collector::store::Store::open(
+            data_dir,
+            labhours_collector::store::Durability::Full,
+        )
+        .expect("store");
+        labhours_collector::trust::revoke(
+            store.connection(),
+            ROTATING,
+            &old.key_id(),
+            Timestamp::now(),
+        )
+        .expect("revoke");
+    }
+    let fake = [record(1_000_001, [7; 32], "old key after revoke")];
+    publish(
+        port,
+        &topic,
+        envelope(ROTATING, 0, &fake, Some(&old), Some(&old)),
+    )
+    .await;
+    wait_until(
+        Duration::from_secs(20),
+        "both forgeries quarantined",
+        || live_agent::trust_refusals(data_dir).len() >= 2,
+    )
+    .await;
+    let refusals = live_agent::trust_refusals(data_dir);
+    let kinds: Vec<&str> = refusals.iter().map(|(k, _, _)| k.as_str()).collect();
+    assert_eq!(kinds, ["unknown_key", "revoked_key"], "{refusals:?}");
+    assert!(
+        refusals[0].2.contains("already rotated to key"),
+        "{refusals:?}"
+    );
+    assert!(refusals[1].2.contains("revoked at"), "{refusals:?}");
+
+    // The agent keeps flowing on the new key after the revocation.
+    let after_revoke = stored_count();
+    rig.sim.update(1, |u| u.watts = 500.0);
+    wait_until(
+        Duration::from_secs(30),
+        "events after the revocation",
+        || stored_count() >= after_revoke + 3,
+    )
+    .await;
+    let exit = child.terminate(Duration::from_secs(15)).await;
+    assert!(exit.success(), "{exit:?}");
+    let new = Arc::new(new.rotated_from(&old, ROTATING));
+    let next_seq =
+        live_agent::drain_signed(&rig.outbox, ROTATING, "rot-nmr", rig.mqtt_port, Some(new)).await;
+    let delivered = Delivered::count(data_dir, ROTATING, next_seq, &Default::default());
+    delivered.assert_exactly_once(0);
+    assert_eq!(
+        live_agent::assert_chain_unbroken(data_dir, ROTATING),
+        delivered.stored.len()
+    );
+    assert_eq!(
+        live_agent::trust_refusals(data_dir).len(),
+        2,
+        "the agent's own envelopes were all accepted"
+    );
+    rig.collector.shutdown().await.expect("collector stops");
 }

@@ -129,9 +129,20 @@ impl Agent {
             "agent starting"
         );
         let events = Events::new(outbox.clone(), clock.clone());
-        let signer = config.signing.signer()?.map(std::sync::Arc::new);
+        let signer = config
+            .signing
+            .signer(&config.agent_id)?
+            .map(std::sync::Arc::new);
         if let Some(s) = &signer {
             tracing::info!(key_id = %s.key_id(), "envelopes are signed");
+            if let Some(r) = s.rotation() {
+                tracing::info!(
+                    from = %r.from,
+                    to = %s.key_id(),
+                    "rotating: envelopes carry the previous key's endorsement of the new one; \
+                     remove previous_key_file once the collector lists the new key"
+                );
+            }
         } else {
             tracing::warn!(
                 "no [signing] key_file: envelopes are unsigned (accepted only where the collector allows it)"

@@ -165,7 +165,10 @@ impl Command {
             } => {
                 let config = AgentConfig::load_to_start(&config.config, Purpose::Replay)?;
                 config.log.overridden(log, None).init();
-                let signer = config.signing.signer()?.map(std::sync::Arc::new);
+                let signer = config
+                    .signing
+                    .signer(&config.agent_id)?
+                    .map(std::sync::Arc::new);
                 let (outbox, _) = Outbox::open(
                     &config.data_dir,
                     (&config.outbox).into(),
@@ -303,12 +306,21 @@ fn check_config(path: &Path, purpose: Purpose) -> anyhow::Result<()> {
         c.mqtt.port,
     );
     // load_to_start has read the key: it loads.
-    match c.signing.signer()? {
-        Some(signer) => println!(
-            "Envelopes are signed with key {} ({}).",
-            signer.key_id(),
-            signer.public_key()
-        ),
+    match c.signing.signer(&c.agent_id)? {
+        Some(signer) => {
+            println!(
+                "Envelopes are signed with key {} ({}).",
+                signer.key_id(),
+                signer.public_key()
+            );
+            if let Some(r) = signer.rotation() {
+                println!(
+                    "Rotating: they carry key {}'s endorsement of it, so the collector enrols it by itself; remove previous_key_file once `labhours-collector agents keys` lists {}.",
+                    r.from,
+                    signer.key_id()
+                );
+            }
+        }
         None => println!(
             "Envelopes are unsigned (no [signing]): a collector accepts them only while [trust] allow_unsigned = true; `labhours-agent keygen` makes a key."
         ),

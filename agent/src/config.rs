@@ -62,16 +62,50 @@ pub struct SigningConfig {
     /// agent's service account only.
     #[serde(default)]
     pub key_file: Option<PathBuf>,
+    /// While rotating: the key `key_file` replaces. Every envelope then
+    /// carries this key's signed endorsement of the new one, so the
+    /// collector enrols the new key by itself (docs/agent.md#rotating-the-key).
+    #[serde(default)]
+    pub previous_key_file: Option<PathBuf>,
 }
 
 impl SigningConfig {
-    /// The key, when one is configured: an unreadable, malformed or
-    /// world-readable file is an error naming the key and the fix.
-    pub fn signer(&self) -> Result<Option<Signer>, ConfigError> {
+    /// The key, when one is configured (endorsed by the previous key while
+    /// rotating): an unreadable, malformed or world-readable file is an
+    /// error naming the key and the fix.
+    pub fn signer(&self, agent_id: &str) -> Result<Option<Signer>, ConfigError> {
         let Some(path) = &self.key_file else {
+            if self.previous_key_file.is_some() {
+                return Err(ConfigError::new(
+                    "signing.previous_key_file",
+                    "is set without signing.key_file (the new key)",
+                    "set key_file to the new key from `labhours-agent keygen --out <new file>`",
+                ));
+            }
             return Ok(None);
         };
-        key_file::load(path).map(Some).map_err(|e| {
+        let current = load_key("signing.key_file", path)?;
+        let Some(previous_path) = &self.previous_key_file else {
+            return Ok(Some(current));
+        };
+        let previous = load_key("signing.previous_key_file", previous_path)?;
+        if previous.key_id() == current.key_id() {
+            return Err(ConfigError::new(
+                "signing.previous_key_file",
+                format!(
+                    "holds the same key ({}) as signing.key_file",
+                    current.key_id()
+                ),
+                "make a new key with `labhours-agent keygen --out <new file>` and point key_file at it",
+            ));
+        }
+        Ok(Some(current.rotated_from(&previous, agent_id)))
+    }
+}
+
+fn load_key(field: &str, path: &Path) -> Result<Signer, ConfigError> {
+    {
+        key_file::load(path).map_err(|e| {
             let fix = match &e {
                 KeyFileError::Readable { path, .. } => {
                     format!("run `chmod 600 {}`", path.display())
@@ -84,9 +118,9 @@ impl SigningConfig {
                         path.display()
                     )
                 }
-                _ => "point signing.key_file at the file `labhours-agent keygen` wrote".to_owned(),
+                _ => format!("point {field} at the file `labhours-agent keygen` wrote"),
             };
-            ConfigError::new("signing.key_file", e.to_string(), fix)
+            ConfigError::new(field, e.to_string(), fix)
         })
     }
 }
@@ -462,7 +496,7 @@ impl AgentConfig {
             errors.extend(tls.client_config("mqtt.tls").err().into_iter().flatten());
         }
         errors.extend(check_dir("data_dir", &self.data_dir));
-        errors.extend(self.signing.signer().err());
+        errors.extend(self.signing.signer(&self.agent_id).err());
         errors
     }
 
@@ -852,11 +886,43 @@ mod tests {
         );
         labhours_shared::trust::key_file::generate(&key).expect("key");
         assert!(config.unreadable_files().is_empty());
-        assert!(config.signing.signer().expect("loads").is_some());
+        assert!(config.signing.signer("a").expect("loads").is_some());
         std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).expect("chmod");
         let readable = config.unreadable_files();
         assert_eq!(readable[0].field, "signing.key_file");
         assert!(readable[0].fix.contains("chmod 600"), "{readable:?}");
+    }
+
+    #[test]
+    fn a_rotating_signer_carries_the_previous_keys_endorsement_and_bad_pairs_are_named() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (old, new) = (dir.path().join("old.key"), dir.path().join("new.key"));
+        let old_signer = labhours_shared::trust::key_file::generate(&old).expect("old");
+        labhours_shared::trust::key_file::generate(&new).expect("new");
+        let signing = |key: Option<&Path>, previous: Option<&Path>| SigningConfig {
+            key_file: key.map(Path::to_owned),
+            previous_key_file: previous.map(Path::to_owned),
+        };
+        let signer = signing(Some(&new), Some(&old))
+            .signer("a1")
+            .expect("loads")
+            .expect("signs");
+        let rotation = signer.rotation().expect("rotating");
+        assert_eq!(rotation.from, old_signer.key_id());
+        assert!(rotation.verifies("a1", &old_signer.public_key()));
+        let field = |c: SigningConfig| c.signer("a1").expect_err("refused").field;
+        assert_eq!(
+            field(signing(Some(&old), Some(&old))),
+            "signing.previous_key_file"
+        );
+        assert_eq!(
+            field(signing(None, Some(&old))),
+            "signing.previous_key_file"
+        );
+        assert_eq!(
+            field(signing(Some(&new), Some(&dir.path().join("gone.key")))),
+            "signing.previous_key_file"
+        );
     }
 
     fn fields(text: &str) -> Vec<String> {

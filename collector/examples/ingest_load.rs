@@ -72,6 +72,15 @@ struct Args {
     /// every envelope signed and verified before commit).
     #[arg(long, default_value = "v1")]
     envelopes: String,
+    /// The embedded broker requires per-agent credentials
+    /// (`[mqtt] require_credentials`); each agent logs in with its own.
+    #[arg(long)]
+    credentials: bool,
+    /// The embedded broker speaks TLS (`[mqtt.embedded_tls]`) with
+    /// `server.crt` and `server.key` from this directory; agents trust its
+    /// `ca.crt` (a certificate for 127.0.0.1).
+    #[arg(long)]
+    tls_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Default)]
@@ -84,6 +93,8 @@ struct Totals {
 async fn agent(
     index: usize,
     signer: Option<Arc<Signer>>,
+    password: Option<String>,
+    tls: Option<Arc<rustls::ClientConfig>>,
     host: String,
     port: u16,
     topics: Topics,
@@ -93,11 +104,21 @@ async fn agent(
     stop_at: Instant,
 ) -> anyhow::Result<()> {
     let agent_id = format!("load-{index:05}");
-    let mut options = MqttOptions::new(format!("load-client-{index}"), host, port);
+    // The client id is the agent id, as real agents connect (and as the
+    // broker requires with credentials).
+    let mut options = MqttOptions::new(&agent_id, host, port);
     options
         .set_keep_alive(Duration::from_secs(30))
         .set_max_packet_size(4 << 20, 4 << 20)
         .set_inflight(100);
+    if let Some(password) = password {
+        options.set_credentials(&agent_id, password);
+    }
+    if let Some(tls) = tls {
+        options.set_transport(rumqttc::Transport::tls_with_config(
+            rumqttc::TlsConfiguration::Rustls(tls),
+        ));
+    }
     let (client, mut eventloop) = AsyncClient::new(options, 64);
     if args.nodelay {
         let mut network = eventloop.network_options();
@@ -278,6 +299,39 @@ async fn main() -> anyhow::Result<()> {
             }
         }
     }
+    let passwords: Vec<Option<String>> = if args.credentials {
+        config.mqtt.require_credentials = true;
+        let store = labhours_collector::store::Store::open(&data_dir, durability)?;
+        (0..args.agents)
+            .map(|index| {
+                labhours_collector::broker::credentials::issue(
+                    store.connection(),
+                    &format!("load-{index:05}"),
+                    Timestamp::now(),
+                )
+                .map(Some)
+            })
+            .collect::<anyhow::Result<_>>()?
+    } else {
+        vec![None; args.agents]
+    };
+    let client_tls = match &args.tls_dir {
+        Some(dir) => {
+            config.mqtt.embedded_tls = Some(labhours_shared::config::ServerTlsConfig {
+                cert_file: dir.join("server.crt"),
+                key_file: dir.join("server.key"),
+            });
+            let tls = labhours_shared::config::TlsConfig {
+                ca_file: dir.join("ca.crt"),
+                client_cert_file: None,
+                client_key_file: None,
+            }
+            .client_config("--tls-dir")
+            .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+            Some(tls)
+        }
+        None => None,
+    };
     let running = app::start(config.clone(), options).await?;
     tokio::time::timeout(Duration::from_secs(30), running.subscribed())
         .await
@@ -300,6 +354,8 @@ async fn main() -> anyhow::Result<()> {
         tasks.push(tokio::spawn(agent(
             index,
             signer.clone(),
+            passwords[index].clone(),
+            client_tls.clone(),
             host.clone(),
             port,
             Topics::new(&config.mqtt.topic_prefix),
@@ -334,8 +390,10 @@ async fn main() -> anyhow::Result<()> {
     let commits = after.commits - before.commits;
     let envelopes = after.envelopes - before.envelopes;
     println!(
-        "ingest_load: broker={} envelopes={} influx={} agents={} batch={} {} durability={}",
+        "ingest_load: broker={}{}{} envelopes={} influx={} agents={} batch={} {} durability={}",
         args.broker.as_deref().unwrap_or("embedded"),
+        if args.tls_dir.is_some() { "+tls" } else { "" },
+        if args.credentials { "+credentials" } else { "" },
         args.envelopes,
         args.influx.as_deref().unwrap_or("off"),
         args.agents,

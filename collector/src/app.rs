@@ -100,6 +100,7 @@ pub async fn start(config: CollectorConfig, options: IngestOptions) -> anyhow::R
         .await
         .context("the store task panicked")??;
     store.set_trust_policy(config.trust.policy());
+    enrol_configured_keys(&store, &config)?;
     tracing::info!(path = %store.path().display(), "store open");
 
     let events = topics.all_agents(TopicKind::Events);
@@ -111,12 +112,27 @@ pub async fn start(config: CollectorConfig, options: IngestOptions) -> anyhow::R
     let max_packet_bytes = MAX_INCOMING_PACKET_BYTES;
     let (settings, broker_addr) = match &config.mqtt.external {
         None => {
-            let addr = broker::start(config.mqtt.embedded_listen, &events)?;
+            let access = if config.mqtt.require_credentials {
+                broker::Access::Credentials {
+                    data_dir: config.data_dir.clone(),
+                }
+            } else {
+                broker::Access::Open
+            };
+            let tls = config
+                .mqtt
+                .embedded_tls
+                .as_ref()
+                .map(|tls| tls.server_config("mqtt.embedded_tls"))
+                .transpose()
+                .map_err(ConfigErrors)?;
+            let started = broker::start(config.mqtt.embedded_listen, &events, access, tls)?;
+            let addr = started.addr;
             let settings = ClientSettings {
-                host: loopback_for(addr.ip()).to_string(),
-                port: addr.port(),
-                client_id: "labhours-collector-ingest".into(),
-                credentials: None,
+                host: loopback_for(started.ingest_addr.ip()).to_string(),
+                port: started.ingest_addr.port(),
+                client_id: broker::credentials::INTERNAL_CLIENT_ID.into(),
+                credentials: started.ingest_login,
                 filters: vec![events, status],
                 max_packet_bytes,
                 keep_alive: Duration::from_secs(30),
@@ -195,6 +211,27 @@ pub async fn start(config: CollectorConfig, options: IngestOptions) -> anyhow::R
         client,
         ingest,
     })
+}
+
+/// Enrols `[[trust.keys]]` (validated with the config) as `agents enrol`
+/// would; a key the database holds for another agent stops the start,
+/// named by its entry. A key revoked in the database stays revoked.
+fn enrol_configured_keys(store: &Store, config: &CollectorConfig) -> anyhow::Result<()> {
+    let keys = config.trust.parsed_keys().map_err(ConfigErrors)?;
+    let now = jiff::Timestamp::now();
+    for (i, (agent_id, key)) in keys.iter().enumerate() {
+        let row = crate::trust::enrol(store.connection(), agent_id, key, now)
+            .with_context(|| format!("trust.keys[{i}] (agent {agent_id}) cannot be enrolled"))?;
+        if let Some(revoked) = row.revoked_at {
+            tracing::warn!(
+                agent_id,
+                key_id = %row.key_id,
+                %revoked,
+                "a key in [[trust.keys]] was revoked; it stays revoked (remove it from the config)"
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Binds `http.listen` and serves the API, and runs the background

@@ -214,7 +214,20 @@ impl Command {
                     c.instruments.len(),
                     match &c.mqtt.external {
                         Some(ext) => format!("external broker {}:{}", ext.host, ext.port),
-                        None => format!("embedded broker on {}", c.mqtt.embedded_listen),
+                        None => format!(
+                            "embedded broker on {} ({}, {})",
+                            c.mqtt.embedded_listen,
+                            if c.mqtt.embedded_tls.is_some() {
+                                "TLS"
+                            } else {
+                                "plain TCP"
+                            },
+                            if c.mqtt.require_credentials {
+                                "agent credentials required"
+                            } else {
+                                "no credentials required"
+                            }
+                        ),
                     },
                     c.http.listen,
                 );

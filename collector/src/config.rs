@@ -12,7 +12,8 @@ use std::path::{Path, PathBuf};
 pub use labhours_shared::config::ConfigFileError;
 use labhours_shared::config::file::{check_dir, read_secret};
 use labhours_shared::config::{
-    ConfigError, ConfigErrors, Example, LogConfig, TlsConfig, load_file, parse_toml,
+    ConfigError, ConfigErrors, Example, LogConfig, ServerTlsConfig, TlsConfig, load_file,
+    parse_toml,
 };
 use labhours_shared::state::{State, StateRules};
 use labhours_shared::wire::{DEFAULT_TOPIC_PREFIX, check_id};
@@ -71,6 +72,68 @@ pub struct TrustConfig {
     /// first use.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_file: Option<PathBuf>,
+    /// Agents' keys enrolled by config (as `agents enrol` does), at every
+    /// start. Removing one here does not unenrol it: revoke it with
+    /// `agents revoke`.
+    #[serde(default)]
+    pub keys: Vec<TrustKey>,
+}
+
+/// `[[trust.keys]]`: one agent's public key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrustKey {
+    pub agent_id: String,
+    /// `ed25519:<64 hex digits>`, as `labhours-agent keygen` prints it.
+    pub public_key: String,
+}
+
+impl TrustConfig {
+    /// The configured keys, parsed; every problem named by its entry.
+    pub fn parsed_keys(
+        &self,
+    ) -> Result<Vec<(String, labhours_shared::trust::PublicKey)>, Vec<ConfigError>> {
+        let mut errors = Vec::new();
+        let mut keys = Vec::new();
+        let mut owners = std::collections::HashMap::new();
+        for (i, entry) in self.keys.iter().enumerate() {
+            let at = |field: &str| format!("trust.keys[{i}].{field}");
+            if check_id("agent_id", &entry.agent_id).is_err() {
+                errors.push(ConfigError::new(
+                    at("agent_id"),
+                    format!("{:?} is not an agent id", entry.agent_id),
+                    "use the agent's agent_id: 1-64 characters from A-Z a-z 0-9 . _ -",
+                ));
+            }
+            match entry
+                .public_key
+                .parse::<labhours_shared::trust::PublicKey>()
+            {
+                Err(e) => errors.push(ConfigError::new(
+                    at("public_key"),
+                    e.to_string(),
+                    "copy the `public key: ed25519:…` line `labhours-agent keygen` printed",
+                )),
+                Ok(key) => match owners.insert(key, (i, entry.agent_id.clone())) {
+                    Some((first, owner)) if owner != entry.agent_id => {
+                        errors.push(ConfigError::new(
+                            at("public_key"),
+                            format!(
+                                "is also trust.keys[{first}]'s, for agent {owner}; a key belongs to one agent"
+                            ),
+                            "give each agent its own key (labhours-agent keygen on each)",
+                        ));
+                    }
+                    _ => keys.push((entry.agent_id.clone(), key)),
+                },
+            }
+        }
+        if errors.is_empty() {
+            Ok(keys)
+        } else {
+            Err(errors)
+        }
+    }
 }
 
 impl Default for TrustConfig {
@@ -78,6 +141,7 @@ impl Default for TrustConfig {
         Self {
             allow_unsigned: defaults::allow_unsigned(),
             key_file: None,
+            keys: Vec::new(),
         }
     }
 }
@@ -146,6 +210,14 @@ pub struct MqttConfig {
     /// Address of the embedded broker (used when `external` is absent).
     #[serde(default = "defaults::embedded_listen")]
     pub embedded_listen: SocketAddr,
+    /// The embedded broker refuses a CONNECT without an agent credential
+    /// (`agents credential`). Off by default for the migration period: an
+    /// existing fleet keeps connecting until the admin turns it on.
+    #[serde(default)]
+    pub require_credentials: bool,
+    /// The embedded broker speaks TLS only, with this certificate.
+    #[serde(default)]
+    pub embedded_tls: Option<ServerTlsConfig>,
     #[serde(default)]
     pub external: Option<ExternalBroker>,
 }
@@ -599,6 +671,8 @@ impl Default for MqttConfig {
         Self {
             topic_prefix: defaults::topic_prefix(),
             embedded_listen: defaults::embedded_listen(),
+            require_credentials: false,
+            embedded_tls: None,
             external: None,
         }
     }
@@ -686,6 +760,14 @@ impl CollectorConfig {
                 );
             }
         }
+        if let Some(tls) = &self.mqtt.embedded_tls {
+            errors.extend(
+                tls.server_config("mqtt.embedded_tls")
+                    .err()
+                    .into_iter()
+                    .flatten(),
+            );
+        }
         if let Some(path) = self.influxdb.as_ref().and_then(|i| i.token_file.as_ref()) {
             errors.extend(read_secret("influxdb.token_file", path).err());
         }
@@ -720,6 +802,19 @@ impl CollectorConfig {
             ));
         }
         if let Some(ext) = &self.mqtt.external {
+            // Settings of the embedded broker would silently do nothing.
+            for (key, set) in [
+                ("mqtt.require_credentials", self.mqtt.require_credentials),
+                ("mqtt.embedded_tls", self.mqtt.embedded_tls.is_some()),
+            ] {
+                if set {
+                    errors.push(ConfigError::new(
+                        key,
+                        "applies to the embedded broker, but [mqtt.external] is set",
+                        "remove it and configure credentials and TLS in the external broker (see docs/configuration.md)",
+                    ));
+                }
+            }
             if ext.host.trim().is_empty() {
                 errors.push(ConfigError::new(
                     "mqtt.external.host",
@@ -754,6 +849,7 @@ impl CollectorConfig {
         if let Some(influx) = &self.influxdb {
             errors.extend(influx.validate());
         }
+        errors.extend(self.trust.parsed_keys().err().into_iter().flatten());
         errors.extend(validate_http(&self.http));
         let horizon = self.bookings.ical_horizon_days;
         if !(1..=3660).contains(&horizon) {
@@ -1058,5 +1154,60 @@ mod tests {
             "{err}"
         );
         CollectorConfig::load(&path).expect("valid without the files");
+    }
+
+    #[test]
+    fn the_embedded_brokers_credentials_and_tls_are_checked_and_named() {
+        let both = "[mqtt]\nrequire_credentials = true\n[mqtt.embedded_tls]\ncert_file = \"c.pem\"\nkey_file = \"k.pem\"\n";
+        let config = CollectorConfig::parse(both).expect("valid");
+        assert!(config.mqtt.require_credentials);
+        assert!(!CollectorConfig::default().mqtt.require_credentials);
+        // With an external broker they would do nothing: refused, by name.
+        let err =
+            CollectorConfig::parse(&format!("{both}[mqtt.external]\nhost = \"b\"\n")).unwrap_err();
+        let fields: Vec<&str> = err.0.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            ["mqtt.require_credentials", "mqtt.embedded_tls"],
+            "{err}"
+        );
+        // Missing certificate files are named before a start.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("collector.toml");
+        std::fs::write(&path, both.replace("c.pem", "/nonexistent/c.pem")).unwrap();
+        let err = CollectorConfig::load_to_start(&path).unwrap_err();
+        let fields = err.fields();
+        assert!(fields.contains(&"mqtt.embedded_tls.cert_file"), "{err}");
+        assert!(fields.contains(&"mqtt.embedded_tls.key_file"), "{err}");
+    }
+
+    #[test]
+    fn trust_keys_in_the_config_are_parsed_and_each_problem_names_its_entry() {
+        let key = |byte: u8| format!("ed25519:{}", "0".repeat(62) + &format!("{byte:02x}"));
+        let ok = format!(
+            "[[trust.keys]]\nagent_id = \"nmr-pc\"\npublic_key = \"{}\"\n",
+            key(1)
+        );
+        let config = CollectorConfig::parse(&ok).expect("valid");
+        let keys = config.trust.parsed_keys().expect("parsed");
+        assert_eq!(keys.len(), 1);
+        assert_eq!(keys[0].0, "nmr-pc");
+        let bad = format!(
+            "{ok}[[trust.keys]]\nagent_id = \"bad/id\"\npublic_key = \"ed25519:12\"\n\
+             [[trust.keys]]\nagent_id = \"xrd-pc\"\npublic_key = \"{}\"\n",
+            key(1)
+        );
+        let err = CollectorConfig::parse(&bad).unwrap_err();
+        let fields: Vec<&str> = err.0.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "trust.keys[1].agent_id",
+                "trust.keys[1].public_key",
+                "trust.keys[2].public_key"
+            ],
+            "{err}"
+        );
+        assert!(err.0[2].problem.contains("for agent nmr-pc"), "{err}");
     }
 }

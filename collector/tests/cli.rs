@@ -62,7 +62,7 @@ fn check_config_without_a_file_uses_the_defaults() {
     let out = collector(&["check-config"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(
-        text(&out.stdout).contains("embedded broker on 127.0.0.1:1883; HTTP on 127.0.0.1:8080")
+        text(&out.stdout).contains("embedded broker on 127.0.0.1:1883 (plain TCP, no credentials required); HTTP on 127.0.0.1:8080")
     );
 }
 
@@ -837,5 +837,66 @@ fn agents_enrol_lists_and_revokes_keys_and_refuses_a_key_of_another_agent() {
     assert!(
         table.contains(&key_id) && !table.contains(" -  "),
         "{table}"
+    );
+}
+
+#[test]
+fn agents_credential_prints_a_password_once_lists_replaces_and_removes_it() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = setup(dir.path());
+    let issue = || collector(&["agents", "credential", "--config", &config, "nmr-pc"]);
+    let out = issue();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    // The password alone on stdout (to redirect into the agent's
+    // password_file), the explanation on stderr.
+    let first = text(&out.stdout).trim().to_owned();
+    assert!(
+        first.len() == 64 && first.chars().all(|c| c.is_ascii_hexdigit()),
+        "{first:?}"
+    );
+    assert!(
+        text(&out.stderr).contains("username = \"nmr-pc\""),
+        "{}",
+        text(&out.stderr)
+    );
+    let second = text(&issue().stdout).trim().to_owned();
+    assert_ne!(first, second, "issuing again makes a new password");
+    let listed = text(&collector(&["agents", "credentials", "--config", &config]).stdout);
+    assert!(listed.contains("nmr-pc"), "{listed}");
+    assert!(!listed.contains(&second), "the password is never listed");
+    // Only the hash is stored.
+    for file in std::fs::read_dir(dir.path().join("data")).expect("data dir") {
+        let path = file.expect("entry").path();
+        let bytes = std::fs::read(&path).unwrap_or_default();
+        assert!(
+            !bytes.windows(64).any(|w| w == second.as_bytes()),
+            "the password is stored in clear in {}",
+            path.display()
+        );
+    }
+    let out = collector(&["agents", "credential", "--config", &config, "bad/id"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("agent_id"),
+        "{}",
+        text(&out.stderr)
+    );
+    let remove = || {
+        collector(&[
+            "agents",
+            "credential",
+            "--config",
+            &config,
+            "nmr-pc",
+            "--remove",
+        ])
+    };
+    assert!(remove().status.success());
+    let out = remove();
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("has no broker credential"),
+        "{}",
+        text(&out.stderr)
     );
 }

@@ -555,6 +555,7 @@ impl Publisher {
             sent_at: self.clock.now(),
             acked_through: self.outbox.acked_through(),
             key_id: self.signer.as_ref().map(|s| s.key_id()),
+            rotation: self.signer.as_ref().and_then(|s| s.rotation()),
         }
         .encode(records)?;
         Ok(match &self.signer {

@@ -65,6 +65,7 @@ pub fn payload(
         sent_at: envelope.sent_at,
         acked_through: envelope.acked_through,
         key_id: signer.map(Signer::key_id),
+        rotation: None,
     }
     .encode(&records)?;
     Ok(match signer {

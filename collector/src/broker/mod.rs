@@ -8,16 +8,31 @@
 //! collector stops, which the end-to-end ack makes harmless (agents delete
 //! events only once the collector has committed them, and resend the rest).
 //!
+//! Access (docs/design/trust.md#transport): with `[mqtt] require_credentials`
+//! every CONNECT must carry username = client id = an agent id with a
+//! password issued by `agents credential` (the hook reads the database at
+//! each CONNECT, so a credential issued or removed applies at once), or the
+//! collector's own in-memory login. rumqttd 0.20 has no per-client publish
+//! ACL, so which topic a client publishes to is checked at ingest (topic =
+//! payload agent = signing key's owner). With `[mqtt.embedded_tls]` the
+//! listen address speaks TLS only ([`tls`]) and rumqttd listens on loopback.
+//!
 //! rumqttd has no way to stop: its threads live until the process exits.
 //! `labhours-collector run` exits after shutdown, so that only matters to
 //! tests that start several collectors in one process.
 
+pub mod credentials;
 mod oversized;
+mod tls;
 
 pub use oversized::{OversizedWatch, refused_payloads};
 
 use std::collections::HashMap;
-use std::net::{SocketAddr, TcpListener};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use credentials::{INTERNAL_USERNAME, SecretHash};
 
 use rumqttd::{Config, ConnectionSettings, RouterConfig, SegmentConfig, ServerSettings};
 
@@ -36,11 +51,63 @@ pub enum BrokerError {
     },
     #[error("the embedded MQTT broker failed to start: {0}")]
     Start(String),
+    #[error("the embedded MQTT broker cannot read its credentials: {0}")]
+    Credentials(String),
+}
+
+/// Who may connect to the embedded broker.
+#[derive(Debug, Clone)]
+pub enum Access {
+    /// Anyone (the migration period: `require_credentials = false`).
+    Open,
+    /// Agents with an issued credential, and the collector's ingest client.
+    /// `data_dir` holds the database the credentials are read from.
+    Credentials { data_dir: PathBuf },
+}
+
+/// Where the broker listens, and how the collector's ingest client reaches it.
+#[derive(Debug, Clone)]
+pub struct Started {
+    /// Where agents connect (TLS when `embedded_tls` is set).
+    pub addr: SocketAddr,
+    /// rumqttd's plaintext listener (the same as `addr` without TLS).
+    pub ingest_addr: SocketAddr,
+    /// The ingest client's username and password, when credentials are on.
+    pub ingest_login: Option<(String, String)>,
+}
+
+/// The CONNECT check: credentials from the database, the ingest's in memory.
+struct Gate {
+    db: Mutex<rusqlite::Connection>,
+    internal: SecretHash,
+}
+
+impl Gate {
+    fn allows(&self, client_id: &str, username: &str, password: &str) -> bool {
+        let verdict = credentials::decide(client_id, username, password, &self.internal, |user| {
+            let db = self.db.lock().unwrap_or_else(|p| p.into_inner());
+            credentials::stored(&db, user).unwrap_or_else(|err| {
+                tracing::error!(error = %err, "cannot read broker credentials; refusing the connection");
+                None
+            })
+        });
+        match verdict {
+            Ok(()) => true,
+            Err(why) => {
+                tracing::warn!(client_id, username, reason = %why, "embedded broker refused a connection");
+                false
+            }
+        }
+    }
 }
 
 /// The broker's settings for one listen address and the events filter.
 pub fn config(listen: SocketAddr, events_filter: &str) -> Config {
-    let connections = ConnectionSettings {
+    config_with_auth(listen, events_filter, None)
+}
+
+fn config_with_auth(listen: SocketAddr, events_filter: &str, gate: Option<Arc<Gate>>) -> Config {
+    let mut connections = ConnectionSettings {
         // Time a new TCP connection has to send its CONNECT.
         connection_timeout_ms: 10_000,
         max_payload_size: MAX_PAYLOAD_BYTES,
@@ -49,6 +116,11 @@ pub fn config(listen: SocketAddr, events_filter: &str) -> Config {
         external_auth: None,
         dynamic_filters: true,
     };
+    if let Some(gate) = gate {
+        connections.set_auth_handler(move |client_id, username, password| {
+            std::future::ready(gate.allows(&client_id, &username, &password))
+        });
+    }
     let server = ServerSettings {
         name: "labhours-v4".into(),
         listen,
@@ -83,22 +155,60 @@ pub fn config(listen: SocketAddr, events_filter: &str) -> Config {
     }
 }
 
-/// Starts the broker on its own threads; returns the address it listens on.
+/// Starts the broker on its own threads (and, with `tls`, the TLS front on
+/// the caller's runtime); returns where it listens.
 ///
 /// rumqttd cannot report the port it bound, so a port of 0 is resolved here
 /// first (bind, read the port, release it). Binding once here also turns
 /// "address in use" into an error instead of a log line from rumqttd's thread.
-pub fn start(listen: SocketAddr, events_filter: &str) -> Result<SocketAddr, BrokerError> {
-    let probe = TcpListener::bind(listen).map_err(|source| BrokerError::Listen {
-        addr: listen,
-        source,
-    })?;
-    let addr = probe.local_addr().map_err(|source| BrokerError::Listen {
-        addr: listen,
-        source,
-    })?;
-    drop(probe);
-    let mut broker = rumqttd::Broker::new(config(addr, events_filter));
+pub fn start(
+    listen: SocketAddr,
+    events_filter: &str,
+    access: Access,
+    tls: Option<Arc<rustls::ServerConfig>>,
+) -> Result<Started, BrokerError> {
+    let bind = |addr: SocketAddr| {
+        let listener =
+            TcpListener::bind(addr).map_err(|source| BrokerError::Listen { addr, source })?;
+        let bound = listener
+            .local_addr()
+            .map_err(|source| BrokerError::Listen { addr, source })?;
+        Ok::<_, BrokerError>((listener, bound))
+    };
+    let (public, addr) = bind(listen)?;
+    // With TLS, rumqttd's plaintext listener moves to a loopback port.
+    let (front, broker_addr) = match tls {
+        Some(tls) => {
+            let (probe, backend) = bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))?;
+            drop(probe);
+            (Some((public, tls)), backend)
+        }
+        None => {
+            drop(public);
+            (None, addr)
+        }
+    };
+    let (gate, ingest_login) = match access {
+        Access::Open => (None, None),
+        Access::Credentials { data_dir } => {
+            let db = crate::store::open_read_only(&data_dir)
+                .map_err(|e| BrokerError::Credentials(e.to_string()))?;
+            db.busy_timeout(std::time::Duration::from_secs(5))
+                .map_err(|e| BrokerError::Credentials(e.to_string()))?;
+            let secret =
+                credentials::new_secret().map_err(|e| BrokerError::Credentials(e.to_string()))?;
+            let gate = Gate {
+                db: Mutex::new(db),
+                internal: credentials::hash(&secret),
+            };
+            (
+                Some(Arc::new(gate)),
+                Some((INTERNAL_USERNAME.to_owned(), secret)),
+            )
+        }
+    };
+    let checked = gate.is_some();
+    let mut broker = rumqttd::Broker::new(config_with_auth(broker_addr, events_filter, gate));
     std::thread::Builder::new()
         .name("labhours-broker".into())
         .spawn(move || {
@@ -107,6 +217,28 @@ pub fn start(listen: SocketAddr, events_filter: &str) -> Result<SocketAddr, Brok
             }
         })
         .map_err(|e| BrokerError::Start(e.to_string()))?;
-    tracing::info!(%addr, "embedded MQTT broker listening (rumqttd, no persistence)");
-    Ok(addr)
+    let with_tls = front.is_some();
+    if let Some((public, tls)) = front {
+        public
+            .set_nonblocking(true)
+            .and_then(|()| tokio::net::TcpListener::from_std(public))
+            .map(|listener| tls::spawn(listener, broker_addr, tls))
+            .map_err(|source| BrokerError::Listen { addr, source })?;
+    }
+    tracing::info!(
+        %addr,
+        tls = with_tls,
+        credentials = checked,
+        "embedded MQTT broker listening (rumqttd, no persistence)"
+    );
+    if !checked {
+        tracing::warn!(
+            "the embedded broker accepts any client: issue credentials (labhours-collector agents credential) and set [mqtt] require_credentials = true"
+        );
+    }
+    Ok(Started {
+        addr,
+        ingest_addr: broker_addr,
+        ingest_login,
+    })
 }

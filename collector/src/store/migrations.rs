@@ -56,6 +56,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0010_checkpoints",
         include_str!("../../migrations/0010_checkpoints.sql"),
     ),
+    (
+        "0011_transport",
+        include_str!("../../migrations/0011_transport.sql"),
+    ),
 ];
 
 /// The version that last changed how [`super::derived`] fills its tables

@@ -407,7 +407,17 @@ impl Store {
                     received.received_at,
                     state.tracker.highest_closed(),
                 )? {
-                    Ok(verdict) => verdict,
+                    Ok(verdict) => {
+                        if let Some(rotation) = &verdict.rotation {
+                            crate::trust::enrol_rotated(
+                                &tx,
+                                agent_id,
+                                rotation,
+                                received.received_at,
+                            )?;
+                        }
+                        verdict
+                    }
                     Err(refusal) => {
                         tracing::error!(
                             agent_id,

@@ -1,5 +1,6 @@
 //! `labhours-collector agents enrol|revoke|keys`: the agents' signing keys
-//! (docs/design/trust.md). Safe beside a running collector: ingest looks
+//! (docs/design/trust.md); `agents credential|credentials`: their passwords
+//! for the embedded broker. Safe beside a running collector: ingest looks
 //! keys up in the database for every signed envelope.
 
 use std::io::Write as _;
@@ -8,6 +9,7 @@ use anyhow::Context as _;
 use labhours_shared::trust::{KeyId, PublicKey};
 use labhours_shared::wire::check_id;
 
+use crate::broker::credentials;
 use crate::cli::ConfigArg;
 
 #[derive(Debug, clap::Subcommand)]
@@ -28,6 +30,22 @@ pub enum AgentsCommand {
         agent_id: String,
         /// The key id (16 hex digits, as `agents keys` lists it).
         key_id: String,
+    },
+    /// Make (or replace) an agent's password for the embedded broker,
+    /// printed once; only its SHA-256 is kept. Give it to the agent as
+    /// `[mqtt] username = "<agent_id>"` and `password_file`.
+    Credential {
+        #[command(flatten)]
+        config: ConfigArg,
+        agent_id: String,
+        /// Remove the agent's credential instead: its next CONNECT is refused.
+        #[arg(long)]
+        remove: bool,
+    },
+    /// List the agents that have a broker credential.
+    Credentials {
+        #[command(flatten)]
+        config: ConfigArg,
     },
     /// List the enrolled keys.
     Keys {
@@ -82,6 +100,45 @@ impl AgentsCommand {
                     row.agent_id,
                     row.revoked_at.unwrap_or(now)
                 )?;
+            }
+            Self::Credential {
+                config,
+                agent_id,
+                remove,
+            } => {
+                let store = open(&config)?;
+                if remove {
+                    let removed = credentials::remove(store.connection(), &agent_id)?;
+                    if removed {
+                        writeln!(out, "removed the broker credential of agent {agent_id}")?;
+                    } else {
+                        anyhow::bail!("agent {agent_id} has no broker credential");
+                    }
+                } else {
+                    let secret = credentials::issue(store.connection(), &agent_id, now)?;
+                    // The secret alone on stdout, so that it can be redirected
+                    // into the agent's password_file; the rest on stderr.
+                    writeln!(out, "{secret}")?;
+                    eprintln!(
+                        "broker password for agent {agent_id} (shown once; any earlier one no longer works). \
+                         On the agent: [mqtt] username = \"{agent_id}\", password_file = a file holding this line."
+                    );
+                }
+            }
+            Self::Credentials { config } => {
+                let store = open(&config)?;
+                let rows = credentials::list(store.connection())?;
+                if rows.is_empty() {
+                    writeln!(out, "no broker credentials issued")?;
+                }
+                for r in &rows {
+                    writeln!(
+                        out,
+                        "{:<24}  issued {}",
+                        r.agent_id,
+                        r.issued_at.strftime("%Y-%m-%dT%H:%M:%SZ")
+                    )?;
+                }
             }
             Self::Keys { config, json } => {
                 let store = open(&config)?;

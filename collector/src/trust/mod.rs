@@ -9,7 +9,7 @@
 pub mod cli;
 
 use jiff::Timestamp;
-use labhours_shared::trust::{ChainHash, KeyId, PublicKey, hex};
+use labhours_shared::trust::{ChainHash, KeyId, PublicKey, Rotation, hex};
 use labhours_shared::wire::Incoming;
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
@@ -50,6 +50,9 @@ pub struct Verdict {
     pub key_id: Option<KeyId>,
     /// Run starts whose `prev` was taken on trust (no stored hash before them).
     pub anchors: Vec<(u64, ChainHash)>,
+    /// A new key the agent rotated to, endorsed by its enrolled previous
+    /// key: enrolled in the same transaction as the envelope's events.
+    pub rotation: Option<Rotation>,
 }
 
 /// An enrolled key.
@@ -123,6 +126,99 @@ pub fn revoke(
         });
     }
     Ok(key_row(conn, key_id)?.expect("just updated"))
+}
+
+/// Checks a rotation to a key not yet enrolled: the key it comes from must
+/// be `agent_id`'s, unrevoked when the envelope arrived, must have signed
+/// the statement, and must not have endorsed another key before. Returns
+/// the new key's row as it will be enrolled.
+fn endorsed(
+    conn: &Connection,
+    agent_id: &str,
+    rotation: &Rotation,
+    received_at: Timestamp,
+) -> rusqlite::Result<Result<KeyRow, Refusal>> {
+    let (from, to) = (rotation.from, rotation.to.key_id());
+    let Some(previous) = key_row(conn, &from)? else {
+        return Ok(Err(refuse(
+            Kind::UnknownKey,
+            format!(
+                "signed with key {to}, not enrolled, endorsed by key {from}, not enrolled either \
+                 (labhours-collector agents enrol {agent_id} <public key>)"
+            ),
+        )));
+    };
+    if previous.agent_id != agent_id {
+        return Ok(Err(refuse(
+            Kind::WrongAgent,
+            format!(
+                "envelope for {agent_id} rotates to key {to} on the word of key {from}, which belongs to agent {}",
+                previous.agent_id
+            ),
+        )));
+    }
+    if let Some(revoked) = previous.revoked_at.filter(|t| *t <= received_at) {
+        return Ok(Err(refuse(
+            Kind::RevokedKey,
+            format!(
+                "rotation of {agent_id} to key {to} is endorsed by key {from}, revoked at {revoked} \
+                 (enrol the new key by hand if it is genuine)"
+            ),
+        )));
+    }
+    let public: Result<PublicKey, _> = previous.public_key.parse();
+    if !public.is_ok_and(|p| rotation.verifies(agent_id, &p)) {
+        return Ok(Err(refuse(
+            Kind::BadSignature,
+            format!("the rotation of {agent_id} to key {to} does not verify with key {from}"),
+        )));
+    }
+    let successor: Option<String> = conn
+        .prepare_cached("SELECT key_id FROM agent_keys WHERE rotated_from = ?1")?
+        .query_row([from.to_string()], |r| r.get(0))
+        .optional()?;
+    if let Some(successor) = successor {
+        return Ok(Err(refuse(
+            Kind::UnknownKey,
+            format!(
+                "key {from} of {agent_id} already rotated to key {successor}; it cannot endorse {to} too"
+            ),
+        )));
+    }
+    Ok(Ok(KeyRow {
+        agent_id: agent_id.to_owned(),
+        key_id: to.to_string(),
+        public_key: rotation.to.to_string(),
+        enrolled_at: received_at,
+        revoked_at: None,
+    }))
+}
+
+/// Enrols the key an accepted envelope rotated to (see [`Verdict::rotation`]).
+pub fn enrol_rotated(
+    conn: &Connection,
+    agent_id: &str,
+    rotation: &Rotation,
+    at: Timestamp,
+) -> rusqlite::Result<()> {
+    conn.execute(
+        "INSERT INTO agent_keys (key_id, agent_id, public_key, enrolled_at_ms, rotated_from)
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![
+            rotation.to.key_id().to_string(),
+            agent_id,
+            rotation.to.to_string(),
+            at.as_millisecond(),
+            rotation.from.to_string()
+        ],
+    )?;
+    tracing::info!(
+        agent_id,
+        from = %rotation.from,
+        to = %rotation.to.key_id(),
+        "agent rotated its signing key; the new key is enrolled on the old one's signature"
+    );
+    Ok(())
 }
 
 /// Every enrolled key, by agent, oldest first.
@@ -244,14 +340,27 @@ pub fn check(
             }
         }
         (Some(signed), Some(key_id)) => {
-            let Some(key) = key_row(conn, &key_id)? else {
-                return Ok(Err(refuse(
-                    Kind::UnknownKey,
-                    format!(
-                        "signed with key {key_id}, which is not enrolled \
-                         (labhours-collector agents enrol {agent_id} <public key>)"
-                    ),
-                )));
+            let rotation = incoming.chain.as_ref().and_then(|c| c.rotation.as_ref());
+            let key = match (key_row(conn, &key_id)?, rotation) {
+                (Some(key), _) => key,
+                (None, Some(rotation)) if rotation.to.key_id() == key_id => {
+                    match endorsed(conn, agent_id, rotation, received_at)? {
+                        Ok(row) => {
+                            verdict.rotation = Some(rotation.clone());
+                            row
+                        }
+                        Err(refusal) => return Ok(Err(refusal)),
+                    }
+                }
+                (None, _) => {
+                    return Ok(Err(refuse(
+                        Kind::UnknownKey,
+                        format!(
+                            "signed with key {key_id}, which is not enrolled \
+                             (labhours-collector agents enrol {agent_id} <public key>)"
+                        ),
+                    )));
+                }
             };
             if key.agent_id != agent_id {
                 return Ok(Err(refuse(

@@ -65,6 +65,7 @@ fn payload(agent: &str, acked: u64, records: &[RawRecord], key: Option<&Signer>)
         sent_at: at(),
         acked_through: acked,
         key_id: key.map(Signer::key_id),
+        rotation: key.and_then(Signer::rotation),
     }
     .encode(records)
     .expect("encodes");
@@ -401,4 +402,88 @@ fn keys_are_enrolled_once_for_one_agent_and_revoked_by_their_owner() {
     let revoked = revoke(conn, "a1", &key.key_id(), at()).expect("revoke");
     assert_eq!(revoked.revoked_at, Some(at()));
     assert_eq!(keys(conn).expect("keys"), vec![revoked]);
+}
+
+#[test]
+fn a_rotation_endorsed_by_the_enrolled_key_enrols_the_new_key_in_the_same_commit() {
+    let (_dir, mut store, old) = open_keyed("a1");
+    let mut history = History::new();
+    send(&mut store, "a1", 0, &history.seqs(1..=3), Some(&old));
+    let new = signer().rotated_from(&old, "a1");
+    // Two envelopes in one commit: the second needs the key the first enrolled.
+    let first = history.seqs(4..=5);
+    let second = history.seqs(6..=7);
+    let out = commit(
+        &mut store,
+        vec![
+            received("a1", &payload("a1", 3, &first, Some(&new))),
+            received("a1", &payload("a1", 3, &second, Some(&new))),
+        ],
+    );
+    assert_eq!(out.trust_refusals, 0, "{:?}", quarantined_kinds(&store));
+    assert_eq!(count(&store, "SELECT count(*) FROM events"), 7);
+    let rows = keys(store.connection()).expect("keys");
+    let rotated: Option<String> = store
+        .connection()
+        .query_row(
+            "SELECT rotated_from FROM agent_keys WHERE key_id = ?1",
+            [new.key_id().to_string()],
+            |r| r.get(0),
+        )
+        .expect("enrolled");
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rotated, Some(old.key_id().to_string()));
+    // The old key still works until it is revoked (envelopes in flight).
+    send(&mut store, "a1", 7, &history.seqs(8..=8), Some(&old));
+    assert_eq!(count(&store, "SELECT count(*) FROM events"), 8);
+}
+
+#[test]
+fn rotations_that_do_not_hold_are_refused_and_enrol_nothing() {
+    let (_dir, mut store, old) = open_keyed("a1");
+    let other = signer();
+    enrol(store.connection(), "b1", &other.public_key(), at()).expect("enrol b1");
+    let stranger = signer();
+    let mut history = History::new();
+    let records = history.seqs(1..=2);
+    let cases: Vec<(Signer, &str)> = vec![
+        // Endorsed by a key that is not enrolled.
+        (signer().rotated_from(&stranger, "a1"), "unknown_key"),
+        // Endorsed by another agent's key.
+        (signer().rotated_from(&other, "a1"), "wrong_agent"),
+        // a1's key endorsing a rotation it signed for another agent id.
+        (signer().rotated_from(&old, "b1"), "bad_signature"),
+    ];
+    let mut expected = Vec::new();
+    for (new, kind) in &cases {
+        send(&mut store, "a1", 0, &records, Some(new));
+        expected.push(kind.to_string());
+    }
+    assert_eq!(quarantined_kinds(&store), expected);
+    assert_eq!(keys(store.connection()).expect("keys").len(), 2);
+    assert_eq!(count(&store, "SELECT count(*) FROM events"), 0);
+
+    // One successor per key: a second one is refused.
+    let first = signer().rotated_from(&old, "a1");
+    send(&mut store, "a1", 0, &records, Some(&first));
+    assert_eq!(count(&store, "SELECT count(*) FROM events"), 2);
+    let second = signer().rotated_from(&old, "a1");
+    send(&mut store, "a1", 2, &history.seqs(3..=3), Some(&second));
+    expected.push("unknown_key".into());
+    assert_eq!(quarantined_kinds(&store), expected);
+
+    // A revoked key endorses nothing.
+    revoke(store.connection(), "a1", &old.key_id(), at()).expect("revoke");
+    let (_dir2, mut fresh, old2) = open_keyed("c1");
+    revoke(fresh.connection(), "c1", &old2.key_id(), at()).expect("revoke");
+    let late = signer().rotated_from(&old2, "c1");
+    send(
+        &mut fresh,
+        "c1",
+        0,
+        &History::new().seqs(1..=1),
+        Some(&late),
+    );
+    assert_eq!(quarantined_kinds(&fresh), ["revoked_key"]);
+    assert_eq!(count(&fresh, "SELECT count(*) FROM agent_keys"), 1);
 }

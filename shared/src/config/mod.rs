@@ -13,7 +13,7 @@ pub mod tls;
 pub use file::{ConfigFileError, load_file};
 pub use log::{LogArgs, LogConfig, LogFormat};
 pub use parse::{Example, parse_toml};
-pub use tls::TlsConfig;
+pub use tls::{ServerTlsConfig, TlsConfig};
 
 /// Where in the file a problem is (1-based).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

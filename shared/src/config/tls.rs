@@ -118,6 +118,59 @@ impl TlsConfig {
     }
 }
 
+/// TLS on a listener the collector runs (the embedded broker): its
+/// certificate chain and private key, both PEM.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerTlsConfig {
+    /// The server certificate first, then any intermediates.
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+}
+
+impl ServerTlsConfig {
+    /// The rustls server configuration (ring), from the files read now; `at`
+    /// is the table's key (e.g. `mqtt.embedded_tls`).
+    pub fn server_config(&self, at: &str) -> Result<Arc<rustls::ServerConfig>, Vec<ConfigError>> {
+        let field = |key: &str| format!("{at}.{key}");
+        let certs = certificates(&field("cert_file"), &self.cert_file);
+        let key = read(&field("key_file"), &self.key_file).and_then(|pem| {
+            PrivateKeyDer::from_pem_slice(&pem).map_err(|e| {
+                ConfigError::new(
+                    field("key_file"),
+                    format!("{} holds no PEM private key: {e}", self.key_file.display()),
+                    "give the PEM file of the certificate's private key",
+                )
+            })
+        });
+        let (certs, key) = match (certs, key) {
+            (Ok(certs), Ok(key)) => (certs, key),
+            (certs, key) => return Err(certs.err().into_iter().chain(key.err()).collect()),
+        };
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| {
+            vec![ConfigError::new(
+                at,
+                format!("rustls: {e}"),
+                "report this as a bug",
+            )]
+        })?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| {
+            vec![ConfigError::new(
+                field("key_file"),
+                format!("the certificate and key do not fit together: {e}"),
+                "give the key that belongs to cert_file",
+            )]
+        })?;
+        Ok(Arc::new(config))
+    }
+}
+
 fn read(field: &str, path: &Path) -> Result<Vec<u8>, ConfigError> {
     std::fs::read(path).map_err(|e| super::file::unreadable(field, path, &e))
 }

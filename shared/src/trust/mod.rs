@@ -6,8 +6,10 @@
 
 mod chain;
 pub mod key_file;
+mod rotation;
 
 pub use chain::{ChainHash, chain_hash};
+pub use rotation::Rotation;
 
 use std::fmt;
 use std::str::FromStr;
@@ -109,6 +111,9 @@ impl FromStr for KeyId {
 pub struct Signer {
     pair: Ed25519KeyPair,
     public: PublicKey,
+    /// The previous key's endorsement of this one, sent with every
+    /// envelope until the collector has enrolled this key.
+    rotation: Option<Rotation>,
 }
 
 impl fmt::Debug for Signer {
@@ -116,6 +121,7 @@ impl fmt::Debug for Signer {
         // Never the private key.
         f.debug_struct("Signer")
             .field("public", &self.public)
+            .field("rotation", &self.rotation)
             .finish()
     }
 }
@@ -130,7 +136,27 @@ impl Signer {
         Ok(Self {
             pair,
             public: PublicKey(public),
+            rotation: None,
         })
+    }
+
+    /// This key as the successor of `previous` for `agent_id`: envelopes
+    /// then carry `previous`'s signed endorsement of this key, which lets
+    /// the collector enrol it without an admin (docs/design/trust.md#rotation).
+    pub fn rotated_from(mut self, previous: &Signer, agent_id: &str) -> Self {
+        self.rotation = Some(Rotation::sign(previous, agent_id, self.public));
+        self
+    }
+
+    pub fn rotation(&self) -> Option<&Rotation> {
+        self.rotation.as_ref()
+    }
+
+    /// The raw Ed25519 signature over `message`.
+    pub fn sign(&self, message: &[u8]) -> [u8; 64] {
+        let mut out = [0u8; 64];
+        out.copy_from_slice(self.pair.sign(message).as_ref());
+        out
     }
 
     /// A new random key, as PKCS#8 bytes (to be written to a key file).

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use super::{DecodeError, ENVELOPE_VERSION, Envelope, Event, SCHEMA_VERSION, Versioned, invalid};
-use crate::trust::{ChainHash, KeyId, chain_hash, from_hex, hex, split_signed};
+use crate::trust::{ChainHash, KeyId, Rotation, chain_hash, from_hex, hex, split_signed};
 
 /// One outbox record as delivered: its seq, the chain hash of the seq
 /// before it, and its JSON exactly as stored.
@@ -43,6 +43,17 @@ pub struct ChainedEnvelope<'a> {
     pub acked_through: u64,
     /// The signing key; `None` for an unsigned agent.
     pub key_id: Option<KeyId>,
+    /// The previous key's endorsement of `key_id`, while rotating.
+    pub rotation: Option<&'a Rotation>,
+}
+
+/// `rotation` as it travels: `from` key id, `to` public key, the previous
+/// key's signature (hex).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct RotationWire {
+    from: String,
+    to: String,
+    signature: String,
 }
 
 #[derive(Serialize)]
@@ -54,6 +65,8 @@ struct Out<'a> {
     acked_through: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     key_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rotation: Option<RotationWire>,
     prev: String,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     breaks: Vec<ChainBreak>,
@@ -69,6 +82,8 @@ struct In {
     acked_through: u64,
     #[serde(default)]
     key_id: Option<String>,
+    #[serde(default)]
+    rotation: Option<RotationWire>,
     prev: String,
     #[serde(default)]
     breaks: Vec<ChainBreak>,
@@ -98,6 +113,11 @@ impl ChainedEnvelope<'_> {
             sent_at: self.sent_at,
             acked_through: self.acked_through,
             key_id: self.key_id.map(|k| k.to_string()),
+            rotation: self.rotation.map(|r| RotationWire {
+                from: r.from.to_string(),
+                to: r.to.to_string(),
+                signature: r.signature_hex(),
+            }),
             prev: hex(&records.first().map_or([0; 32], |r| r.prev)),
             breaks,
             events,
@@ -117,6 +137,8 @@ pub struct ChainRun {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Chain {
     pub key_id: Option<KeyId>,
+    /// The previous key's endorsement of `key_id` (a rotating agent).
+    pub rotation: Option<Rotation>,
     /// Every run of consecutive seqs, with the hash it continues from.
     pub runs: Vec<ChainRun>,
     /// Each event's chain hash, in the order of the envelope's events.
@@ -197,6 +219,7 @@ impl Incoming {
             sent_at: self.envelope.sent_at,
             acked_through: self.envelope.acked_through,
             key_id: chain.key_id,
+            rotation: chain.rotation.as_ref(),
         }
         .encode(&records)
         .unwrap_or_else(|_| self.envelope.encode())
@@ -266,10 +289,17 @@ fn chained(incoming: In) -> Result<(Envelope, Chain), DecodeError> {
         sent_at,
         acked_through,
         key_id,
+        rotation,
         prev,
         breaks,
         events: raw_events,
     } = incoming;
+    let rotation = rotation
+        .map(|r| {
+            Rotation::parse(&r.from, &r.to, &r.signature)
+                .map_err(|field| invalid(field, "is not a key id, public key or signature"))
+        })
+        .transpose()?;
     let key_id = key_id
         .map(|k| {
             k.parse::<KeyId>()
@@ -352,6 +382,7 @@ fn chained(incoming: In) -> Result<(Envelope, Chain), DecodeError> {
         envelope,
         Chain {
             key_id,
+            rotation,
             runs,
             hashes,
             raw,
@@ -404,6 +435,7 @@ mod tests {
             sent_at: "2026-11-22T08:00:05Z".parse().unwrap(),
             acked_through: 2,
             key_id: None,
+            rotation: None,
         }
     }
 
