@@ -219,7 +219,9 @@ async fn serve_http(
         Some((stats, task)) => (Some(stats), Some(task)),
         None => (None, None),
     };
-    let state = ApiState::new(reports, &config.http.tokens)?.with_sink(sink_stats);
+    let state = ApiState::new(reports.clone(), &config.http.tokens)?
+        .with_sink(sink_stats)
+        .with_organisation(reports.registry().organisation().clone());
     let site_zone = jiff::tz::TimeZone::get(config.site.time_zone())
         .with_context(|| format!("site.time_zone {:?}", config.site.time_zone()))?;
     let dashboard =

@@ -196,12 +196,14 @@ pub struct ItemError {
     pub message: String,
 }
 
-/// Runs a blocking `Reports` call off the async threads.
+/// Runs a blocking `Reports` call off the async threads, seen from `caller`'s
+/// unit (`None`: a route without a token, which names no instrument).
 async fn blocking<T: Send + 'static>(
     state: &ApiState,
+    caller: Option<&Caller>,
     call: impl FnOnce(&dyn Reports) -> Result<T, QueryError> + Send + 'static,
 ) -> Result<T, ApiError> {
-    let reports = state.reports.clone();
+    let reports = state.reports_for(caller.and_then(|c| c.unit.as_deref()));
     tokio::task::spawn_blocking(move || call(&*reports))
         .await
         .map_err(|e| ApiError::internal(format!("a Reports call panicked: {e}")))?
@@ -232,6 +234,7 @@ type RangeList<T> = fn(&dyn Reports, &Range, Option<&str>) -> Result<Vec<T>, Que
 /// The list routes over `from`/`to` and an optional `instrument`.
 async fn range_rows<T: Serialize + Default + Send + 'static>(
     state: &ApiState,
+    caller: &Caller,
     params: &Params,
     list: RangeList<T>,
 ) -> Result<Response, ApiError> {
@@ -239,7 +242,10 @@ async fn range_rows<T: Serialize + Default + Send + 'static>(
     let range = params.range()?;
     let instrument = params.text("instrument")?;
     let format = params.format()?;
-    let rows = blocking(state, move |r| list(r, &range, instrument.as_deref())).await?;
+    let rows = blocking(state, Some(caller), move |r| {
+        list(r, &range, instrument.as_deref())
+    })
+    .await?;
     rows_answer(rows, format)
 }
 
@@ -283,7 +289,7 @@ pub fn hours_query(params: &Params) -> Result<HoursQuery, ApiError> {
 )]
 pub async fn hours(
     State(state): State<ApiState>,
-    _caller: Caller,
+    caller: Caller,
     params: Params,
 ) -> Result<Response, ApiError> {
     let query = hours_query(&params)?;
@@ -291,7 +297,7 @@ pub async fn hours(
     let xlsx = params.get("format") == Some("xlsx");
     let format = if xlsx { Format::Csv } else { params.format()? };
     let asked = query.clone();
-    let hours = blocking(&state, move |r| r.hours(&asked)).await?;
+    let hours = blocking(&state, Some(&caller), move |r| r.hours(&asked)).await?;
     let body = hours_body(&query, hours.rows, hours.settled_through, format)
         .map_err(ApiError::internal)?;
     if xlsx {
@@ -332,10 +338,10 @@ pub async fn hours(
 )]
 pub async fn outcomes(
     State(state): State<ApiState>,
-    _caller: Caller,
+    caller: Caller,
     params: Params,
 ) -> Result<Response, ApiError> {
-    range_rows(&state, &params, |r, range, instrument| {
+    range_rows(&state, &caller, &params, |r, range, instrument| {
         r.outcomes(range, instrument)
     })
     .await
@@ -357,10 +363,10 @@ pub async fn outcomes(
 )]
 pub async fn sessions(
     State(state): State<ApiState>,
-    _caller: Caller,
+    caller: Caller,
     params: Params,
 ) -> Result<Response, ApiError> {
-    range_rows(&state, &params, |r, range, instrument| {
+    range_rows(&state, &caller, &params, |r, range, instrument| {
         r.sessions(range, instrument)
     })
     .await
@@ -381,13 +387,13 @@ pub async fn sessions(
 )]
 pub async fn instruments(
     State(state): State<ApiState>,
-    _caller: Caller,
+    caller: Caller,
     params: Params,
 ) -> Result<Response, ApiError> {
     params.only(&["format"])?;
     let format = params.format()?;
     let now = state.now();
-    let rows = blocking(&state, move |r| r.instruments(now)).await?;
+    let rows = blocking(&state, Some(&caller), move |r| r.instruments(now)).await?;
     rows_answer(rows, format)
 }
 
@@ -408,7 +414,7 @@ pub async fn instruments(
 )]
 pub async fn timeline(
     State(state): State<ApiState>,
-    _caller: Caller,
+    caller: Caller,
     Path(id): Path<String>,
     params: Params,
 ) -> Result<Response, ApiError> {
@@ -419,7 +425,7 @@ pub async fn timeline(
             "a timeline is nested and has no CSV form; ask for JSON (format=json, Accept: application/json)",
         ));
     }
-    let view = blocking(&state, move |r| r.timeline(&id, &range)).await?;
+    let view = blocking(&state, Some(&caller), move |r| r.timeline(&id, &range)).await?;
     Ok(Json(view).into_response())
 }
 
@@ -439,10 +445,10 @@ pub async fn timeline(
 )]
 pub async fn corrections(
     State(state): State<ApiState>,
-    _caller: Caller,
+    caller: Caller,
     params: Params,
 ) -> Result<Response, ApiError> {
-    range_rows(&state, &params, |r, range, instrument| {
+    range_rows(&state, &caller, &params, |r, range, instrument| {
         r.corrections(range, instrument)
     })
     .await
@@ -473,8 +479,9 @@ pub async fn add_correction(
     params.only(&[])?;
     let correction = json_body(body)?;
     let now = state.now();
-    let recorded = blocking(&state, move |r| {
-        r.add_correction(correction, &caller.name, now)
+    let by = caller.name.clone();
+    let recorded = blocking(&state, Some(&caller), move |r| {
+        r.add_correction(correction, &by, now)
     })
     .await?;
     Ok((StatusCode::CREATED, Json(recorded)).into_response())
@@ -543,7 +550,10 @@ pub async fn import_bookings(
         skip_invalid,
     };
     let now = state.now();
-    let report = blocking(&state, move |r| r.import_bookings(good, options, now)).await?;
+    let report = blocking(&state, Some(&caller), move |r| {
+        r.import_bookings(good, options, now, &crate::units::Scope::All)
+    })
+    .await?;
     errors.extend(report.errors.into_iter().map(|e| ItemError {
         index: e.line,
         message: e.message,
@@ -605,7 +615,7 @@ pub async fn openapi_json() -> Response {
 )]
 pub async fn healthz(State(state): State<ApiState>) -> Result<Json<Health>, ApiError> {
     let now = state.now();
-    let mut health = blocking(&state, move |r| r.health(now)).await?;
+    let mut health = blocking(&state, None, move |r| r.health(now)).await?;
     health.influxdb = state.sink.as_ref().map(|s| s.health(now.as_millisecond()));
     Ok(Json(health))
 }
@@ -700,7 +710,10 @@ pub async fn quarantine(
         ..Default::default()
     };
     let format = params.format()?;
-    let rows = blocking(&state, move |r| r.quarantine_list(&filter, from, to)).await?;
+    let rows = blocking(&state, Some(&caller), move |r| {
+        r.quarantine_list(&filter, from, to)
+    })
+    .await?;
     rows_answer(rows, format)
 }
 
@@ -731,7 +744,7 @@ pub async fn quarantine_entry(
         )
     };
     let number: i64 = id.parse().map_err(|_| no_row())?;
-    blocking(&state, move |r| r.quarantine_entry(number))
+    blocking(&state, Some(&caller), move |r| r.quarantine_entry(number))
         .await?
         .map(Json)
         .ok_or_else(no_row)

@@ -32,6 +32,7 @@ pub use handlers::hours_query;
 pub use table::{Format, HoursResponse, hours_body, to_csv};
 
 use crate::config::TokenConfig;
+use crate::units::{Organisation, ScopedReports};
 use crate::verified::Reports;
 
 /// The largest `POST /api/v1/bookings` body (16 MiB).
@@ -49,6 +50,8 @@ pub struct ApiState {
     clock: Clock,
     /// The InfluxDB sink's figures, when it runs (for `healthz`).
     sink: Option<Arc<crate::influx::SinkStats>>,
+    /// Resolves a token's unit to the instruments it may see.
+    organisation: Arc<Organisation>,
 }
 
 impl std::fmt::Debug for ApiState {
@@ -70,7 +73,15 @@ impl ApiState {
             auth: Arc::new(auth::Auth::new(tokens)?),
             clock: Arc::new(Timestamp::now),
             sink: None,
+            organisation: Arc::default(),
         })
+    }
+
+    /// The same state resolving token units in `organisation` (without
+    /// it, a scoped token sees no instrument).
+    pub fn with_organisation(mut self, organisation: Arc<Organisation>) -> Self {
+        self.organisation = organisation;
+        self
     }
 
     /// The same state reporting the InfluxDB sink's figures in `healthz`.
@@ -89,9 +100,15 @@ impl ApiState {
         (self.clock)()
     }
 
-    /// What the handlers read and write through (the dashboard shares it).
-    pub(crate) fn reports(&self) -> &Arc<dyn Reports> {
-        &self.reports
+    /// What a caller scoped to `unit` (`None`: unscoped) reads and writes
+    /// through: the only way handlers and pages reach the store, so no
+    /// route can skip the scope (docs/design/organisations.md).
+    pub(crate) fn reports_for(&self, unit: Option<&str>) -> Arc<dyn Reports> {
+        ScopedReports::wrap(
+            self.reports.clone(),
+            self.organisation.clone(),
+            self.organisation.scope(unit),
+        )
     }
 
     /// The configured tokens (the dashboard exchanges them for sessions).

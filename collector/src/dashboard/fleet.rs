@@ -251,7 +251,7 @@ struct FleetTable {
     rows: Vec<RowView>,
 }
 
-async fn snapshot(state: &DashState) -> Result<Vec<FleetRow>, PageError> {
+async fn snapshot(state: &DashState, viewer: &Viewer) -> Result<Vec<FleetRow>, PageError> {
     let now = state.now();
     let today = state.today();
     let query = HoursQuery {
@@ -266,8 +266,8 @@ async fn snapshot(state: &DashState) -> Result<Vec<FleetRow>, PageError> {
     };
     // Both reads at once (each on its own connection).
     let (instruments, hours_today) = tokio::try_join!(
-        blocking(state, move |r| r.instruments(now)),
-        blocking(state, move |r| r.hours(&query)),
+        blocking(state, viewer, move |r| r.instruments(now)),
+        blocking(state, viewer, move |r| r.hours(&query)),
     )?;
     Ok(rows(instruments, &hours_today.rows))
 }
@@ -331,7 +331,7 @@ pub async fn page(
     uri: Uri,
     Query(filter): Query<FleetFilter>,
 ) -> Result<Response, PageError> {
-    let all = snapshot(&state).await?;
+    let all = snapshot(&state, &viewer).await?;
     let page = Page::new(&headers, "fleet", &path_of(&uri), viewer, "fleet.title");
     let html = askama::Template::render(&FleetTemplate {
         units: units(&all),
@@ -349,7 +349,7 @@ pub async fn table_fragment(
     headers: HeaderMap,
     Query(filter): Query<FleetFilter>,
 ) -> Result<Response, PageError> {
-    let all = snapshot(&state).await?;
+    let all = snapshot(&state, &viewer).await?;
     let back = format!("/{}", filter.href(filter.state.as_deref(), filter.page));
     let page = Page::new(&headers, "fleet", &back, viewer, "fleet.title");
     let html = askama::Template::render(&table(page, &filter, &all))?;

@@ -57,8 +57,9 @@ impl DashState {
         Self { api, site_zone }
     }
 
-    fn reports(&self) -> Arc<dyn Reports> {
-        self.api.reports().clone()
+    /// What `viewer` reads and writes through: held to their unit.
+    fn reports_for(&self, viewer: &session::Viewer) -> Arc<dyn Reports> {
+        self.api.reports_for(viewer.unit.as_deref())
     }
 
     fn now(&self) -> Timestamp {
@@ -104,6 +105,9 @@ impl From<QueryError> for PageError {
             QueryError::UnknownInstrument(id) => {
                 Self::new(StatusCode::NOT_FOUND, format!("no instrument {id:?}"))
             }
+            QueryError::UnknownUnit(id) => {
+                Self::new(StatusCode::NOT_FOUND, format!("no unit {id:?}"))
+            }
             QueryError::Db(e) => Self::internal(e),
         }
     }
@@ -138,12 +142,13 @@ impl IntoResponse for PageError {
     }
 }
 
-/// Runs a blocking `Reports` call off the async threads.
+/// Runs a blocking `Reports` call off the async threads, seen from `viewer`.
 async fn blocking<T: Send + 'static>(
     state: &DashState,
+    viewer: &session::Viewer,
     call: impl FnOnce(&dyn Reports) -> Result<T, QueryError> + Send + 'static,
 ) -> Result<T, PageError> {
-    let reports = state.reports();
+    let reports = state.reports_for(viewer);
     tokio::task::spawn_blocking(move || call(&*reports))
         .await
         .map_err(PageError::internal)?
