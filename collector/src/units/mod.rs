@@ -17,6 +17,8 @@
 mod scoped_reports;
 
 #[cfg(test)]
+mod scope_matrix;
+#[cfg(test)]
 mod tests;
 
 use std::collections::{BTreeMap, BTreeSet};
