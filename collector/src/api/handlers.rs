@@ -35,7 +35,7 @@ const HOURS_PARAMS: &[&str] = &[
     "group_by",
     "format",
 ];
-const RANGE_PARAMS: &[&str] = &["from", "to", "instrument", "format"];
+const RANGE_PARAMS: &[&str] = &["from", "to", "instrument", "unit", "format"];
 const TIMELINE_PARAMS: &[&str] = &["from", "to", "format"];
 
 /// Query parameters of `GET /api/v1/hours`.
@@ -79,6 +79,10 @@ pub struct RangeParams {
     /// Only this instrument (404 if unknown; not blank).
     #[param(pattern = r"\S")]
     instrument: Option<String>,
+    /// Only instruments in this unit or below it (404 if unknown, or
+    /// outside the token's unit; not blank).
+    #[param(pattern = r"\S")]
+    unit: Option<String>,
     /// `csv` or `json`; overrides the Accept header.
     format: Option<FormatName>,
 }
@@ -103,6 +107,10 @@ pub struct TimelineParams {
 #[into_params(parameter_in = Query)]
 #[allow(dead_code)]
 pub struct FormatParams {
+    /// Only instruments in this unit or below it (404 if unknown, or
+    /// outside the token's unit; not blank).
+    #[param(pattern = r"\S")]
+    unit: Option<String>,
     /// `csv` or `json`; overrides the Accept header.
     format: Option<FormatName>,
 }
@@ -203,7 +211,17 @@ async fn blocking<T: Send + 'static>(
     caller: Option<&Caller>,
     call: impl FnOnce(&dyn Reports) -> Result<T, QueryError> + Send + 'static,
 ) -> Result<T, ApiError> {
-    let reports = state.reports_for(caller.and_then(|c| c.unit.as_deref()));
+    blocking_in(state, caller.and_then(|c| c.unit.as_deref()), call).await
+}
+
+/// [`blocking`] held to `unit` (from [`ApiState::unit_for`]: the caller's
+/// or one below it).
+async fn blocking_in<T: Send + 'static>(
+    state: &ApiState,
+    unit: Option<&str>,
+    call: impl FnOnce(&dyn Reports) -> Result<T, QueryError> + Send + 'static,
+) -> Result<T, ApiError> {
+    let reports = state.reports_for(unit);
     tokio::task::spawn_blocking(move || call(&*reports))
         .await
         .map_err(|e| ApiError::internal(format!("a Reports call panicked: {e}")))?
@@ -242,7 +260,8 @@ async fn range_rows<T: Serialize + Default + Send + 'static>(
     let range = params.range()?;
     let instrument = params.text("instrument")?;
     let format = params.format()?;
-    let rows = blocking(state, Some(caller), move |r| {
+    let unit = state.unit_for(caller, params.text("unit")?.as_deref())?;
+    let rows = blocking_in(state, unit.as_deref(), move |r| {
         list(r, &range, instrument.as_deref())
     })
     .await?;
@@ -283,7 +302,7 @@ pub fn hours_query(params: &Params) -> Result<HoursQuery, ApiError> {
             content((HoursResponse = "application/json"), (String = "text/csv"))),
         (status = 400, description = "A parameter is missing, malformed or unknown", body = ErrorBody),
         (status = 401, description = "No or an unknown bearer token", body = ErrorBody),
-        (status = 404, description = "Unknown instrument", body = ErrorBody),
+        (status = 404, description = "Unknown instrument or unit, or one outside the token's unit", body = ErrorBody),
         (status = 500, description = "Internal error (details in the log)", body = ErrorBody),
     )
 )]
@@ -332,7 +351,7 @@ pub async fn hours(
         (status = 200, description = "One row per booking overlapping the range, by start", content((Rows<OutcomeRow> = "application/json"), (String = "text/csv"))),
         (status = 400, description = "A parameter is missing, malformed or unknown", body = ErrorBody),
         (status = 401, description = "No or an unknown bearer token", body = ErrorBody),
-        (status = 404, description = "Unknown instrument", body = ErrorBody),
+        (status = 404, description = "Unknown instrument or unit, or one outside the token's unit", body = ErrorBody),
         (status = 500, description = "Internal error (details in the log)", body = ErrorBody),
     )
 )]
@@ -357,7 +376,7 @@ pub async fn outcomes(
         (status = 200, description = "One row per session", content((Rows<SessionRow> = "application/json"), (String = "text/csv"))),
         (status = 400, description = "A parameter is missing, malformed or unknown", body = ErrorBody),
         (status = 401, description = "No or an unknown bearer token", body = ErrorBody),
-        (status = 404, description = "Unknown instrument", body = ErrorBody),
+        (status = 404, description = "Unknown instrument or unit, or one outside the token's unit", body = ErrorBody),
         (status = 500, description = "Internal error (details in the log)", body = ErrorBody),
     )
 )]
@@ -382,6 +401,7 @@ pub async fn sessions(
         (status = 200, description = "One row per instrument", content((Rows<InstrumentRow> = "application/json"), (String = "text/csv"))),
         (status = 400, description = "An unknown parameter or format", body = ErrorBody),
         (status = 401, description = "No or an unknown bearer token", body = ErrorBody),
+        (status = 404, description = "Unknown unit, or one outside the token's", body = ErrorBody),
         (status = 500, description = "Internal error (details in the log)", body = ErrorBody),
     )
 )]
@@ -390,10 +410,11 @@ pub async fn instruments(
     caller: Caller,
     params: Params,
 ) -> Result<Response, ApiError> {
-    params.only(&["format"])?;
+    params.only(&["unit", "format"])?;
     let format = params.format()?;
     let now = state.now();
-    let rows = blocking(&state, Some(&caller), move |r| r.instruments(now)).await?;
+    let unit = state.unit_for(&caller, params.text("unit")?.as_deref())?;
+    let rows = blocking_in(&state, unit.as_deref(), move |r| r.instruments(now)).await?;
     rows_answer(rows, format)
 }
 
@@ -407,7 +428,7 @@ pub async fn instruments(
         (status = 200, description = "The timeline", body = TimelineView),
         (status = 400, description = "A parameter is missing, malformed or unknown", body = ErrorBody),
         (status = 401, description = "No or an unknown bearer token", body = ErrorBody),
-        (status = 404, description = "Unknown instrument", body = ErrorBody),
+        (status = 404, description = "Unknown instrument or unit, or one outside the token's unit", body = ErrorBody),
         (status = 406, description = "CSV was asked for; a timeline is JSON only", body = ErrorBody),
         (status = 500, description = "Internal error (details in the log)", body = ErrorBody),
     )
@@ -439,7 +460,7 @@ pub async fn timeline(
         (status = 200, description = "One row per correction", content((Rows<CorrectionSchema> = "application/json"), (String = "text/csv"))),
         (status = 400, description = "A parameter is missing, malformed or unknown", body = ErrorBody),
         (status = 401, description = "No or an unknown bearer token", body = ErrorBody),
-        (status = 404, description = "Unknown instrument", body = ErrorBody),
+        (status = 404, description = "Unknown instrument or unit, or one outside the token's unit", body = ErrorBody),
         (status = 500, description = "Internal error (details in the log)", body = ErrorBody),
     )
 )]
@@ -465,7 +486,7 @@ pub async fn corrections(
         (status = 400, description = "The body or one of its fields is wrong (`parameter` names it)", body = ErrorBody),
         (status = 401, description = "No or an unknown bearer token", body = ErrorBody),
         (status = 403, description = "The token is not an admin's", body = ErrorBody),
-        (status = 404, description = "Unknown instrument", body = ErrorBody),
+        (status = 404, description = "Unknown instrument or unit, or one outside the token's unit", body = ErrorBody),
         (status = 500, description = "Internal error (details in the log)", body = ErrorBody),
     )
 )]

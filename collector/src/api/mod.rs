@@ -111,6 +111,29 @@ impl ApiState {
         )
     }
 
+    /// The unit a request is held to: `asked` (`?unit=`) when it is the
+    /// caller's unit or below it, else the caller's. A unit that does not
+    /// exist, or lies outside the caller's, is 404 alike (not told apart).
+    pub(crate) fn unit_for(
+        &self,
+        caller: &Caller,
+        asked: Option<&str>,
+    ) -> Result<Option<String>, ApiError> {
+        let Some(asked) = asked else {
+            return Ok(caller.unit.clone());
+        };
+        let scope = self.organisation.scope(caller.unit.as_deref());
+        match self.organisation.canonical(asked) {
+            Some(id) if scope.allows_unit(&id) => Ok(Some(id)),
+            _ => Err(crate::verified::QueryError::UnknownUnit(asked.to_owned()).into()),
+        }
+    }
+
+    /// The unit tree (the dashboard's unit picker).
+    pub(crate) fn organisation(&self) -> &Arc<Organisation> {
+        &self.organisation
+    }
+
     /// The configured tokens (the dashboard exchanges them for sessions).
     pub(crate) fn auth(&self) -> &auth::Auth {
         &self.auth

@@ -262,6 +262,8 @@ struct ReportTemplate {
     year: i16,
     monthly: bool,
     unit: String,
+    /// (id, label) of the units the viewer may pick (theirs and below).
+    unit_choices: Vec<(String, String)>,
     instruments: Table,
     units: Table,
     total_rows: usize,
@@ -298,7 +300,15 @@ pub async fn page(
         .collect();
     let qs = params.query_string(year);
     let link = |p: usize| format!("/report?{qs}&page={p}");
+    let org = state.api.organisation();
+    let scope = org.scope(page.viewer.unit.as_deref());
+    let allowed: Vec<String> = org
+        .units()
+        .filter(|u| scope.allows_unit(&u.id))
+        .map(|u| u.id.clone())
+        .collect();
     let html = askama::Template::render(&ReportTemplate {
+        unit_choices: super::fleet::unit_choices(&allowed, org, page.lang),
         year,
         monthly: params.monthly(),
         unit: params.unit().unwrap_or_default(),

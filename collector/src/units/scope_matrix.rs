@@ -146,6 +146,8 @@ fn requests(method: &Method, path: &str) -> Option<Vec<Req>> {
             get(format!("{p}?{RANGE}"), Filtered),
             get(format!("{p}?{RANGE}&format=csv"), Filtered),
             get(format!("{p}?{outside_instrument}"), NotFound),
+            get(format!("{p}?{RANGE}&unit=Chemistry/Mass%20Spec"), Plain),
+            get(format!("{p}?{RANGE}&unit=Chemistry"), NotFound),
         ]
     };
     let when = "start=2025-03-03T08:00:00Z&end=2025-03-03T09:00:00Z";
@@ -155,12 +157,21 @@ fn requests(method: &Method, path: &str) -> Option<Vec<Req>> {
         ("GET", "/api/v1/hours") => vec![
             get(format!("{path}?{RANGE}"), Filtered),
             get(format!("{path}?{RANGE}&group_by=unit"), Filtered),
-            get(format!("{path}?{RANGE}&group_by=unit&unit=Chemistry/Mass%20Spec"), Plain),
+            get(
+                format!("{path}?{RANGE}&group_by=unit&unit=Chemistry/Mass%20Spec"),
+                Plain,
+            ),
             // A unit above the caller's is not theirs to see.
-            get(format!("{path}?{RANGE}&group_by=unit&unit=Chemistry"), NotFound),
+            get(
+                format!("{path}?{RANGE}&group_by=unit&unit=Chemistry"),
+                NotFound,
+            ),
             get(format!("{path}?{RANGE}&format=xlsx"), Plain),
             get(format!("{path}?{outside_instrument}"), NotFound),
-            get(format!("{path}?{RANGE}&unit=Chemistry/NMR%20Centre"), NotFound),
+            get(
+                format!("{path}?{RANGE}&unit=Chemistry/NMR%20Centre"),
+                NotFound,
+            ),
         ],
         ("GET", "/api/v1/bookings/outcomes" | "/api/v1/sessions" | "/api/v1/corrections") => {
             list(path)
@@ -168,10 +179,18 @@ fn requests(method: &Method, path: &str) -> Option<Vec<Req>> {
         ("GET", "/api/v1/instruments") => vec![
             get(path, Filtered),
             get(format!("{path}?format=csv"), Filtered),
+            get(format!("{path}?unit=Chemistry/Mass%20Spec"), Plain),
+            get(format!("{path}?unit=Chemistry"), NotFound),
         ],
         ("GET", "/api/v1/instruments/{id}/timeline") => vec![
-            get(format!("/api/v1/instruments/{NMR}/timeline?{RANGE}"), NotFound),
-            get(format!("/api/v1/instruments/{INSIDE}/timeline?{RANGE}"), Plain),
+            get(
+                format!("/api/v1/instruments/{NMR}/timeline?{RANGE}"),
+                NotFound,
+            ),
+            get(
+                format!("/api/v1/instruments/{INSIDE}/timeline?{RANGE}"),
+                Plain,
+            ),
         ],
         ("GET", "/api/v1/quarantine") => vec![
             get(path, Filtered),
@@ -204,7 +223,10 @@ fn requests(method: &Method, path: &str) -> Option<Vec<Req>> {
         }
         ("GET", "/report" | "/report.csv") => vec![
             get(format!("{path}?year=2025"), Filtered),
-            get(format!("{path}?year=2025&unit=Chemistry/Mass%20Spec"), Plain),
+            get(
+                format!("{path}?year=2025&unit=Chemistry/Mass%20Spec"),
+                Plain,
+            ),
             get(format!("{path}?year=2025&unit=Chemistry"), NotFound),
         ],
         ("GET", "/report.xlsx") => vec![get(format!("{path}?year=2025"), Plain)],
@@ -243,7 +265,12 @@ fn requests(method: &Method, path: &str) -> Option<Vec<Req>> {
                  Content-Type: text/csv\r\n\r\n{csv}\r\n\
                  --XyZ\r\nContent-Disposition: form-data; name=\"action\"\r\n\r\napply\r\n--XyZ--\r\n"
             );
-            vec![post(path, "multipart/form-data; boundary=XyZ", &body, Refused)]
+            vec![post(
+                path,
+                "multipart/form-data; boundary=XyZ",
+                &body,
+                Refused,
+            )]
         }
         ("POST", "/login") => vec![post(
             path,
@@ -274,7 +301,13 @@ fn every_route() -> Vec<(Method, String)> {
         if item.post.is_some() {
             out.push((Method::POST, path.clone()));
         }
-        let others = [&item.put, &item.delete, &item.patch, &item.head, &item.options];
+        let others = [
+            &item.put,
+            &item.delete,
+            &item.patch,
+            &item.head,
+            &item.options,
+        ];
         assert!(
             others.iter().all(|o| o.is_none()),
             "{path}: a method the matrix does not call; extend every_route"
@@ -336,7 +369,12 @@ async fn send(router: &Router, req: &Req, bearer: &str, cookie: &str) -> Answer 
 
 /// The session cookie of a login with `token`.
 async fn login(router: &Router, token: &str) -> String {
-    let req = post("/login", FORM, &format!("token={token}&next=%2F"), Expect::Plain);
+    let req = post(
+        "/login",
+        FORM,
+        &format!("token={token}&next=%2F"),
+        Expect::Plain,
+    );
     let response = router
         .clone()
         .oneshot(
@@ -386,7 +424,10 @@ async fn a_token_scoped_to_a_unit_sees_nothing_outside_it_on_any_route() {
         let Some(reqs) = requests(&method, &path) else {
             // A dashboard path probed with a method it does not serve.
             let probe = get(path.replace('{', "").replace('}', ""), Expect::Plain);
-            let probe = Req { method: method.clone(), ..probe };
+            let probe = Req {
+                method: method.clone(),
+                ..probe
+            };
             let answer = send(&scoped_site.router, &probe, SCOPED_TOKEN, &scoped_cookie).await;
             if answer.status != StatusCode::METHOD_NOT_ALLOWED {
                 problems.push(format!(
@@ -415,8 +456,14 @@ async fn a_token_scoped_to_a_unit_sees_nothing_outside_it_on_any_route() {
                 Expect::NotFound if scoped.status != StatusCode::NOT_FOUND => {
                     problems.push(format!("{at}: expected 404 for the outside instrument"));
                 }
-                Expect::Refused if !scoped.body.contains("not in unit") && !scoped.body.contains("outside unit") => {
-                    problems.push(format!("{at}: a write for outside was not refused: {}", scoped.body));
+                Expect::Refused
+                    if !scoped.body.contains("not in unit")
+                        && !scoped.body.contains("outside unit") =>
+                {
+                    problems.push(format!(
+                        "{at}: a write for outside was not refused: {}",
+                        scoped.body
+                    ));
                 }
                 Expect::Filtered | Expect::Plain if !ok => {
                     problems.push(format!("{at}: expected success: {}", scoped.body));
@@ -456,5 +503,7 @@ async fn a_token_scoped_to_a_unit_sees_nothing_outside_it_on_any_route() {
     .await;
     assert!(!scoped_view.body.contains("b-new") && !scoped_view.body.contains("b-up"));
     assert!(bookings.body.contains("b-noshow"));
-    assert!(scoped_view.body.contains(&format!("\"booking_id\":\"b-noshow\",\"instrument_id\":\"{NMR}\"")));
+    assert!(scoped_view.body.contains(&format!(
+        "\"booking_id\":\"b-noshow\",\"instrument_id\":\"{NMR}\""
+    )));
 }
