@@ -337,6 +337,21 @@ pub async fn logout(
     Ok(response)
 }
 
+/// Runs a call on the session table (no viewer yet: login and the session
+/// check); it reads no instrument, so it is not scoped.
+async fn sessions<T: Send + 'static>(
+    state: &DashState,
+    call: impl FnOnce(&dyn crate::verified::Reports) -> Result<T, crate::verified::QueryError>
+    + Send
+    + 'static,
+) -> Result<T, PageError> {
+    let reports = state.api.reports_for(None);
+    tokio::task::spawn_blocking(move || call(&*reports))
+        .await
+        .map_err(PageError::internal)?
+        .map_err(PageError::from)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -386,19 +401,4 @@ mod tests {
         assert!(!plain.contains("Secure"));
         assert!(session_cookie("abc", 60, true).ends_with("; Secure"));
     }
-}
-
-/// Runs a call on the session table (no viewer yet: login and the session
-/// check); it reads no instrument, so it is not scoped.
-async fn sessions<T: Send + 'static>(
-    state: &DashState,
-    call: impl FnOnce(&dyn crate::verified::Reports) -> Result<T, crate::verified::QueryError>
-    + Send
-    + 'static,
-) -> Result<T, PageError> {
-    let reports = state.api.reports_for(None);
-    tokio::task::spawn_blocking(move || call(&*reports))
-        .await
-        .map_err(PageError::internal)?
-        .map_err(PageError::from)
 }

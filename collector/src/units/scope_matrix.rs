@@ -423,7 +423,7 @@ async fn a_token_scoped_to_a_unit_sees_nothing_outside_it_on_any_route() {
     for (method, path) in every_route() {
         let Some(reqs) = requests(&method, &path) else {
             // A dashboard path probed with a method it does not serve.
-            let probe = get(path.replace('{', "").replace('}', ""), Expect::Plain);
+            let probe = get(path.replace(['{', '}'], ""), Expect::Plain);
             let probe = Req {
                 method: method.clone(),
                 ..probe
