@@ -267,9 +267,10 @@ async fn serve_http(
         Arc::new(jiff::Timestamp::now),
         stop.clone(),
     ));
-    let state = ApiState::new(reports, &config.http.tokens)?
+    let state = ApiState::new(reports.clone(), &config.http.tokens)?
         .with_sink(sink_stats)
-        .with_collector_key(collector_key);
+        .with_collector_key(collector_key)
+        .with_organisation(reports.registry().organisation().clone());
     let site_zone = jiff::tz::TimeZone::get(config.site.time_zone())
         .with_context(|| format!("site.time_zone {:?}", config.site.time_zone()))?;
     let dashboard =

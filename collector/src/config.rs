@@ -48,6 +48,9 @@ pub struct CollectorConfig {
     pub open_hours: Option<OpenHoursConfig>,
     #[serde(default)]
     pub instruments: Vec<InstrumentConfig>,
+    /// The organisation units instruments belong to (docs/configuration.md).
+    #[serde(default)]
+    pub units: Vec<crate::units::UnitConfig>,
     /// How bookings files are read (`labhours-collector bookings import`).
     #[serde(default)]
     pub bookings: BookingsConfig,
@@ -282,6 +285,10 @@ pub struct TokenConfig {
     pub role: TokenRole,
     /// Lower-case hex SHA-256 of the token.
     pub sha256: String,
+    /// Only the instruments of this unit and the units below it, everywhere
+    /// (API, exports, dashboard); absent: every instrument.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unit: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -573,7 +580,8 @@ pub enum UsageSource {
 pub struct InstrumentConfig {
     pub id: String,
     pub name: String,
-    /// Organisation unit, e.g. "Chemistry/NMR Centre".
+    /// The id of its `[[units]]` table; without `[[units]]`, a `/` path
+    /// such as "Chemistry/NMR Centre". Absent: the site's.
     #[serde(default)]
     pub unit: Option<String>,
     /// Overrides the site zone for this instrument.
@@ -714,6 +722,7 @@ impl Default for CollectorConfig {
             reconciliation: ReconciliationRules::default(),
             open_hours: None,
             instruments: Vec::new(),
+            units: Vec::new(),
             bookings: BookingsConfig::default(),
             trust: TrustConfig::default(),
             log: LogConfig::default(),
@@ -922,6 +931,7 @@ impl CollectorConfig {
             }
         }
         errors.extend(self.log.validate());
+        errors.extend(crate::units::validate(self));
         ConfigErrors(errors).into_result()
     }
 }

@@ -32,6 +32,7 @@ pub mod reconcile;
 pub mod registry;
 pub mod store;
 pub mod trust;
+pub mod units;
 pub mod verified;
 
 pub use app::run;

@@ -28,6 +28,7 @@ pub(crate) struct Holder {
     name: String,
     role: TokenRole,
     sha256: [u8; 32],
+    unit: Option<String>,
 }
 
 impl std::fmt::Debug for Holder {
@@ -58,6 +59,7 @@ impl Auth {
                     name: t.name.clone(),
                     role: t.role,
                     sha256,
+                    unit: t.unit.clone(),
                 })
             })
             .collect::<anyhow::Result<_>>()?;
@@ -77,6 +79,7 @@ impl Auth {
                 found = Some(Caller {
                     name: holder.name.clone(),
                     role: holder.role,
+                    unit: holder.unit.clone(),
                 });
             }
         }
@@ -93,14 +96,29 @@ impl Auth {
     /// Whether the token whose SHA-256 (hex) is `token_sha256` is still
     /// configured with `role` (a dashboard session ends when its token is
     /// removed, replaced by a new secret, or changes role).
+    #[cfg(test)]
     pub(crate) fn still_holds(&self, token_sha256: &str, role: TokenRole) -> bool {
+        self.unit_of_held(token_sha256, role).is_some()
+    }
+
+    /// The unit the token whose SHA-256 (hex) is `token_sha256` is scoped
+    /// to now (`Some(None)`: none), when it is still configured with
+    /// `role`. A session takes its scope from the config at each request,
+    /// so rescoping a token rescopes its open sessions.
+    pub(crate) fn unit_of_held(
+        &self,
+        token_sha256: &str,
+        role: TokenRole,
+    ) -> Option<Option<String>> {
         match self {
-            Self::Open => true,
-            Self::Tokens(holders) => parse_hex32(token_sha256).is_some_and(|presented| {
+            Self::Open => Some(None),
+            Self::Tokens(holders) => {
+                let presented = parse_hex32(token_sha256)?;
                 holders
                     .iter()
-                    .any(|h| constant_time_eq(&presented, &h.sha256) && h.role == role)
-            }),
+                    .find(|h| constant_time_eq(&presented, &h.sha256) && h.role == role)
+                    .map(|h| h.unit.clone())
+            }
         }
     }
 }
@@ -112,6 +130,8 @@ pub struct Caller {
     /// The token's name (`created_by` of corrections).
     pub name: String,
     pub role: TokenRole,
+    /// The unit the token is scoped to (`[[http.tokens]] unit`).
+    pub unit: Option<String>,
 }
 
 impl Caller {
@@ -119,6 +139,7 @@ impl Caller {
         Self {
             name: LOCAL_CALLER.into(),
             role: TokenRole::Admin,
+            unit: None,
         }
     }
 
@@ -205,6 +226,7 @@ mod tests {
                 name: "office".into(),
                 role,
                 sha256: hash_token(secret),
+                unit: None,
             }])
             .expect("valid table")
         };

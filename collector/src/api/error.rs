@@ -79,6 +79,10 @@ impl From<QueryError> for ApiError {
                 StatusCode::NOT_FOUND,
                 format!("no instrument {id:?}; GET /api/v1/instruments lists them"),
             ),
+            QueryError::UnknownUnit(id) => Self::new(
+                StatusCode::NOT_FOUND,
+                format!("no unit {id:?}; the config's [[units]] lists them"),
+            ),
             e @ QueryError::Db(_) => Self::internal(e),
         }
     }

@@ -35,7 +35,7 @@ const HOURS_PARAMS: &[&str] = &[
     "group_by",
     "format",
 ];
-const RANGE_PARAMS: &[&str] = &["from", "to", "instrument", "format"];
+const RANGE_PARAMS: &[&str] = &["from", "to", "instrument", "unit", "format"];
 const TIMELINE_PARAMS: &[&str] = &["from", "to", "format"];
 
 /// Query parameters of `GET /api/v1/hours`.
@@ -79,6 +79,10 @@ pub struct RangeParams {
     /// Only this instrument (404 if unknown; not blank).
     #[param(pattern = r"\S")]
     instrument: Option<String>,
+    /// Only instruments in this unit or below it (404 if unknown, or
+    /// outside the token's unit; not blank).
+    #[param(pattern = r"\S")]
+    unit: Option<String>,
     /// `csv` or `json`; overrides the Accept header.
     format: Option<FormatName>,
 }
@@ -103,6 +107,10 @@ pub struct TimelineParams {
 #[into_params(parameter_in = Query)]
 #[allow(dead_code)]
 pub struct FormatParams {
+    /// Only instruments in this unit or below it (404 if unknown, or
+    /// outside the token's unit; not blank).
+    #[param(pattern = r"\S")]
+    unit: Option<String>,
     /// `csv` or `json`; overrides the Accept header.
     format: Option<FormatName>,
 }
@@ -196,12 +204,24 @@ pub struct ItemError {
     pub message: String,
 }
 
-/// Runs a blocking `Reports` call off the async threads.
+/// Runs a blocking `Reports` call off the async threads, seen from `caller`'s
+/// unit (`None`: a route without a token, which names no instrument).
 async fn blocking<T: Send + 'static>(
     state: &ApiState,
+    caller: Option<&Caller>,
     call: impl FnOnce(&dyn Reports) -> Result<T, QueryError> + Send + 'static,
 ) -> Result<T, ApiError> {
-    let reports = state.reports.clone();
+    blocking_in(state, caller.and_then(|c| c.unit.as_deref()), call).await
+}
+
+/// [`blocking`] held to `unit` (from [`ApiState::unit_for`]: the caller's
+/// or one below it).
+async fn blocking_in<T: Send + 'static>(
+    state: &ApiState,
+    unit: Option<&str>,
+    call: impl FnOnce(&dyn Reports) -> Result<T, QueryError> + Send + 'static,
+) -> Result<T, ApiError> {
+    let reports = state.reports_for(unit);
     tokio::task::spawn_blocking(move || call(&*reports))
         .await
         .map_err(|e| ApiError::internal(format!("a Reports call panicked: {e}")))?
@@ -232,6 +252,7 @@ type RangeList<T> = fn(&dyn Reports, &Range, Option<&str>) -> Result<Vec<T>, Que
 /// The list routes over `from`/`to` and an optional `instrument`.
 async fn range_rows<T: Serialize + Default + Send + 'static>(
     state: &ApiState,
+    caller: &Caller,
     params: &Params,
     list: RangeList<T>,
 ) -> Result<Response, ApiError> {
@@ -239,7 +260,11 @@ async fn range_rows<T: Serialize + Default + Send + 'static>(
     let range = params.range()?;
     let instrument = params.text("instrument")?;
     let format = params.format()?;
-    let rows = blocking(state, move |r| list(r, &range, instrument.as_deref())).await?;
+    let unit = state.unit_for(caller, params.text("unit")?.as_deref())?;
+    let rows = blocking_in(state, unit.as_deref(), move |r| {
+        list(r, &range, instrument.as_deref())
+    })
+    .await?;
     rows_answer(rows, format)
 }
 
@@ -277,13 +302,13 @@ pub fn hours_query(params: &Params) -> Result<HoursQuery, ApiError> {
             content((HoursResponse = "application/json"), (String = "text/csv"))),
         (status = 400, description = "A parameter is missing, malformed or unknown", body = ErrorBody),
         (status = 401, description = "No or an unknown bearer token", body = ErrorBody),
-        (status = 404, description = "Unknown instrument", body = ErrorBody),
+        (status = 404, description = "Unknown instrument or unit, or one outside the token's unit", body = ErrorBody),
         (status = 500, description = "Internal error (details in the log)", body = ErrorBody),
     )
 )]
 pub async fn hours(
     State(state): State<ApiState>,
-    _caller: Caller,
+    caller: Caller,
     params: Params,
 ) -> Result<Response, ApiError> {
     let query = hours_query(&params)?;
@@ -291,7 +316,7 @@ pub async fn hours(
     let xlsx = params.get("format") == Some("xlsx");
     let format = if xlsx { Format::Csv } else { params.format()? };
     let asked = query.clone();
-    let hours = blocking(&state, move |r| r.hours(&asked)).await?;
+    let hours = blocking(&state, Some(&caller), move |r| r.hours(&asked)).await?;
     let body = hours_body(&query, hours.rows, hours.settled_through, format)
         .map_err(ApiError::internal)?;
     if xlsx {
@@ -326,16 +351,16 @@ pub async fn hours(
         (status = 200, description = "One row per booking overlapping the range, by start", content((Rows<OutcomeRow> = "application/json"), (String = "text/csv"))),
         (status = 400, description = "A parameter is missing, malformed or unknown", body = ErrorBody),
         (status = 401, description = "No or an unknown bearer token", body = ErrorBody),
-        (status = 404, description = "Unknown instrument", body = ErrorBody),
+        (status = 404, description = "Unknown instrument or unit, or one outside the token's unit", body = ErrorBody),
         (status = 500, description = "Internal error (details in the log)", body = ErrorBody),
     )
 )]
 pub async fn outcomes(
     State(state): State<ApiState>,
-    _caller: Caller,
+    caller: Caller,
     params: Params,
 ) -> Result<Response, ApiError> {
-    range_rows(&state, &params, |r, range, instrument| {
+    range_rows(&state, &caller, &params, |r, range, instrument| {
         r.outcomes(range, instrument)
     })
     .await
@@ -351,16 +376,16 @@ pub async fn outcomes(
         (status = 200, description = "One row per session", content((Rows<SessionRow> = "application/json"), (String = "text/csv"))),
         (status = 400, description = "A parameter is missing, malformed or unknown", body = ErrorBody),
         (status = 401, description = "No or an unknown bearer token", body = ErrorBody),
-        (status = 404, description = "Unknown instrument", body = ErrorBody),
+        (status = 404, description = "Unknown instrument or unit, or one outside the token's unit", body = ErrorBody),
         (status = 500, description = "Internal error (details in the log)", body = ErrorBody),
     )
 )]
 pub async fn sessions(
     State(state): State<ApiState>,
-    _caller: Caller,
+    caller: Caller,
     params: Params,
 ) -> Result<Response, ApiError> {
-    range_rows(&state, &params, |r, range, instrument| {
+    range_rows(&state, &caller, &params, |r, range, instrument| {
         r.sessions(range, instrument)
     })
     .await
@@ -376,18 +401,20 @@ pub async fn sessions(
         (status = 200, description = "One row per instrument", content((Rows<InstrumentRow> = "application/json"), (String = "text/csv"))),
         (status = 400, description = "An unknown parameter or format", body = ErrorBody),
         (status = 401, description = "No or an unknown bearer token", body = ErrorBody),
+        (status = 404, description = "Unknown unit, or one outside the token's", body = ErrorBody),
         (status = 500, description = "Internal error (details in the log)", body = ErrorBody),
     )
 )]
 pub async fn instruments(
     State(state): State<ApiState>,
-    _caller: Caller,
+    caller: Caller,
     params: Params,
 ) -> Result<Response, ApiError> {
-    params.only(&["format"])?;
+    params.only(&["unit", "format"])?;
     let format = params.format()?;
     let now = state.now();
-    let rows = blocking(&state, move |r| r.instruments(now)).await?;
+    let unit = state.unit_for(&caller, params.text("unit")?.as_deref())?;
+    let rows = blocking_in(&state, unit.as_deref(), move |r| r.instruments(now)).await?;
     rows_answer(rows, format)
 }
 
@@ -401,14 +428,14 @@ pub async fn instruments(
         (status = 200, description = "The timeline", body = TimelineView),
         (status = 400, description = "A parameter is missing, malformed or unknown", body = ErrorBody),
         (status = 401, description = "No or an unknown bearer token", body = ErrorBody),
-        (status = 404, description = "Unknown instrument", body = ErrorBody),
+        (status = 404, description = "Unknown instrument or unit, or one outside the token's unit", body = ErrorBody),
         (status = 406, description = "CSV was asked for; a timeline is JSON only", body = ErrorBody),
         (status = 500, description = "Internal error (details in the log)", body = ErrorBody),
     )
 )]
 pub async fn timeline(
     State(state): State<ApiState>,
-    _caller: Caller,
+    caller: Caller,
     Path(id): Path<String>,
     params: Params,
 ) -> Result<Response, ApiError> {
@@ -419,7 +446,7 @@ pub async fn timeline(
             "a timeline is nested and has no CSV form; ask for JSON (format=json, Accept: application/json)",
         ));
     }
-    let view = blocking(&state, move |r| r.timeline(&id, &range)).await?;
+    let view = blocking(&state, Some(&caller), move |r| r.timeline(&id, &range)).await?;
     Ok(Json(view).into_response())
 }
 
@@ -433,16 +460,16 @@ pub async fn timeline(
         (status = 200, description = "One row per correction", content((Rows<CorrectionSchema> = "application/json"), (String = "text/csv"))),
         (status = 400, description = "A parameter is missing, malformed or unknown", body = ErrorBody),
         (status = 401, description = "No or an unknown bearer token", body = ErrorBody),
-        (status = 404, description = "Unknown instrument", body = ErrorBody),
+        (status = 404, description = "Unknown instrument or unit, or one outside the token's unit", body = ErrorBody),
         (status = 500, description = "Internal error (details in the log)", body = ErrorBody),
     )
 )]
 pub async fn corrections(
     State(state): State<ApiState>,
-    _caller: Caller,
+    caller: Caller,
     params: Params,
 ) -> Result<Response, ApiError> {
-    range_rows(&state, &params, |r, range, instrument| {
+    range_rows(&state, &caller, &params, |r, range, instrument| {
         r.corrections(range, instrument)
     })
     .await
@@ -459,7 +486,7 @@ pub async fn corrections(
         (status = 400, description = "The body or one of its fields is wrong (`parameter` names it)", body = ErrorBody),
         (status = 401, description = "No or an unknown bearer token", body = ErrorBody),
         (status = 403, description = "The token is not an admin's", body = ErrorBody),
-        (status = 404, description = "Unknown instrument", body = ErrorBody),
+        (status = 404, description = "Unknown instrument or unit, or one outside the token's unit", body = ErrorBody),
         (status = 500, description = "Internal error (details in the log)", body = ErrorBody),
     )
 )]
@@ -473,8 +500,9 @@ pub async fn add_correction(
     params.only(&[])?;
     let correction = json_body(body)?;
     let now = state.now();
-    let recorded = blocking(&state, move |r| {
-        r.add_correction(correction, &caller.name, now)
+    let by = caller.name.clone();
+    let recorded = blocking(&state, Some(&caller), move |r| {
+        r.add_correction(correction, &by, now)
     })
     .await?;
     Ok((StatusCode::CREATED, Json(recorded)).into_response())
@@ -543,7 +571,10 @@ pub async fn import_bookings(
         skip_invalid,
     };
     let now = state.now();
-    let report = blocking(&state, move |r| r.import_bookings(good, options, now)).await?;
+    let report = blocking(&state, Some(&caller), move |r| {
+        r.import_bookings(good, options, now, &crate::units::Scope::All)
+    })
+    .await?;
     errors.extend(report.errors.into_iter().map(|e| ItemError {
         index: e.line,
         message: e.message,
@@ -605,7 +636,7 @@ pub async fn openapi_json() -> Response {
 )]
 pub async fn healthz(State(state): State<ApiState>) -> Result<Json<Health>, ApiError> {
     let now = state.now();
-    let mut health = blocking(&state, move |r| r.health(now)).await?;
+    let mut health = blocking(&state, None, move |r| r.health(now)).await?;
     health.influxdb = state.sink.as_ref().map(|s| s.health(now.as_millisecond()));
     Ok(Json(health))
 }
@@ -700,7 +731,10 @@ pub async fn quarantine(
         ..Default::default()
     };
     let format = params.format()?;
-    let rows = blocking(&state, move |r| r.quarantine_list(&filter, from, to)).await?;
+    let rows = blocking(&state, Some(&caller), move |r| {
+        r.quarantine_list(&filter, from, to)
+    })
+    .await?;
     rows_answer(rows, format)
 }
 
@@ -731,7 +765,7 @@ pub async fn quarantine_entry(
         )
     };
     let number: i64 = id.parse().map_err(|_| no_row())?;
-    blocking(&state, move |r| r.quarantine_entry(number))
+    blocking(&state, Some(&caller), move |r| r.quarantine_entry(number))
         .await?
         .map(Json)
         .ok_or_else(no_row)

@@ -32,6 +32,7 @@ pub use handlers::hours_query;
 pub use table::{Format, HoursResponse, hours_body, to_csv};
 
 use crate::config::TokenConfig;
+use crate::units::{Organisation, ScopedReports};
 use crate::verified::Reports;
 
 /// The largest `POST /api/v1/bookings` body (16 MiB).
@@ -51,6 +52,8 @@ pub struct ApiState {
     sink: Option<Arc<crate::influx::SinkStats>>,
     /// The key checkpoints are signed with (served beside them).
     collector_key: Option<crate::evidence::checkpoint::CollectorKey>,
+    /// Resolves a token's unit to the instruments it may see.
+    organisation: Arc<Organisation>,
 }
 
 impl std::fmt::Debug for ApiState {
@@ -73,12 +76,20 @@ impl ApiState {
             clock: Arc::new(Timestamp::now),
             sink: None,
             collector_key: None,
+            organisation: Arc::default(),
         })
     }
 
     /// The same state serving the collector's checkpoint key.
     pub fn with_collector_key(mut self, key: crate::evidence::checkpoint::CollectorKey) -> Self {
         self.collector_key = Some(key);
+        self
+    }
+
+    /// The same state resolving token units in `organisation` (without
+    /// it, a scoped token sees no instrument).
+    pub fn with_organisation(mut self, organisation: Arc<Organisation>) -> Self {
+        self.organisation = organisation;
         self
     }
 
@@ -98,9 +109,38 @@ impl ApiState {
         (self.clock)()
     }
 
-    /// What the handlers read and write through (the dashboard shares it).
-    pub(crate) fn reports(&self) -> &Arc<dyn Reports> {
-        &self.reports
+    /// What a caller scoped to `unit` (`None`: unscoped) reads and writes
+    /// through: the only way handlers and pages reach the store, so no
+    /// route can skip the scope (docs/design/organisations.md).
+    pub(crate) fn reports_for(&self, unit: Option<&str>) -> Arc<dyn Reports> {
+        ScopedReports::wrap(
+            self.reports.clone(),
+            self.organisation.clone(),
+            self.organisation.scope(unit),
+        )
+    }
+
+    /// The unit a request is held to: `asked` (`?unit=`) when it is the
+    /// caller's unit or below it, else the caller's. A unit that does not
+    /// exist, or lies outside the caller's, is 404 alike (not told apart).
+    pub(crate) fn unit_for(
+        &self,
+        caller: &Caller,
+        asked: Option<&str>,
+    ) -> Result<Option<String>, ApiError> {
+        let Some(asked) = asked else {
+            return Ok(caller.unit.clone());
+        };
+        let scope = self.organisation.scope(caller.unit.as_deref());
+        match self.organisation.canonical(asked) {
+            Some(id) if scope.allows_unit(&id) => Ok(Some(id)),
+            _ => Err(crate::verified::QueryError::UnknownUnit(asked.to_owned()).into()),
+        }
+    }
+
+    /// The unit tree (the dashboard's unit picker).
+    pub(crate) fn organisation(&self) -> &Arc<Organisation> {
+        &self.organisation
     }
 
     /// The configured tokens (the dashboard exchanges them for sessions).

@@ -323,6 +323,7 @@ impl Reports for Fake {
         bookings: Vec<(u64, Booking)>,
         options: ImportOptions,
         now: Timestamp,
+        _scope: &crate::units::Scope,
     ) -> Result<ImportReport, QueryError> {
         self.record(Call::Import(bookings.clone(), options, now));
         let mut report = ImportReport::default();
@@ -361,6 +362,7 @@ impl Reports for Fake {
         _source: &str,
         _options: ImportOptions,
         _now: Timestamp,
+        _scope: &crate::units::Scope,
     ) -> Result<ImportReport, QueryError> {
         Ok(ImportReport::default())
     }
@@ -399,11 +401,13 @@ fn tokens() -> Vec<TokenConfig> {
             name: "office-admin".into(),
             role: TokenRole::Admin,
             sha256: hash_token(ADMIN),
+            unit: None,
         },
         TokenConfig {
             name: "evaluation-office".into(),
             role: TokenRole::Evaluator,
             sha256: hash_token(EVALUATOR),
+            unit: None,
         },
     ]
 }

@@ -154,7 +154,7 @@ pub async fn page(
         ),
         to: Edge::Date(today.tomorrow().unwrap_or(today)),
     };
-    let (instruments, quarantine) = blocking(&state, move |r| {
+    let (instruments, quarantine) = blocking(&state, &viewer, move |r| {
         let last_30_days = Filter {
             limit: 10_000,
             ..Filter::default()

@@ -105,7 +105,13 @@ pub async fn upload(
     multipart: Multipart,
 ) -> Result<Response, PageError> {
     viewer.require_admin()?;
-    let page = Page::new(&headers, "bookings", uri.path(), viewer, "bookings.title");
+    let page = Page::new(
+        &headers,
+        "bookings",
+        uri.path(),
+        viewer.clone(),
+        "bookings.title",
+    );
     let mut t = empty(page.clone());
     let upload = match read(multipart).await {
         Ok(u) => u,
@@ -129,8 +135,15 @@ pub async fn upload(
     let now = state.now();
     let text = upload.text.clone();
     let source = format!("dashboard:{}", upload.file_name);
-    let report = blocking(&state, move |r| {
-        r.import_bookings_file(format, &text, &source, options, now)
+    let report = blocking(&state, &viewer, move |r| {
+        r.import_bookings_file(
+            format,
+            &text,
+            &source,
+            options,
+            now,
+            &crate::units::Scope::All,
+        )
     })
     .await?;
     let refused = !report.errors.is_empty() && !upload.skip_invalid;

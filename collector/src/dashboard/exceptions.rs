@@ -510,7 +510,7 @@ pub async fn page(
         to: Edge::Date(to),
     };
     let now = state.now();
-    let inputs = blocking(&state, move |r| {
+    let inputs = blocking(&state, &viewer, move |r| {
         let days = match r
             .hours(&HoursQuery {
                 range,
@@ -704,7 +704,10 @@ async fn record(
     viewer.require_admin()?;
     let now = state.now();
     let by = viewer.name.clone();
-    blocking(state, move |r| r.add_correction(correction, &by, now)).await?;
+    blocking(state, viewer, move |r| {
+        r.add_correction(correction, &by, now)
+    })
+    .await?;
     Ok(Redirect::to(&safe_next(Some(back).filter(|b| {
         b.starts_with("/exceptions") || b.starts_with("/instruments/")
     })))

@@ -35,6 +35,8 @@ pub struct FleetRow {
     pub id: String,
     pub name: String,
     pub unit: String,
+    /// Its unit and every unit above it (ids): what the unit filter matches.
+    pub within: Vec<String>,
     pub state: InstrumentState,
     /// Since when (an API time stamp), when known.
     pub since: Option<String>,
@@ -126,7 +128,7 @@ pub fn filter_page(all: &[FleetRow], filter: &FleetFilter, per_page: usize) -> F
     let state = filter.state();
     let base: Vec<&FleetRow> = all
         .iter()
-        .filter(|r| unit.is_none_or(|u| crate::registry::unit_within(&r.unit, u)))
+        .filter(|r| unit.is_none_or(|u| r.within.iter().any(|w| w == u)))
         .filter(|r| {
             query.as_deref().is_none_or(|q| {
                 r.name.to_lowercase().contains(q) || r.id.to_lowercase().contains(q)
@@ -160,26 +162,50 @@ pub fn filter_page(all: &[FleetRow], filter: &FleetFilter, per_page: usize) -> F
     }
 }
 
-/// Every unit and every unit above one, sorted (the unit filter's choices).
+/// Every unit holding a shown instrument, and every unit above one, sorted
+/// (the unit filter's choices: ids).
 pub fn units(all: &[FleetRow]) -> Vec<String> {
-    let mut out: Vec<String> = Vec::new();
-    for r in all {
-        let mut prefix = String::new();
-        for part in r.unit.split('/').filter(|p| !p.is_empty()) {
-            if !prefix.is_empty() {
-                prefix.push('/');
-            }
-            prefix.push_str(part);
-            out.push(prefix.clone());
-        }
-    }
+    let mut out: Vec<String> = all.iter().flat_map(|r| r.within.clone()).collect();
     out.sort();
     out.dedup();
     out
 }
 
+/// The unit picker's choices: (id, the names from the top down in `lang`),
+/// in the order of those names.
+pub fn unit_choices(
+    ids: &[String],
+    org: &crate::units::Organisation,
+    lang: super::i18n::Lang,
+) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = ids
+        .iter()
+        .map(|id| {
+            let mut names: Vec<String> = org
+                .ancestors(id)
+                .into_iter()
+                .map(|a| match org.unit(a) {
+                    Some(u) if lang == super::i18n::Lang::Zh => {
+                        u.name_zh.clone().unwrap_or_else(|| u.name.clone())
+                    }
+                    Some(u) => u.name.clone(),
+                    None => a.to_owned(),
+                })
+                .collect();
+            names.reverse();
+            (id.clone(), names.join(" / "))
+        })
+        .collect();
+    out.sort_by(|a, b| a.1.cmp(&b.1));
+    out
+}
+
 /// Joins the instrument list and today's hours.
-pub fn rows(instruments: Vec<InstrumentRow>, today: &HoursRows) -> Vec<FleetRow> {
+pub fn rows(
+    instruments: Vec<InstrumentRow>,
+    today: &HoursRows,
+    org: &crate::units::Organisation,
+) -> Vec<FleetRow> {
     let mut by_id = std::collections::HashMap::new();
     if let HoursRows::Totals(rows) = today {
         for r in rows {
@@ -196,7 +222,13 @@ pub fn rows(instruments: Vec<InstrumentRow>, today: &HoursRows) -> Vec<FleetRow>
                 .copied()
                 .unwrap_or((0.0, 0.0));
             let last_seen = i.agents.iter().filter_map(|a| a.last_seen.clone()).max();
+            let within = i
+                .unit
+                .as_deref()
+                .map(|u| org.ancestors(u).into_iter().map(str::to_owned).collect())
+                .unwrap_or_default();
             FleetRow {
+                within,
                 unit: i.unit.unwrap_or_default(),
                 state: i.state,
                 since: i.since,
@@ -231,7 +263,8 @@ pub struct RowView {
 struct FleetTemplate {
     page: Page,
     filter: FleetFilter,
-    units: Vec<String>,
+    /// (id, label) of each unit the picker offers.
+    units: Vec<(String, String)>,
     /// The rendered [`FleetTable`].
     table: String,
 }
@@ -251,7 +284,7 @@ struct FleetTable {
     rows: Vec<RowView>,
 }
 
-async fn snapshot(state: &DashState) -> Result<Vec<FleetRow>, PageError> {
+async fn snapshot(state: &DashState, viewer: &Viewer) -> Result<Vec<FleetRow>, PageError> {
     let now = state.now();
     let today = state.today();
     let query = HoursQuery {
@@ -266,10 +299,14 @@ async fn snapshot(state: &DashState) -> Result<Vec<FleetRow>, PageError> {
     };
     // Both reads at once (each on its own connection).
     let (instruments, hours_today) = tokio::try_join!(
-        blocking(state, move |r| r.instruments(now)),
-        blocking(state, move |r| r.hours(&query)),
+        blocking(state, viewer, move |r| r.instruments(now)),
+        blocking(state, viewer, move |r| r.hours(&query)),
     )?;
-    Ok(rows(instruments, &hours_today.rows))
+    Ok(rows(
+        instruments,
+        &hours_today.rows,
+        state.api.organisation(),
+    ))
 }
 
 fn table(page: Page, filter: &FleetFilter, all: &[FleetRow]) -> FleetTable {
@@ -331,10 +368,10 @@ pub async fn page(
     uri: Uri,
     Query(filter): Query<FleetFilter>,
 ) -> Result<Response, PageError> {
-    let all = snapshot(&state).await?;
+    let all = snapshot(&state, &viewer).await?;
     let page = Page::new(&headers, "fleet", &path_of(&uri), viewer, "fleet.title");
     let html = askama::Template::render(&FleetTemplate {
-        units: units(&all),
+        units: unit_choices(&units(&all), state.api.organisation(), page.lang),
         table: askama::Template::render(&table(page.clone(), &filter, &all))?,
         filter,
         page,
@@ -349,7 +386,7 @@ pub async fn table_fragment(
     headers: HeaderMap,
     Query(filter): Query<FleetFilter>,
 ) -> Result<Response, PageError> {
-    let all = snapshot(&state).await?;
+    let all = snapshot(&state, &viewer).await?;
     let back = format!("/{}", filter.href(filter.state.as_deref(), filter.page));
     let page = Page::new(&headers, "fleet", &back, viewer, "fleet.title");
     let html = askama::Template::render(&table(page, &filter, &all))?;
@@ -365,6 +402,11 @@ mod tests {
             id: id.into(),
             name: format!("Instrument {id}"),
             unit: unit.into(),
+            // As a `/` path's units are (without [[units]]).
+            within: (1..=unit.split('/').filter(|s| !s.is_empty()).count())
+                .rev()
+                .map(|n| unit.split('/').take(n).collect::<Vec<_>>().join("/"))
+                .collect(),
             state,
             since: None,
             agent_online: true,

@@ -183,7 +183,7 @@ pub async fn page(
         to: Edge::Date(to),
     };
     let asked = id.clone();
-    let (view, outcomes, power) = blocking(&state, move |r| {
+    let (view, outcomes, power) = blocking(&state, &viewer, move |r| {
         let power = r.power(&asked, &range)?;
         let view = r.timeline(&asked, &range)?;
         let outcomes = r.outcomes(&range, Some(&asked))?;

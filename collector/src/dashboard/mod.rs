@@ -32,7 +32,7 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{MethodRouter, get, post};
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
 use tower_http::compression::CompressionLayer;
@@ -57,8 +57,9 @@ impl DashState {
         Self { api, site_zone }
     }
 
-    fn reports(&self) -> Arc<dyn Reports> {
-        self.api.reports().clone()
+    /// What `viewer` reads and writes through: held to their unit.
+    fn reports_for(&self, viewer: &session::Viewer) -> Arc<dyn Reports> {
+        self.api.reports_for(viewer.unit.as_deref())
     }
 
     fn now(&self) -> Timestamp {
@@ -104,6 +105,9 @@ impl From<QueryError> for PageError {
             QueryError::UnknownInstrument(id) => {
                 Self::new(StatusCode::NOT_FOUND, format!("no instrument {id:?}"))
             }
+            QueryError::UnknownUnit(id) => {
+                Self::new(StatusCode::NOT_FOUND, format!("no unit {id:?}"))
+            }
             QueryError::Db(e) => Self::internal(e),
         }
     }
@@ -138,43 +142,56 @@ impl IntoResponse for PageError {
     }
 }
 
-/// Runs a blocking `Reports` call off the async threads.
+/// Runs a blocking `Reports` call off the async threads, seen from `viewer`.
 async fn blocking<T: Send + 'static>(
     state: &DashState,
+    viewer: &session::Viewer,
     call: impl FnOnce(&dyn Reports) -> Result<T, QueryError> + Send + 'static,
 ) -> Result<T, PageError> {
-    let reports = state.reports();
+    let reports = state.reports_for(viewer);
     tokio::task::spawn_blocking(move || call(&*reports))
         .await
         .map_err(PageError::internal)?
         .map_err(PageError::from)
 }
 
-/// The dashboard's routes (everything but `/api/v1`), gzip-compressed when
-/// the browser accepts it, every unsafe method behind the CSRF check.
-pub fn routes(state: DashState) -> Router {
-    Router::new()
-        .route("/", get(fleet::page))
-        .route("/fleet/table", get(fleet::table_fragment))
-        .route("/instruments/{id}", get(instrument::page))
-        .route("/exceptions", get(exceptions::page))
-        .route("/exceptions/assign", post(exceptions::assign))
-        .route("/exceptions/review", post(exceptions::review))
-        .route("/exceptions/move", post(exceptions::move_time))
-        .route("/report", get(report::page))
-        .route("/report.csv", get(report::csv))
-        .route("/report.xlsx", get(report::xlsx))
-        .route("/agents", get(agents::page))
-        .route(
+/// Every dashboard path with its handlers, in one list: [`routes`] mounts
+/// them and the scope matrix (`units/scope_matrix.rs`) calls each, so a
+/// new page cannot skip that test.
+pub(crate) fn pages() -> Vec<(&'static str, MethodRouter<DashState>)> {
+    vec![
+        ("/", get(fleet::page)),
+        ("/fleet/table", get(fleet::table_fragment)),
+        ("/instruments/{id}", get(instrument::page)),
+        ("/exceptions", get(exceptions::page)),
+        ("/exceptions/assign", post(exceptions::assign)),
+        ("/exceptions/review", post(exceptions::review)),
+        ("/exceptions/move", post(exceptions::move_time)),
+        ("/report", get(report::page)),
+        ("/report.csv", get(report::csv)),
+        ("/report.xlsx", get(report::xlsx)),
+        ("/agents", get(agents::page)),
+        (
             "/bookings",
             get(bookings::page)
                 .post(bookings::upload)
                 .layer(DefaultBodyLimit::max(MAX_UPLOAD_BYTES)),
-        )
-        .route("/login", get(session::login_page).post(session::login))
-        .route("/logout", post(session::logout))
-        .route("/lang/{code}", get(i18n::switch))
-        .route("/assets/{version}/{name}", get(assets::serve))
+        ),
+        ("/login", get(session::login_page).post(session::login)),
+        ("/logout", post(session::logout)),
+        ("/lang/{code}", get(i18n::switch)),
+        ("/assets/{version}/{name}", get(assets::serve)),
+    ]
+}
+
+/// The dashboard's routes (everything but `/api/v1`), gzip-compressed when
+/// the browser accepts it, every unsafe method behind the CSRF check.
+pub fn routes(state: DashState) -> Router {
+    pages()
+        .into_iter()
+        .fold(Router::new(), |router, (path, handlers)| {
+            router.route(path, handlers)
+        })
         .layer(axum::middleware::from_fn(session::csrf))
         .layer(CompressionLayer::new())
         .with_state(state)

@@ -225,6 +225,7 @@ impl ReportParams {
 /// The instrument rows and the unit rows of a year.
 async fn load(
     state: &DashState,
+    viewer: &Viewer,
     params: &ReportParams,
 ) -> Result<(i16, Vec<HoursRow>, Vec<HoursRow>), PageError> {
     let year = params.year.unwrap_or_else(|| state.today().year());
@@ -253,8 +254,8 @@ async fn load(
     let by_unit = query(GroupBy::Unit);
     // The two queries in parallel (each reads its own connection).
     let (instruments, units) = tokio::try_join!(
-        blocking(state, move |r| r.hours(&by_instrument)),
-        blocking(state, move |r| r.hours(&by_unit)),
+        blocking(state, viewer, move |r| r.hours(&by_instrument)),
+        blocking(state, viewer, move |r| r.hours(&by_unit)),
     )?;
     Ok((year, totals(instruments.rows), totals(units.rows)))
 }
@@ -266,6 +267,8 @@ struct ReportTemplate {
     year: i16,
     monthly: bool,
     unit: String,
+    /// (id, label) of the units the viewer may pick (theirs and below).
+    unit_choices: Vec<(String, String)>,
     instruments: Table,
     units: Table,
     total_rows: usize,
@@ -287,7 +290,7 @@ pub async fn page(
     uri: Uri,
     Query(params): Query<ReportParams>,
 ) -> Result<Response, PageError> {
-    let (year, rows, unit_rows) = load(&state, &params).await?;
+    let (year, rows, unit_rows) = load(&state, &viewer, &params).await?;
     let path = uri
         .path_and_query()
         .map_or("/report".to_owned(), |p| p.as_str().to_owned());
@@ -302,7 +305,15 @@ pub async fn page(
         .collect();
     let qs = params.query_string(year);
     let link = |p: usize| format!("/report?{qs}&page={p}");
+    let org = state.api.organisation();
+    let scope = org.scope(page.viewer.unit.as_deref());
+    let allowed: Vec<String> = org
+        .units()
+        .filter(|u| scope.allows_unit(&u.id))
+        .map(|u| u.id.clone())
+        .collect();
     let html = askama::Template::render(&ReportTemplate {
+        unit_choices: super::fleet::unit_choices(&allowed, org, page.lang),
         year,
         monthly: params.monthly(),
         unit: params.unit().unwrap_or_default(),
@@ -338,10 +349,11 @@ fn download(content_type: &str, name: &str, body: Vec<u8>) -> Response {
 /// The report's two tables (instruments, unit totals) in the request's language.
 async fn tables(
     state: &DashState,
+    viewer: &Viewer,
     headers: &HeaderMap,
     params: &ReportParams,
 ) -> Result<(i16, Lang, Table, Table), PageError> {
-    let (year, rows, unit_rows) = load(state, params).await?;
+    let (year, rows, unit_rows) = load(state, viewer, params).await?;
     let lang = super::i18n::negotiate(headers);
     Ok((
         year,
@@ -354,11 +366,11 @@ async fn tables(
 /// `GET /report.csv`: the instrument rows, then the unit totals.
 pub async fn csv(
     State(state): State<DashState>,
-    _viewer: Viewer,
+    viewer: Viewer,
     headers: HeaderMap,
     Query(params): Query<ReportParams>,
 ) -> Result<Response, PageError> {
-    let (year, _, instruments, units) = tables(&state, &headers, &params).await?;
+    let (year, _, instruments, units) = tables(&state, &viewer, &headers, &params).await?;
     // Flexible: a blank line separates the two tables.
     let mut out = csv::WriterBuilder::new()
         .flexible(true)
@@ -396,11 +408,11 @@ pub fn workbook(
 /// `GET /report.xlsx`.
 pub async fn xlsx(
     State(state): State<DashState>,
-    _viewer: Viewer,
+    viewer: Viewer,
     headers: HeaderMap,
     Query(params): Query<ReportParams>,
 ) -> Result<Response, PageError> {
-    let (year, lang, instruments, units) = tables(&state, &headers, &params).await?;
+    let (year, lang, instruments, units) = tables(&state, &viewer, &headers, &params).await?;
     let body = workbook(&instruments, &units, lang).map_err(PageError::internal)?;
     Ok(download(
         crate::api::table::XLSX_CONTENT_TYPE,

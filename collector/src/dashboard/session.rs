@@ -22,7 +22,7 @@ use axum::response::{Html, IntoResponse, Redirect, Response};
 use serde::Deserialize;
 
 use super::page::Page;
-use super::{DashState, PageError, blocking};
+use super::{DashState, PageError};
 use crate::api::{hash_token, new_token};
 use crate::config::TokenRole;
 use crate::verified::DashSession;
@@ -40,6 +40,8 @@ pub struct Viewer {
     /// `local` without tokens.
     pub name: String,
     pub role: TokenRole,
+    /// The unit their token is scoped to: they see only its instruments.
+    pub unit: Option<String>,
     /// No tokens are configured: nobody logs in or out.
     pub open: bool,
 }
@@ -136,6 +138,7 @@ impl FromRequestParts<DashState> for Viewer {
             return Ok(Viewer {
                 name: crate::api::LOCAL_CALLER.into(),
                 role: TokenRole::Admin,
+                unit: None,
                 open: true,
             });
         }
@@ -156,16 +159,20 @@ impl FromRequestParts<DashState> for Viewer {
         };
         let id = hash_token(&secret);
         let now = state.now();
-        let found = blocking(state, move |r| r.find_session(&id, now))
+        let found = sessions(state, move |r| r.find_session(&id, now))
             .await
             .map_err(IntoResponse::into_response)?;
         match found {
-            Some(s) if auth.still_holds(&s.token_sha256, s.role) => Ok(Viewer {
-                name: s.token_name,
-                role: s.role,
-                open: false,
-            }),
-            _ => Err(login_first()),
+            Some(s) => match auth.unit_of_held(&s.token_sha256, s.role) {
+                Some(unit) => Ok(Viewer {
+                    name: s.token_name,
+                    role: s.role,
+                    unit,
+                    open: false,
+                }),
+                None => Err(login_first()),
+            },
+            None => Err(login_first()),
         }
     }
 }
@@ -242,6 +249,7 @@ fn login_form(
     let viewer = Viewer {
         name: String::new(),
         role: TokenRole::Evaluator,
+        unit: None,
         open: false,
     };
     let page = Page::new(headers, "login", "/login", viewer, "login.title");
@@ -296,7 +304,7 @@ pub async fn login(
         role: caller.role,
         expires_at_ms: now.as_millisecond() + SESSION_TTL_MS,
     };
-    blocking(&state, move |r| r.create_session(&id, &session, now)).await?;
+    sessions(&state, move |r| r.create_session(&id, &session, now)).await?;
     let mut response = Redirect::to(&next).into_response();
     let cookie = session_cookie(&secret, SESSION_TTL_MS / 1000, secure(&headers));
     response.headers_mut().insert(
@@ -313,7 +321,7 @@ pub async fn logout(
 ) -> Result<Response, PageError> {
     if let Some(secret) = cookie(&headers, SESSION_COOKIE) {
         let id = hash_token(&secret);
-        blocking(&state, move |r| r.end_session(&id)).await?;
+        sessions(&state, move |r| r.end_session(&id)).await?;
     }
     let target = if state.api.auth().is_open() {
         "/"
@@ -327,6 +335,21 @@ pub async fn logout(
         HeaderValue::from_str(&cookie).map_err(PageError::internal)?,
     );
     Ok(response)
+}
+
+/// Runs a call on the session table (no viewer yet: login and the session
+/// check); it reads no instrument, so it is not scoped.
+async fn sessions<T: Send + 'static>(
+    state: &DashState,
+    call: impl FnOnce(&dyn crate::verified::Reports) -> Result<T, crate::verified::QueryError>
+    + Send
+    + 'static,
+) -> Result<T, PageError> {
+    let reports = state.api.reports_for(None);
+    tokio::task::spawn_blocking(move || call(&*reports))
+        .await
+        .map_err(PageError::internal)?
+        .map_err(PageError::from)
 }
 
 #[cfg(test)]

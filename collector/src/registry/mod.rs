@@ -37,6 +37,8 @@ pub struct Registry {
     /// In config order.
     instruments: Vec<Instrument>,
     by_id: HashMap<String, usize>,
+    /// The unit tree and which unit each instrument is in.
+    organisation: std::sync::Arc<crate::units::Organisation>,
 }
 
 /// One instrument with every setting resolved.
@@ -44,7 +46,8 @@ pub struct Registry {
 pub struct Instrument {
     pub id: String,
     pub name: String,
-    /// Organisation unit, `/`-separated: "Chemistry/NMR Centre".
+    /// The id of its unit ([`crate::units`]; without `[[units]]`, the
+    /// `/` path "Chemistry/NMR Centre" with spaces around segments trimmed).
     pub unit: Option<String>,
     pub zone: TimeZone,
     /// IANA name of `zone`.
@@ -73,6 +76,7 @@ impl Registry {
         let mut errors = Vec::new();
         let site_zone = zone("site.time_zone", config.site.time_zone(), &mut errors);
         let site_open_hours = compile("open_hours", config.open_hours.as_ref(), &mut errors);
+        let organisation = crate::units::Organisation::from_config(config);
         let mut instruments = Vec::with_capacity(config.instruments.len());
         for (i, inst) in config.instruments.iter().enumerate() {
             let at = format!("instruments[{i}]");
@@ -90,7 +94,7 @@ impl Registry {
             instruments.push(Instrument {
                 id: inst.id.clone(),
                 name: inst.name.clone(),
-                unit: inst.unit.clone(),
+                unit: organisation.unit_of(&inst.id).map(str::to_owned),
                 zone,
                 time_zone: time_zone.to_owned(),
                 usage_source: inst.usage_source,
@@ -115,6 +119,7 @@ impl Registry {
             site_open_hours,
             instruments,
             by_id,
+            organisation: std::sync::Arc::new(organisation),
         })
     }
 
@@ -145,6 +150,11 @@ impl Registry {
         self.instruments.iter()
     }
 
+    /// The unit tree.
+    pub fn organisation(&self) -> &std::sync::Arc<crate::units::Organisation> {
+        &self.organisation
+    }
+
     pub fn site_zone(&self) -> &TimeZone {
         &self.site_zone
     }
@@ -171,15 +181,6 @@ impl Instrument {
             .map(|open| open.open_ms(&self.zone, period))
     }
 
-    /// `unit` matches this instrument's unit or a parent: "Chemistry" matches
-    /// "Chemistry" and "Chemistry/NMR Centre", not "Chemistry2". Whole `/`
-    /// segments are compared, trimmed of spaces, empty segments ignored, case
-    /// kept; an empty `unit` (the root) matches every instrument, one without
-    /// a unit included.
-    pub fn in_unit(&self, unit: &str) -> bool {
-        unit_within(self.unit.as_deref().unwrap_or(""), unit)
-    }
-
     /// A stable fingerprint of everything reconciliation depends on: zone
     /// name, usage_source, file_run_s, the resolved rules and whether it is
     /// monitored (not the name, unit, thresholds or open hours). Hex SHA-256 of a canonical JSON text,
@@ -199,8 +200,9 @@ impl Instrument {
     }
 }
 
-/// Whether the unit path `own` is `wanted` or below it, segment by segment
-/// (see [`Instrument::in_unit`]).
+/// Whether the unit path `own` is `wanted` or below it, by whole `/`
+/// segments trimmed of spaces ("Chemistry" holds "Chemistry/NMR", not
+/// "Chemistry2"; "" holds everything).
 pub fn unit_within(own: &str, wanted: &str) -> bool {
     let mut own = unit_segments(own);
     unit_segments(wanted).all(|w| own.next() == Some(w))

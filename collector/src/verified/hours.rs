@@ -40,8 +40,12 @@ pub fn select(
         ids.retain(|i| i == one);
     }
     let mut out: Vec<Instrument> = ids.iter().map(|id| registry.instrument(id)).collect();
-    if let Some(unit) = unit {
-        out.retain(|i| i.in_unit(unit));
+    if let Some(asked) = unit {
+        let org = registry.organisation();
+        let unit = org
+            .canonical(asked)
+            .ok_or_else(|| QueryError::UnknownUnit(asked.to_owned()))?;
+        out.retain(|i| org.contains(&unit, &i.id));
     }
     Ok(out)
 }
@@ -467,23 +471,41 @@ fn rows(
         )),
         GroupBy::Unit => {
             // (unit, period index) → sum, instrument count, any provisional,
-            // unsigned events.
+            // unsigned events. An instrument counts in its unit and in every
+            // unit above it up to the one asked for (all of them without
+            // `unit`), so each level of the tree has its total.
+            let org = registry.organisation();
+            let asked = q.unit.as_deref().and_then(|u| org.canonical(u));
             let mut groups: BTreeMap<(String, usize), (PeriodTotals, u32, bool, u64)> =
                 BTreeMap::new();
             for (i, ts) in &totals {
-                let unit = instruments[*i].unit.clone().unwrap_or_default();
+                let units: Vec<String> = match &instruments[*i].unit {
+                    Some(own) => org
+                        .ancestors(own)
+                        .into_iter()
+                        .filter(|a| {
+                            asked
+                                .as_deref()
+                                .is_none_or(|top| org.ancestors(a).contains(&top))
+                        })
+                        .map(str::to_owned)
+                        .collect(),
+                    None => vec![String::new()],
+                };
                 for (k, t) in ts.iter().enumerate() {
                     let p = provisional(*i, t);
                     let u = unsigned(*i, t)?;
-                    groups
-                        .entry((unit.clone(), k))
-                        .and_modify(|(sum, n, any, unsigned)| {
-                            sum.add(t);
-                            *n += 1;
-                            *any |= p;
-                            *unsigned += u;
-                        })
-                        .or_insert_with(|| (t.clone(), 1, p, u));
+                    for unit in &units {
+                        groups
+                            .entry((unit.clone(), k))
+                            .and_modify(|(sum, n, any, unsigned)| {
+                                sum.add(t);
+                                *n += 1;
+                                *any |= p;
+                                *unsigned += u;
+                            })
+                            .or_insert_with(|| (t.clone(), 1, p, u));
+                    }
                 }
             }
             Ok(HoursRows::Totals(

@@ -77,15 +77,18 @@ pub trait Reports: Send + Sync + 'static {
         instrument: Option<&str>,
     ) -> Result<Vec<Correction>, QueryError>;
     /// Checks and upserts bookings that came as JSON (index = position in
-    /// the body, reported as the "line" of a bad item).
+    /// the body, reported as the "line" of a bad item). Bookings `scope`
+    /// may not write are bad items.
     fn import_bookings(
         &self,
         bookings: Vec<(u64, Booking)>,
         options: ImportOptions,
         now: Timestamp,
+        scope: &crate::units::Scope,
     ) -> Result<ImportReport, QueryError>;
     /// Parses a bookings file (CSV or iCalendar, as `bookings import` does:
-    /// errors carry the file's line numbers) and imports it under `source`.
+    /// errors carry the file's line numbers) and imports it under `source`;
+    /// bookings `scope` may not write are bad rows.
     fn import_bookings_file(
         &self,
         format: BookingsFormat,
@@ -93,6 +96,7 @@ pub trait Reports: Send + Sync + 'static {
         source: &str,
         options: ImportOptions,
         now: Timestamp,
+        scope: &crate::units::Scope,
     ) -> Result<ImportReport, QueryError>;
     /// Outcomes of the bookings starting in `range` that an admin should
     /// look at: no-show, instrument fault, overrun (the exceptions inbox).

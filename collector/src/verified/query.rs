@@ -344,6 +344,9 @@ pub enum QueryError {
     /// The API answers 404.
     #[error("no instrument {0:?}")]
     UnknownInstrument(String),
+    /// The API answers 404 (also for a unit outside the caller's).
+    #[error("no unit {0:?}")]
+    UnknownUnit(String),
     #[error("database: {0}")]
     Db(#[from] rusqlite::Error),
 }

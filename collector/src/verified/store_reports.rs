@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use jiff::Timestamp;
-use rusqlite::{Connection, OpenFlags};
+use rusqlite::{Connection, OpenFlags, OptionalExtension};
 
 use super::dashboard::{self, DashSession, PowerTrace};
 use super::materialize::{Pass, catch_up, reconcile_changed_policies};
@@ -25,6 +25,7 @@ use crate::bookings::{Booking, Format as BookingsFormat, ParseContext, check};
 use crate::quarantine;
 use crate::registry::Registry;
 use crate::store::DB_FILE;
+use crate::units::Scope;
 
 /// How long a connection waits for another writer (ingest, reconciler).
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -236,9 +237,11 @@ impl Reports for StoreReports {
         bookings: Vec<(u64, Booking)>,
         options: ImportOptions,
         now: Timestamp,
+        scope: &Scope,
     ) -> Result<ImportReport, QueryError> {
-        let parsed = check(bookings, &self.parse);
+        let mut parsed = check(bookings, &self.parse);
         self.write(|conn, registry| {
+            refuse_outside(conn, &mut parsed, scope)?;
             let report = crate::bookings::store::import(conn, parsed, "api", options, now)?;
             if report.applied {
                 catch_up(conn, registry, now.as_millisecond())?;
@@ -254,9 +257,11 @@ impl Reports for StoreReports {
         source: &str,
         options: ImportOptions,
         now: Timestamp,
+        scope: &Scope,
     ) -> Result<ImportReport, QueryError> {
-        let parsed = crate::bookings::parse(format, text, &self.parse.clone().at(now));
+        let mut parsed = crate::bookings::parse(format, text, &self.parse.clone().at(now));
         self.write(|conn, registry| {
+            refuse_outside(conn, &mut parsed, scope)?;
             let report = crate::bookings::store::import(conn, parsed, source, options, now)?;
             if report.applied {
                 catch_up(conn, registry, now.as_millisecond())?;
@@ -297,4 +302,51 @@ impl Reports for StoreReports {
     fn end_session(&self, id_sha256: &str) -> Result<(), QueryError> {
         self.write(|conn, _| dashboard::end_session(conn, id_sha256))
     }
+}
+
+/// Moves the bookings a caller scoped to a unit may not write to the
+/// errors: those naming an instrument outside the unit, and those whose
+/// `booking_id` is stored for such an instrument (an upsert would move it).
+/// The message does not say whether the instrument exists.
+fn refuse_outside(
+    conn: &Connection,
+    parsed: &mut crate::bookings::Parsed,
+    scope: &Scope,
+) -> Result<(), QueryError> {
+    let Some(unit) = scope.unit() else {
+        return Ok(());
+    };
+    let mut stored =
+        conn.prepare_cached("SELECT instrument_id FROM bookings WHERE booking_id = ?1")?;
+    let mut kept = Vec::with_capacity(parsed.bookings.len());
+    for (line, booking) in std::mem::take(&mut parsed.bookings) {
+        let stored_for: Option<String> = stored
+            .query_row([&booking.booking_id], |r| r.get(0))
+            .optional()?;
+        let message = if !scope.allows(&booking.instrument_id) {
+            Some(format!(
+                "instrument_id {:?} is not in unit {unit:?}, the only one this token may write to",
+                booking.instrument_id
+            ))
+        } else if stored_for.is_some_and(|i| !scope.allows(&i)) {
+            Some(format!(
+                "booking_id {:?} is taken by a booking outside unit {unit:?}; use another booking_id",
+                booking.booking_id
+            ))
+        } else {
+            None
+        };
+        match message {
+            Some(message) => {
+                parsed.not_monitored.remove(&booking.instrument_id);
+                parsed
+                    .errors
+                    .push(crate::bookings::RowError { line, message });
+            }
+            None => kept.push((line, booking)),
+        }
+    }
+    parsed.bookings = kept;
+    parsed.errors.sort_by_key(|e| e.line);
+    Ok(())
 }

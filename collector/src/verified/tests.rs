@@ -394,9 +394,17 @@ fn grouping_by_unit_and_usage_type_sums_the_instruments() {
     let mut site = Site::new(CONFIG);
     one_day(&mut site);
     let units = totals(site.hours(day(2026, 11, 20), day(2026, 11, 21), None, GroupBy::Unit));
-    assert_eq!(units.len(), 2);
-    assert_eq!(units[1].unit.as_deref(), Some("Chemistry/NMR Centre"));
-    assert_eq!(units[1].used_hours, 2.0);
+    // Every level of the tree: the college and both of its centres.
+    let names: Vec<_> = units
+        .iter()
+        .map(|r| r.unit.as_deref().unwrap_or(""))
+        .collect();
+    assert_eq!(
+        names,
+        ["Chemistry", "Chemistry/Mass Spec", "Chemistry/NMR Centre"]
+    );
+    assert_eq!((units[2].used_hours, units[2].instruments), (2.0, 1));
+    assert_eq!((units[0].used_hours, units[0].instruments), (2.0, 2));
     let HoursRows::UsageTypes(types) = site.hours(
         day(2026, 11, 20),
         day(2026, 11, 21),
@@ -415,8 +423,17 @@ fn a_unit_of_two_instruments_is_measured_against_both_of_their_days() {
     let mut site = Site::new(&one_unit);
     one_day(&mut site);
     let units = totals(site.hours(day(2026, 11, 20), day(2026, 11, 21), None, GroupBy::Unit));
-    assert_eq!(units.len(), 1);
-    let u = &units[0];
+    // The centre and the college above it hold the same two instruments.
+    assert_eq!(units.len(), 2);
+    assert_eq!(
+        units[0],
+        HoursRow {
+            unit: Some("Chemistry".into()),
+            ..units[1].clone()
+        }
+    );
+    let u = &units[1];
+    assert_eq!(u.unit.as_deref(), Some("Chemistry/NMR Centre"));
     assert_eq!(
         (u.instruments, u.used_hours, u.unknown_hours),
         (2, 2.0, 38.0)
