@@ -143,6 +143,7 @@ impl Lab {
                 sent_at: at("2026-03-01T00:00:00Z"),
                 acked_through: acked,
                 key_id: Some(self.signer.key_id()),
+                rotation: None,
             }
             .encode(chunk)
             .expect("encodes");

@@ -267,10 +267,15 @@ async fn serve_http(
         Arc::new(jiff::Timestamp::now),
         stop.clone(),
     ));
+    let forwarder = crate::federation::forwarder::start(config, reports.registry(), stop.clone())?;
+    let hub_sites = crate::api::federation::HubSites::new(
+        config.hub.as_ref().map_or(&[][..], |h| h.sites.as_slice()),
+    )?;
     let state = ApiState::new(reports.clone(), &config.http.tokens)?
         .with_sink(sink_stats)
         .with_collector_key(collector_key)
-        .with_organisation(reports.registry().organisation().clone());
+        .with_organisation(reports.registry().organisation().clone())
+        .with_hub(hub_sites);
     let site_zone = jiff::tz::TimeZone::get(config.site.time_zone())
         .with_context(|| format!("site.time_zone {:?}", config.site.time_zone()))?;
     let dashboard =
@@ -292,6 +297,9 @@ async fn serve_http(
             let _ = checkpoints.await;
             if let Some(sink) = sink {
                 let _ = sink.await;
+            }
+            if let Some(forwarder) = forwarder {
+                let _ = forwarder.await;
             }
             served
         }),

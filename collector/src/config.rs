@@ -39,6 +39,13 @@ pub struct CollectorConfig {
     /// Optional time-series copy for Grafana.
     #[serde(default)]
     pub influxdb: Option<InfluxConfig>,
+    /// Forward verified results to a parent collector (a hub;
+    /// docs/design/federation.md).
+    #[serde(default)]
+    pub upstream: Option<UpstreamConfig>,
+    /// Take forwarded results from these sites (this collector is a hub).
+    #[serde(default)]
+    pub hub: Option<HubConfig>,
     /// Site-wide defaults of the reconciliation rules; instruments may override.
     #[serde(default)]
     pub reconciliation: ReconciliationRules,
@@ -289,6 +296,115 @@ pub struct TokenConfig {
     /// (API, exports, dashboard); absent: every instrument.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unit: Option<String>,
+}
+
+/// `[upstream]`: where this collector forwards its verified results
+/// (docs/design/federation.md).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// Base URL of the hub's API, e.g. `https://hub.example.edu:8443`.
+    pub url: String,
+    /// This site's id at the hub (the hub takes it from the credential and
+    /// refuses a batch that names another).
+    pub site_id: String,
+    /// File holding this site's credential (the hub keeps its SHA-256).
+    pub token_file: PathBuf,
+    /// Changed rows per batch (1 to 100000).
+    #[serde(default = "defaults::upstream_batch_rows")]
+    pub batch_rows: usize,
+    /// Longest wait between retries while the hub is away (1 to 3600 s);
+    /// waits double from 1 s up to it.
+    #[serde(default = "defaults::upstream_retry_max_s")]
+    pub retry_max_s: u64,
+}
+
+impl UpstreamConfig {
+    fn validate(&self) -> Vec<ConfigError> {
+        let mut errors = Vec::new();
+        if !(self.url.starts_with("http://") || self.url.starts_with("https://")) {
+            errors.push(ConfigError::new(
+                "upstream.url",
+                format!("{:?} is not an http(s) URL", self.url),
+                "use the hub's API base URL, e.g. \"https://hub.example.edu:8443\"",
+            ));
+        }
+        if check_id("site_id", &self.site_id).is_err() {
+            errors.push(ConfigError::new(
+                "upstream.site_id",
+                format!("{:?} is not a plain name", self.site_id),
+                "use 1-64 characters from A-Z a-z 0-9 . _ -, the id the hub lists in [[hub.sites]]",
+            ));
+        }
+        if !(1..=100_000).contains(&self.batch_rows) {
+            errors.push(ConfigError::new(
+                "upstream.batch_rows",
+                format!("{} is not from 1 to 100000", self.batch_rows),
+                "use the default 5000",
+            ));
+        }
+        if !(1..=3600).contains(&self.retry_max_s) {
+            errors.push(ConfigError::new(
+                "upstream.retry_max_s",
+                format!("{} is not from 1 to 3600 seconds", self.retry_max_s),
+                "use the default 60",
+            ));
+        }
+        errors
+    }
+}
+
+/// `[hub]`: the sites whose forwarded results this collector takes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HubConfig {
+    #[serde(default)]
+    pub sites: Vec<HubSiteConfig>,
+}
+
+/// One site of a hub: its id (the prefix of its instruments here), its
+/// name and the SHA-256 of its credential.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HubSiteConfig {
+    pub id: String,
+    #[serde(default)]
+    pub name: String,
+    /// Lower-case hex SHA-256 of the site's credential
+    /// (`labhours-collector token new` makes one).
+    pub token_sha256: String,
+}
+
+impl HubConfig {
+    fn validate(&self) -> Vec<ConfigError> {
+        let mut errors = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        for (i, site) in self.sites.iter().enumerate() {
+            let at = format!("hub.sites[{i}]");
+            if check_id("id", &site.id).is_err() || site.id.contains('/') {
+                errors.push(ConfigError::new(
+                    format!("{at}.id"),
+                    format!("{:?} is not a plain name", site.id),
+                    "use 1-64 characters from A-Z a-z 0-9 . _ - (it prefixes the site's instruments: \"site-a/nmr-600\")",
+                ));
+            }
+            if !seen.insert(site.id.as_str()) {
+                errors.push(ConfigError::new(
+                    format!("{at}.id"),
+                    format!("{:?} is listed twice", site.id),
+                    "give every site its own id",
+                ));
+            }
+            if labhours_shared::trust::from_hex::<32>(&site.token_sha256).is_none() {
+                errors.push(ConfigError::new(
+                    format!("{at}.token_sha256"),
+                    "is not 64 hex digits",
+                    "paste the sha256 that `labhours-collector token new` printed for this site",
+                ));
+            }
+        }
+        errors
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -660,6 +776,14 @@ mod defaults {
     pub fn no_show_below_s() -> u64 {
         300
     }
+    pub fn upstream_batch_rows() -> usize {
+        5000
+    }
+
+    pub fn upstream_retry_max_s() -> u64 {
+        60
+    }
+
     pub fn silence_after_s() -> u64 {
         180
     }
@@ -719,6 +843,8 @@ impl Default for CollectorConfig {
             mqtt: MqttConfig::default(),
             http: HttpConfig::default(),
             influxdb: None,
+            upstream: None,
+            hub: None,
             reconciliation: ReconciliationRules::default(),
             open_hours: None,
             instruments: Vec::new(),
@@ -779,6 +905,9 @@ impl CollectorConfig {
         }
         if let Some(path) = self.influxdb.as_ref().and_then(|i| i.token_file.as_ref()) {
             errors.extend(read_secret("influxdb.token_file", path).err());
+        }
+        if let Some(up) = &self.upstream {
+            errors.extend(read_secret("upstream.token_file", &up.token_file).err());
         }
         errors.extend(check_dir("data_dir", &self.data_dir));
         errors
@@ -859,6 +988,12 @@ impl CollectorConfig {
             errors.extend(influx.validate());
         }
         errors.extend(self.trust.parsed_keys().err().into_iter().flatten());
+        if let Some(up) = &self.upstream {
+            errors.extend(up.validate());
+        }
+        if let Some(hub) = &self.hub {
+            errors.extend(hub.validate());
+        }
         errors.extend(validate_http(&self.http));
         let horizon = self.bookings.ical_horizon_days;
         if !(1..=3660).contains(&horizon) {

@@ -25,6 +25,7 @@ pub mod config;
 pub mod dashboard;
 pub mod demo;
 pub mod evidence;
+pub mod federation;
 pub mod influx;
 pub mod ingest;
 pub mod quarantine;

@@ -93,9 +93,25 @@ impl TestAgent {
         Self::start_full(dir, agent_id, config, tuning(config), Some(signer))
     }
 
+    /// An agent reporting for `instrument` (the others use "instrument-1").
+    pub fn start_for(dir: &Path, agent_id: &str, instrument: &str, config: &MqttConfig) -> Self {
+        Self::start_instrument(dir, agent_id, instrument, config, tuning(config), None)
+    }
+
     fn start_full(
         dir: &Path,
         agent_id: &str,
+        config: &MqttConfig,
+        tuning: DeliveryTuning,
+        signer: Option<Arc<labhours_shared::trust::Signer>>,
+    ) -> Self {
+        Self::start_instrument(dir, agent_id, "instrument-1", config, tuning, signer)
+    }
+
+    fn start_instrument(
+        dir: &Path,
+        agent_id: &str,
+        instrument: &str,
         config: &MqttConfig,
         tuning: DeliveryTuning,
         signer: Option<Arc<labhours_shared::trust::Signer>>,
@@ -104,7 +120,7 @@ impl TestAgent {
         let delivery = Delivery::new(
             config,
             agent_id,
-            "instrument-1",
+            instrument,
             outbox.clone(),
             Arc::new(SystemClock),
         )
@@ -141,6 +157,15 @@ impl TestAgent {
             .outbox
             .append(Timestamp::now(), kinds.clone())
             .expect("append");
+        self.appended.extend(seqs.iter().copied().zip(kinds));
+        self.notifier.notify();
+        seqs
+    }
+
+    /// Appends events dated `at` (the test controls the instrument's time)
+    /// and wakes the publisher.
+    pub fn append_at(&mut self, at: Timestamp, kinds: Vec<EventKind>) -> Vec<u64> {
+        let seqs = self.outbox.append(at, kinds.clone()).expect("append");
         self.appended.extend(seqs.iter().copied().zip(kinds));
         self.notifier.notify();
         seqs

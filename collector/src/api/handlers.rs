@@ -806,7 +806,7 @@ pub struct CheckpointParams {
 )]
 pub async fn checkpoints(
     State(state): State<ApiState>,
-    _caller: Caller,
+    caller: Caller,
     params: Params,
 ) -> Result<Json<CheckpointsAnswer>, ApiError> {
     params.only(&["latest"])?;
@@ -820,7 +820,7 @@ pub async fn checkpoints(
             ));
         }
     };
-    let checkpoints = blocking(&state, move |r| r.checkpoints(latest)).await?;
+    let checkpoints = blocking(&state, Some(&caller), move |r| r.checkpoints(latest)).await?;
     Ok(Json(CheckpointsAnswer {
         key: state.collector_key.clone(),
         checkpoints,

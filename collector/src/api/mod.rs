@@ -9,6 +9,7 @@
 
 pub(crate) mod auth;
 mod error;
+pub mod federation;
 mod handlers;
 pub mod params;
 pub mod table;
@@ -54,6 +55,8 @@ pub struct ApiState {
     collector_key: Option<crate::evidence::checkpoint::CollectorKey>,
     /// Resolves a token's unit to the instruments it may see.
     organisation: Arc<Organisation>,
+    /// The sites a hub takes forwarded results from (empty: not a hub).
+    hub: Arc<federation::HubSites>,
 }
 
 impl std::fmt::Debug for ApiState {
@@ -77,6 +80,7 @@ impl ApiState {
             sink: None,
             collector_key: None,
             organisation: Arc::default(),
+            hub: Arc::new(federation::HubSites::default()),
         })
     }
 
@@ -90,6 +94,12 @@ impl ApiState {
     /// it, a scoped token sees no instrument).
     pub fn with_organisation(mut self, organisation: Arc<Organisation>) -> Self {
         self.organisation = organisation;
+        self
+    }
+
+    /// The same state taking forwarded results from `sites` (a hub).
+    pub fn with_hub(mut self, sites: federation::HubSites) -> Self {
+        self.hub = Arc::new(sites);
         self
     }
 
@@ -143,6 +153,11 @@ impl ApiState {
         &self.organisation
     }
 
+    /// The sites a hub takes results from (the dashboard lists them).
+    pub(crate) fn hub(&self) -> &federation::HubSites {
+        &self.hub
+    }
+
     /// The configured tokens (the dashboard exchanges them for sessions).
     pub(crate) fn auth(&self) -> &auth::Auth {
         &self.auth
@@ -170,6 +185,11 @@ pub fn app(state: ApiState) -> Router {
             "/api/v1/corrections",
             get(handlers::corrections).post(handlers::add_correction),
         )
+        .route(
+            "/api/v1/federation/batch",
+            post(federation::batch).layer(DefaultBodyLimit::max(federation::MAX_BATCH_BYTES)),
+        )
+        .route("/api/v1/sites", get(federation::sites))
         .fallback(handlers::not_found)
         .with_state(state)
 }
@@ -195,6 +215,8 @@ pub fn app(state: ApiState) -> Router {
         handlers::checkpoints,
         handlers::openapi_json,
         handlers::healthz,
+        federation::batch,
+        federation::sites,
     ),
     // Referenced only from query parameters, which utoipa does not collect.
     components(schemas(handlers::FormatName, handlers::JsonOnly)),
@@ -206,6 +228,7 @@ pub fn app(state: ApiState) -> Router {
         (name = "instruments", description = "Instruments, their state and timelines"),
         (name = "corrections", description = "Admin corrections of unbooked usage (§7)"),
         (name = "evidence", description = "The collector's signed checkpoints (docs/evidence.md)"),
+        (name = "federation", description = "A hub: results forwarded by sites, and their freshness (docs/design/federation.md)"),
         (name = "meta", description = "Health, the quarantine of refused payloads, and this document"),
     )
 )]
@@ -220,6 +243,11 @@ impl utoipa::Modify for BearerScheme {
         let components = openapi.components.get_or_insert_with(Default::default);
         components.add_security_scheme(
             "bearer",
+            SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
+        );
+        // A site's own credential ([[hub.sites]] token_sha256), not an API token.
+        components.add_security_scheme(
+            "site",
             SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
         );
     }

@@ -1304,6 +1304,7 @@ async fn the_openapi_document_lists_every_route_its_statuses_and_the_bearer_sche
             "/api/v1/bookings/outcomes",
             "/api/v1/checkpoints",
             "/api/v1/corrections",
+            "/api/v1/federation/batch",
             "/api/v1/healthz",
             "/api/v1/hours",
             "/api/v1/instruments",
@@ -1312,7 +1313,17 @@ async fn the_openapi_document_lists_every_route_its_statuses_and_the_bearer_sche
             "/api/v1/quarantine",
             "/api/v1/quarantine/{id}",
             "/api/v1/sessions",
+            "/api/v1/sites",
         ]
+    );
+    // A hub's batches authenticate with the site's own credential.
+    assert_eq!(
+        paths["/api/v1/federation/batch"]["post"]["security"],
+        json!([{"site": []}])
+    );
+    assert_eq!(
+        doc["components"]["securitySchemes"]["site"]["scheme"],
+        "bearer"
     );
     let scheme = &doc["components"]["securitySchemes"]["bearer"];
     assert_eq!(scheme["type"], "http");
@@ -1667,4 +1678,86 @@ async fn checkpoints_are_served_to_evaluators_all_or_the_newest() {
     assert_eq!(bad.json()["parameter"], "latest");
     let unknown = get(&router, "/api/v1/checkpoints?newest").await;
     assert_eq!(unknown.status, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn a_hub_takes_batches_only_with_a_site_credential_naming_that_site() {
+    use crate::config::HubSiteConfig;
+    let site_token = "site-a-secret";
+    let sites = [HubSiteConfig {
+        id: "site-a".into(),
+        name: "Site A".into(),
+        token_sha256: hash_token(site_token),
+    }];
+    let batch = |site: &str| Some(json!({ "site": site, "rows": [] }));
+    let uri = "/api/v1/federation/batch";
+
+    // Not a hub: 404 whatever the credential.
+    let (_, plain) = setup();
+    let a = send(
+        &plain,
+        Method::POST,
+        uri,
+        Some(site_token),
+        &[],
+        batch("site-a"),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::NOT_FOUND, "{}", a.text());
+
+    let fake = Arc::new(Fake::default());
+    let hub = app(ApiState::new(fake, &tokens())
+        .expect("tokens")
+        .with_clock(Arc::new(now))
+        .with_hub(super::federation::HubSites::new(&sites).expect("sites")));
+    // An API token is not a site credential, nor is nothing.
+    for token in [Some(ADMIN), None, Some("site-a-secreT")] {
+        let a = send(&hub, Method::POST, uri, token, &[], batch("site-a")).await;
+        assert_eq!(
+            a.status,
+            StatusCode::UNAUTHORIZED,
+            "{token:?}: {}",
+            a.text()
+        );
+    }
+    // The site id comes from the credential: a batch naming another is refused.
+    let a = send(
+        &hub,
+        Method::POST,
+        uri,
+        Some(site_token),
+        &[],
+        batch("site-b"),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::FORBIDDEN, "{}", a.text());
+    assert!(a.text().contains("site-b"), "{}", a.text());
+    // A body that is not a batch names the problem.
+    let a = send(
+        &hub,
+        Method::POST,
+        uri,
+        Some(site_token),
+        &[],
+        Some(json!({"rows": 3})),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST, "{}", a.text());
+    assert_eq!(a.json()["parameter"], "body");
+    // Past the gate, the batch reaches the store (the fake keeps nothing: 400 from it).
+    let a = send(
+        &hub,
+        Method::POST,
+        uri,
+        Some(site_token),
+        &[],
+        batch("site-a"),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST, "{}", a.text());
+    assert!(
+        a.text().contains("keeps no forwarded results"),
+        "{}",
+        a.text()
+    );
 }

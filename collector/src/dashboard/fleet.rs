@@ -258,10 +258,50 @@ pub struct RowView {
     pub coverage: String,
 }
 
+/// A hub's site as the fleet page lists it (empty strings: not known).
+#[derive(Debug)]
+pub struct SiteLine {
+    pub id: String,
+    pub name: String,
+    pub href: String,
+    /// "data up to …": the site's figures are final up to then.
+    pub up_to: String,
+    pub last_batch: String,
+}
+
+/// A hub's sites with their freshness (none on a site).
+async fn site_lines(state: &DashState, viewer: &Viewer) -> Result<Vec<SiteLine>, PageError> {
+    let listed = state.hub_sites();
+    if listed.is_empty() {
+        return Ok(Vec::new());
+    }
+    let sites = blocking(state, viewer, move |r| r.sites(&listed)).await?;
+    Ok(sites
+        .into_iter()
+        .map(|s| SiteLine {
+            href: format!("/?unit={}", url_encode(&s.site_id)),
+            name: if s.name.is_empty() {
+                s.site_id.clone()
+            } else {
+                s.name
+            },
+            up_to: s
+                .settled_through
+                .as_deref()
+                .map(short_time)
+                .unwrap_or_default(),
+            last_batch: s.last_batch.as_deref().map(short_time).unwrap_or_default(),
+            id: s.site_id,
+        })
+        .collect())
+}
+
 #[derive(askama::Template)]
 #[template(path = "fleet.html")]
 struct FleetTemplate {
     page: Page,
+    /// A hub's sites and how fresh their figures are.
+    sites: Vec<SiteLine>,
     filter: FleetFilter,
     /// (id, label) of each unit the picker offers.
     units: Vec<(String, String)>,
@@ -369,8 +409,10 @@ pub async fn page(
     Query(filter): Query<FleetFilter>,
 ) -> Result<Response, PageError> {
     let all = snapshot(&state, &viewer).await?;
+    let sites = site_lines(&state, &viewer).await?;
     let page = Page::new(&headers, "fleet", &path_of(&uri), viewer, "fleet.title");
     let html = askama::Template::render(&FleetTemplate {
+        sites,
         units: unit_choices(&units(&all), state.api.organisation(), page.lang),
         table: askama::Template::render(&table(page.clone(), &filter, &all))?,
         filter,

@@ -66,6 +66,11 @@ impl DashState {
         self.api.now()
     }
 
+    /// (id, name) of a hub's sites; empty on a site.
+    fn hub_sites(&self) -> Vec<(String, String)> {
+        self.api.hub().listed()
+    }
+
     /// Today's date in the site's zone.
     fn today(&self) -> jiff::civil::Date {
         self.now().to_zoned(self.site_zone.clone()).date()

@@ -910,3 +910,60 @@ async fn an_admin_moves_double_booked_time_from_the_inbox_and_the_instrument_pag
     assert_eq!(refused.status, StatusCode::BAD_REQUEST);
     assert!(refused.text().contains("b-overrun"), "{}", refused.text());
 }
+
+#[tokio::test]
+async fn a_hubs_fleet_page_says_how_fresh_each_sites_figures_are_in_both_languages() {
+    use crate::config::HubSiteConfig;
+    use crate::federation::{Batch, RegistryEntry};
+    use crate::verified::Reports as _;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    seed(&data, DAY).expect("seed");
+    let config = CollectorConfig::parse(&config(&data, "127.0.0.1:0", false)).expect("config");
+    let reports = crate::verified::store_reports(&config).expect("reports");
+    let now: Timestamp = "2025-03-04T04:00:00Z".parse().expect("now");
+    let batch = Batch {
+        site: "site-a".into(),
+        registry: Some(vec![RegistryEntry {
+            id: "nmr".into(),
+            name: "Far NMR".into(),
+            unit: None,
+            time_zone: "UTC".into(),
+            open_hours: None,
+        }]),
+        settled_through_ms: Some(
+            "2025-03-04T02:00:00Z"
+                .parse::<Timestamp>()
+                .expect("t")
+                .as_millisecond(),
+        ),
+        ..Batch::default()
+    };
+    reports
+        .federation_apply("site-a", &batch, now)
+        .expect("applied");
+    let sites = ["site-a", "site-b"].map(|id| HubSiteConfig {
+        id: id.into(),
+        name: format!("Campus {id}"),
+        token_sha256: crate::api::hash_token(id),
+    });
+    let api = ApiState::new(reports, &config.http.tokens)
+        .expect("api")
+        .with_clock(Arc::new(move || now))
+        .with_hub(crate::api::federation::HubSites::new(&sites).expect("sites"));
+    let zone = jiff::tz::TimeZone::get(ZONE).expect("zone");
+    let router = routes(DashState::new(api.clone(), zone)).merge(app(api));
+    let en = send(&router, get("/", None, "en")).await.text();
+    assert!(en.contains("Campus site-a</a> (site-a):"), "{en}");
+    assert!(en.contains("data up to"), "{en}");
+    assert!(en.contains("nothing final yet"), "site-b never sent: {en}");
+    assert!(
+        en.contains("Far NMR"),
+        "the forwarded instrument is in the fleet"
+    );
+    let zh = send(&router, get("/", None, "zh-CN")).await.text();
+    assert!(
+        zh.contains("数据截至") && zh.contains("尚无最终数据"),
+        "{zh}"
+    );
+}

@@ -181,6 +181,13 @@ impl Instrument {
             .map(|open| open.open_ms(&self.zone, period))
     }
 
+    /// Whether this instrument's unit path is `unit` or below it: how a
+    /// hub places a site's forwarded instruments, whose units are paths
+    /// under the site's id (`site-a/chem/nmr-lab`).
+    pub fn in_unit(&self, unit: &str) -> bool {
+        unit_within(self.unit.as_deref().unwrap_or(""), unit)
+    }
+
     /// A stable fingerprint of everything reconciliation depends on: zone
     /// name, usage_source, file_run_s, the resolved rules and whether it is
     /// monitored (not the name, unit, thresholds or open hours). Hex SHA-256 of a canonical JSON text,

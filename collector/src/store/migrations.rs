@@ -60,6 +60,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0011_transport",
         include_str!("../../migrations/0011_transport.sql"),
     ),
+    (
+        "0012_federation",
+        include_str!("../../migrations/0012_federation.sql"),
+    ),
 ];
 
 /// The version that last changed how [`super::derived`] fills its tables

@@ -65,6 +65,10 @@ pub struct Organisation {
     members: BTreeMap<String, String>,
     /// Built from `/` paths: no `[[units]]` in the config.
     paths: bool,
+    /// A hub's sites (`[[hub.sites]]`), top units whose instruments and
+    /// units are those the site forwards: ids `site/…`
+    /// (docs/design/federation.md).
+    sites: BTreeSet<String>,
 }
 
 /// Every problem of `[[units]]` and of the `unit` keys that name units,
@@ -153,6 +157,21 @@ pub fn validate(config: &CollectorConfig) -> Vec<ConfigError> {
             }
         }
     }
+    let paths: BTreeSet<String> = config
+        .instruments
+        .iter()
+        .filter_map(|i| i.unit.as_deref().map(normalize_path))
+        .filter_map(|p| p.split('/').next().map(str::to_owned))
+        .collect();
+    for (i, site) in config.hub.iter().flat_map(|h| &h.sites).enumerate() {
+        if ids.contains(site.id.as_str()) || (units.is_empty() && paths.contains(&site.id)) {
+            errors.push(ConfigError::new(
+                format!("hub.sites[{i}].id"),
+                format!("{:?} is also a unit of this collector", site.id),
+                "give the site an id no unit has (a site is a top unit of the hub)",
+            ));
+        }
+    }
     let known = Organisation::from_config(config);
     for (i, token) in config.http.tokens.iter().enumerate() {
         if let Some(u) = &token.unit
@@ -235,18 +254,51 @@ impl Organisation {
                 }
             }
         }
+        for site in config.hub.iter().flat_map(|h| &h.sites) {
+            org.units.entry(site.id.clone()).or_insert_with(|| Unit {
+                id: site.id.clone(),
+                name: if site.name.is_empty() {
+                    site.id.clone()
+                } else {
+                    site.name.clone()
+                },
+                name_zh: None,
+                parent: None,
+            });
+            org.sites.insert(site.id.clone());
+        }
         org
+    }
+
+    /// The hub site a forwarded id (`site/…`) belongs to.
+    fn site_of<'a>(&self, id: &'a str) -> Option<&'a str> {
+        id.split_once('/')
+            .map(|(site, _)| site)
+            .filter(|site| self.sites.contains(*site))
+    }
+
+    /// A configured instrument's unit as a path from its top unit
+    /// (`chem/nmr-lab`): what a site forwards, so the hub keeps the tree.
+    pub fn path_of(&self, instrument: &str) -> Option<String> {
+        let own = self.unit_of(instrument)?;
+        if self.paths {
+            return Some(own.to_owned());
+        }
+        let mut up = self.ancestors(own);
+        up.reverse();
+        Some(up.join("/"))
     }
 
     /// The id of the unit `asked` names (with `/` paths: spaces around
     /// segments and empty segments ignored), if there is one.
     pub fn canonical(&self, asked: &str) -> Option<String> {
-        let id = if self.paths {
+        let id = if self.paths || self.site_of(asked).is_some() {
             normalize_path(asked)
         } else {
             asked.to_owned()
         };
-        self.units.contains_key(&id).then_some(id)
+        // Below a hub site, the units are the site's own (a path under it).
+        (self.units.contains_key(&id) || self.site_of(&id).is_some()).then_some(id)
     }
 
     pub fn unit(&self, id: &str) -> Option<&Unit> {
@@ -282,6 +334,7 @@ impl Organisation {
     pub fn contains(&self, unit: &str, instrument: &str) -> bool {
         self.unit_of(instrument)
             .is_some_and(|own| self.ancestors(own).contains(&unit))
+            || self.site_of(instrument) == Some(unit)
     }
 
     /// What a caller scoped to `unit` (an id) sees; `None`: everything.
@@ -305,6 +358,7 @@ impl Organisation {
             unit: unit.to_owned(),
             instruments,
             units,
+            site: self.sites.contains(unit),
         }))
     }
 
@@ -333,6 +387,18 @@ pub struct Within {
     pub instruments: BTreeSet<String>,
     /// It and the units below it.
     pub units: BTreeSet<String>,
+    /// The unit is a hub's site: everything forwarded under `unit/` is in it.
+    pub site: bool,
+}
+
+impl Within {
+    /// Whether `id` (an instrument or unit) is forwarded by this site.
+    fn under_site(&self, id: &str) -> bool {
+        self.site
+            && id
+                .strip_prefix(self.unit.as_str())
+                .is_some_and(|rest| rest.starts_with('/'))
+    }
 }
 
 impl Scope {
@@ -340,7 +406,7 @@ impl Scope {
     pub fn allows(&self, instrument: &str) -> bool {
         match self {
             Self::All => true,
-            Self::Unit(w) => w.instruments.contains(instrument),
+            Self::Unit(w) => w.instruments.contains(instrument) || w.under_site(instrument),
         }
     }
 
@@ -348,7 +414,7 @@ impl Scope {
     pub fn allows_unit(&self, unit: &str) -> bool {
         match self {
             Self::All => true,
-            Self::Unit(w) => w.units.contains(unit),
+            Self::Unit(w) => w.units.contains(unit) || w.under_site(unit),
         }
     }
 

@@ -81,6 +81,15 @@ unit = "Chemistry/Mass Spec"
     };
     crate::verified::Reports::add_correction(&*reports, correction, "office-admin", now)
         .expect("correction");
+    // A signed checkpoint: it names every instrument, the outside one too.
+    let key = labhours_shared::trust::Signer::from_pkcs8(
+        &labhours_shared::trust::Signer::generate_pkcs8().expect("key"),
+    )
+    .expect("signer");
+    let store = crate::store::Store::open(&data, crate::store::Durability::Full).expect("store");
+    crate::evidence::checkpoint::sign(store.connection(), &key, "scope-matrix", now)
+        .expect("checkpoint");
+    drop(store);
     let org = reports.registry().organisation().clone();
     let api = ApiState::new(reports, &config.http.tokens)
         .expect("api")
@@ -192,6 +201,15 @@ fn requests(method: &Method, path: &str) -> Option<Vec<Req>> {
                 Plain,
             ),
         ],
+        // A checkpoint is signed over every agent and instrument of the
+        // collector: a scoped caller gets none (docs/evidence.md).
+        ("GET", "/api/v1/checkpoints") => {
+            vec![get(path, Filtered), get(format!("{path}?latest"), Filtered)]
+        }
+        // This collector is no hub: nothing to list, nothing to take; a
+        // batch is authenticated by a site credential, never by a token.
+        ("GET", "/api/v1/sites") => vec![get(path, Plain)],
+        ("POST", "/api/v1/federation/batch") => vec![post(path, JSON, "{}", NotFound)],
         ("GET", "/api/v1/quarantine") => vec![
             get(path, Filtered),
             get(format!("{path}?agent=agent-nmr-600"), Filtered),

@@ -249,4 +249,33 @@ impl Reports for ScopedReports {
     fn end_session(&self, id_sha256: &str) -> Result<(), QueryError> {
         self.inner.end_session(id_sha256)
     }
+
+    /// None: a checkpoint is signed over every agent of the collector,
+    /// so it names agents outside the scope (docs/evidence.md).
+    fn checkpoints(
+        &self,
+        _latest: bool,
+    ) -> Result<Vec<crate::evidence::checkpoint::Checkpoint>, QueryError> {
+        Ok(Vec::new())
+    }
+
+    /// Writes come with a site credential, never through a scoped token.
+    fn federation_apply(
+        &self,
+        site: &str,
+        _batch: &crate::federation::Batch,
+        _now: Timestamp,
+    ) -> Result<crate::federation::Applied, QueryError> {
+        Err(QueryError::UnknownUnit(site.to_owned()))
+    }
+
+    /// Only the sites in the scope.
+    fn sites(
+        &self,
+        configured: &[(String, String)],
+    ) -> Result<Vec<crate::federation::SiteRow>, QueryError> {
+        let mut rows = self.inner.sites(configured)?;
+        rows.retain(|r| self.scope.allows_unit(&r.site_id));
+        Ok(rows)
+    }
 }

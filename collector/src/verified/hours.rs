@@ -31,6 +31,13 @@ pub fn select(
 ) -> Result<Vec<Instrument>, QueryError> {
     let mut ids: Vec<String> = registry.configured().map(|i| i.id.clone()).collect();
     ids.extend(super::materialize::known_instruments(conn)?);
+    // A hub's forwarded instruments (docs/design/federation.md).
+    let forwarded: HashMap<String, Instrument> =
+        crate::federation::forwarded_instruments(conn, registry)?
+            .into_iter()
+            .map(|i| (i.id.clone(), i))
+            .collect();
+    ids.extend(forwarded.keys().cloned());
     ids.sort();
     ids.dedup();
     if let Some(one) = instrument {
@@ -39,13 +46,25 @@ pub fn select(
         }
         ids.retain(|i| i == one);
     }
-    let mut out: Vec<Instrument> = ids.iter().map(|id| registry.instrument(id)).collect();
+    let mut out: Vec<Instrument> = ids
+        .iter()
+        .map(|id| {
+            forwarded
+                .get(id)
+                .cloned()
+                .unwrap_or_else(|| registry.instrument(id))
+        })
+        .collect();
     if let Some(asked) = unit {
         let org = registry.organisation();
         let unit = org
             .canonical(asked)
             .ok_or_else(|| QueryError::UnknownUnit(asked.to_owned()))?;
-        out.retain(|i| org.contains(&unit, &i.id));
+        // A forwarded instrument's unit is a path under its site (the tree
+        // below a site is the site's, not in this config).
+        out.retain(|i| {
+            org.contains(&unit, &i.id) || (forwarded.contains_key(&i.id) && i.in_unit(&unit))
+        });
     }
     Ok(out)
 }

@@ -643,9 +643,12 @@ pub fn all_instruments(conn: &Connection) -> rusqlite::Result<Vec<String>> {
         )
     });
     let selects = tables.map(|t| format!("SELECT id FROM {t}_ids WHERE id IS NOT NULL"));
+    // A hub's forwarded instruments are the sites' results, not
+    // reconciled here (docs/design/federation.md).
     let sql = format!(
-        "WITH RECURSIVE {} {} UNION SELECT instrument_id FROM reconciled
-         UNION SELECT instrument_id FROM dirty",
+        "WITH RECURSIVE {} SELECT id FROM ({} UNION SELECT instrument_id FROM reconciled
+         UNION SELECT instrument_id FROM dirty)
+         WHERE id NOT IN (SELECT instrument_id FROM fed_instruments)",
         walks.join(", "),
         selects.join(" UNION ")
     );
@@ -708,6 +711,15 @@ pub fn catch_up(conn: &mut Connection, registry: &Registry, now: Ms) -> rusqlite
                     |r| r.get(0),
                 )
                 .optional()?;
+            let forwarded: bool = tx.query_row(
+                "SELECT EXISTS (SELECT 1 FROM fed_instruments WHERE instrument_id = ?1)",
+                [&id],
+                |r| r.get(0),
+            )?;
+            if forwarded {
+                // A hub's forwarded instrument: its site reconciles it.
+                return Ok(Pass::default());
+            }
             let inst = registry.instrument(&id);
             let known: bool = tx.query_row(
                 "SELECT EXISTS (SELECT 1 FROM reconciled WHERE instrument_id = ?1)",

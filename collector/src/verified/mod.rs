@@ -126,6 +126,26 @@ pub trait Reports: Send + Sync + 'static {
         &self,
         latest: bool,
     ) -> Result<Vec<crate::evidence::checkpoint::Checkpoint>, QueryError>;
+    /// A hub: applies a site's forwarded batch (`site` from its
+    /// credential; docs/design/federation.md).
+    fn federation_apply(
+        &self,
+        _site: &str,
+        _batch: &crate::federation::Batch,
+        _now: Timestamp,
+    ) -> Result<crate::federation::Applied, QueryError> {
+        Err(QueryError::BadParameter {
+            parameter: "body",
+            message: "this collector keeps no forwarded results".into(),
+        })
+    }
+    /// A hub: per configured site (id, name), what it forwarded and how fresh.
+    fn sites(
+        &self,
+        _configured: &[(String, String)],
+    ) -> Result<Vec<crate::federation::SiteRow>, QueryError> {
+        Ok(Vec::new())
+    }
 }
 #[cfg(test)]
 mod tests;

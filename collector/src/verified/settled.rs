@@ -43,6 +43,11 @@ pub fn per_instrument(conn: &Connection) -> rusqlite::Result<HashMap<String, Opt
             *t = t.map(|t| t.min(from));
         }
     }
+    // A hub's forwarded instruments: as their site said (and the site
+    // counts its own agents and reconciler the same way).
+    for (id, through) in crate::federation::forwarded_settled(conn)? {
+        out.insert(id, through);
+    }
     Ok(out)
 }
 

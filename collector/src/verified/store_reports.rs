@@ -302,6 +302,31 @@ impl Reports for StoreReports {
     fn end_session(&self, id_sha256: &str) -> Result<(), QueryError> {
         self.write(|conn, _| dashboard::end_session(conn, id_sha256))
     }
+
+    fn federation_apply(
+        &self,
+        site: &str,
+        batch: &crate::federation::Batch,
+        now: Timestamp,
+    ) -> Result<crate::federation::Applied, QueryError> {
+        use crate::federation::apply::{ApplyError, apply};
+        self.write(|conn, _| {
+            apply(conn, site, batch, now.as_millisecond()).map_err(|e| match e {
+                ApplyError::Bad(message) => QueryError::BadParameter {
+                    parameter: "body",
+                    message,
+                },
+                ApplyError::Db(e) => QueryError::Db(e),
+            })
+        })
+    }
+
+    fn sites(
+        &self,
+        configured: &[(String, String)],
+    ) -> Result<Vec<crate::federation::SiteRow>, QueryError> {
+        self.read(|conn, _| Ok(crate::federation::apply::sites(conn, configured)?))
+    }
 }
 
 /// Moves the bookings a caller scoped to a unit may not write to the

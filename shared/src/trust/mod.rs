@@ -175,13 +175,6 @@ impl Signer {
         self.public.key_id()
     }
 
-    /// The Ed25519 signature over exactly `message`.
-    pub fn sign(&self, message: &[u8]) -> [u8; 64] {
-        let mut out = [0u8; 64];
-        out.copy_from_slice(self.pair.sign(message).as_ref());
-        out
-    }
-
     /// `message`, a newline, and the hex signature over `message`'s exact
     /// bytes: the form a signed MQTT payload takes.
     pub fn sign_payload(&self, message: &[u8]) -> Vec<u8> {
