@@ -11,17 +11,25 @@
 //! exactly: its forwarded tables equal the sites' tables row for row,
 //! nothing missing, nothing twice.
 //!
-//! Scoped tokens (a token at the hub that sees one site) come with org
-//! units: [`Rig::hub_hours_as`] is where such a token's view is read.
+//! Checkpoints: every site signs them with its collector key and forwards
+//! them; the hub verifies each with the site's `checkpoint_key` and checks
+//! that it extends the one before. A site whose database is edited (an
+//! agent's chain head rewritten) and re-signed is flagged at the hub.
+//!
+//! A token at the hub scoped to `unit = "site-a"` sees site A only: its
+//! hours, instruments, outcomes and freshness, and a 404 for site B.
 
 use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
 use labhours_collector::api::hash_token;
 use labhours_shared::state::State;
+use labhours_shared::trust::Signer;
 use labhours_shared::wire::{EventKind, TransitionSource};
 use labhours_tests::agent::{PREFIX, TestAgent, mqtt_config};
 use labhours_tests::brokers::free_port;
@@ -35,6 +43,8 @@ const SITES: [&str; 2] = ["site-a", "site-b"];
 /// The same ids on both sites: the hub tells them apart by site.
 const INSTRUMENTS: [&str; 2] = ["nmr-600", "xrd-1"];
 const ADMIN: &str = "hub-admin-secret";
+/// An evaluator's token at the hub, scoped to site A.
+const SITE_A_EVALUATOR: &str = "hub-site-a-evaluator-secret";
 const FROM: &str = "2026-03-01";
 const TO: &str = "2026-03-08";
 
@@ -107,6 +117,8 @@ impl Drop for Process {
 struct Site {
     id: &'static str,
     dir: PathBuf,
+    /// The site collector's checkpoint key (`[trust] key_file`).
+    collector_key: Signer,
     http: std::net::SocketAddr,
     process: Process,
     agents: Vec<TestAgent>,
@@ -133,11 +145,24 @@ impl Rig {
         let hub_dir = root.join("hub");
         std::fs::create_dir_all(&hub_dir).unwrap();
         let mut hub_sites = String::new();
+        let mut collector_keys = Vec::new();
         for site in SITES {
+            let der = Signer::generate_pkcs8().unwrap();
+            let key_file = root.join(format!("{site}.collector.key"));
+            std::fs::write(&key_file, &der).unwrap();
+            std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+            let key = Signer::from_pkcs8(&der).unwrap();
+            let vkey = labhours_collector::evidence::checkpoint::CollectorKey::new(
+                &format!("Campus {site}"),
+                &key.public_key(),
+            )
+            .verifier_key;
             hub_sites.push_str(&format!(
-                "[[hub.sites]]\nid = \"{site}\"\nname = \"Campus {site}\"\ntoken_sha256 = \"{}\"\n",
+                "[[hub.sites]]\nid = \"{site}\"\nname = \"Campus {site}\"\ntoken_sha256 = \"{}\"\n\
+                 checkpoint_key = \"{vkey}\"\n",
                 hash_token(&format!("{site}-credential"))
             ));
+            collector_keys.push((key, key_file));
         }
         let hub_config = write(
             &root.join("hub.toml"),
@@ -145,14 +170,16 @@ impl Rig {
                 "data_dir = {hub_dir:?}\n[site]\ntime_zone = \"UTC\"\n\
                  [mqtt]\nembedded_listen = \"127.0.0.1:{}\"\n\
                  [http]\nlisten = \"127.0.0.1:{hub_port}\"\n\
-                 [[http.tokens]]\nname = \"office\"\nrole = \"admin\"\nsha256 = \"{}\"\n{hub_sites}",
+                 [[http.tokens]]\nname = \"office\"\nrole = \"admin\"\nsha256 = \"{}\"\n\
+                 [[http.tokens]]\nname = \"site-a-evaluator\"\nrole = \"evaluator\"\nsha256 = \"{}\"\nunit = \"site-a\"\n{hub_sites}",
                 free_port(),
                 hash_token(ADMIN),
+                hash_token(SITE_A_EVALUATOR),
             ),
         );
         let hub = Process::spawn(hub_config);
         let mut sites = Vec::new();
-        for site in SITES {
+        for (site, (collector_key, key_file)) in SITES.into_iter().zip(collector_keys) {
             let dir = root.join(site);
             std::fs::create_dir_all(&dir).unwrap();
             let token = write(
@@ -160,12 +187,28 @@ impl Rig {
                 &format!("{site}-credential\n"),
             );
             let (mqtt, port) = (free_port(), free_port());
+            // Signing agents, enrolled in the site's config.
+            let agent_keys: Vec<Arc<Signer>> = INSTRUMENTS
+                .iter()
+                .map(|_| Arc::new(Signer::from_pkcs8(&Signer::generate_pkcs8().unwrap()).unwrap()))
+                .collect();
+            let enrolled: String = INSTRUMENTS
+                .iter()
+                .zip(&agent_keys)
+                .map(|(inst, k)| {
+                    format!(
+                        "[[trust.keys]]\nagent_id = \"{site}-{inst}\"\npublic_key = \"{}\"\n",
+                        k.public_key()
+                    )
+                })
+                .collect();
             // Silence never makes time unknown here: the test sends
             // transitions only, hours apart.
             let config = write(
                 &root.join(format!("{site}.toml")),
                 &format!(
-                    "data_dir = {dir:?}\n[site]\ntime_zone = \"UTC\"\n\
+                    "data_dir = {dir:?}\n[site]\nname = \"Campus {site}\"\ntime_zone = \"UTC\"\n\
+                     [trust]\nkey_file = {key_file:?}\n{enrolled}\
                      [mqtt]\ntopic_prefix = \"{PREFIX}\"\nembedded_listen = \"127.0.0.1:{mqtt}\"\n\
                      [http]\nlisten = \"127.0.0.1:{port}\"\n\
                      [reconciliation]\nsilence_after_s = 8640000\n\
@@ -178,20 +221,23 @@ impl Rig {
             wait_healthy(http).await;
             let agents = INSTRUMENTS
                 .iter()
-                .map(|inst| {
+                .zip(agent_keys)
+                .map(|(inst, key)| {
                     let agent_dir = dir.join(format!("agent-{inst}"));
                     std::fs::create_dir_all(&agent_dir).unwrap();
-                    TestAgent::start_for(
+                    TestAgent::start_signed_for(
                         &agent_dir,
                         &format!("{site}-{inst}"),
                         inst,
                         &mqtt_config(mqtt),
+                        key,
                     )
                 })
                 .collect();
             sites.push(Site {
                 id: site,
                 dir,
+                collector_key,
                 http,
                 process,
                 agents,
@@ -566,7 +612,137 @@ async fn two_sites_and_a_hub_agree_and_the_hub_catches_up_after_a_kill() {
         assert!(row["last_batch"].is_string(), "{row}");
         assert_eq!(row["instruments"], 2, "{row}");
     }
+    assert_a_site_token_sees_its_site_only(&rig).await;
+    a_site_that_rewrites_history_is_flagged_at_the_hub(&rig).await;
     for site in &mut rig.sites {
         site.process.kill();
+    }
+}
+
+/// Each site signs a checkpoint over its chains (as `labhours-collector
+/// checkpoint sign` does); the hub verifies them. Then site B's database
+/// is edited (one agent's newest chained event gets another hash) and
+/// re-signed: the hub flags site B, not site A.
+async fn a_site_that_rewrites_history_is_flagged_at_the_hub(rig: &Rig) {
+    for site in &rig.sites {
+        sign_checkpoint(site);
+    }
+    let rows = wait_sites_row(rig, |rows| {
+        rows.iter().all(|r| r["checkpoints"].as_u64() >= Some(2))
+    })
+    .await;
+    for row in &rows {
+        assert_eq!(row["checkpoints_verified"], row["checkpoints"], "{row}");
+        assert_eq!(row["history"], Value::Null, "{row}");
+    }
+    let site_b = &rig.sites[1];
+    {
+        let store = labhours_collector::store::Store::open(
+            &site_b.dir,
+            labhours_collector::store::Durability::Full,
+        )
+        .unwrap();
+        let changed = store
+            .connection()
+            .execute(
+                "UPDATE events SET chain_hash = zeroblob(32)
+                 WHERE agent_id = 'site-b-nmr-600'
+                   AND seq = (SELECT MAX(seq) FROM events WHERE agent_id = 'site-b-nmr-600'
+                              AND chain_hash IS NOT NULL)",
+                [],
+            )
+            .unwrap();
+        assert_eq!(changed, 1, "site B's agent has a chained event");
+    }
+    sign_checkpoint(site_b);
+    let rows = wait_sites_row(rig, |rows| rows[1]["history"].is_string()).await;
+    let flagged = rows[1]["history"].as_str().unwrap();
+    assert!(
+        flagged.contains("history rewritten") && flagged.contains("site-b-nmr-600"),
+        "{flagged}"
+    );
+    assert_eq!(rows[0]["history"], Value::Null, "site A is not flagged");
+}
+
+/// Signs a checkpoint of `site`'s store now, with its collector key.
+fn sign_checkpoint(site: &Site) {
+    let store = labhours_collector::store::Store::open(
+        &site.dir,
+        labhours_collector::store::Durability::Full,
+    )
+    .unwrap();
+    labhours_collector::evidence::checkpoint::sign(
+        store.connection(),
+        &site.collector_key,
+        &format!("Campus {}", site.id),
+        Timestamp::now(),
+    )
+    .unwrap();
+}
+
+/// The hub's `/api/v1/sites` rows once `done` holds of them.
+async fn wait_sites_row(rig: &Rig, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let answer: Value = http::get_with_token(rig.hub_http, "/api/v1/sites", ADMIN)
+            .await
+            .unwrap()
+            .json()
+            .unwrap();
+        let rows = answer["rows"].as_array().unwrap().clone();
+        if done(&rows) {
+            return rows;
+        }
+        assert!(Instant::now() < deadline, "the hub's sites: {answer}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The hub's token scoped to site A: site A's rows exactly, nothing of
+/// site B on any list, and a 404 for anything naming site B.
+async fn assert_a_site_token_sees_its_site_only(rig: &Rig) {
+    let scoped = rig.hub_hours_as(SITE_A_EVALUATOR).await;
+    let site_a: Vec<Value> = rig
+        .hub_hours_as(ADMIN)
+        .await
+        .into_iter()
+        .filter(|r| r["instrument_id"].as_str().unwrap().starts_with("site-a/"))
+        .collect();
+    assert!(!site_a.is_empty(), "site A has no rows at the hub");
+    assert_eq!(scoped, site_a, "the scoped token's hours are site A's");
+    for (target, list) in [
+        ("/api/v1/instruments".to_owned(), "rows"),
+        ("/api/v1/sites".to_owned(), "rows"),
+        (
+            format!("/api/v1/bookings/outcomes?from={FROM}&to={TO}"),
+            "rows",
+        ),
+    ] {
+        let answer: Value = http::get_with_token(rig.hub_http, &target, SITE_A_EVALUATOR)
+            .await
+            .unwrap()
+            .json()
+            .unwrap();
+        let text = answer.to_string();
+        assert!(!text.contains("site-b"), "{target} names site B: {text}");
+        assert!(
+            !answer[list].as_array().unwrap().is_empty(),
+            "{target} is empty for site A: {text}"
+        );
+    }
+    for target in [
+        format!("/api/v1/hours?from={FROM}&to={TO}&unit=site-b"),
+        format!("/api/v1/hours?from={FROM}&to={TO}&instrument=site-b/nmr-600"),
+        format!("/api/v1/instruments/site-b/nmr-600/timeline?from={FROM}&to={TO}"),
+    ] {
+        let answer = http::get_with_token(rig.hub_http, &target, SITE_A_EVALUATOR)
+            .await
+            .unwrap();
+        assert_eq!(
+            answer.status,
+            404,
+            "{target}: {}",
+            answer.text().unwrap_or("")
+        );
     }
 }

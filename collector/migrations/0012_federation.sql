@@ -1,4 +1,4 @@
--- 0013: upward federation, site -> hub (docs/design/federation.md).
+-- 0012: upward federation, site -> hub (docs/design/federation.md).
 
 -- Site side. What changed since the hub last acknowledged it, one row per
 -- natural key (`tbl` names the table, `key_int`/`key_text` the rest of
@@ -16,13 +16,15 @@ CREATE TABLE fed_outbox (
 ) WITHOUT ROWID;
 CREATE INDEX fed_outbox_by_version ON fed_outbox (version);
 
--- The site's change counter (never reset, so versions only grow) and what
--- the hub last acknowledged of the registry.
+-- The site's change counter (never reset, so versions only grow), what
+-- the hub last acknowledged of the registry, and the id of the last of the
+-- site's checkpoints it acknowledged.
 CREATE TABLE fed_state (
-    id              INTEGER PRIMARY KEY CHECK (id = 1),
-    next_version    INTEGER NOT NULL,
-    acked_version   INTEGER NOT NULL,
-    registry_sha256 TEXT    NOT NULL
+    id               INTEGER PRIMARY KEY CHECK (id = 1),
+    next_version     INTEGER NOT NULL,
+    acked_version    INTEGER NOT NULL,
+    registry_sha256  TEXT    NOT NULL,
+    acked_checkpoint INTEGER NOT NULL DEFAULT 0
 );
 INSERT INTO fed_state (id, next_version, acked_version, registry_sha256) VALUES (1, 0, 0, '');
 
@@ -68,11 +70,16 @@ CREATE TABLE fed_corrections (
     PRIMARY KEY (site_id, id)
 ) WITHOUT ROWID;
 
--- Signed checkpoints a site forwarded (C2SP signed notes), verbatim, for
--- checking its figures against them (docs/design/federation.md).
+-- Signed checkpoints a site forwarded (C2SP signed notes), verbatim, with
+-- the hub's check of each (federation/history.rs): signed by the site's
+-- configured key, and extending the site's last good one; `problem` says
+-- why not (the site is flagged).
 CREATE TABLE fed_checkpoints (
     site_id        TEXT    NOT NULL,
     note           TEXT    NOT NULL,
     received_at_ms INTEGER NOT NULL,
+    signed_at_ms   INTEGER,            -- NULL: the note could not be read
+    verified       INTEGER NOT NULL,   -- 1: signature checked with hub.sites[].checkpoint_key
+    problem        TEXT,               -- NULL: it extends the last good one
     PRIMARY KEY (site_id, note)
 ) WITHOUT ROWID;

@@ -373,6 +373,11 @@ pub struct HubSiteConfig {
     /// Lower-case hex SHA-256 of the site's credential
     /// (`labhours-collector token new` makes one).
     pub token_sha256: String,
+    /// The site collector's signed-note verifier key, as
+    /// `labhours-collector checkpoint key` prints it at the site; with it
+    /// the hub verifies the site's checkpoints.
+    #[serde(default)]
+    pub checkpoint_key: Option<String>,
 }
 
 impl HubConfig {
@@ -400,6 +405,17 @@ impl HubConfig {
                     format!("{at}.token_sha256"),
                     "is not 64 hex digits",
                     "paste the sha256 that `labhours-collector token new` printed for this site",
+                ));
+            }
+            if let Some(Err(e)) = site
+                .checkpoint_key
+                .as_deref()
+                .map(crate::evidence::note::parse_verifier_key)
+            {
+                errors.push(ConfigError::new(
+                    format!("{at}.checkpoint_key"),
+                    e,
+                    "paste the second line `labhours-collector checkpoint key` prints at that site (name+hash+key)",
                 ));
             }
         }

@@ -98,6 +98,24 @@ impl TestAgent {
         Self::start_instrument(dir, agent_id, instrument, config, tuning(config), None)
     }
 
+    /// An agent reporting for `instrument`, signing with `signer`.
+    pub fn start_signed_for(
+        dir: &Path,
+        agent_id: &str,
+        instrument: &str,
+        config: &MqttConfig,
+        signer: Arc<labhours_shared::trust::Signer>,
+    ) -> Self {
+        Self::start_instrument(
+            dir,
+            agent_id,
+            instrument,
+            config,
+            tuning(config),
+            Some(signer),
+        )
+    }
+
     fn start_full(
         dir: &Path,
         agent_id: &str,

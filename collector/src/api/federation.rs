@@ -13,6 +13,7 @@ use sha2::{Digest, Sha256};
 use super::handlers::Rows;
 use super::{ApiError, ApiState, Caller, ErrorBody};
 use crate::config::HubSiteConfig;
+use crate::federation::history::SiteKey;
 use crate::federation::{Applied, Batch, SiteRow};
 
 /// The largest batch body (64 MiB; a site sends `batch_rows` rows, 5000 by default).
@@ -21,13 +22,21 @@ pub const MAX_BATCH_BYTES: usize = 64 * 1024 * 1024;
 /// The sites a hub takes batches from.
 #[derive(Clone, Default)]
 pub struct HubSites {
-    sites: Vec<(String, String, [u8; 32])>,
+    sites: Vec<HubSite>,
+}
+
+#[derive(Clone)]
+struct HubSite {
+    id: String,
+    name: String,
+    token_sha256: [u8; 32],
+    checkpoint_key: Option<SiteKey>,
 }
 
 impl std::fmt::Debug for HubSites {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_list()
-            .entries(self.sites.iter().map(|(id, ..)| id))
+            .entries(self.sites.iter().map(|s| &s.id))
             .finish()
     }
 }
@@ -45,7 +54,18 @@ impl HubSites {
                             s.id
                         )
                     })?;
-                Ok((s.id.clone(), s.name.clone(), hash))
+                let checkpoint_key = s
+                    .checkpoint_key
+                    .as_deref()
+                    .map(crate::evidence::note::parse_verifier_key)
+                    .transpose()
+                    .map_err(|e| anyhow::anyhow!("hub.sites: checkpoint_key of {:?}: {e}", s.id))?;
+                Ok(HubSite {
+                    id: s.id.clone(),
+                    name: s.name.clone(),
+                    token_sha256: hash,
+                    checkpoint_key,
+                })
             })
             .collect::<anyhow::Result<_>>()?;
         Ok(Self { sites })
@@ -59,19 +79,19 @@ impl HubSites {
     pub fn listed(&self) -> Vec<(String, String)> {
         self.sites
             .iter()
-            .map(|(id, name, _)| (id.clone(), name.clone()))
+            .map(|s| (s.id.clone(), s.name.clone()))
             .collect()
     }
 
-    /// The site holding `token`, comparing with every site's hash in full
-    /// and in constant time.
-    fn identify(&self, token: &str) -> Option<String> {
+    /// The site holding `token` (its id and checkpoint key), comparing
+    /// with every site's hash in full and in constant time.
+    fn identify(&self, token: &str) -> Option<(String, Option<SiteKey>)> {
         use subtle::ConstantTimeEq as _;
         let presented: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         let mut found = None;
-        for (id, _, hash) in &self.sites {
-            if bool::from(presented.ct_eq(hash)) {
-                found = Some(id.clone());
+        for site in &self.sites {
+            if bool::from(presented.ct_eq(&site.token_sha256)) {
+                found = Some((site.id.clone(), site.checkpoint_key.clone()));
             }
         }
         found
@@ -116,7 +136,7 @@ pub async fn batch(
             "this collector is not a hub: list the sites under [[hub.sites]] in its config",
         ));
     }
-    let site = bearer(&headers)
+    let (site, key) = bearer(&headers)
         .and_then(|token| state.hub.identify(token))
         .ok_or_else(|| ApiError::unauthorized("missing or unknown site credential"))?;
     let batch = body.map(|Json(b)| b).map_err(|e| {
@@ -133,9 +153,11 @@ pub async fn batch(
     }
     let now = state.now();
     let reports = state.reports_for(None);
-    let applied = tokio::task::spawn_blocking(move || reports.federation_apply(&site, &batch, now))
-        .await
-        .map_err(|e| ApiError::internal(format!("a Reports call panicked: {e}")))??;
+    let applied = tokio::task::spawn_blocking(move || {
+        reports.federation_apply(&site, key.as_ref(), &batch, now)
+    })
+    .await
+    .map_err(|e| ApiError::internal(format!("a Reports call panicked: {e}")))??;
     Ok(Json(applied))
 }
 

@@ -1688,6 +1688,7 @@ async fn a_hub_takes_batches_only_with_a_site_credential_naming_that_site() {
         id: "site-a".into(),
         name: "Site A".into(),
         token_sha256: hash_token(site_token),
+        checkpoint_key: None,
     }];
     let batch = |site: &str| Some(json!({ "site": site, "rows": [] }));
     let uri = "/api/v1/federation/batch";

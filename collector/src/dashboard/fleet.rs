@@ -267,6 +267,9 @@ pub struct SiteLine {
     /// "data up to …": the site's figures are final up to then.
     pub up_to: String,
     pub last_batch: String,
+    /// Why the hub flags the site's checkpoints (rewritten history, a bad
+    /// signature); empty: not flagged.
+    pub flagged: String,
 }
 
 /// A hub's sites with their freshness (none on a site).
@@ -291,6 +294,7 @@ async fn site_lines(state: &DashState, viewer: &Viewer) -> Result<Vec<SiteLine>,
                 .map(short_time)
                 .unwrap_or_default(),
             last_batch: s.last_batch.as_deref().map(short_time).unwrap_or_default(),
+            flagged: s.history.unwrap_or_default(),
             id: s.site_id,
         })
         .collect())

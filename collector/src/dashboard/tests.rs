@@ -940,12 +940,43 @@ async fn a_hubs_fleet_page_says_how_fresh_each_sites_figures_are_in_both_languag
         ..Batch::default()
     };
     reports
-        .federation_apply("site-a", &batch, now)
+        .federation_apply("site-a", None, &batch, now)
+        .expect("applied");
+    // Site B forwards two checkpoints; the second rewrites an agent's chain.
+    let key = labhours_shared::trust::Signer::from_pkcs8(
+        &labhours_shared::trust::Signer::generate_pkcs8().expect("key"),
+    )
+    .expect("signer");
+    let note = |time: &str, head: u8| {
+        use crate::evidence::checkpoint::{Body, Head};
+        let body = Body {
+            origin: "labhours/Campus-site-b".into(),
+            time: time.parse().expect("time"),
+            heads: vec![Head {
+                agent_id: "b-pc".into(),
+                last_seq: 7,
+                head: [head; 32],
+            }],
+            inputs: Vec::new(),
+        };
+        crate::evidence::note::sign(&body.text(), &body.origin, &key)
+    };
+    let rewritten = Batch {
+        site: "site-b".into(),
+        checkpoints: vec![
+            note("2025-03-03T00:00:00Z", 1),
+            note("2025-03-04T00:00:00Z", 2),
+        ],
+        ..Batch::default()
+    };
+    reports
+        .federation_apply("site-b", None, &rewritten, now)
         .expect("applied");
     let sites = ["site-a", "site-b"].map(|id| HubSiteConfig {
         id: id.into(),
         name: format!("Campus {id}"),
         token_sha256: crate::api::hash_token(id),
+        checkpoint_key: None,
     });
     let api = ApiState::new(reports, &config.http.tokens)
         .expect("api")
@@ -956,14 +987,25 @@ async fn a_hubs_fleet_page_says_how_fresh_each_sites_figures_are_in_both_languag
     let en = send(&router, get("/", None, "en")).await.text();
     assert!(en.contains("Campus site-a</a> (site-a):"), "{en}");
     assert!(en.contains("data up to"), "{en}");
-    assert!(en.contains("nothing final yet"), "site-b never sent: {en}");
+    assert!(
+        en.contains("nothing final yet"),
+        "site-b settled nothing: {en}"
+    );
+    assert!(
+        en.contains("its signed checkpoints do not agree")
+            && en.contains("b-pc&#39;s chain head at seq 7 changed"),
+        "site-b is flagged: {en}"
+    );
+    assert_eq!(en.matches("⚠").count(), 1, "only site-b is flagged: {en}");
     assert!(
         en.contains("Far NMR"),
         "the forwarded instrument is in the fleet"
     );
     let zh = send(&router, get("/", None, "zh-CN")).await.text();
     assert!(
-        zh.contains("数据截至") && zh.contains("尚无最终数据"),
+        zh.contains("数据截至")
+            && zh.contains("尚无最终数据")
+            && zh.contains("签名检查点前后不一致"),
         "{zh}"
     );
 }

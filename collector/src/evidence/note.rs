@@ -67,6 +67,31 @@ pub fn verifier_key(name: &str, key: &PublicKey) -> String {
     )
 }
 
+/// The name and key of a verifier key `<name>+<hex key hash>+<base64>`
+/// (as [`verifier_key`] writes it); the error says what is wrong.
+pub fn parse_verifier_key(text: &str) -> Result<(String, PublicKey), String> {
+    // The base64 key may itself hold '+': only the first two separate.
+    let mut parts = text.trim().splitn(3, '+');
+    let (Some(name), Some(hash), Some(b64)) = (parts.next(), parts.next(), parts.next()) else {
+        return Err("expected <name>+<key hash>+<base64 key>".into());
+    };
+    if name.is_empty() || name.contains(char::is_whitespace) {
+        return Err(format!("the key name {name:?} is empty or holds a space"));
+    }
+    let raw = base64_decode(b64).ok_or("the key is not base64")?;
+    let [ED25519, key @ ..] = raw.as_slice() else {
+        return Err("the key is not an Ed25519 key (type byte 0x01)".into());
+    };
+    let key: [u8; 32] = key
+        .try_into()
+        .map_err(|_| format!("the key has {} bytes, not 32", key.len()))?;
+    let key = PublicKey::from_bytes(key);
+    if labhours_shared::trust::hex(&key_hash(name, &key)) != hash {
+        return Err("the key hash does not match the name and key (a copying error?)".into());
+    }
+    Ok((name.to_owned(), key))
+}
+
 /// Signs `text` (which must end in a newline and hold no blank line) as `name`.
 pub fn sign(text: &str, name: &str, signer: &Signer) -> String {
     debug_assert!(text.ends_with('\n') && !text.contains("\n\n"));
@@ -75,15 +100,20 @@ pub fn sign(text: &str, name: &str, signer: &Signer) -> String {
     format!("{text}\n\u{2014} {name} {}\n", base64_encode(&blob))
 }
 
-/// The text of `note` when it carries a valid signature by `key` as `name`.
-pub fn open<'a>(note: &'a str, name: &str, key: &PublicKey) -> Result<&'a str, NoteError> {
-    let split = note
+/// A note's text and its signature lines, unverified.
+pub fn split(note: &str) -> Result<(&str, &str), NoteError> {
+    let at = note
         .rfind("\n\n")
         .ok_or_else(|| NoteError::Malformed("no blank line before the signatures".into()))?;
-    let (text, signatures) = (&note[..split + 1], &note[split + 2..]);
     if !note.ends_with('\n') {
         return Err(NoteError::Malformed("it does not end in a newline".into()));
     }
+    Ok((&note[..at + 1], &note[at + 2..]))
+}
+
+/// The text of `note` when it carries a valid signature by `key` as `name`.
+pub fn open<'a>(note: &'a str, name: &str, key: &PublicKey) -> Result<&'a str, NoteError> {
+    let (text, signatures) = split(note)?;
     let hash = key_hash(name, key);
     for line in signatures.lines() {
         let rest = line.strip_prefix("\u{2014} ").ok_or_else(|| {
@@ -211,6 +241,26 @@ mod tests {
     }
 
     #[test]
+    fn a_verifier_key_reads_back_and_a_changed_one_is_refused() {
+        let s = signer();
+        let vkey = verifier_key("labhours/site", &s.public_key());
+        assert_eq!(
+            parse_verifier_key(&vkey),
+            Ok(("labhours/site".to_owned(), s.public_key()))
+        );
+        let other = verifier_key("labhours/other", &s.public_key());
+        let (_, tail) = other.split_once('+').unwrap();
+        let renamed = format!("labhours/site+{tail}");
+        assert!(
+            parse_verifier_key(&renamed)
+                .unwrap_err()
+                .contains("key hash")
+        );
+        assert!(parse_verifier_key("labhours/site").is_err());
+        assert!(parse_verifier_key("labhours/site+00000000+!!").is_err());
+    }
+
+    #[test]
     fn key_names_have_no_spaces_or_plus() {
         assert_eq!(key_name("labhours/Main Lab+2"), "labhours/Main-Lab-2");
         assert_eq!(key_name(""), "labhours");
@@ -220,7 +270,8 @@ mod tests {
     fn the_verifier_key_carries_the_key_hash() {
         let s = signer();
         let vkey = verifier_key("labhours/site", &s.public_key());
-        let parts: Vec<&str> = vkey.split('+').collect();
+        // The base64 key may itself hold '+': only the first two separate.
+        let parts: Vec<&str> = vkey.splitn(3, '+').collect();
         assert_eq!(parts[0], "labhours/site");
         assert_eq!(
             parts[1],

@@ -14,6 +14,7 @@ use rusqlite::types::Value as Sql;
 use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::Value;
 
+use super::history::{self, SiteKey};
 use super::{Applied, Batch, RowChange, SiteRow, namespaced, namespaced_unit};
 use crate::reconcile::Ms;
 
@@ -30,6 +31,7 @@ pub enum ApplyError {
 pub fn apply(
     conn: &mut Connection,
     site: &str,
+    key: Option<&SiteKey>,
     batch: &Batch,
     now: Ms,
 ) -> Result<Applied, ApplyError> {
@@ -132,16 +134,59 @@ pub fn apply(
             applied.applied += 1;
         }
     }
-    {
-        let mut stmt = tx.prepare_cached(
-            "INSERT OR IGNORE INTO fed_checkpoints (site_id, note, received_at_ms) VALUES (?1, ?2, ?3)",
-        )?;
-        for note in &batch.checkpoints {
-            stmt.execute(params![site, note, now])?;
-        }
+    for note in &batch.checkpoints {
+        keep_checkpoint(&tx, site, key, note, now)?;
     }
     tx.commit()?;
     Ok(applied)
+}
+
+/// Checks a forwarded checkpoint against the site's last good one and
+/// keeps it with the verdict; a resent one is already kept, as it was.
+fn keep_checkpoint(
+    tx: &Connection,
+    site: &str,
+    key: Option<&SiteKey>,
+    note: &str,
+    now: Ms,
+) -> rusqlite::Result<()> {
+    let known: bool = tx
+        .prepare_cached(
+            "SELECT EXISTS (SELECT 1 FROM fed_checkpoints WHERE site_id = ?1 AND note = ?2)",
+        )?
+        .query_row(params![site, note], |r| r.get(0))?;
+    if known {
+        return Ok(());
+    }
+    let previous: Option<String> = tx
+        .prepare_cached(
+            "SELECT note FROM fed_checkpoints WHERE site_id = ?1 AND problem IS NULL
+             ORDER BY signed_at_ms DESC LIMIT 1",
+        )?
+        .query_row([site], |r| r.get(0))
+        .optional()?;
+    // A kept good note always reads back.
+    let previous = previous.and_then(|n| {
+        let (text, _) = crate::evidence::note::split(&n).ok()?;
+        crate::evidence::checkpoint::Body::parse(text).ok()
+    });
+    let checked = history::check(note, key, previous.as_ref());
+    if let Some(problem) = &checked.problem {
+        tracing::warn!(site, %problem, "a site's checkpoint is flagged");
+    }
+    tx.prepare_cached(
+        "INSERT INTO fed_checkpoints (site_id, note, received_at_ms, signed_at_ms, verified, problem)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?
+    .execute(params![
+        site,
+        note,
+        now,
+        checked.body.map(|b| b.time.as_millisecond()),
+        checked.verified,
+        checked.problem
+    ])?;
+    Ok(())
 }
 
 /// The hub's columns of every forwarded table, and their NOT NULL flags.
@@ -317,13 +362,26 @@ pub fn sites(conn: &Connection, configured: &[(String, String)]) -> rusqlite::Re
     let mut seen = conn.prepare_cached(
         "SELECT last_batch_ms, settled_through_ms,
                 (SELECT COUNT(*) FROM fed_instruments WHERE site_id = ?1),
-                (SELECT COUNT(*) FROM fed_checkpoints WHERE site_id = ?1)
+                (SELECT COUNT(*) FROM fed_checkpoints WHERE site_id = ?1),
+                (SELECT COUNT(*) FROM fed_checkpoints WHERE site_id = ?1 AND verified),
+                (SELECT problem FROM fed_checkpoints WHERE site_id = ?1 AND problem IS NOT NULL
+                 ORDER BY received_at_ms DESC LIMIT 1)
          FROM fed_sites WHERE site_id = ?1",
     )?;
     let mut out = Vec::with_capacity(configured.len());
     for (id, name) in configured {
-        let row: Option<(Ms, Option<Ms>, u64, u64)> = seen
-            .query_row([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+        type Seen = (Ms, Option<Ms>, u64, u64, u64, Option<String>);
+        let row: Option<Seen> = seen
+            .query_row([id], |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                ))
+            })
             .optional()?;
         let text = |ms: Ms| {
             jiff::Timestamp::from_millisecond(ms)
@@ -331,14 +389,18 @@ pub fn sites(conn: &Connection, configured: &[(String, String)]) -> rusqlite::Re
                 .unwrap_or_default()
         };
         out.push(match row {
-            Some((last, settled, instruments, checkpoints)) => SiteRow {
-                site_id: id.clone(),
-                name: name.clone(),
-                last_batch: Some(text(last)),
-                settled_through: settled.map(text),
-                instruments,
-                checkpoints,
-            },
+            Some((last, settled, instruments, checkpoints, checkpoints_verified, history)) => {
+                SiteRow {
+                    site_id: id.clone(),
+                    name: name.clone(),
+                    last_batch: Some(text(last)),
+                    settled_through: settled.map(text),
+                    instruments,
+                    checkpoints,
+                    checkpoints_verified,
+                    history,
+                }
+            }
             None => SiteRow {
                 site_id: id.clone(),
                 name: name.clone(),

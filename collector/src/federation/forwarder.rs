@@ -22,6 +22,8 @@ use crate::verified::{hours, settled};
 const TIMEOUT: Duration = Duration::from_secs(60);
 /// How often an idle forwarder looks at the outbox.
 const IDLE: Duration = Duration::from_millis(500);
+/// Checkpoints per batch (one a day is signed; a backlog goes in steps).
+const CHECKPOINTS_PER_BATCH: usize = 32;
 /// How often a batch without rows is sent anyway, when only the settled
 /// instants moved (freshness at the hub).
 const FRESHNESS_EVERY: Duration = Duration::from_secs(10);
@@ -94,7 +96,7 @@ impl Forwarder {
     /// Builds the next batch, posts it and, once the hub took it, forgets
     /// its changes. `Err`: try again later (the message says why).
     pub fn step(&mut self) -> Result<Step, String> {
-        let (batch, registry_sha) = self
+        let (batch, registry_sha, last_checkpoint) = self
             .next_batch()
             .map_err(|e| format!("reading the outbox: {e}"))?;
         let settled_key =
@@ -103,7 +105,11 @@ impl Forwarder {
             .last_settled
             .as_ref()
             .is_some_and(|(key, at)| *key == settled_key || at.elapsed() < FRESHNESS_EVERY);
-        if batch.rows.is_empty() && batch.registry.is_none() && fresh_enough {
+        if batch.rows.is_empty()
+            && batch.registry.is_none()
+            && batch.checkpoints.is_empty()
+            && fresh_enough
+        {
             return Ok(Step::Idle);
         }
         let body = serde_json::to_string(&batch).map_err(|e| e.to_string())?;
@@ -131,6 +137,9 @@ impl Forwarder {
         if let Some(sha) = registry_sha {
             outbox::set_acked_registry(&tx, &sha).map_err(|e| e.to_string())?;
         }
+        if let Some(id) = last_checkpoint {
+            outbox::set_acked_checkpoint(&tx, id).map_err(|e| e.to_string())?;
+        }
         tx.commit().map_err(|e| e.to_string())?;
         self.last_settled = Some((settled_key, Instant::now()));
         let rows = batch.rows.len();
@@ -141,10 +150,12 @@ impl Forwarder {
     }
 
     /// The next batch, read in one snapshot; with the registry's hash when
-    /// the registry goes with it.
-    fn next_batch(&mut self) -> rusqlite::Result<(Batch, Option<String>)> {
+    /// the registry goes with it, and the id of its last checkpoint.
+    fn next_batch(&mut self) -> rusqlite::Result<(Batch, Option<String>, Option<i64>)> {
         let tx = self.conn.transaction()?;
         let (rows, columns) = outbox::next_changes(&tx, self.limit)?;
+        let checkpoints = outbox::next_checkpoints(&tx, CHECKPOINTS_PER_BATCH)?;
+        let last_checkpoint = checkpoints.last().map(|(id, _)| *id);
         let instruments = hours::select(&tx, &self.registry, None, None).map_err(|e| match e {
             crate::verified::QueryError::Db(e) => e,
             other => rusqlite::Error::ToSqlConversionFailure(other.to_string().into()),
@@ -178,9 +189,10 @@ impl Forwarder {
                 registry: changed.then_some(entries),
                 settled: per.into_iter().collect(),
                 settled_through_ms: through,
-                checkpoints: Vec::new(),
+                checkpoints: checkpoints.into_iter().map(|(_, note)| note).collect(),
             },
             changed.then_some(sha),
+            last_checkpoint,
         ))
     }
 

@@ -12,6 +12,7 @@
 
 pub mod apply;
 pub mod forwarder;
+pub mod history;
 pub mod outbox;
 
 #[cfg(test)]
@@ -102,7 +103,8 @@ pub struct Batch {
     #[serde(default)]
     pub settled_through_ms: Option<i64>,
     /// Signed checkpoints (C2SP signed notes) the site made since the last
-    /// batch, verbatim; the hub stores them for checking the site's figures.
+    /// acknowledged batch, oldest first, verbatim; the hub checks and keeps
+    /// them ([`history`]).
     #[serde(default)]
     pub checkpoints: Vec<String>,
 }
@@ -163,6 +165,13 @@ pub struct SiteRow {
     pub instruments: u64,
     /// Signed checkpoints it forwarded.
     pub checkpoints: u64,
+    /// Of those, how many the hub verified with the site's key
+    /// (`[[hub.sites]] checkpoint_key`; 0 when none is configured).
+    pub checkpoints_verified: u64,
+    /// Why the site is flagged, from its newest flagged checkpoint: a
+    /// rewritten history, a bad signature or an unreadable note; `null`:
+    /// every checkpoint extends the one before.
+    pub history: Option<String>,
 }
 
 /// The hub id of a site's instrument, booking or unit: `site/id`.

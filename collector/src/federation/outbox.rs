@@ -212,6 +212,22 @@ pub fn set_acked_registry(conn: &Connection, sha256: &str) -> rusqlite::Result<(
     Ok(())
 }
 
+/// The site's checkpoints after the last one the hub acknowledged, oldest
+/// first: (id, signed note).
+pub fn next_checkpoints(conn: &Connection, limit: usize) -> rusqlite::Result<Vec<(i64, String)>> {
+    conn.prepare_cached(
+        "SELECT id, note FROM checkpoints
+         WHERE id > (SELECT acked_checkpoint FROM fed_state) ORDER BY id LIMIT ?1",
+    )?
+    .query_map([limit as i64], |r| Ok((r.get(0)?, r.get(1)?)))?
+    .collect()
+}
+
+pub fn set_acked_checkpoint(conn: &Connection, id: i64) -> rusqlite::Result<()> {
+    conn.execute("UPDATE fed_state SET acked_checkpoint = ?1", [id])?;
+    Ok(())
+}
+
 /// How many changes wait to be sent.
 pub fn pending(conn: &Connection) -> rusqlite::Result<u64> {
     conn.query_row("SELECT COUNT(*) FROM fed_outbox", [], |r| r.get(0))

@@ -56,14 +56,14 @@ fn history_changes_resends_and_deletes_reach_the_hub_once() {
     put_day(&site, "nmr", 2, 2000);
     let first = batch(&site, 100);
     assert_eq!(first.rows.len(), 2);
-    let got = apply(&mut hub, "a", &first, 5).unwrap();
+    let got = apply(&mut hub, "a", None, &first, 5).unwrap();
     assert_eq!((got.applied, got.ignored), (2, 0));
     assert_eq!(used(&hub, "a/nmr", 1), Some(1000));
     assert_eq!(used(&hub, "a/nmr", 2), Some(2000));
     assert_eq!(used(&hub, "nmr", 1), None, "ids are namespaced");
 
     // The ack was lost: the same batch again changes nothing.
-    let again = apply(&mut hub, "a", &first, 6).unwrap();
+    let again = apply(&mut hub, "a", None, &first, 6).unwrap();
     assert_eq!((again.applied, again.ignored), (0, 2));
 
     // Re-derived while the batch was in flight: the ack keeps the newer change.
@@ -71,10 +71,10 @@ fn history_changes_resends_and_deletes_reach_the_hub_once() {
     outbox::ack(&site, &first.rows).unwrap();
     let second = batch(&site, 100);
     assert_eq!(second.rows.len(), 1);
-    apply(&mut hub, "a", &second, 7).unwrap();
+    apply(&mut hub, "a", None, &second, 7).unwrap();
     assert_eq!(used(&hub, "a/nmr", 2), Some(2500));
     // An older change arriving late does not win.
-    let stale = apply(&mut hub, "a", &first, 8).unwrap();
+    let stale = apply(&mut hub, "a", None, &first, 8).unwrap();
     assert_eq!(stale.applied, 0);
     assert_eq!(used(&hub, "a/nmr", 2), Some(2500));
     outbox::ack(&site, &second.rows).unwrap();
@@ -86,7 +86,7 @@ fn history_changes_resends_and_deletes_reach_the_hub_once() {
     let third = batch(&site, 100);
     assert_eq!(third.rows.len(), 1);
     assert!(third.rows[0].row.is_none());
-    apply(&mut hub, "a", &third, 9).unwrap();
+    apply(&mut hub, "a", None, &third, 9).unwrap();
     assert_eq!(used(&hub, "a/nmr", 1), None);
     assert_eq!(used(&hub, "a/nmr", 2), Some(2500));
 }
@@ -128,7 +128,7 @@ fn a_bad_row_refuses_the_whole_batch_naming_it() {
         }],
         ..Batch::default()
     };
-    let err = apply(&mut hub, "a", &b, 1).unwrap_err().to_string();
+    let err = apply(&mut hub, "a", None, &b, 1).unwrap_err().to_string();
     assert!(err.contains("rows[0]") && err.contains("end_ms"), "{err}");
     // Nothing half-applied: not even the site's freshness.
     let sites: i64 = hub
@@ -142,7 +142,9 @@ fn a_bad_row_refuses_the_whole_batch_naming_it() {
         }],
         ..b
     };
-    let err = apply(&mut hub, "a", &bad_table, 1).unwrap_err().to_string();
+    let err = apply(&mut hub, "a", None, &bad_table, 1)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("rows[0].tbl"), "{err}");
 }
 

@@ -263,6 +263,7 @@ impl Reports for ScopedReports {
     fn federation_apply(
         &self,
         site: &str,
+        _key: Option<&crate::federation::history::SiteKey>,
         _batch: &crate::federation::Batch,
         _now: Timestamp,
     ) -> Result<crate::federation::Applied, QueryError> {

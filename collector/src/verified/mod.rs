@@ -131,6 +131,7 @@ pub trait Reports: Send + Sync + 'static {
     fn federation_apply(
         &self,
         _site: &str,
+        _key: Option<&crate::federation::history::SiteKey>,
         _batch: &crate::federation::Batch,
         _now: Timestamp,
     ) -> Result<crate::federation::Applied, QueryError> {

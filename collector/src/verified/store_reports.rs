@@ -306,12 +306,13 @@ impl Reports for StoreReports {
     fn federation_apply(
         &self,
         site: &str,
+        key: Option<&crate::federation::history::SiteKey>,
         batch: &crate::federation::Batch,
         now: Timestamp,
     ) -> Result<crate::federation::Applied, QueryError> {
         use crate::federation::apply::{ApplyError, apply};
         self.write(|conn, _| {
-            apply(conn, site, batch, now.as_millisecond()).map_err(|e| match e {
+            apply(conn, site, key, batch, now.as_millisecond()).map_err(|e| match e {
                 ApplyError::Bad(message) => QueryError::BadParameter {
                     parameter: "body",
                     message,
