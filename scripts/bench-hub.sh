@@ -58,7 +58,7 @@ wait_for_port "$port"
 echo "== push: $sites sites × $instruments instruments × $days days, $workers at a time"
 "$gen" --sites "$sites" --instruments "$instruments" --days "$days" --workers "$workers" \
   --url "http://127.0.0.1:$port"
-ls -la "$dir/data/" | awk '/labhours.db$/ {printf "database: %.0f MB\n", $5 / 1e6}'
+ls -la "$dir/data/" | awk '/labhours.sqlite3$/ {printf "database: %.0f MB\n", $5 / 1e6}'
 
 url="http://127.0.0.1:$port/api/v1/hours?from=2025-01-01&to=2026-01-01"
 for label in "year, per instrument" "year, per site (group_by=unit)"; do
