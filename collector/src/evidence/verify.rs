@@ -153,108 +153,216 @@ pub fn verify(dir: &Path, pinned: Option<&PublicKey>) -> Findings {
     };
     let instrument = manifest.instrument_id.clone();
 
-    // 2. Envelopes under the enrolled keys.
+    // 2-3. The envelopes (signatures, chains) on a thread of their own:
+    // they need nothing from the store's rows, and the rows need nothing
+    // from them until the cross-check, so the two use both cores; the
+    // rows go straight into the scratch store the figures are recomputed
+    // in (a year is half a million rows: nothing is kept twice).
+    let bookings = read(bundle::BOOKINGS, &mut f).unwrap_or_default();
+    let corrections = read(bundle::CORRECTIONS, &mut f).unwrap_or_default();
+    let (envelope_side, scratch) = std::thread::scope(|s| {
+        let envelope_side = s.spawn(|| check_envelopes(dir));
+        let scratch = store_events(dir, &instrument, &mut f).map(|mut scratch| {
+            if let Err(why) = recompute(
+                dir,
+                &manifest,
+                &mut scratch,
+                &bookings,
+                &corrections,
+                &mut f,
+            ) {
+                f.problems.push(why);
+            }
+            scratch
+        });
+        let envelope_side = envelope_side.join().unwrap_or_else(|_| EnvelopeSide {
+            problems: vec!["checking the envelopes failed (a panic; see stderr)".into()],
+            ..EnvelopeSide::default()
+        });
+        (envelope_side, scratch)
+    });
+    let EnvelopeSide {
+        mut signed,
+        problems,
+        envelopes,
+    } = envelope_side;
+    f.envelopes = envelopes;
+    // The envelopes' problems first, as a reader goes through the bundle.
+    f.problems.splice(0..0, problems);
+    match scratch {
+        Some(scratch) => {
+            if let Err(e) = cross_check(&scratch.conn, &mut signed, &instrument, &mut f) {
+                f.problems
+                    .push(format!("reading the stored events back: {e}"));
+            }
+        }
+        None => f
+            .problems
+            .push("the stored events could not be checked against the signed ones".into()),
+    }
+
+    // 4. Checkpoints.
+    let key = read(bundle::COLLECTOR_KEY, &mut f).and_then(|text| {
+        match serde_json::from_str::<CollectorKey>(&text) {
+            Ok(k) => Some(k),
+            Err(e) => {
+                f.problems.push(format!("{}: {e}", bundle::COLLECTOR_KEY));
+                None
+            }
+        }
+    });
+    if let Some(key) = key {
+        let checkpoints = read(bundle::CHECKPOINTS, &mut f).unwrap_or_default();
+        check_checkpoints(
+            &key,
+            pinned,
+            &checkpoints,
+            &signed,
+            (&instrument, &bookings, &corrections),
+            &mut f,
+        );
+    }
+
+    f
+}
+
+/// What the envelope thread found.
+#[derive(Default)]
+struct EnvelopeSide {
+    /// Per agent, per seq: the signed event.
+    signed: HashMap<String, BTreeMap<u64, Signed>>,
+    problems: Vec<String>,
+    envelopes: usize,
+}
+
+/// Reads the keys and the envelopes, checks every signature and every
+/// agent's chain.
+fn check_envelopes(dir: &Path) -> EnvelopeSide {
+    let mut side = EnvelopeSide::default();
     let mut keys: HashMap<String, KeyLine> = HashMap::new();
-    for (n, line) in lines(&read(bundle::KEYS, &mut f).unwrap_or_default()) {
-        match serde_json::from_str::<KeyLine>(line) {
+    each_line(
+        dir,
+        bundle::KEYS,
+        &mut side.problems,
+        |n, line, problems| match serde_json::from_str::<KeyLine>(line) {
             Ok(k) => {
                 keys.insert(k.key_id.clone(), k);
             }
-            Err(e) => f.problems.push(format!("{} line {n}: {e}", bundle::KEYS)),
-        }
-    }
-    let mut signed: HashMap<String, BTreeMap<u64, Signed>> = HashMap::new();
+            Err(e) => problems.push(format!("{} line {n}: {e}", bundle::KEYS)),
+        },
+    );
     let mut dropped: HashMap<String, Vec<(u64, u64)>> = HashMap::new();
-    for (n, line) in lines(&read(bundle::ENVELOPES, &mut f).unwrap_or_default()) {
-        f.envelopes += 1;
-        let at = format!("{} line {n}", bundle::ENVELOPES);
-        let envelope: EnvelopeLine = match serde_json::from_str(line) {
-            Ok(e) => e,
-            Err(e) => {
-                f.problems.push(format!("{at}: {e}"));
-                continue;
+    let (signed, envelopes) = (&mut side.signed, &mut side.envelopes);
+    each_line(
+        dir,
+        bundle::ENVELOPES,
+        &mut side.problems,
+        |n, line, problems| {
+            *envelopes += 1;
+            let at = format!("{} line {n}", bundle::ENVELOPES);
+            let envelope: EnvelopeLine = match serde_json::from_str(line) {
+                Ok(e) => e,
+                Err(e) => {
+                    problems.push(format!("{at}: {e}"));
+                    return;
+                }
+            };
+            if let Err(why) = check_envelope(&envelope, &keys, signed, &mut dropped) {
+                problems.push(format!("{at} (agent {}): {why}", envelope.agent_id));
             }
-        };
-        if let Err(why) = check_envelope(&envelope, &keys, &mut signed, &mut dropped) {
-            f.problems
-                .push(format!("{at} (agent {}): {why}", envelope.agent_id));
-        }
+        },
+    );
+    for (agent, events) in &side.signed {
+        check_chain(agent, events, dropped.get(agent), &mut side.problems);
     }
+    side
+}
 
-    // 3. Chains, then the store's rows against the signed events.
-    for (agent, events) in &signed {
-        check_chain(agent, events, dropped.get(agent), &mut f.problems);
-    }
-    // The rows go straight into the scratch store the figures are
-    // recomputed in (a year is half a million rows: nothing is kept twice).
+/// Reads `events.jsonl` into a scratch store; `None` when there is none.
+fn store_events(dir: &Path, instrument: &str, f: &mut Findings) -> Option<Scratch> {
     let scratch = match Scratch::new() {
-        Ok(s) => Some(s),
+        Ok(s) => s,
         Err(e) => {
             f.problems.push(e);
-            None
+            return None;
         }
     };
-    let mut unsigned = 0usize;
-    let events_text = read(bundle::EVENTS, &mut f).unwrap_or_default();
-    let tx = scratch.as_ref().map(|s| &s.conn);
-    if let Some(tx) = tx
-        && let Err(e) = tx.execute_batch("BEGIN")
-    {
+    let conn = &scratch.conn;
+    if let Err(e) = conn.execute_batch("BEGIN") {
         f.problems.push(format!("recomputing: {e}"));
     }
-    for (n, line) in lines(&events_text) {
+    let mut events = 0;
+    each_line(dir, bundle::EVENTS, &mut f.problems, |n, line, problems| {
         let row: EventRow = match serde_json::from_str(line) {
             Ok(r) => r,
             Err(e) => {
-                f.problems.push(format!("{} line {n}: {e}", bundle::EVENTS));
-                continue;
+                problems.push(format!("{} line {n}: {e}", bundle::EVENTS));
+                return;
             }
         };
-        f.events += 1;
-        let what = format!("event seq {} of agent {}", row.seq, row.agent_id);
-        let stored_hash = row.chain_hash.as_ref().map(|h| h.hex.as_str());
-        match signed
-            .get_mut(&row.agent_id)
-            .and_then(|m| m.get_mut(&row.seq))
-        {
+        events += 1;
+        if row.instrument_id != instrument {
+            problems.push(format!(
+                "event seq {} of agent {}: not an event of instrument {instrument}",
+                row.seq, row.agent_id
+            ));
+        }
+        if let Err(e) = insert_event(conn, &row) {
+            problems.push(format!("{} line {n}: {e}", bundle::EVENTS));
+        }
+    });
+    f.events = events;
+    if let Err(e) = conn.execute_batch("COMMIT") {
+        f.problems.push(format!("recomputing: {e}"));
+    }
+    Some(scratch)
+}
+
+/// The store's event rows against the signed events: each signed one
+/// stored with the same content and chain hash, each stored one signed
+/// (or unsigned, and counted).
+fn cross_check(
+    conn: &rusqlite::Connection,
+    signed: &mut HashMap<String, BTreeMap<u64, Signed>>,
+    instrument: &str,
+    f: &mut Findings,
+) -> rusqlite::Result<()> {
+    let mut unsigned = 0usize;
+    let mut stmt = conn.prepare("SELECT agent_id, seq, payload, chain_hash FROM events")?;
+    let mut rows = stmt.query([])?;
+    while let Some(row) = rows.next()? {
+        let agent = row.get_ref(0)?.as_str()?;
+        let seq = row.get::<_, i64>(1)? as u64;
+        let payload = row.get_ref(2)?.as_str()?;
+        let stored = row.get_ref(3)?.as_blob_or_null()?;
+        let what = || format!("event seq {seq} of agent {agent}");
+        match signed.get_mut(agent).and_then(|m| m.get_mut(&seq)) {
             Some(s) => {
                 s.stored = true;
                 // The chain hash covers the bytes: equal hashes, equal payloads.
-                if labhours_shared::trust::chain_hash(&s.prev, row.payload.as_bytes()) != s.hash {
+                if labhours_shared::trust::chain_hash(&s.prev, payload.as_bytes()) != s.hash {
                     f.problems.push(format!(
-                        "{what}: stored content differs from the signed envelope"
+                        "{}: stored content differs from the signed envelope",
+                        what()
                     ));
                 }
-                if stored_hash != Some(hex(&s.hash).as_str()) {
+                if stored != Some(s.hash.as_slice()) {
                     f.problems.push(format!(
-                        "{what}: chain hash mismatch (stored {}, signed chain {})",
-                        stored_hash.unwrap_or("none"),
+                        "{}: chain hash mismatch (stored {}, signed chain {})",
+                        what(),
+                        stored.map_or_else(|| "none".to_owned(), hex),
                         hex(&s.hash)
                     ));
                 }
             }
-            None if stored_hash.is_some() => f.problems.push(format!(
-                "{what}: stored as signed, but no signed envelope carries it"
+            None if stored.is_some() => f.problems.push(format!(
+                "{}: stored as signed, but no signed envelope carries it",
+                what()
             )),
             None => unsigned += 1,
         }
-        if row.instrument_id != instrument {
-            f.problems
-                .push(format!("{what}: not an event of instrument {instrument}"));
-        }
-        if let Some(tx) = &tx
-            && let Err(e) = insert_event(tx, &row)
-        {
-            f.problems.push(format!("{} line {n}: {e}", bundle::EVENTS));
-        }
     }
-    if let Some(tx) = tx
-        && let Err(e) = tx.execute_batch("COMMIT")
-    {
-        f.problems.push(format!("recomputing: {e}"));
-    }
-    drop(events_text);
-    for (agent, events) in &signed {
+    for (agent, events) in signed.iter() {
         for (seq, s) in events {
             if s.instrument_id == instrument && !s.stored {
                 f.problems.push(format!(
@@ -268,38 +376,50 @@ pub fn verify(dir: &Path, pinned: Option<&PublicKey>) -> Findings {
             "{unsigned} event(s) came unsigned (agents without a key): no signature covers them"
         ));
     }
+    Ok(())
+}
 
-    // 4. Checkpoints.
-    let key = read(bundle::COLLECTOR_KEY, &mut f).and_then(|text| {
-        match serde_json::from_str::<CollectorKey>(&text) {
-            Ok(k) => Some(k),
+/// Calls `each` with every non-empty line of the bundle's file `name` and
+/// its 1-based number, reading one line at a time (a year of events is
+/// hundreds of MB). A file that cannot be read, or a line that is not
+/// UTF-8, is a problem.
+fn each_line(
+    dir: &Path,
+    name: &str,
+    problems: &mut Vec<String>,
+    mut each: impl FnMut(usize, &str, &mut Vec<String>),
+) {
+    use std::io::BufRead as _;
+    let file = match std::fs::File::open(dir.join(name)) {
+        Ok(file) => file,
+        Err(e) => {
+            problems.push(format!("{name}: {e}"));
+            return;
+        }
+    };
+    let mut reader = std::io::BufReader::with_capacity(1 << 20, file);
+    let mut line = Vec::new();
+    for n in 1.. {
+        line.clear();
+        match reader.read_until(b'\n', &mut line) {
+            Ok(0) => return,
+            Ok(_) => {}
             Err(e) => {
-                f.problems.push(format!("{}: {e}", bundle::COLLECTOR_KEY));
-                None
+                problems.push(format!("{name} line {n}: {e}"));
+                return;
             }
         }
-    });
-    let bookings = read(bundle::BOOKINGS, &mut f).unwrap_or_default();
-    let corrections = read(bundle::CORRECTIONS, &mut f).unwrap_or_default();
-    if let Some(key) = key {
-        let checkpoints = read(bundle::CHECKPOINTS, &mut f).unwrap_or_default();
-        check_checkpoints(
-            &key,
-            pinned,
-            &checkpoints,
-            &signed,
-            (&instrument, &bookings, &corrections),
-            &mut f,
-        );
+        let text = match std::str::from_utf8(&line) {
+            Ok(text) => text.trim_end_matches(['\n', '\r']),
+            Err(_) => {
+                problems.push(format!("{name} line {n}: not UTF-8 text"));
+                continue;
+            }
+        };
+        if !text.is_empty() {
+            each(n, text, problems);
+        }
     }
-
-    // 5. Figures.
-    if let Some(scratch) = scratch
-        && let Err(why) = recompute(dir, &manifest, scratch, &bookings, &corrections, &mut f)
-    {
-        f.problems.push(why);
-    }
-    f
 }
 
 /// Non-empty lines with their 1-based numbers.
@@ -602,7 +722,7 @@ fn check_checkpoints(
 fn recompute(
     dir: &Path,
     manifest: &Manifest,
-    scratch: Scratch,
+    scratch: &mut Scratch,
     bookings: &str,
     corrections: &str,
     f: &mut Findings,
@@ -620,7 +740,7 @@ fn recompute(
     let query = super::export::hours_query(&manifest.instrument_id, &manifest.from, &manifest.to)
         .map_err(|e| format!("{}: {e}", bundle::MANIFEST))?;
     let sql = |e: rusqlite::Error| format!("recomputing: {e}");
-    let mut conn = scratch.conn;
+    let conn = &mut scratch.conn;
     let parse = |name: &str, text: &str| -> Result<Vec<Map<String, Value>>, String> {
         lines(text)
             .map(|(n, l)| serde_json::from_str(l).map_err(|e| format!("{name} line {n}: {e}")))
@@ -635,7 +755,7 @@ fn recompute(
         &parse(bundle::CORRECTIONS, corrections)?,
     )?;
     tx.commit().map_err(sql)?;
-    crate::store::derived::rebuild(&mut conn).map_err(step("derive"))?;
+    crate::store::derived::rebuild(conn).map_err(step("derive"))?;
     // The whole instrument from its first event, as `rebuild` does.
     let tx = conn.transaction().map_err(sql)?;
     crate::verified::materialize::reconcile_instrument(
@@ -647,7 +767,7 @@ fn recompute(
     .map_err(step("reconcile"))?;
     tx.execute("DELETE FROM dirty", []).map_err(sql)?;
     tx.commit().map_err(sql)?;
-    let hours = match crate::verified::hours::query(&conn, &registry, &query)
+    let hours = match crate::verified::hours::query(conn, &registry, &query)
         .map_err(|e| format!("recomputing: {e}"))?
         .rows
     {
