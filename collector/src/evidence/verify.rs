@@ -775,7 +775,7 @@ fn recompute(
         crate::verified::HoursRows::UsageTypes(_) => unreachable!("grouped by instrument"),
     };
     let outcomes = crate::verified::views::outcomes(
-        &conn,
+        conn,
         &registry,
         &query.range,
         Some(&manifest.instrument_id),
