@@ -11,6 +11,10 @@
 //! exactly: its forwarded tables equal the sites' tables row for row,
 //! nothing missing, nothing twice.
 //!
+//! The hub itself forwards to a province (a fourth collector, where the
+//! hub is site "campus"): the province's rows equal the hub's under
+//! `campus/`, figure for figure.
+//!
 //! Checkpoints: every site signs them with its collector key and forwards
 //! them; the hub verifies each with the site's `checkpoint_key` and checks
 //! that it extends the one before. A site whose database is edited (an
@@ -130,6 +134,10 @@ struct Rig {
     hub_http: std::net::SocketAddr,
     hub: Process,
     sites: Vec<Site>,
+    /// A hub above the hub (a province): the hub forwards to it as site
+    /// "campus".
+    province_http: std::net::SocketAddr,
+    _province: Process,
 }
 
 fn write(path: &Path, text: &str) -> PathBuf {
@@ -144,6 +152,24 @@ impl Rig {
         let hub_port = free_port();
         let hub_dir = root.join("hub");
         std::fs::create_dir_all(&hub_dir).unwrap();
+        // The province, with the hub as its one site.
+        let province_port = free_port();
+        let province_dir = root.join("province");
+        std::fs::create_dir_all(&province_dir).unwrap();
+        let province = Process::spawn(write(
+            &root.join("province.toml"),
+            &format!(
+                "data_dir = {province_dir:?}\n[site]\ntime_zone = \"UTC\"\n\
+                 [mqtt]\nembedded_listen = \"127.0.0.1:{}\"\n\
+                 [http]\nlisten = \"127.0.0.1:{province_port}\"\n\
+                 [[http.tokens]]\nname = \"office\"\nrole = \"admin\"\nsha256 = \"{}\"\n\
+                 [[hub.sites]]\nid = \"campus\"\nname = \"University\"\ntoken_sha256 = \"{}\"\n",
+                free_port(),
+                hash_token(ADMIN),
+                hash_token("campus-credential"),
+            ),
+        ));
+        let campus_token = write(&root.join("campus.token"), "campus-credential\n");
         let mut hub_sites = String::new();
         let mut collector_keys = Vec::new();
         for site in SITES {
@@ -171,7 +197,9 @@ impl Rig {
                  [mqtt]\nembedded_listen = \"127.0.0.1:{}\"\n\
                  [http]\nlisten = \"127.0.0.1:{hub_port}\"\n\
                  [[http.tokens]]\nname = \"office\"\nrole = \"admin\"\nsha256 = \"{}\"\n\
-                 [[http.tokens]]\nname = \"site-a-evaluator\"\nrole = \"evaluator\"\nsha256 = \"{}\"\nunit = \"site-a\"\n{hub_sites}",
+                 [[http.tokens]]\nname = \"site-a-evaluator\"\nrole = \"evaluator\"\nsha256 = \"{}\"\nunit = \"site-a\"\n\
+                 [upstream]\nurl = \"http://127.0.0.1:{province_port}\"\nsite_id = \"campus\"\n\
+                 token_file = {campus_token:?}\nretry_max_s = 1\n{hub_sites}",
                 free_port(),
                 hash_token(ADMIN),
                 hash_token(SITE_A_EVALUATOR),
@@ -245,12 +273,16 @@ impl Rig {
         }
         let hub_http = ([127, 0, 0, 1], hub_port).into();
         wait_healthy(hub_http).await;
+        let province_http = ([127, 0, 0, 1], province_port).into();
+        wait_healthy(province_http).await;
         Self {
             _tmp: tmp,
             hub_dir,
             hub_http,
             hub,
             sites,
+            province_http,
+            _province: province,
         }
     }
 
@@ -613,10 +645,66 @@ async fn two_sites_and_a_hub_agree_and_the_hub_catches_up_after_a_kill() {
         assert_eq!(row["instruments"], 2, "{row}");
     }
     assert_a_site_token_sees_its_site_only(&rig).await;
+    the_province_above_the_hub_answers_like_the_hub(&rig).await;
     a_site_that_rewrites_history_is_flagged_at_the_hub(&rig).await;
     for site in &mut rig.sites {
         site.process.kill();
     }
+}
+
+/// The hub forwards what it holds further up: the province's rows are the
+/// hub's, under `campus/`, figure for figure, and its one site is fresh.
+async fn the_province_above_the_hub_answers_like_the_hub(rig: &Rig) {
+    let hub = rig.hub_hours_as(ADMIN).await;
+    assert!(!hub.is_empty());
+    let expected: BTreeMap<String, Value> = hub
+        .iter()
+        .map(|r| {
+            (
+                format!(
+                    "campus/{} {}",
+                    r["instrument_id"].as_str().unwrap(),
+                    r["period_start"].as_str().unwrap()
+                ),
+                figures(r),
+            )
+        })
+        .collect();
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let province: BTreeMap<String, Value> = hours(rig.province_http, Some(ADMIN), "")
+            .await
+            .iter()
+            .map(|r| {
+                (
+                    format!(
+                        "{} {}",
+                        r["instrument_id"].as_str().unwrap(),
+                        r["period_start"].as_str().unwrap()
+                    ),
+                    figures(r),
+                )
+            })
+            .collect();
+        if province == expected {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the province's rows differ from the hub's: {} against {} rows; first of the province: {:?}",
+            province.len(),
+            expected.len(),
+            province.iter().next()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let sites = http::get_with_token(rig.province_http, "/api/v1/sites", ADMIN)
+        .await
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(sites["rows"][0]["site_id"], "campus", "{sites}");
+    assert_eq!(sites["rows"][0]["instruments"], 4, "{sites}");
 }
 
 /// Each site signs a checkpoint over its chains (as `labhours-collector
