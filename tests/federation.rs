@@ -7,9 +7,10 @@
 //!
 //! Checked: the hub's figures equal each site's own answers, instrument by
 //! instrument and in sum; the hub is SIGKILLed during a day of site traffic
-//! (with a late event re-deriving the day before) and, restarted, catches up
-//! exactly: its forwarded tables equal the sites' tables row for row,
-//! nothing missing, nothing twice.
+//! (with a late event re-deriving the day before; site A is SIGKILLed and
+//! restarted meanwhile) and, restarted, catches up exactly: its forwarded
+//! tables equal the sites' tables row for row, nothing missing, nothing
+//! twice.
 //!
 //! The hub itself forwards to a province (a fourth collector, where the
 //! hub is site "campus"): the province's rows equal the hub's under
@@ -625,6 +626,16 @@ async fn two_sites_and_a_hub_agree_and_the_hub_catches_up_after_a_kill() {
             site.id
         );
     }
+    // Site A is SIGKILLed too, with its changes waiting, and restarted:
+    // its outbox is in its database, so it resumes where it was.
+    let waiting = outbox_len(&rig.sites[0].dir);
+    rig.sites[0].process.kill();
+    rig.sites[0].process.resume();
+    wait_healthy(rig.sites[0].http).await;
+    assert!(
+        outbox_len(&rig.sites[0].dir) >= waiting,
+        "site A's restart kept its {waiting} waiting changes"
+    );
     rig.hub.resume();
     wait_healthy(rig.hub_http).await;
     rig.wait_hub_equals_sites().await;
