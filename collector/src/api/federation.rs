@@ -130,15 +130,20 @@ pub async fn batch(
     headers: HeaderMap,
     body: Result<Json<Batch>, JsonRejection>,
 ) -> Result<Json<Applied>, ApiError> {
+    // No credential is a 401 anywhere (as the API document says); a
+    // credential sent to a collector that is no hub, a 404.
+    let token =
+        bearer(&headers).ok_or_else(|| ApiError::unauthorized("missing site credential"))?;
     if !state.hub.is_hub() {
         return Err(ApiError::new(
             axum::http::StatusCode::NOT_FOUND,
             "this collector is not a hub: list the sites under [[hub.sites]] in its config",
         ));
     }
-    let (site, key) = bearer(&headers)
-        .and_then(|token| state.hub.identify(token))
-        .ok_or_else(|| ApiError::unauthorized("missing or unknown site credential"))?;
+    let (site, key) = state
+        .hub
+        .identify(token)
+        .ok_or_else(|| ApiError::unauthorized("unknown site credential"))?;
     let batch = body.map(|Json(b)| b).map_err(|e| {
         ApiError::bad_parameter(
             "body",

@@ -777,7 +777,7 @@ pub struct CheckpointsAnswer {
     /// The key every checkpoint is signed with (absent when the collector
     /// has none loaded).
     pub key: Option<crate::evidence::checkpoint::CollectorKey>,
-    /// Oldest first; only the newest with `?latest`.
+    /// Oldest first; only the newest with `?latest=true`.
     pub checkpoints: Vec<crate::evidence::checkpoint::Checkpoint>,
 }
 
@@ -786,7 +786,7 @@ pub struct CheckpointsAnswer {
 #[into_params(parameter_in = Query)]
 #[allow(dead_code)]
 pub struct CheckpointParams {
-    /// Only the newest checkpoint (`?latest` or `?latest=true`).
+    /// Only the newest checkpoint (`?latest=true`).
     latest: Option<bool>,
 }
 
@@ -812,11 +812,11 @@ pub async fn checkpoints(
     params.only(&["latest"])?;
     let latest = match params.get("latest") {
         None | Some("false") => false,
-        Some("" | "true") => true,
+        Some("true") => true,
         Some(other) => {
             return Err(ApiError::bad_parameter(
                 "latest",
-                format!("latest {other:?} is not true or false (or give ?latest alone)"),
+                format!("latest {other:?} is not true or false: ask ?latest=true"),
             ));
         }
     };

@@ -1658,10 +1658,8 @@ async fn checkpoints_are_served_to_evaluators_all_or_the_newest() {
         .map(|c| c["id"].as_i64().unwrap())
         .collect();
     assert_eq!(ids, [1, 2]);
-    for uri in [
-        "/api/v1/checkpoints?latest",
-        "/api/v1/checkpoints?latest=true",
-    ] {
+    {
+        let uri = "/api/v1/checkpoints?latest=true";
         let newest = get(&router, uri).await;
         assert_eq!(newest.status, StatusCode::OK, "{uri}");
         assert_eq!(newest.json()["checkpoints"][0]["id"], 2, "{uri}");
@@ -1673,9 +1671,17 @@ async fn checkpoints_are_served_to_evaluators_all_or_the_newest() {
                 .contains("\u{2014} labhours/test ")
         );
     }
-    let bad = get(&router, "/api/v1/checkpoints?latest=maybe").await;
-    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
-    assert_eq!(bad.json()["parameter"], "latest");
+    // The parameter is a boolean (the OpenAPI document says so): an empty
+    // or other value is refused, naming it.
+    for uri in [
+        "/api/v1/checkpoints?latest=maybe",
+        "/api/v1/checkpoints?latest=",
+        "/api/v1/checkpoints?latest",
+    ] {
+        let bad = get(&router, uri).await;
+        assert_eq!(bad.status, StatusCode::BAD_REQUEST, "{uri}");
+        assert_eq!(bad.json()["parameter"], "latest");
+    }
     let unknown = get(&router, "/api/v1/checkpoints?newest").await;
     assert_eq!(unknown.status, StatusCode::BAD_REQUEST);
 }
@@ -1693,7 +1699,7 @@ async fn a_hub_takes_batches_only_with_a_site_credential_naming_that_site() {
     let batch = |site: &str| Some(json!({ "site": site, "rows": [] }));
     let uri = "/api/v1/federation/batch";
 
-    // Not a hub: 404 whatever the credential.
+    // Not a hub: 404 whatever the credential, 401 without one.
     let (_, plain) = setup();
     let a = send(
         &plain,
@@ -1705,6 +1711,8 @@ async fn a_hub_takes_batches_only_with_a_site_credential_naming_that_site() {
     )
     .await;
     assert_eq!(a.status, StatusCode::NOT_FOUND, "{}", a.text());
+    let a = send(&plain, Method::POST, uri, None, &[], batch("site-a")).await;
+    assert_eq!(a.status, StatusCode::UNAUTHORIZED, "{}", a.text());
 
     let fake = Arc::new(Fake::default());
     let hub = app(ApiState::new(fake, &tokens())

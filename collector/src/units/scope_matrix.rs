@@ -204,7 +204,10 @@ fn requests(method: &Method, path: &str) -> Option<Vec<Req>> {
         // A checkpoint is signed over every agent and instrument of the
         // collector: a scoped caller gets none (docs/evidence.md).
         ("GET", "/api/v1/checkpoints") => {
-            vec![get(path, Filtered), get(format!("{path}?latest"), Filtered)]
+            vec![
+                get(path, Filtered),
+                get(format!("{path}?latest=true"), Filtered),
+            ]
         }
         // This collector is no hub: nothing to list, nothing to take; a
         // batch is authenticated by a site credential, never by a token.
