@@ -58,14 +58,6 @@ url="http://127.0.0.1:$port/api/v1/hours?from=2025-01-01&to=2026-01-01"
 for label in "year" "year by month"; do
   q=$url
   [ "$label" = "year by month" ] && q="$url&period=month"
-  curl -sf -o /dev/null "$q"   # warm-up
-  for _ in $(seq "$requests"); do
-    curl -sf -o "$dir/answer.json" -w '%{time_total}\n' "$q"
-  done | sort -n | awk -v label="$label" -v rows="$(grep -o '"instrument_id"' "$dir/answer.json" 2>/dev/null | wc -l)" '
-    { t[NR] = $1 * 1000 }
-    END {
-      p50 = t[int(NR * 0.50 + 0.999)]; p95 = t[int(NR * 0.95 + 0.999)]
-      printf "GET /hours (%s): %d requests, p50 %.1f ms, p95 %.1f ms, max %.1f ms\n", label, NR, p50, p95, t[NR]
-    }'
+  latency_of "$label" "$q" "$requests" "$dir/answer.json"
 done
 ls -la "$dir"/answer.json | awk '{print "last answer:", $5, "bytes"}'

@@ -86,6 +86,22 @@ bench_workdir() {
 }
 
 # The median of the numbers given.
+# GETs URL $2 once to warm up, then $3 times, keeping the last answer in
+# file $4; prints "GET /hours ($1): N requests, p50 …, p95 …, max …" (ms,
+# curl's time_total).
+latency_of() {
+  local label=$1 url=$2 requests=$3 answer=$4
+  curl -sf -o /dev/null "$url"   # warm-up
+  for _ in $(seq "$requests"); do
+    curl -sf -o "$answer" -w '%{time_total}\n' "$url"
+  done | sort -n | awk -v label="$label" '
+    { t[NR] = $1 * 1000 }
+    END {
+      p50 = t[int(NR * 0.50 + 0.999)]; p95 = t[int(NR * 0.95 + 0.999)]
+      printf "GET /hours (%s): %d requests, p50 %.1f ms, p95 %.1f ms, max %.1f ms\n", label, NR, p50, p95, t[NR]
+    }'
+}
+
 median() { printf '%s\n' "$@" | sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 
 # Wall-clock seconds and maximum RSS (KiB) from a `/usr/bin/time -v` report in file $1.

@@ -23,14 +23,8 @@ use serde_json::{Map, Value};
 const DAY_MS: i64 = 86_400_000;
 /// 2025-01-01T00:00:00Z.
 const YEAR_START_MS: i64 = 1_735_689_600_000;
-const TYPES: [&str; 6] = [
-    "teaching",
-    "research",
-    "external",
-    "training",
-    "maintenance",
-    "unassigned",
-];
+/// The usage types a row's split is spread over, as the API lists them.
+const TYPES: [&str; 6] = labhours_collector::api::table::USAGE_TYPE_COLUMNS;
 
 struct Args {
     sites: usize,

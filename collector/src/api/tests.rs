@@ -1729,40 +1729,17 @@ async fn a_hub_takes_batches_only_with_a_site_credential_naming_that_site() {
             a.text()
         );
     }
+    let as_site = |body| send(&hub, Method::POST, uri, Some(site_token), &[], body);
     // The site id comes from the credential: a batch naming another is refused.
-    let a = send(
-        &hub,
-        Method::POST,
-        uri,
-        Some(site_token),
-        &[],
-        batch("site-b"),
-    )
-    .await;
+    let a = as_site(batch("site-b")).await;
     assert_eq!(a.status, StatusCode::FORBIDDEN, "{}", a.text());
     assert!(a.text().contains("site-b"), "{}", a.text());
     // A body that is not a batch names the problem.
-    let a = send(
-        &hub,
-        Method::POST,
-        uri,
-        Some(site_token),
-        &[],
-        Some(json!({"rows": 3})),
-    )
-    .await;
+    let a = as_site(Some(json!({"rows": 3}))).await;
     assert_eq!(a.status, StatusCode::BAD_REQUEST, "{}", a.text());
     assert_eq!(a.json()["parameter"], "body");
     // Past the gate, the batch reaches the store (the fake keeps nothing: 400 from it).
-    let a = send(
-        &hub,
-        Method::POST,
-        uri,
-        Some(site_token),
-        &[],
-        batch("site-a"),
-    )
-    .await;
+    let a = as_site(batch("site-a")).await;
     assert_eq!(a.status, StatusCode::BAD_REQUEST, "{}", a.text());
     assert!(
         a.text().contains("keeps no forwarded results"),

@@ -215,6 +215,21 @@ pub fn sha256(bytes: &[u8]) -> String {
     labhours_shared::trust::hex(&Sha256::digest(bytes))
 }
 
+/// The SHA-256 of the file at `path`, read a MiB at a time (a year of
+/// events is hundreds of MB: never in memory at once).
+pub fn file_sha256(path: &std::path::Path) -> std::io::Result<String> {
+    use std::io::Read as _;
+    let mut file = std::fs::File::open(path)?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        match file.read(&mut buf)? {
+            0 => return Ok(labhours_shared::trust::hex(&h.finalize())),
+            n => h.update(&buf[..n]),
+        }
+    }
+}
+
 /// Lines as a file's bytes.
 pub fn join_lines(lines: &[String]) -> Vec<u8> {
     let mut out = Vec::with_capacity(lines.iter().map(|l| l.len() + 1).sum());

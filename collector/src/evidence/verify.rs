@@ -452,13 +452,15 @@ fn read_manifest(dir: &Path, f: &mut Findings) -> Option<Manifest> {
         return None;
     }
     for name in bundle::FILES {
-        match (manifest.files.get(name), std::fs::read(dir.join(name))) {
+        match (
+            manifest.files.get(name),
+            bundle::file_sha256(&dir.join(name)),
+        ) {
             (None, _) => f
                 .problems
                 .push(format!("{name}: not listed in the manifest")),
             (Some(_), Err(e)) => f.problems.push(format!("{name}: {e}")),
-            (Some(want), Ok(bytes)) => {
-                let got = bundle::sha256(&bytes);
+            (Some(want), Ok(got)) => {
                 if &got != want {
                     f.problems.push(format!(
                         "{name}: SHA-256 {got}, the manifest says {want} (changed after export)"

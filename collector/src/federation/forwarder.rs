@@ -14,7 +14,7 @@ use tokio::sync::watch;
 
 use super::{Batch, RegistryEntry, outbox};
 use crate::config::{CollectorConfig, UpstreamConfig};
-use crate::influx::client::{Reply, classify};
+use crate::influx::client::{Reply, Target};
 use crate::registry::Registry;
 use crate::verified::{hours, settled};
 
@@ -33,9 +33,8 @@ pub struct Forwarder {
     conn: Connection,
     registry: Arc<Registry>,
     upstream: UpstreamConfig,
-    url: String,
-    auth: String,
-    http: ureq::Agent,
+    /// The hub's batch route, with this site's credential.
+    hub: Target,
     limit: usize,
     /// What the last acknowledged batch said was settled, and when.
     last_settled: Option<(String, Instant)>,
@@ -44,7 +43,7 @@ pub struct Forwarder {
 impl std::fmt::Debug for Forwarder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Forwarder")
-            .field("url", &self.url)
+            .field("hub", &self.hub)
             .finish_non_exhaustive()
     }
 }
@@ -73,22 +72,20 @@ impl Forwarder {
             "upstream.token_file",
             &upstream.token_file,
         )?;
-        let http: ureq::Agent = ureq::Agent::config_builder()
-            .timeout_global(Some(TIMEOUT))
-            .http_status_as_error(false)
-            .build()
-            .into();
         Ok(Some(Self {
             conn,
             registry,
-            url: format!(
-                "{}/api/v1/federation/batch",
-                upstream.url.trim_end_matches('/')
+            hub: Target::post_to(
+                format!(
+                    "{}/api/v1/federation/batch",
+                    upstream.url.trim_end_matches('/')
+                ),
+                "application/json",
+                Some(format!("Bearer {}", token.trim())),
+                TIMEOUT,
             ),
-            auth: format!("Bearer {}", token.trim()),
             limit: upstream.batch_rows,
             upstream,
-            http,
             last_settled: None,
         }))
     }
@@ -113,7 +110,7 @@ impl Forwarder {
             return Ok(Step::Idle);
         }
         let body = serde_json::to_string(&batch).map_err(|e| e.to_string())?;
-        match self.post(&body) {
+        match self.hub.post(&body) {
             Reply::Written => {}
             Reply::TooLarge => {
                 self.limit = (self.limit / 2).max(1);
@@ -196,34 +193,6 @@ impl Forwarder {
         ))
     }
 
-    fn post(&self, body: &str) -> Reply {
-        let request = self
-            .http
-            .post(&self.url)
-            .content_type("application/json")
-            .header("Authorization", &self.auth);
-        match request.send(body) {
-            Err(e) => Reply::Retry {
-                after: None,
-                message: e.to_string(),
-            },
-            Ok(mut answer) => {
-                let status = answer.status().as_u16();
-                let message = if (200..300).contains(&status) {
-                    String::new()
-                } else {
-                    answer
-                        .body_mut()
-                        .with_config()
-                        .limit(4096)
-                        .read_to_string()
-                        .unwrap_or_default()
-                };
-                classify(status, None, message)
-            }
-        }
-    }
-
     /// Changes waiting for the hub.
     pub fn pending(&self) -> u64 {
         outbox::pending(&self.conn).unwrap_or(0)
@@ -280,7 +249,7 @@ pub fn start(
     stop: watch::Receiver<bool>,
 ) -> anyhow::Result<Option<tokio::task::JoinHandle<()>>> {
     Ok(Forwarder::open(config, registry)?.map(|f| {
-        tracing::info!(url = %f.url, site = %f.upstream.site_id, "forwarding results upstream");
+        tracing::info!(url = %f.hub.url, site = %f.upstream.site_id, "forwarding results upstream");
         tokio::spawn(run(f, stop))
     }))
 }

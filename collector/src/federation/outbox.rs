@@ -48,31 +48,21 @@ pub fn prepare(conn: &Connection) -> rusqlite::Result<()> {
         for (event, row) in [("INSERT", "NEW"), ("UPDATE", "NEW"), ("DELETE", "OLD")] {
             let (inst, ki, kt) = key_exprs(t, row);
             sql.push_str(&format!(
-                "CREATE TRIGGER {TRIGGER_PREFIX}{name}_{ev} AFTER {event} ON {name} BEGIN
-                     UPDATE fed_state SET next_version = next_version + 1;
-                     INSERT INTO fed_outbox (tbl, instrument_id, key_int, key_text, version)
-                     VALUES ('{name}', {inst}, {ki}, {kt}, (SELECT next_version FROM fed_state))
-                     ON CONFLICT (tbl, instrument_id, key_int, key_text) DO UPDATE SET version = excluded.version;
-                 END;\n",
+                "CREATE TRIGGER {TRIGGER_PREFIX}{name}_{ev} AFTER {event} ON {name} BEGIN {record} END;\n",
                 name = t.name,
                 ev = event.to_lowercase(),
+                record = record_change(t.name, &inst, &ki, &kt),
             ));
         }
         // An update that changes the key leaves the old key unsent: the
         // update trigger above records the new one, this one the old.
         let (inst, ki, kt) = key_exprs(t, "OLD");
+        let (ni, nki, nkt) = key_exprs(t, "NEW");
         sql.push_str(&format!(
             "CREATE TRIGGER {TRIGGER_PREFIX}{name}_rekey AFTER UPDATE ON {name}
-                 WHEN ({inst}, {ki}, {kt}) IS NOT ({ni}, {nki}, {nkt}) BEGIN
-                 UPDATE fed_state SET next_version = next_version + 1;
-                 INSERT INTO fed_outbox (tbl, instrument_id, key_int, key_text, version)
-                 VALUES ('{name}', {inst}, {ki}, {kt}, (SELECT next_version FROM fed_state))
-                 ON CONFLICT (tbl, instrument_id, key_int, key_text) DO UPDATE SET version = excluded.version;
-             END;\n",
+                 WHEN ({inst}, {ki}, {kt}) IS NOT ({ni}, {nki}, {nkt}) BEGIN {record} END;\n",
             name = t.name,
-            ni = key_exprs(t, "NEW").0,
-            nki = key_exprs(t, "NEW").1,
-            nkt = key_exprs(t, "NEW").2,
+            record = record_change(t.name, &inst, &ki, &kt),
         ));
         // Everything already stored, each row its own version.
         let (inst, ki, kt) = key_exprs(t, t.name);
@@ -88,6 +78,17 @@ pub fn prepare(conn: &Connection) -> rusqlite::Result<()> {
     }
     sql.push_str("COMMIT;");
     conn.execute_batch(&sql)
+}
+
+/// A trigger's body: the change of `table`'s row keyed by the three
+/// expressions, under the next version.
+fn record_change(table: &str, inst: &str, key_int: &str, key_text: &str) -> String {
+    format!(
+        "UPDATE fed_state SET next_version = next_version + 1;
+         INSERT INTO fed_outbox (tbl, instrument_id, key_int, key_text, version)
+         VALUES ('{table}', {inst}, {key_int}, {key_text}, (SELECT next_version FROM fed_state))
+         ON CONFLICT (tbl, instrument_id, key_int, key_text) DO UPDATE SET version = excluded.version;"
+    )
 }
 
 /// Removes the triggers and the outbox when `[upstream]` is off; turning

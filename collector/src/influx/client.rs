@@ -61,14 +61,25 @@ fn parse_retry_after(value: &str) -> Option<Duration> {
     Some(Duration::from_secs(secs).min(MAX_RETRY_AFTER))
 }
 
-/// Where and how batches are written.
-#[derive(Debug, Clone)]
+/// Where and how batches are written: the InfluxDB sink's write endpoint,
+/// or a hub's federation route (the same retry rules apply to both).
+#[derive(Clone)]
 pub struct Target {
     /// The full write URL, with its query.
     pub url: String,
+    content_type: &'static str,
     /// `Authorization` header value.
     auth: Option<String>,
     http: ureq::Agent,
+}
+
+impl std::fmt::Debug for Target {
+    // Never the credential.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Target")
+            .field("url", &self.url)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Target {
@@ -84,24 +95,38 @@ impl Target {
             ),
             InfluxApi::V1 => format!("{base}/write?db={}&precision=ms", encode(&config.bucket)),
         };
+        Self::post_to(
+            url,
+            "text/plain; charset=utf-8",
+            token.map(|t| format!("Token {t}")),
+            TIMEOUT,
+        )
+    }
+
+    /// Any endpoint, posted to with `content_type` and the `Authorization`
+    /// value `auth`; one request may take `timeout` in all.
+    pub fn post_to(
+        url: String,
+        content_type: &'static str,
+        auth: Option<String>,
+        timeout: Duration,
+    ) -> Self {
         let http: ureq::Agent = ureq::Agent::config_builder()
-            .timeout_global(Some(TIMEOUT))
+            .timeout_global(Some(timeout))
             .http_status_as_error(false)
             .build()
             .into();
         Self {
             url,
-            auth: token.map(|t| format!("Token {t}")),
+            content_type,
+            auth,
             http,
         }
     }
 
     /// Posts `body`; a failed connection is a [`Reply::Retry`].
     pub fn post(&self, body: &str) -> Reply {
-        let mut request = self
-            .http
-            .post(&self.url)
-            .content_type("text/plain; charset=utf-8");
+        let mut request = self.http.post(&self.url).content_type(self.content_type);
         if let Some(auth) = &self.auth {
             request = request.header("Authorization", auth);
         }
